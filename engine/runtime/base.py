@@ -1,0 +1,120 @@
+"""The container runtime port: what the executor needs from Docker, and nothing more."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from engine.errors import SluiceError
+
+LABEL_RUN = "sluice.run-id"
+LABEL_PIPELINE = "sluice.pipeline"
+LABEL_STEP = "sluice.step"
+LABEL_ATTEMPT = "sluice.attempt"
+LABEL_ENGINE = "sluice.engine"  # "<hostname>:<pid>" of the engine that made it, for `sluice gc`
+
+
+class ImageMissing(SluiceError):
+    """An image is not present locally and could not be pulled or built."""
+
+
+class RuntimeUnavailable(SluiceError):
+    """The container runtime (the Docker daemon) does not answer."""
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    """Everything needed to create one attempt's container."""
+
+    image: str
+    command: list[str] | None
+    env: dict[str, str]
+    labels: dict[str, str]
+    working_dir: str = "/workspace"
+    network: str = "none"
+    nano_cpus: int | None = None
+    mem_limit: int | None = None
+    gpus: int = 0  # -1: all
+
+
+@dataclass(frozen=True)
+class Transfer:
+    """Archives moved through the Docker API around one attempt.
+
+    `put`: tar files extracted at `/` in the container before it starts.
+    `fetch`: container path -> local file the raw tar stream of that path is written to
+    after the container exits (a path that does not exist in the container is skipped).
+    """
+
+    put: list[Path] = field(default_factory=list)
+    fetch: dict[str, Path] = field(default_factory=dict)
+    max_fetch_bytes: int = 2 * 1024**3
+
+
+@dataclass(frozen=True)
+class ContainerResult:
+    """How a container ended. A non-zero exit is a result, not an exception."""
+
+    exit_code: int | None
+    timed_out: bool = False
+    oom_killed: bool = False
+    cancelled: bool = False
+    error: str | None = None  # the engine could not create or start it
+    max_memory_bytes: int | None = None
+    cpu_s: float | None = None
+    fetched: dict[str, Path] = field(default_factory=dict)  # the fetch entries that exist
+    fetch_error: str | None = None  # a fetch over the size limit, or a broken stream
+
+
+LogSink = Callable[[str], None]
+
+
+class ContainerRuntime(Protocol):
+    """Runs one container to completion; implementations: docker (real), fake (tests)."""
+
+    def image_id(self, ref: str) -> str:
+        """The local image id (`sha256:...`) of `ref`, pulling where a registry answers.
+
+        Raises ImageMissing with a message that says how to get the image.
+        """
+        ...
+
+    def build_image(
+        self,
+        context: Path,
+        dockerfile: str,
+        tag: str,
+        buildargs: dict[str, str],
+        target: str | None,
+    ) -> str:
+        """Build `context` as `tag` (no network) unless `tag` exists; return its image id."""
+        ...
+
+    def run(
+        self,
+        spec: ContainerSpec,
+        transfer: Transfer,
+        *,
+        timeout: float,
+        on_log: LogSink,
+        cancel: threading.Event,
+        grace: float = 5.0,
+    ) -> ContainerResult:
+        """Create, copy in, start, stream logs, wait (at most `timeout`), copy out, remove.
+
+        On timeout the container gets SIGTERM, then SIGKILL after `grace` seconds.
+        When `cancel` is set (and `kill_run` is called) it returns promptly, cancelled.
+        The container is always removed before this returns.
+        """
+        ...
+
+    def kill_run(self, run_id: str) -> int:
+        """Kill and remove every container labelled with this run id; return how many."""
+        ...
+
+    def gc(self, *, everything: bool = False) -> list[str]:
+        """Remove containers whose engine is gone (all sluice containers with `everything`)."""
+        ...
