@@ -11,6 +11,7 @@ from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -35,12 +36,17 @@ _MEMORY_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024
 DEFAULT_TIMEOUT_S = 3600.0
 DEFAULT_BACKOFF_S = 10.0
 DEFAULT_MAX_BACKOFF_S = 300.0
+MAX_DURATION_S = 366 * 86400.0
+MIN_MEMORY = 6 * 1024**2  # Docker refuses less
+MAX_MEMORY = 2**63 - 1  # Docker's API takes an int64
 
 
 def parse_duration(value: object) -> float:
     """'90s', '10m', '1h30m', '2d' or a number of seconds -> seconds (float, > 0)."""
     if isinstance(value, bool):
-        raise ValueError("a duration is a string like '90s', '10m', '1h30m', or a number of seconds")
+        raise ValueError(
+            "a duration is a string like '90s', '10m', '1h30m', or a number of seconds"
+        )
     if isinstance(value, int | float):
         seconds = float(value)
     elif isinstance(value, str):
@@ -57,9 +63,13 @@ def parse_duration(value: object) -> float:
             parts = {k: float(v) if v else 0.0 for k, v in match.groupdict().items()}
             seconds = parts["d"] * 86400 + parts["h"] * 3600 + parts["m"] * 60 + parts["s"]
     else:
-        raise ValueError("a duration is a string like '90s', '10m', '1h30m', or a number of seconds")
-    if seconds <= 0:
+        raise ValueError(
+            "a duration is a string like '90s', '10m', '1h30m', or a number of seconds"
+        )
+    if not seconds > 0:  # also refuses NaN
         raise ValueError(f"duration {value!r} must be more than zero")
+    if seconds > MAX_DURATION_S:  # also refuses inf; timers overflow long before
+        raise ValueError(f"duration {value!r} is longer than the limit of 366 days")
     return seconds
 
 
@@ -73,14 +83,48 @@ def parse_memory(value: object) -> int:
         size = int(float(match["n"]) * _MEMORY_UNITS[match["u"].lower()])
     else:
         raise ValueError(f"bad memory size {value!r}: use a size like '512m' or '4g'")
-    if size < 4 * 1024**2:
+    if size < MIN_MEMORY:
         raise ValueError(f"memory {value!r} is below Docker's minimum of 6m")
+    if size > MAX_MEMORY:
+        raise ValueError(f"memory {value!r} is too large")
     return size
 
 
-Duration = Annotated[float, BeforeValidator(parse_duration)]
-Memory = Annotated[int, BeforeValidator(parse_memory)]
+def _env_name(key: str) -> str:
+    if not ENV_RE.match(key):
+        raise ValueError(f"env name {key!r} is not a valid variable name")
+    if key.startswith("SLUICE_"):
+        raise ValueError(f"env name {key!r}: the SLUICE_ prefix is the engine's own")
+    return key
+
+
+def _secret_name(key: str) -> str:
+    if not ENV_RE.match(key):
+        raise ValueError(f"secret name {key!r} is not a valid variable name")
+    return key
+
+
+def _param_name(key: str) -> str:
+    if not PARAM_RE.match(key):
+        raise ValueError(f"param name {key!r} must be a letter or _ followed by letters, digits, _")
+    return key
+
+
+Duration = Annotated[
+    float,
+    BeforeValidator(parse_duration, json_schema_input_type=str | float),
+    Field(description="'90s', '10m', '1h30m', '2d' or a number of seconds"),
+]
+Memory = Annotated[
+    int,
+    BeforeValidator(parse_memory, json_schema_input_type=str | int),
+    Field(description="'512m', '4g' or a number of bytes"),
+]
 ParamValue = bool | int | float | str
+# Names are checked one by one (not per mapping) so an error points at the offending line.
+EnvName = Annotated[str, AfterValidator(_env_name)]
+SecretName = Annotated[str, AfterValidator(_secret_name)]
+ParamName = Annotated[str, AfterValidator(_param_name)]
 
 
 class _Model(BaseModel):
@@ -178,7 +222,9 @@ def _retries(value: object) -> object:
     return value
 
 
-Retries = Annotated[RetryPolicy, BeforeValidator(_retries)]
+Retries = Annotated[
+    RetryPolicy, BeforeValidator(_retries, json_schema_input_type=int | RetryPolicy)
+]
 
 
 class Resources(_Model):
@@ -210,8 +256,8 @@ class StepFields(_Model):
     run: str | None = None
     command: list[str] | None = None
     config: dict[str, Any] | None = None
-    env: dict[str, EnvValue] | None = None
-    secrets: list[str] | None = None
+    env: dict[EnvName, EnvValue] | None = None
+    secrets: list[SecretName] | None = None
     timeout: Duration | None = None
     retries: Retries | None = None
     when: str | None = None
@@ -220,24 +266,6 @@ class StepFields(_Model):
     network: Literal["none", "bridge", "host"] | None = None
     cache: bool | None = None
     workspace: bool | list[str] | None = None
-
-    @field_validator("env")
-    @classmethod
-    def _env_names(cls, value: dict[str, EnvValue] | None) -> dict[str, EnvValue] | None:
-        for key in value or {}:
-            if not ENV_RE.match(key):
-                raise ValueError(f"env name {key!r} is not a valid variable name")
-            if key.startswith("SLUICE_"):
-                raise ValueError(f"env name {key!r}: the SLUICE_ prefix is the engine's own")
-        return value
-
-    @field_validator("secrets")
-    @classmethod
-    def _secret_names(cls, value: list[str] | None) -> list[str] | None:
-        for key in value or []:
-            if not ENV_RE.match(key):
-                raise ValueError(f"secret name {key!r} is not a valid variable name")
-        return value
 
 
 class Defaults(StepFields):
@@ -263,19 +291,11 @@ class Pipeline(_Model):
     name: Annotated[str, Field(pattern=NAME_PATTERN)]
     description: str = ""
     triggers: list[Trigger] = Field(default_factory=list)
-    params: dict[str, ParamValue] = Field(default_factory=dict)
+    params: dict[ParamName, ParamValue] = Field(default_factory=dict)
     baseline: Baseline | None = None
     defaults: Defaults = Field(default_factory=Defaults)
     steps: Annotated[list[Step], Field(min_length=1)]
     finally_: list[Step] = Field(default_factory=list, alias="finally")
-
-    @field_validator("params")
-    @classmethod
-    def _param_names(cls, value: dict[str, ParamValue]) -> dict[str, ParamValue]:
-        for key in value:
-            if not PARAM_RE.match(key):
-                raise ValueError(f"param name {key!r} must be a letter or _ followed by letters, digits, _")
-        return value
 
     @property
     def all_steps(self) -> list[Step]:
@@ -346,6 +366,10 @@ def resolve_step(step: Step, defaults: Defaults, *, is_finally: bool) -> Resolve
         own = getattr(step, field)
         return own if own is not None else getattr(defaults, field)
 
+    # run and command are one choice: a step's own command is not overridden by defaults.run
+    own_argv = step.run is not None or step.command is not None
+    run = step.run if own_argv else defaults.run
+    command = step.command if own_argv else defaults.command
     image = pick("image")
     if image is None:
         raise ValueError(f"step {step.name!r} has no image: set image on the step or in defaults")
@@ -358,8 +382,8 @@ def resolve_step(step: Step, defaults: Defaults, *, is_finally: bool) -> Resolve
         is_finally=is_finally,
         type=step_type,
         image=image,
-        run=pick("run"),
-        command=pick("command"),
+        run=run,
+        command=command,
         needs=list(step.needs),
         config={**(defaults.config or {}), **(step.config or {})},
         env={k: _env_text(v) for k, v in env.items()},

@@ -29,8 +29,8 @@ def check_reference(inner: str, params: Mapping[str, object]) -> str | None:
         if len(rest) != 1:
             return f"'${{{{ {inner} }}}}': params.<name> takes exactly one name"
         if rest[0] not in params:
-            known = ", ".join(sorted(params)) or "none are declared"
-            return f"'${{{{ {inner} }}}}' names unknown param {rest[0]!r} (declared: {known})"
+            known = f"declared: {', '.join(sorted(params))}" if params else "no params are declared"
+            return f"'${{{{ {inner} }}}}' names unknown param {rest[0]!r} ({known})"
     return None
 
 

@@ -1,0 +1,375 @@
+"""The `sluice` command line: builds the real adapters and maps errors to exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import click
+
+from engine import __version__
+from engine.errors import PipelineInvalid, Problem, SluiceError, UsageError
+
+if TYPE_CHECKING:
+    from engine.loader import LoadedPipeline
+    from engine.spec import RepoConfig
+
+EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+@dataclass
+class State:
+    repo_option: str | None
+    config_option: str | None
+    _config: RepoConfig | None = None
+
+    @property
+    def repo(self) -> Path:
+        from engine.workspace import find_repo_root
+
+        if self.repo_option:
+            path = Path(self.repo_option)
+            if not path.is_dir():
+                raise UsageError(f"--repo {self.repo_option}: no such folder")
+            return path.resolve()
+        return find_repo_root(Path.cwd())
+
+    @property
+    def config(self) -> RepoConfig:
+        if self._config is None:
+            from engine.loader import load_repo_config
+
+            path = Path(self.config_option) if self.config_option else None
+            self._config = load_repo_config(self.repo, path)
+        return self._config
+
+    @property
+    def pipelines_dir(self) -> Path:
+        return self.repo / self.config.pipelines
+
+    def pipeline(self, ref: str) -> LoadedPipeline:
+        from engine.loader import find_pipeline
+
+        found = find_pipeline(self.repo, self.pipelines_dir, ref)
+        assert found is not None
+        return found
+
+
+def _exit(code: int) -> NoReturn:
+    raise click.exceptions.Exit(code)
+
+
+def _echo_json(value: Any) -> None:
+    click.echo(json.dumps(value, indent=2))
+
+
+def _annotate(problems: list[Problem]) -> None:
+    """GitHub workflow-command annotations, so problems show on the pull request's files."""
+    if os.environ.get("GITHUB_ACTIONS") != "true":
+        return
+    for p in problems:
+        message = p.message.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+        click.echo(f"::error file={p.file},line={p.line or 1}::{message}", err=True)
+
+
+@click.group(
+    context_settings=CONTEXT,
+    epilog="""\b
+Examples:
+  sluice validate                       check every pipeline under pipelines/
+  sluice graph churn-retrain --format mermaid
+  sluice run churn-retrain -p n_estimators=200
+  sluice run pipelines/nightly.yaml --json > manifest.json
+
+Exit codes: 0 success, 1 a run failed, 2 invalid input or usage, 130 interrupted.
+Docs: docs/pipeline-format.md, docs/cli.md""",
+)
+@click.option(
+    "--repo",
+    metavar="DIR",
+    help="Repository root (default: the git top level of the current folder).",
+)
+@click.option(
+    "--config", metavar="FILE", help="Settings file (default: sluice.yaml at the repository root)."
+)
+@click.version_option(__version__, prog_name="sluice")
+@click.pass_context
+def cli(ctx: click.Context, repo: str | None, config: str | None) -> None:
+    """Sluice: pipelines as code; every step in its own container, every run recorded."""
+    ctx.obj = State(repo, config)
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("paths", nargs=-1, metavar="[PATH]...")
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print a JSON list of {file, line, message} on stdout."
+)
+@click.pass_obj
+def validate(state: State, paths: tuple[str, ...], as_json: bool) -> None:
+    """Check pipeline files; print every problem as file:line: message.
+
+    \b
+    PATH is a pipeline file or a folder searched recursively for *.yaml / *.yml
+    (default: the pipelines folder of sluice.yaml, else pipelines/).
+    Exits 0 when every file is valid, 2 otherwise.
+
+    \b
+    Examples:
+      sluice validate
+      sluice validate pipelines/train.yaml --json
+    """
+    from engine.loader import display_path, find_pipeline_files, load_many
+
+    repo = state.repo
+    targets = [Path(p) for p in paths] or [state.pipelines_dir]
+    files: list[Path] = []
+    problems: list[Problem] = []
+    for target in targets:
+        found = find_pipeline_files(target)
+        if not found:
+            what = (
+                "no such file or folder" if not target.exists() else "no *.yaml pipeline files here"
+            )
+            problems.append(Problem(display_path(target, repo), 0, what))
+        files.extend(found)
+    loaded = []
+    try:
+        loaded = load_many(files, repo)
+    except PipelineInvalid as exc:
+        problems.extend(exc.problems)
+    problems = sorted(set(problems))
+    if as_json:
+        _echo_json([p.as_dict() for p in problems])
+    for problem in problems:
+        click.echo(str(problem), err=True)
+    _annotate(problems)
+    if problems:
+        click.echo(
+            f"sluice: {len(problems)} problem(s) in {len({p.file for p in problems})} file(s)",
+            err=True,
+        )
+        _exit(EXIT_INVALID)
+    click.echo(f"sluice: {len(loaded)} pipeline(s) valid", err=True)
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("pipeline")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "mermaid", "dot", "json"]),
+    default="text",
+    show_default=True,
+)
+@click.pass_obj
+def graph(state: State, pipeline: str, fmt: str) -> None:
+    """Print a pipeline's DAG by level.
+
+    \b
+    PIPELINE is a pipeline name or the path of its file.
+
+    \b
+    Examples:
+      sluice graph churn-retrain
+      sluice graph pipelines/churn.yaml --format mermaid
+      sluice graph churn-retrain --format dot | dot -Tsvg > dag.svg
+    """
+    from engine.graph import render
+
+    click.echo(render(state.pipeline(pipeline).dag, fmt), nl=False)
+
+
+@cli.command(context_settings=CONTEXT)
+def schema() -> None:
+    """Print the JSON Schema of pipeline files (for editors).
+
+    \b
+    Example:
+      sluice schema > .sluice-schema.json
+      # then, first line of a pipeline file:
+      # yaml-language-server: $schema=../.sluice-schema.json
+    """
+    from engine.spec import Pipeline
+
+    document = Pipeline.model_json_schema(by_alias=True, mode="validation")
+    document = {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        **document,
+        "title": "Sluice pipeline",
+    }
+    _echo_json(document)
+
+
+def _params(
+    loaded: LoadedPipeline, pairs: tuple[str, ...], params_json: str | None
+) -> dict[str, Any]:
+    from engine.loader import coerce_params
+
+    declared = loaded.pipeline.params
+    result = dict(declared)
+    if params_json:
+        try:
+            given = json.loads(params_json)
+        except ValueError as exc:
+            raise UsageError(f"--params-json is not valid JSON: {exc}") from None
+        if not isinstance(given, dict):
+            raise UsageError("--params-json must be a JSON object, e.g. '{\"n_estimators\": 200}'")
+        result = coerce_params(declared, given, source="--params-json", from_text=False)
+    overrides: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise UsageError(f"-p {pair!r}: use KEY=VALUE, e.g. -p n_estimators=200")
+        overrides[key.strip()] = value
+    texts = coerce_params(declared, overrides, source="-p", from_text=True)
+    result.update({key: texts[key] for key in overrides})
+    return result
+
+
+def _install_signal_handlers(cancel: Any) -> None:
+    count = {"n": 0}
+
+    def handler(signum: int, frame: object) -> None:
+        count["n"] += 1
+        if count["n"] >= 3:  # the user insists: stop waiting for cleanup
+            os._exit(EXIT_INTERRUPTED)
+        cancel()
+
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, handler)
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("pipeline")
+@click.option(
+    "-p",
+    "--param",
+    "pairs",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override a param (repeatable).",
+)
+@click.option("--params-json", metavar="JSON", help="Override params from a JSON object.")
+@click.option("--no-cache", is_flag=True, help="Run every step even when a cached result exists.")
+@click.option(
+    "--max-parallel",
+    type=click.IntRange(1, 256),
+    help="Steps running at once (default: CPU count).",
+)
+@click.option(
+    "--push/--no-push", default=None, help="Push results to the remote (default: when one exists)."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the run manifest as JSON on stdout.")
+@click.option(
+    "-q", "--quiet", is_flag=True, help="Do not echo step logs (they are still recorded)."
+)
+@click.pass_obj
+def run(
+    state: State,
+    pipeline: str,
+    pairs: tuple[str, ...],
+    params_json: str | None,
+    no_cache: bool,
+    max_parallel: int | None,
+    push: bool | None,
+    as_json: bool,
+    quiet: bool,
+) -> None:
+    """Run a pipeline now: every step in its own container.
+
+    \b
+    Progress goes to stderr (a live table on a terminal, plain lines elsewhere);
+    step logs are prefixed with the step name. The run is recorded under
+    .sluice/runs/<run-id>/ (manifest.json, logs/, step outputs).
+    Exits 0 when the run succeeded (or waits for approval), 1 when it failed,
+    2 on invalid input, 130 when interrupted (its containers are removed first).
+
+    \b
+    Examples:
+      sluice run churn-retrain
+      sluice run churn-retrain -p n_estimators=200 -p min_accuracy=0.95
+      sluice run pipelines/churn.yaml --params-json '{"n_estimators": 50}' --json
+    """
+    from engine.executor import Executor, RunOptions
+    from engine.manifest import RunStatus, Trigger
+    from engine.progress import make_reporter
+    from engine.runtime.docker import DockerRuntime
+
+    loaded = state.pipeline(pipeline)
+    params = _params(loaded, pairs, params_json)
+    wanted = {name for step in loaded.steps for name in step.secrets}
+    secrets = {name: os.environ[name] for name in wanted if name in os.environ}
+    options = RunOptions(params=params, trigger=Trigger(kind="manual"), secrets=secrets)
+    if max_parallel or state.config.max_parallel:
+        options.max_parallel = max_parallel or state.config.max_parallel or options.max_parallel
+    executor = Executor(
+        loaded,
+        DockerRuntime(),
+        repo=state.repo,
+        options=options,
+        reporter=make_reporter(quiet=quiet),
+    )
+    _install_signal_handlers(executor.cancel)
+    manifest = executor.run()
+    if as_json:
+        click.echo(manifest.to_json())
+    if manifest.status is RunStatus.cancelled:
+        _exit(EXIT_INTERRUPTED)
+    if manifest.status is RunStatus.failed:
+        _exit(EXIT_FAILED)
+
+
+@cli.command(context_settings=CONTEXT)
+@click.option(
+    "--all", "everything", is_flag=True, help="Remove every Sluice container, running or not."
+)
+def gc(everything: bool) -> None:
+    """Remove containers left behind by an engine that was killed outright.
+
+    \b
+    Without --all: stopped Sluice containers, and running ones whose engine
+    process (on this host) is gone.
+
+    \b
+    Example:
+      sluice gc
+    """
+    from engine.runtime.docker import DockerRuntime
+
+    removed = DockerRuntime().gc(everything=everything)
+    for name in removed:
+        click.echo(name)
+    click.echo(f"sluice: removed {len(removed)} container(s)", err=True)
+
+
+def main(argv: list[str] | None = None) -> NoReturn:
+    """Console entry point: never shows a traceback for an error the engine expects."""
+    try:
+        code = cli.main(args=argv, prog_name="sluice", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        code = exc.exit_code
+    except click.exceptions.Abort:
+        click.echo("sluice: interrupted", err=True)
+        code = EXIT_INTERRUPTED
+    except click.ClickException as exc:
+        exc.show()
+        code = EXIT_INVALID if isinstance(exc, click.UsageError) else exc.exit_code
+    except PipelineInvalid as exc:
+        for problem in exc.problems:
+            click.echo(str(problem), err=True)
+        _annotate(exc.problems)
+        code = exc.exit_code
+    except SluiceError as exc:
+        click.echo(f"sluice: error: {exc}", err=True)
+        code = exc.exit_code
+    except KeyboardInterrupt:
+        click.echo("sluice: interrupted", err=True)
+        code = EXIT_INTERRUPTED
+    sys.exit(code if isinstance(code, int) else EXIT_OK)

@@ -1,0 +1,128 @@
+"""Run manifest models (schema `sluice/run/v1`) and their JSON round trip."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from engine.spec import Outcome
+
+SCHEMA = "sluice/run/v1"
+
+
+class StepStatus(StrEnum):
+    pending = "pending"  # not decided yet (only while a run is going or paused)
+    running = "running"
+    succeeded = "succeeded"
+    failed = "failed"
+    skipped = "skipped"
+    cached = "cached"
+    upstream_failed = "upstream_failed"
+    waiting_approval = "waiting_approval"
+    cancelled = "cancelled"
+
+
+TERMINAL = frozenset(
+    {
+        StepStatus.succeeded,
+        StepStatus.failed,
+        StepStatus.skipped,
+        StepStatus.cached,
+        StepStatus.upstream_failed,
+        StepStatus.cancelled,
+    }
+)
+DONE_OK = frozenset({StepStatus.succeeded, StepStatus.cached})
+
+
+class RunStatus(StrEnum):
+    running = "running"
+    succeeded = "succeeded"
+    failed = "failed"
+    waiting_approval = "waiting_approval"
+    cancelled = "cancelled"
+
+
+def utc_iso(moment: datetime) -> str:
+    """`2026-11-24T10:00:00.123Z`: UTC, milliseconds, sortable."""
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class ArtifactPointer(_Model):
+    uri: str
+    sha256: str
+    size: int
+
+
+class Attempt(_Model):
+    number: int
+    outcome: Outcome | None = None  # None while it runs
+    exit_code: int | None = None
+    started_at: str
+    finished_at: str | None = None
+    duration_s: float | None = None
+    log: str | None = None
+    max_memory_bytes: int | None = None
+    cpu_s: float | None = None
+    error: str | None = None
+
+
+class StepRecord(_Model):
+    status: StepStatus = StepStatus.pending
+    type: str = "custom"
+    image: str = ""
+    image_id: str | None = None
+    cache_key: str | None = None
+    cached_from: str | None = None
+    needs: list[str] = Field(default_factory=list)
+    is_finally: bool = False
+    reason: str | None = None  # why skipped / upstream_failed / failed, in words
+    attempts: list[Attempt] = Field(default_factory=list)
+    outputs: dict[str, ArtifactPointer] = Field(default_factory=dict)
+    metrics: dict[str, float | int | bool] = Field(default_factory=dict)
+
+
+class Trigger(_Model):
+    kind: str = "manual"
+    event: str | None = None
+    scheduled_for: str | None = None
+    payload: dict[str, Any] = Field(default_factory=dict)
+
+
+class RunManifest(_Model):
+    schema_: str = Field(default=SCHEMA, alias="schema")
+    run_id: str
+    pipeline: str
+    pipeline_file: str
+    pipeline_sha256: str
+    commit: str | None = None
+    dirty: bool = False
+    trigger: Trigger = Field(default_factory=Trigger)
+    params: dict[str, Any] = Field(default_factory=dict)
+    status: RunStatus = RunStatus.running
+    started_at: str
+    finished_at: str | None = None
+    duration_s: float | None = None
+    engine: dict[str, Any] = Field(default_factory=dict)
+    ci: dict[str, Any] | None = None
+    error: str | None = None
+    steps: dict[str, StepRecord] = Field(default_factory=dict)
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+    def to_json(self) -> str:
+        return self.model_dump_json(by_alias=True, indent=2)
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", by_alias=True)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> RunManifest:
+        return cls.model_validate_json(text)

@@ -1,0 +1,154 @@
+"""The repository snapshot a run starts from: files (tracked and untracked, not ignored), commit, dirty."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import subprocess
+import tarfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from engine.errors import EngineUnavailable
+
+ENGINE_DIR = ".sluice"
+
+
+def _git(repo: Path, *args: str) -> str | None:
+    try:
+        done = subprocess.run(
+            ["git", "-C", str(repo), *args], capture_output=True, check=False, timeout=120
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.stdout.decode("utf-8", "surrogateescape") if done.returncode == 0 else None
+
+
+def is_git_repo(path: Path) -> bool:
+    return (path / ".git").exists()
+
+
+def find_repo_root(start: Path) -> Path:
+    """The git top level containing `start`, else `start` itself."""
+    current = start.resolve()
+    for candidate in (current, *current.parents):
+        if (candidate / ".git").exists():
+            return candidate
+    return current
+
+
+def ensure_engine_dir(repo: Path) -> Path:
+    """`.sluice/` under the repo, git-ignored by a `.gitignore` inside it (the user's is untouched)."""
+    folder = repo / ENGINE_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    ignore = folder / ".gitignore"
+    if not ignore.exists():
+        ignore.write_text("# Sluice's local runs and artifacts; never committed.\n*\n")
+    return folder
+
+
+def _list_files(repo: Path) -> list[str]:
+    if is_git_repo(repo):
+        out = _git(repo, "ls-files", "-z", "--cached", "--others", "--exclude-standard")
+        if out is None:
+            raise EngineUnavailable(f"git ls-files failed in {repo}", hint="is git installed?")
+        names = sorted({n for n in out.split("\0") if n})
+    else:
+        names = []
+        for base, dirs, files in os.walk(repo):
+            dirs[:] = [d for d in dirs if d != ".git"]
+            names.extend(
+                os.path.relpath(os.path.join(base, f), repo).replace(os.sep, "/") for f in files
+            )
+        names.sort()
+    return [n for n in names if n != ENGINE_DIR and not n.startswith(ENGINE_DIR + "/")]
+
+
+@dataclass(frozen=True)
+class WorkspaceSnapshot:
+    """Files frozen into a tar at run start; digests feed cache keys."""
+
+    root: Path
+    tar: Path | None  # members under `workspace/`
+    digests: dict[str, str] = field(
+        default_factory=dict
+    )  # path -> sha256 (links: of the target text)
+    commit: str | None = None
+    dirty: bool = False
+
+    def subset_tar(self, include: list[str], out: Path) -> Path:
+        """A tar holding only the snapshot's files at or under the given paths."""
+        prefixes = [p.strip("/") for p in include]
+
+        def wanted(name: str) -> bool:
+            rel = name.removeprefix("workspace/")
+            return any(rel == p or rel.startswith(p + "/") for p in prefixes)
+
+        with tarfile.open(self.tar or "", "r") as src, tarfile.open(out, "w") as dst:
+            dst.addfile(_dir_info("workspace"))
+            for member in src:
+                if member.isdir():
+                    continue
+                if wanted(member.name):
+                    dst.addfile(member, src.extractfile(member) if member.isfile() else None)
+        return out
+
+    def files_for(self, include: bool | list[str]) -> dict[str, str]:
+        """The digests a step can see, given its `workspace` field."""
+        if include is False:
+            return {}
+        if include is True:
+            return dict(self.digests)
+        prefixes = [p.strip("/") for p in include]
+        return {
+            k: v
+            for k, v in self.digests.items()
+            if any(k == p or k.startswith(p + "/") for p in prefixes)
+        }
+
+
+def _dir_info(name: str) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type = tarfile.DIRTYPE
+    info.mode = 0o777
+    return info
+
+
+def snapshot(repo: Path, out: Path) -> WorkspaceSnapshot:
+    """Freeze the repo's files into `out` (a tar with members under `workspace/`)."""
+    files = _list_files(repo)
+    digests: dict[str, str] = {}
+    dirs: set[str] = set()
+    with tarfile.open(out, "w") as tar:
+        tar.addfile(_dir_info("workspace"))
+        for name in files:
+            path = repo / name
+            parent = os.path.dirname(name)
+            missing = []
+            while parent and parent not in dirs:
+                missing.append(parent)
+                dirs.add(parent)
+                parent = os.path.dirname(parent)
+            for folder in reversed(missing):
+                tar.addfile(_dir_info(f"workspace/{folder}"))
+            if path.is_symlink():
+                info = tarfile.TarInfo(f"workspace/{name}")
+                info.type = tarfile.SYMTYPE
+                info.linkname = os.readlink(path)
+                tar.addfile(info)
+                digests[name] = hashlib.sha256(b"link:" + info.linkname.encode()).hexdigest()
+            elif path.is_file():
+                data = path.read_bytes()
+                info = tarfile.TarInfo(f"workspace/{name}")
+                info.size = len(data)
+                info.mode = 0o755 if os.access(path, os.X_OK) else 0o644
+                tar.addfile(info, io.BytesIO(data))
+                digests[name] = hashlib.sha256(data).hexdigest()
+    commit = dirty = None
+    if is_git_repo(repo):
+        head = _git(repo, "rev-parse", "--verify", "-q", "HEAD")
+        commit = head.strip() if head else None
+        status = _git(repo, "status", "--porcelain", "--untracked-files=normal")
+        dirty = bool(status and status.strip())
+    return WorkspaceSnapshot(root=repo, tar=out, digests=digests, commit=commit, dirty=bool(dirty))
