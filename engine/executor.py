@@ -380,9 +380,12 @@ class Executor:
         outputs_tar, checkpoints_tar = work / "outputs.tar", work / "checkpoints.tar"
         result = self.runtime.run(
             spec,
+            # Outputs matter only when the attempt succeeded, checkpoints only when it did not
+            # (a succeeded step is reused, never resumed): one archive call either way.
             Transfer(
                 put=puts,
-                fetch={"/sluice/outputs": outputs_tar, "/sluice/checkpoints": checkpoints_tar},
+                fetch={"/sluice/outputs": outputs_tar},
+                fetch_on_failure={"/sluice/checkpoints": checkpoints_tar},
             ),
             timeout=step.timeout,
             on_log=on_log,

@@ -44,13 +44,16 @@ class ContainerSpec:
 class Transfer:
     """Archives moved through the Docker API around one attempt.
 
-    `put`: tar files extracted at `/` in the container before it starts.
+    `put`: tar files extracted at `/` in the container before it starts (sent as one
+    stream: each archive call on a stopped container mounts its file system, ~100 ms).
     `fetch`: container path -> local file the raw tar stream of that path is written to
-    after the container exits (a path that does not exist in the container is skipped).
+    after the container exits with code 0 (a path the container lacks is skipped);
+    `fetch_on_failure`: the same, used instead when it exits otherwise.
     """
 
     put: list[Path] = field(default_factory=list)
     fetch: dict[str, Path] = field(default_factory=dict)
+    fetch_on_failure: dict[str, Path] = field(default_factory=dict)
     max_fetch_bytes: int = 2 * 1024**3
 
 
