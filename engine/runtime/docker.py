@@ -22,7 +22,6 @@ from docker.models.containers import Container
 from docker.types.daemon import CancellableStream
 
 from engine import archives
-
 from engine.runtime.base import (
     LABEL_ENGINE,
     LABEL_RUN,
