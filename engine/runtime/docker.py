@@ -71,6 +71,17 @@ class DockerRuntime:
         self._lock = threading.Lock()
         self._diff_is_cheap: bool | None = None
 
+    def _build_network(self) -> str | None:
+        """`SLUICE_BUILD_NETWORK`, else Docker's default where a bridge exists, else none.
+
+        A Dockerfile that installs packages needs the network on a CI runner; a daemon
+        started with `--bridge=none` (as on machines with no registry) cannot give one.
+        """
+        chosen = os.environ.get("SLUICE_BUILD_NETWORK")
+        if chosen:
+            return chosen
+        return None if self.client.networks.list(names=["bridge"]) else "none"
+
     def diff_is_cheap(self) -> bool:
         """Whether `container.diff()` only walks the container's own layer (overlay2)."""
         if self._diff_is_cheap is None:
@@ -132,7 +143,7 @@ class DockerRuntime:
                     tag=tag,
                     buildargs=buildargs,
                     target=target,
-                    network_mode="none",
+                    network_mode=self._build_network(),
                     rm=True,
                     forcerm=True,
                 )
@@ -144,7 +155,7 @@ class DockerRuntime:
                 raise ImageBuildFailed(
                     f"building image {tag!r} from {context / dockerfile} failed: {exc}"
                     + "".join(f"\n  | {line}" for line in text.strip().splitlines()[-20:]),
-                    hint="fix the Dockerfile or the build context; builds run without network",
+                    hint="fix the Dockerfile or the build context (SLUICE_BUILD_NETWORK sets the build network)",
                 ) from exc
             return str(image.id)
 
