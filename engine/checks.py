@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -50,23 +50,27 @@ def _step_items(data: Mapping[str, Any]) -> Iterator[tuple[str, int, dict[str, A
 
 
 def _strings(value: Any, path: Path_) -> Iterator[tuple[Path_, str]]:
+    """Every string inside `value` that holds a `${{`, with its path."""
     if isinstance(value, str):
-        yield path, value
+        if "${{" in value:
+            yield path, value
     elif isinstance(value, list):
         for index, item in enumerate(value):
-            yield from _strings(item, (*path, index))
+            if isinstance(item, list | dict) or (isinstance(item, str) and "${{" in item):
+                yield from _strings(item, (*path, index))
     elif isinstance(value, dict):
         for key, item in value.items():
-            yield from _strings(item, (*path, key))
+            if isinstance(item, list | dict) or (isinstance(item, str) and "${{" in item):
+                yield from _strings(item, (*path, key))
 
 
 def _check_templates(
     fields: Mapping[str, Any], path: Path_, params: Mapping[str, Any], result: CheckResult
 ) -> None:
     for key, value in fields.items():
+        if not isinstance(value, list | dict) and not (isinstance(value, str) and "${{" in value):
+            continue  # most fields: no need to walk them
         for where, text in _strings(value, (*path, key)):
-            if "${{" not in text:
-                continue
             if key == "run":
                 result.add(where, f"run strings cannot contain ${{{{ }}}}: {_RUN_HINT}")
             elif key in _TEMPLATE_FIELDS:
@@ -75,7 +79,9 @@ def _check_templates(
                     if message:
                         result.add(where, message)
             elif key != "when":
-                result.add(where, f"{key}: ${{{{ }}}} may appear only in config, env values and command")
+                result.add(
+                    where, f"{key}: ${{{{ }}}} may appear only in config, env values and command"
+                )
 
 
 def _check_cron(trigger: Mapping[str, Any], path: Path_, result: CheckResult) -> None:
@@ -118,10 +124,14 @@ def _check_triggers(data: Mapping[str, Any], result: CheckResult) -> None:
         if isinstance(drift, dict):
             monitor = drift.get("monitor")
             if isinstance(monitor, str) and not NAME_RE.match(monitor):
-                result.add((*path, "drift", "monitor"), f"monitor {monitor!r} is not a pipeline name")
+                result.add(
+                    (*path, "drift", "monitor"), f"monitor {monitor!r} is not a pipeline name"
+                )
             when = drift.get("when")
             if isinstance(when, str):
-                _check_when(when, (*path, "drift", "when"), result, steps=[], params=[], roots=("metrics",))
+                _check_when(
+                    when, (*path, "drift", "when"), result, steps=[], params=[], roots=("metrics",)
+                )
 
 
 def _check_when(
@@ -129,8 +139,8 @@ def _check_when(
     path: Path_,
     result: CheckResult,
     *,
-    steps: list[str],
-    params: list[str],
+    steps: Collection[str],
+    params: Collection[str],
     roots: tuple[str, ...] = ("params", "steps", "baseline", "trigger"),
 ) -> expressions.Expression | None:
     try:
@@ -151,7 +161,11 @@ def _check_needs(
     for section, index, item in _step_items(data):
         name = item.get("name")
         deps = item.get("needs", [])
-        if not isinstance(name, str) or names.get(name) != (section, index) or not isinstance(deps, list):
+        if (
+            not isinstance(name, str)
+            or names.get(name) != (section, index)
+            or not isinstance(deps, list)
+        ):
             continue
         needs[name] = []
         for position, dep in enumerate(deps):
@@ -159,9 +173,13 @@ def _check_needs(
                 continue
             where: Path_ = (section, index, "needs", position)
             if dep not in names:
-                result.add(where, f"step {name!r} needs unknown step {dep!r}{_suggest(dep, list(names))}")
+                result.add(
+                    where, f"step {name!r} needs unknown step {dep!r}{_suggest(dep, list(names))}"
+                )
             elif section == "steps" and names[dep][0] == "finally":
-                result.add(where, f"step {name!r} cannot need {dep!r}: finally steps run after all others")
+                result.add(
+                    where, f"step {name!r} cannot need {dep!r}: finally steps run after all others"
+                )
             elif dep == name:
                 result.add(where, f"step {name!r} needs itself")
             elif section == "finally" and dep in main:
@@ -209,14 +227,18 @@ def check_pipeline(data: Mapping[str, Any], pipeline: Pipeline | None) -> CheckR
         )
 
     has_baseline = isinstance(data.get("baseline"), dict)
+    level_of = {n: i for i, level in enumerate(dag.levels) for n in level} if dag else {}
+    reads = _WhenReads(dag, names, has_baseline, level_of) if dag else None
     for section, index, item in _step_items(data):
         name = item.get("name")
         _check_templates(item, (section, index), params, result)
         when = item.get("when")
         if isinstance(when, str) and isinstance(name, str):
-            expr = _check_when(when, (section, index, "when"), result, steps=list(names), params=list(params))
-            if expr is not None and dag is not None and name in dag.needs:
-                _check_when_reads(expr, name, section, dag, names, has_baseline, (section, index, "when"), result)
+            # names and params are dicts: membership stays O(1) in big pipelines
+            where = (section, index, "when")
+            expr = _check_when(when, where, result, steps=names, params=params)
+            if expr is not None and reads is not None and name in reads.dag.needs:
+                reads.check(expr, name, section, where, result)
         workspace = item.get("workspace")
         if isinstance(workspace, list):
             for position, entry in enumerate(workspace):
@@ -231,8 +253,17 @@ def check_pipeline(data: Mapping[str, Any], pipeline: Pipeline | None) -> CheckR
     baseline = data.get("baseline")
     if isinstance(baseline, dict) and isinstance(baseline.get("step"), str):
         step = baseline["step"]
-        if names.get(step, ("",))[0] != "steps":
-            result.add(("baseline", "step"), f"baseline step {step!r} is not a step of this pipeline{_suggest(step, list(names))}")
+        section = names.get(step, ("",))[0]
+        if section == "finally":
+            result.add(
+                ("baseline", "step"),
+                f"baseline step {step!r} is a finally step; baseline names one of the main steps",
+            )
+        elif section != "steps":
+            result.add(
+                ("baseline", "step"),
+                f"baseline step {step!r} is not a step of this pipeline{_suggest(step, list(names))}",
+            )
     _check_triggers(data, result)
 
     if pipeline is not None and not result.problems:
@@ -246,28 +277,56 @@ def check_pipeline(data: Mapping[str, Any], pipeline: Pipeline | None) -> CheckR
     return result
 
 
-def _check_when_reads(
-    expr: expressions.Expression,
-    name: str,
-    section: str,
-    dag: graph.Dag,
-    names: dict[str, tuple[str, int]],
-    has_baseline: bool,
-    path: Path_,
-    result: CheckResult,
-) -> None:
+@dataclass
+class _WhenReads:
     """A step's `when` may read only steps that finish before it starts."""
-    before = dag.ancestors(name) | ({n for n, (s, _) in names.items() if s == "steps"} if section == "finally" else set())
-    for ref in sorted(expr.references()):
-        if ref[0] == "baseline" and not has_baseline:
-            result.add(path, "when reads baseline, but the pipeline declares no baseline: {step: ...}")
-        if ref[0] == "steps" and len(ref) > 1 and ref[1] in names and ref[1] not in before:
-            other = ref[1]
-            result.add(
-                path,
-                f"when reads steps.{other}, which has not finished when {name!r} starts: "
-                f"add {other!r} to {name}'s needs",
-            )
+
+    dag: graph.Dag
+    names: dict[str, tuple[str, int]]
+    has_baseline: bool
+    level_of: dict[str, int]
+
+    def check(
+        self,
+        expr: expressions.Expression,
+        name: str,
+        section: str,
+        path: Path_,
+        result: CheckResult,
+    ) -> None:
+        for ref in sorted(expr.references()):
+            if ref[0] == "baseline" and not self.has_baseline:
+                result.add(
+                    path, "when reads baseline, but the pipeline declares no baseline: {step: ...}"
+                )
+            if ref[0] == "steps" and len(ref) > 1 and ref[1] in self.names:
+                other = ref[1]
+                if section == "finally" and self.names[other][0] == "steps":
+                    continue  # finally steps start after every main step
+                if not self._needs(name, other):
+                    result.add(
+                        path,
+                        f"when reads steps.{other}, which has not finished when {name!r} starts: "
+                        f"add {other!r} to {name}'s needs",
+                    )
+
+    def _needs(self, step: str, target: str) -> bool:
+        """Whether `step` needs `target`, directly or not.
+
+        Walks `needs` back from `step` only through levels above `target`'s (no path to it
+        leads through a lower level), so big pipelines do not take quadratic time.
+        """
+        floor = self.level_of.get(target, -1)
+        seen: set[str] = set()
+        stack = [step]
+        while stack:
+            for dep in self.dag.needs.get(stack.pop(), ()):
+                if dep == target:
+                    return True
+                if dep not in seen and self.level_of.get(dep, floor + 1) > floor:
+                    seen.add(dep)
+                    stack.append(dep)
+        return False
 
 
 _TRUE = {"true", "yes", "on", "1"}
@@ -278,7 +337,9 @@ def coerce_param(key: str, default: Any, raw: Any, *, from_text: bool, source: s
     """One override converted to (or checked against) the type of the param's default."""
     kind = type(default)
     want = {bool: "true or false", int: "a whole number", float: "a number", str: "text"}[kind]
-    bad = InvalidInput(f"{source}: param {key!r} takes {want} (its default is {default!r}), got {raw!r}")
+    bad = InvalidInput(
+        f"{source}: param {key!r} takes {want} (its default is {default!r}), got {raw!r}"
+    )
     if from_text and isinstance(raw, str):
         text = raw.strip()
         if kind is bool:

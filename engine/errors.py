@@ -1,11 +1,11 @@
 """The engine's one exception tree; the CLI maps it to exit codes, never to a traceback.
 
-    SluiceError                 exit 1 unless a subclass says otherwise
-    ├── InvalidInput            exit 2: the user's files, flags or payloads are wrong
-    │   ├── PipelineInvalid     one or more `file:line: message` problems
-    │   └── UsageError          a flag, argument or reference that does not fit
-    ├── NotFound                exit 2: a named pipeline, run or step does not exist
-    └── EngineUnavailable       exit 1: Docker, git or a store cannot be reached
+SluiceError                 exit 1 unless a subclass says otherwise
+├── InvalidInput            exit 2: the user's files, flags or payloads are wrong
+│   ├── PipelineInvalid     one or more `file:line: message` problems
+│   └── UsageError          a flag, argument or reference that does not fit
+├── NotFound                exit 2: a named pipeline, run or step does not exist
+└── EngineUnavailable       exit 1: Docker, git or a store cannot be reached
 """
 
 from __future__ import annotations
@@ -22,7 +22,11 @@ class Problem:
     message: str
 
     def __str__(self) -> str:
-        return f"{self.file}:{self.line}: {self.message}" if self.line else f"{self.file}: {self.message}"
+        return (
+            f"{self.file}:{self.line}: {self.message}"
+            if self.line
+            else f"{self.file}: {self.message}"
+        )
 
     def as_dict(self) -> dict[str, object]:
         return {"file": self.file, "line": self.line, "message": self.message}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -43,7 +44,7 @@ class Dag:
             name = stack.pop()
             if name not in seen:
                 seen.add(name)
-                stack.extend(self.needs[name])
+                stack.extend(d for d in self.needs[name] if d not in seen)
         return seen
 
 
@@ -85,21 +86,45 @@ def build(needs: Mapping[str, Sequence[str]], finally_steps: Sequence[str] = ())
     Level 0 holds the steps with no needs; each later level the steps whose needs all sit
     on earlier levels. Raises CycleError naming the cycle.
     """
-    known = {name: tuple(dict.fromkeys(d for d in deps if d in needs)) for name, deps in needs.items()}
-    level_of: dict[str, int] = {}
-    remaining = dict(known)
-    levels: list[tuple[str, ...]] = []
-    while remaining:
-        ready = [n for n, deps in remaining.items() if all(d in level_of for d in deps)]
-        if not ready:
-            cycle = find_cycle(remaining)
-            raise CycleError(cycle or sorted(remaining))
-        for name in ready:
-            level_of[name] = len(levels)
-            del remaining[name]
-        levels.append(tuple(ready))
+    known = {
+        name: tuple(dict.fromkeys(d for d in deps if d in needs)) for name, deps in needs.items()
+    }
+    # Kahn's algorithm: linear, where re-scanning every step for each level is quadratic.
+    waiting = {name: len(deps) for name, deps in known.items()}
+    dependents: dict[str, list[str]] = {name: [] for name in known}
+    for name, deps in known.items():
+        for dep in deps:
+            dependents[dep].append(name)
+    level_of = dict.fromkeys((name for name, count in waiting.items() if not count), 0)
+    queue = deque(level_of)
+    while queue:
+        name = queue.popleft()
+        for child in dependents[name]:
+            waiting[child] -= 1
+            if not waiting[child]:
+                level_of[child] = 1 + max(level_of[dep] for dep in known[child])
+                queue.append(child)
+    if len(level_of) < len(known):
+        remaining = {name: deps for name, deps in known.items() if name not in level_of}
+        cycle = find_cycle(remaining)
+        raise CycleError(cycle or sorted(remaining))
+    grouped: list[list[str]] = [[] for _ in range(1 + max(level_of.values(), default=-1))]
+    for name in known:  # declaration order within a level
+        grouped[level_of[name]].append(name)
+    levels = [tuple(level) for level in grouped]
     order = tuple(name for level in levels for name in level)
     return Dag(needs=known, order=order, levels=tuple(levels), finally_steps=tuple(finally_steps))
+
+
+def _all_edges(dag: Dag) -> list[tuple[str, str]]:
+    """Main edges, then those among `finally` steps (which `Dag.edges` leaves out)."""
+    final = [(dep, step) for step in dag.finally_steps for dep in dag.needs.get(step, ())]
+    return [*dag.edges, *final]
+
+
+def _needs_text(dag: Dag, name: str) -> str:
+    needs = dag.needs.get(name, ())
+    return f"  (needs {', '.join(needs)})" if needs else ""
 
 
 def render_text(dag: Dag, statuses: Mapping[str, str] | None = None) -> str:
@@ -107,13 +132,14 @@ def render_text(dag: Dag, statuses: Mapping[str, str] | None = None) -> str:
     for index, level in enumerate(dag.levels):
         lines.append(f"level {index}:")
         for name in level:
-            after = f"  (needs {', '.join(dag.needs[name])})" if dag.needs[name] else ""
+            after = _needs_text(dag, name)
             status = f"  [{statuses[name]}]" if statuses and name in statuses else ""
             lines.append(f"  {name}{after}{status}")
     if dag.finally_steps:
         lines.append("finally:")
         lines.extend(
-            f"  {name}" + (f"  [{statuses[name]}]" if statuses and name in statuses else "")
+            f"  {name}{_needs_text(dag, name)}"
+            + (f"  [{statuses[name]}]" if statuses and name in statuses else "")
             for name in dag.finally_steps
         )
     return "\n".join(lines) + "\n"
@@ -139,7 +165,7 @@ def render_mermaid(dag: Dag, statuses: Mapping[str, str] | None = None) -> str:
     lines = ["flowchart LR"]
     for name in [*dag.order, *dag.finally_steps]:
         lines.append(f'  {_node_id(name)}["{name}"]')
-    for dep, step in dag.edges:
+    for dep, step in _all_edges(dag):
         lines.append(f"  {_node_id(dep)} --> {_node_id(step)}")
     last = [n for n in dag.order if n not in {d for d, _ in dag.edges}]
     for fin in dag.finally_steps:
@@ -159,18 +185,20 @@ def render_dot(dag: Dag) -> str:
         lines.append(f'  "{name}";')
     for name in dag.finally_steps:
         lines.append(f'  "{name}" [style=dashed];')
-    for dep, step in dag.edges:
+    for dep, step in _all_edges(dag):
         lines.append(f'  "{dep}" -> "{step}";')
     lines.append("}")
     return "\n".join(lines) + "\n"
 
 
 def render_json(dag: Dag) -> str:
+    """`{"levels": [...], "edges": [...]}`; `finally` steps make the last levels, since
+    they run after every main step."""
+    final = build({name: dag.needs.get(name, ()) for name in dag.finally_steps})
     return json.dumps(
         {
-            "levels": [list(level) for level in dag.levels],
-            "edges": [list(edge) for edge in dag.edges],
-            "finally": list(dag.finally_steps),
+            "levels": [list(level) for level in (*dag.levels, *final.levels)],
+            "edges": [list(edge) for edge in _all_edges(dag)],
         },
         indent=2,
     )

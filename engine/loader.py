@@ -11,6 +11,7 @@ from typing import Any
 
 import yaml
 from pydantic import BaseModel, ValidationError
+from pydantic_core import ErrorDetails
 
 from engine import checks
 from engine.errors import NotFound, PipelineInvalid, Problem
@@ -50,13 +51,14 @@ class LineMap:
     values: dict[Path_, int] = field(default_factory=dict)
 
     def key_line(self, path: Sequence[str | int]) -> int:
-        """The line of the key at `path`, else of the nearest enclosing key; 1 at the top."""
+        """The line of the key at `path`, else of the nearest enclosing key; else where the
+        document starts (1 when unknown)."""
         path = tuple(path)
         while path:
             if path in self.keys:
                 return self.keys[path]
             path = path[:-1]
-        return 1
+        return self.values.get((), 1)
 
     def value_line(self, path: Sequence[str | int]) -> int:
         path = tuple(path)
@@ -93,6 +95,7 @@ class _Composer:
         self.lines = LineMap()
         self.problems: list[Problem] = []
         self._sizes: dict[int, int] = {}
+        self._loader = _YamlLoader("")  # one for every scalar: making one each time is slow
 
     def size(self, node: yaml.Node) -> int:
         """Node count with aliases expanded, memoised per node so it stays linear."""
@@ -110,51 +113,103 @@ class _Composer:
     def build(self, node: yaml.Node, path: Path_, depth: int = 0) -> Any:
         if depth > 100:
             raise _TooDeep
-        self.lines.values.setdefault(path, node.start_mark.line + 1)
-        if isinstance(node, yaml.MappingNode):
-            out: dict[Any, Any] = {}
-            for key_node, value_node in node.value:
-                if key_node.tag == "tag:yaml.org,2002:merge":
-                    merged = self.build(value_node, path, depth + 1)
-                    for item in merged if isinstance(merged, list) else [merged]:
-                        if isinstance(item, dict):
-                            for k, v in item.items():
-                                out.setdefault(k, v)
-                    continue
-                key = self.build(key_node, (*path, "<key>"), depth + 1)
-                if not isinstance(key, str | int | float | bool) or key is None:
-                    self.problems.append(
-                        Problem(self.file, key_node.start_mark.line + 1, "keys must be plain text")
-                    )
-                    continue
-                key = key if isinstance(key, str) else str(key).lower() if isinstance(key, bool) else str(key)
-                if key in out:
-                    self.problems.append(
-                        Problem(
-                            self.file,
-                            key_node.start_mark.line + 1,
-                            f"duplicate key {key!r} (first at line {self.lines.keys[(*path, key)]})",
-                        )
-                    )
-                    continue
-                self.lines.keys[(*path, key)] = key_node.start_mark.line + 1
-                out[key] = self.build(value_node, (*path, key), depth + 1)
-            return out
+        values = self.lines.values
+        if path not in values:
+            values[path] = node.start_mark.line + 1
+        if isinstance(node, yaml.ScalarNode):
+            return node.value if node.tag == _STR_TAG else self.scalar(node)
         if isinstance(node, yaml.SequenceNode):
+            keys = self.lines.keys
             items = []
             for index, item in enumerate(node.value):
-                self.lines.keys.setdefault((*path, index), item.start_mark.line + 1)
-                items.append(self.build(item, (*path, index), depth + 1))
+                item_path = (*path, index)
+                if item_path not in keys:
+                    keys[item_path] = item.start_mark.line + 1
+                items.append(self.build(item, item_path, depth + 1))
             return items
-        loader = _YamlLoader("")
+        return self._mapping(node, path, depth)
+
+    def _mapping(self, node: yaml.Node, path: Path_, depth: int) -> dict[Any, Any]:
+        keys = self.lines.keys
+        out: dict[Any, Any] = {}
+        merged: list[tuple[int, dict[Any, Any]]] = []
+        for key_node, value_node in node.value:
+            key_line = key_node.start_mark.line + 1
+            if key_node.tag == _MERGE_TAG:
+                value = self.build(value_node, (*path, "<<"), depth + 1)
+                items = value if isinstance(value, list) else [value]
+                if not all(isinstance(item, dict) for item in items):
+                    self.problems.append(
+                        Problem(self.file, key_line, "<< merges a mapping or a list of mappings")
+                    )
+                merged.extend((key_line, item) for item in items if isinstance(item, dict))
+                continue
+            if key_node.tag == _STR_TAG and isinstance(key_node, yaml.ScalarNode):
+                key = key_node.value  # the common case, without a recursive call
+            else:
+                key = self.build(key_node, (*path, "<key>"), depth + 1)
+                if not isinstance(key, str | int | float | bool) or key is None:
+                    self.problems.append(Problem(self.file, key_line, "keys must be plain text"))
+                    continue
+                if isinstance(key, bool):
+                    key = str(key).lower()
+                elif not isinstance(key, str):
+                    key = str(key)
+            key_path = (*path, key)
+            if key in out:
+                self.problems.append(
+                    Problem(
+                        self.file,
+                        key_line,
+                        f"duplicate key {key!r} (first at line {keys[key_path]})",
+                    )
+                )
+                continue
+            keys[key_path] = key_line
+            out[key] = self.build(value_node, key_path, depth + 1)
+        # YAML merge keys: the mapping's own keys win, then the earlier merged mapping.
+        for merge_line, item in merged:
+            for k, v in item.items():
+                if k not in out:
+                    out[k] = v
+                    keys[(*path, k)] = merge_line
+        return out
+
+    def scalar(self, node: yaml.Node) -> Any:
+        if node.tag == _STR_TAG:
+            return node.value
+        if node.tag == _TIMESTAMP_TAG:
+            # Dates stay text: JSON (config.json, cache keys) has no dates.
+            return node.value
+        line = node.start_mark.line + 1
         try:
-            return loader.construct_object(node, deep=True)
-        finally:
-            loader.dispose()
+            value = self._loader.construct_object(node, deep=True)
+        except yaml.MarkedYAMLError as exc:  # e.g. an unknown tag such as !Ref
+            raise _BadScalar(line, f"YAML error: {exc.problem}") from None
+        except (yaml.YAMLError, ValueError, TypeError, OverflowError) as exc:
+            raise _BadScalar(line, f"YAML error: {exc}") from None
+        if value is not None and not isinstance(value, str | int | float | bool):
+            raise _BadScalar(line, f"YAML error: unsupported value of tag {node.tag!r}")
+        return value
+
+    def close(self) -> None:
+        self._loader.dispose()
+
+
+_STR_TAG = "tag:yaml.org,2002:str"
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+_TIMESTAMP_TAG = "tag:yaml.org,2002:timestamp"
 
 
 class _TooDeep(Exception):
     pass
+
+
+class _BadScalar(Exception):
+    def __init__(self, line: int, message: str) -> None:
+        super().__init__(message)
+        self.line = line
+        self.message = message
 
 
 def _compose(text: str, file: str) -> tuple[Any, LineMap, list[Problem]]:
@@ -164,21 +219,42 @@ def _compose(text: str, file: str) -> tuple[Any, LineMap, list[Problem]]:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else 1
         what = exc.problem or "invalid YAML"
+        start = exc.context_mark
+        if exc.context and start is not None and start.line + 1 != line:
+            what += f" ({exc.context} started at line {start.line + 1})"
+        return None, LineMap(), [Problem(file, line, f"YAML syntax error: {what}")]
+    except yaml.reader.ReaderError as exc:
+        # libyaml counts bytes, the pure-Python reader characters.
+        if _YamlLoader is yaml.SafeLoader:
+            line = text.count("\n", 0, exc.position) + 1
+        else:
+            line = text.encode()[: exc.position].count(b"\n") + 1
+        what = f"unacceptable character #x{exc.character:04x}: control characters are not allowed"
         return None, LineMap(), [Problem(file, line, f"YAML syntax error: {what}")]
     except yaml.YAMLError as exc:
         return None, LineMap(), [Problem(file, 1, f"YAML error: {exc}")]
     if node is None:
-        return None, LineMap(), [Problem(file, 1, "the file is empty: a pipeline needs name and steps")]
+        return (
+            None,
+            LineMap(),
+            [Problem(file, 1, "the file is empty: a pipeline needs name and steps")],
+        )
     composer = _Composer(file)
-    if composer.size(node) > MAX_NODES:
-        return None, LineMap(), [Problem(file, 1, "the document is too large once YAML aliases are expanded")]
+    # Without an anchor there is no alias to expand: the document is no bigger than its text.
+    if "&" in text and composer.size(node) > MAX_NODES:
+        return (
+            None,
+            LineMap(),
+            [Problem(file, 1, "the document is too large once YAML aliases are expanded")],
+        )
     try:
         data = composer.build(node, ())
     except _TooDeep:
         return None, LineMap(), [Problem(file, 1, "the document nests more than 100 levels deep")]
-    except (yaml.YAMLError, ValueError, TypeError, OverflowError) as exc:
-        line = getattr(getattr(exc, "problem_mark", None), "line", 0) + 1
-        return None, LineMap(), [Problem(file, line, f"YAML error: {exc}")]
+    except _BadScalar as exc:
+        return None, LineMap(), [Problem(file, exc.line, exc.message)]
+    finally:
+        composer.close()
     return data, composer.lines, composer.problems
 
 
@@ -217,15 +293,14 @@ def _data_path(loc: Sequence[str | int], data: Any) -> Path_:
     path: list[str | int] = []
     node = data
     for part in loc:
-        if isinstance(node, dict) and isinstance(part, str) and part in node:
+        if isinstance(node, dict) and part == "finally_" and "finally" in node:
+            part = "finally"  # the field's name -> its alias, as written in the file
+        fits = (isinstance(node, dict) and isinstance(part, str) and part in node) or (
+            isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)
+        )
+        if fits:
             path.append(part)
             node = node[part]
-        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
-            path.append(part)
-            node = node[part]
-        elif isinstance(node, dict) and part == "finally_" and "finally" in node:
-            path.append("finally")
-            node = node["finally"]
     return tuple(path)
 
 
@@ -277,25 +352,36 @@ def _type_name(value: Any) -> str:
     return type(value).__name__
 
 
-def _pydantic_problems(exc: ValidationError, data: Any, file: str, lines: LineMap) -> list[Problem]:
-    grouped: dict[Path_, list[dict[str, Any]]] = {}
+def _pydantic_problems(
+    exc: ValidationError, data: Any, file: str, lines: LineMap, root: type[BaseModel] = Pipeline
+) -> list[Problem]:
+    grouped: dict[Path_, list[ErrorDetails]] = {}
     for err in exc.errors(include_url=False):
         loc = tuple(err["loc"])
-        if err["type"] == "extra_forbidden":
-            path = _data_path(loc[:-1], data) + (str(loc[-1]),)
-        elif err["type"] == "missing":
-            path = _data_path(loc[:-1], data) + (str(loc[-1]),)
+        if err["type"] == "extra_forbidden" or err["type"] == "missing":
+            path = (*_data_path(loc[:-1], data), str(loc[-1]))
         else:
             path = _data_path(loc, data)
         grouped.setdefault(path, []).append(err)
     problems = []
     for path, errors in grouped.items():
-        problems.append(_one_problem(path, errors, data, file, lines))
+        if all(e["type"] in _TYPE_WORDS for e in errors) and any(
+            len(other) > len(path) and other[: len(path)] == path for other in grouped
+        ):
+            # A union (`image: text | {build: ...}`) whose mapping branch matched the
+            # type but not the contents: the deeper errors say what is wrong.
+            continue
+        problems.append(_one_problem(path, errors, data, file, lines, root))
     return problems
 
 
 def _one_problem(
-    path: Path_, errors: list[dict[str, Any]], data: Any, file: str, lines: LineMap
+    path: Path_,
+    errors: list[ErrorDetails],
+    data: Any,
+    file: str,
+    lines: LineMap,
+    root: type[BaseModel] = Pipeline,
 ) -> Problem:
     first = errors[0]
     kind = first["type"]
@@ -303,16 +389,19 @@ def _one_problem(
     if kind == "extra_forbidden":
         key = str(path[-1])
         parent = next((p for p in reversed(path[:-1]) if isinstance(p, str)), "")
-        model = _MODEL_UNDER.get(parent)
+        model = _MODEL_UNDER.get(parent) if parent else root
         hint = suggest(key, _allowed_keys(model)) if model else ""
-        return Problem(file, lines.key_line(path), f"unknown key {key!r} in {describe(path[:-1], data)}{hint}")
+        return Problem(
+            file, lines.key_line(path), f"unknown key {key!r} in {describe(path[:-1], data)}{hint}"
+        )
     if kind == "missing":
         return Problem(
             file,
             lines.key_line(path[:-1]),
             f"missing required key {str(path[-1])!r} in {describe(path[:-1], data)}",
         )
-    line = lines.value_line(path)
+    # The key's line, not the value's: a block value starts on the line below its key.
+    line = lines.key_line(path)
     custom = [e for e in errors if e["type"] in ("value_error", "assertion_error")]
     if custom:
         message = str(custom[0]["msg"]).removeprefix("Value error, ")
@@ -341,14 +430,28 @@ def _sha256(text: str) -> str:
 
 def load_text(text: str, file: str = "<string>") -> LoadedPipeline:
     """Parse and validate one pipeline document. Raises PipelineInvalid with every problem."""
-    if len(text.encode("utf-8", "surrogatepass")) > MAX_FILE_BYTES:
+    try:
+        size = len(text.encode("utf-8"))
+    except UnicodeEncodeError as exc:
+        line = text.count("\n", 0, exc.start) + 1
+        raise PipelineInvalid(
+            [Problem(file, line, "not valid Unicode text (a lone surrogate)")]
+        ) from None
+    if size > MAX_FILE_BYTES:
         raise PipelineInvalid([Problem(file, 1, f"the file is larger than {MAX_FILE_BYTES} bytes")])
     data, lines, problems = _compose(text, file)
-    if data is None:
+    if data is None and problems:
         raise PipelineInvalid(problems)
     if not isinstance(data, dict):
         raise PipelineInvalid(
-            [*problems, Problem(file, 1, f"a pipeline file is a mapping (name, steps, ...), got {_type_name(data)}")]
+            [
+                *problems,
+                Problem(
+                    file,
+                    lines.key_line(()),
+                    f"a pipeline file is a mapping (name, steps, ...), got {_type_name(data)}",
+                ),
+            ]
         )
     pipeline: Pipeline | None = None
     try:
@@ -356,7 +459,9 @@ def load_text(text: str, file: str = "<string>") -> LoadedPipeline:
     except ValidationError as exc:
         problems.extend(_pydantic_problems(exc, data, file, lines))
     result = checks.check_pipeline(data, pipeline)
-    problems.extend(Problem(file, lines.key_line(path), message) for path, message in result.problems)
+    problems.extend(
+        Problem(file, lines.key_line(path), message) for path, message in result.problems
+    )
     if problems or pipeline is None or result.dag is None:
         raise PipelineInvalid(problems or [Problem(file, 1, "invalid pipeline")])
     return LoadedPipeline(
@@ -454,7 +559,7 @@ def load_repo_config(repo: Path, config: Path | None = None) -> RepoConfig:
     try:
         result = RepoConfig.model_validate(data)
     except ValidationError as exc:
-        problems.extend(_pydantic_problems(exc, data, display, lines))
+        problems.extend(_pydantic_problems(exc, data, display, lines, RepoConfig))
         raise PipelineInvalid(problems) from None
     if problems:
         raise PipelineInvalid(problems)
@@ -493,7 +598,10 @@ def _declares_name(path: Path, name: str) -> bool:
         text = path.read_text("utf-8", errors="replace")
     except OSError:
         return False
-    return any(line.strip() in (f"name: {name}", f'name: "{name}"', f"name: '{name}'") for line in text.splitlines())
+    return any(
+        line.strip() in (f"name: {name}", f'name: "{name}"', f"name: '{name}'")
+        for line in text.splitlines()
+    )
 
 
 def coerce_params(
@@ -513,5 +621,7 @@ def coerce_params(
                 f"{source}: unknown param {key!r}{suggest(key, declared)}; "
                 f"declared: {', '.join(sorted(declared)) or 'none'}"
             )
-        result[key] = checks.coerce_param(key, declared[key], raw, from_text=from_text, source=source)
+        result[key] = checks.coerce_param(
+            key, declared[key], raw, from_text=from_text, source=source
+        )
     return result

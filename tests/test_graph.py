@@ -1,0 +1,233 @@
+"""The step DAG: levels, order, cycles, and its four renderings."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from engine import graph
+from engine.graph import CycleError, Dag, build, find_cycle, render
+
+DIAMOND = {"prepare": [], "train": ["prepare"], "tune": ["prepare"], "evaluate": ["train", "tune"]}
+
+
+def _with_finally(dag: Dag, final: dict[str, list[str]]) -> Dag:
+    """A Dag as the loader makes it: main levels, then `finally` steps apart."""
+    final_dag = build(final)
+    return Dag(
+        needs={**dag.needs, **final_dag.needs},
+        order=dag.order,
+        levels=dag.levels,
+        finally_steps=final_dag.order,
+    )
+
+
+def test_levels_of_a_diamond() -> None:
+    dag = build(DIAMOND)
+    assert dag.levels == (("prepare",), ("train", "tune"), ("evaluate",))
+    assert dag.order == ("prepare", "train", "tune", "evaluate")
+    assert dag.edges == [
+        ("prepare", "train"),
+        ("prepare", "tune"),
+        ("train", "evaluate"),
+        ("tune", "evaluate"),
+    ]
+
+
+def test_order_is_topological_and_keeps_declaration_order() -> None:
+    needs = {"z": [], "c": ["z"], "a": [], "b": ["a", "c"], "y": []}
+    dag = build(needs)
+    assert dag.levels == (("z", "a", "y"), ("c",), ("b",))
+    position = {name: i for i, name in enumerate(dag.order)}
+    for step, deps in needs.items():
+        assert all(position[d] < position[step] for d in deps)
+
+
+def test_a_step_lands_on_the_level_after_its_deepest_need() -> None:
+    dag = build({"a": [], "b": ["a"], "c": ["b"], "d": ["a", "c"], "e": ["a"]})
+    assert dag.levels == (("a",), ("b", "e"), ("c",), ("d",))
+
+
+def test_duplicate_and_unknown_needs_are_dropped_by_build() -> None:
+    dag = build({"a": [], "b": ["a", "a", "ghost"]})
+    assert dag.needs["b"] == ("a",)
+
+
+def test_empty_graph() -> None:
+    dag = build({})
+    assert dag.levels == ()
+    assert dag.order == ()
+    assert render(dag, "json") == '{\n  "levels": [],\n  "edges": []\n}\n'
+
+
+def test_ancestors_and_dependents() -> None:
+    dag = build(DIAMOND)
+    assert dag.ancestors("evaluate") == {"prepare", "train", "tune"}
+    assert dag.ancestors("prepare") == set()
+    assert dag.dependents() == {
+        "prepare": ["train", "tune"],
+        "train": ["evaluate"],
+        "tune": ["evaluate"],
+        "evaluate": [],
+    }
+
+
+@pytest.mark.parametrize(
+    ("needs", "cycle"),
+    [
+        ({"a": ["a"]}, ["a", "a"]),
+        ({"a": ["b"], "b": ["a"]}, ["a", "b", "a"]),
+        ({"a": ["b"], "b": ["c"], "c": ["a"]}, ["a", "b", "c", "a"]),
+        ({"x": [], "a": ["x", "b"], "b": ["c"], "c": ["a"]}, ["a", "b", "c", "a"]),
+        ({"ok": [], "a": ["ok"], "b": ["a", "c"], "c": ["b"]}, ["b", "c", "b"]),
+    ],
+)
+def test_find_cycle_names_it_closed(needs: dict[str, list[str]], cycle: list[str]) -> None:
+    assert find_cycle(needs) == cycle
+
+
+def test_find_cycle_none_for_a_dag() -> None:
+    assert find_cycle(DIAMOND) is None
+    assert find_cycle({}) is None
+
+
+def test_find_cycle_ignores_unknown_names() -> None:
+    assert find_cycle({"a": ["nowhere"]}) is None
+
+
+def test_find_cycle_on_a_long_chain_does_not_recurse() -> None:
+    n = 20_000  # far beyond Python's recursion limit
+    needs = {f"s{i}": [f"s{i + 1}"] for i in range(n)}
+    needs[f"s{n}"] = ["s0"]
+    cycle = find_cycle(needs)
+    assert cycle is not None
+    assert len(cycle) == n + 2
+    assert cycle[0] == cycle[-1] == "s0"
+
+
+def test_build_raises_cycle_error_naming_the_cycle() -> None:
+    with pytest.raises(CycleError) as caught:
+        build({"start": [], "a": ["start", "c"], "b": ["a"], "c": ["b"]})
+    assert caught.value.cycle == ["a", "c", "b", "a"]
+    assert str(caught.value) == "cycle in needs: a -> c -> b -> a"
+    assert isinstance(caught.value, ValueError)
+
+
+def test_build_is_fast_on_a_deep_chain() -> None:
+    n = 5_000
+    dag = build({f"s{i}": [f"s{i - 1}"] if i else [] for i in range(n)})
+    assert len(dag.levels) == n
+
+
+# Renderings -------------------------------------------------------------------------------
+
+
+def test_render_text() -> None:
+    dag = _with_finally(build(DIAMOND), {"notify": [], "cleanup": ["notify"]})
+    assert render(dag, "text") == (
+        "level 0:\n"
+        "  prepare\n"
+        "level 1:\n"
+        "  train  (needs prepare)\n"
+        "  tune  (needs prepare)\n"
+        "level 2:\n"
+        "  evaluate  (needs train, tune)\n"
+        "finally:\n"
+        "  notify\n"
+        "  cleanup  (needs notify)\n"
+    )
+
+
+def test_render_text_with_statuses() -> None:
+    dag = _with_finally(build({"a": [], "b": ["a"]}), {"notify": []})
+    text = graph.render_text(dag, {"a": "succeeded", "b": "failed", "notify": "succeeded"})
+    assert text == (
+        "level 0:\n  a  [succeeded]\nlevel 1:\n  b  (needs a)  [failed]\n"
+        "finally:\n  notify  [succeeded]\n"
+    )
+
+
+def test_render_json_exact_shape() -> None:
+    document = json.loads(render(build(DIAMOND), "json"))
+    assert document == {
+        "levels": [["prepare"], ["train", "tune"], ["evaluate"]],
+        "edges": [
+            ["prepare", "train"],
+            ["prepare", "tune"],
+            ["train", "evaluate"],
+            ["tune", "evaluate"],
+        ],
+    }
+
+
+def test_render_json_puts_finally_steps_last() -> None:
+    dag = _with_finally(build({"a": [], "b": ["a"]}), {"notify": [], "cleanup": ["notify"]})
+    document = json.loads(render(dag, "json"))
+    assert list(document) == ["levels", "edges"]
+    assert document["levels"] == [["a"], ["b"], ["notify"], ["cleanup"]]
+    assert document["edges"] == [["a", "b"], ["notify", "cleanup"]]
+
+
+def test_render_mermaid() -> None:
+    dag = _with_finally(build({"train": [], "deploy-model": ["train"]}), {"notify": []})
+    text = render(dag, "mermaid")
+    lines = text.splitlines()
+    assert lines[0] == "flowchart LR"
+    assert lines[1:6] == [
+        '  s_train["train"]',
+        '  s_deploy_model["deploy-model"]',
+        '  s_notify["notify"]',
+        "  s_train --> s_deploy_model",
+        "  s_deploy_model -.-> s_notify",
+    ]
+    assert "  classDef failed fill:#f8d7da,stroke:#dc3545" in lines
+    assert not any(line.startswith("  class ") for line in lines)
+
+
+def test_render_mermaid_colours_by_status() -> None:
+    dag = build({"a": [], "b": ["a"]})
+    text = graph.render_mermaid(dag, {"a": "succeeded", "b": "no-such-status"})
+    assert "  class s_a succeeded" in text.splitlines()
+    assert "s_b no-such-status" not in text
+
+
+def test_render_dot() -> None:
+    dag = _with_finally(build({"a": [], "b": ["a"]}), {"notify": []})
+    assert render(dag, "dot") == (
+        "digraph pipeline {\n"
+        "  rankdir=LR;\n"
+        '  "a";\n'
+        '  "b";\n'
+        '  "notify" [style=dashed];\n'
+        '  "a" -> "b";\n'
+        "}\n"
+    )
+
+
+def test_render_unknown_format() -> None:
+    with pytest.raises(ValueError, match="unknown graph format 'svg'"):
+        render(build({}), "svg")
+
+
+def _reference_levels(needs: dict[str, list[str]]) -> list[list[str]]:
+    """The definition, level by level (quadratic; for checking only)."""
+    placed: set[str] = set()
+    levels: list[list[str]] = []
+    while len(placed) < len(needs):
+        ready = [n for n, deps in needs.items() if n not in placed and set(deps) <= placed]
+        assert ready, "cycle"
+        levels.append(ready)
+        placed.update(ready)
+    return levels
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.lists(st.integers(min_value=0, max_value=30), max_size=3), max_size=30))
+def test_levels_match_the_definition(raw: list[list[int]]) -> None:
+    # step i may need only steps declared before it, so the graph is acyclic
+    needs = {f"s{i}": [f"s{j % i}" for j in deps] if i else [] for i, deps in enumerate(raw)}
+    dag = build(needs)
+    assert [list(level) for level in dag.levels] == _reference_levels(needs)
