@@ -70,7 +70,9 @@ def run_raw(client: docker.DockerClient, n: int) -> float:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
@@ -98,16 +100,26 @@ def main() -> int:
         }
         wall, _, status = run_engine(make_repo(root, wide(40)), runtime, 8)
         assert status == "succeeded", status
-        results["wide40_p8"] = {"wall_s": round(wall, 3), "ideal_s": 5.0, "over_ideal": round(wall / 5.0 - 1, 3)}
+        results["wide40_p8"] = {
+            "wall_s": round(wall, 3),
+            "ideal_s": 5.0,
+            "over_ideal": round(wall / 5.0 - 1, 3),
+        }
     if args.json:
         print(json.dumps(results, indent=2))
     else:
         c, w = results["chain20"], results["wide40_p8"]
         assert isinstance(c, dict) and isinstance(w, dict)
-        print(f"20-step chain: engine {c['engine_ms_per_step']} ms/step, raw SDK {c['raw_ms_per_container']} ms/container")
-        print(f"  ratio (median of {args.rounds} alternated rounds): {c['ratio_median']}x   goal <= 1.15x")
+        print(
+            f"20-step chain: engine {c['engine_ms_per_step']} ms/step, raw SDK {c['raw_ms_per_container']} ms/container"
+        )
+        print(
+            f"  ratio (median of {args.rounds} alternated rounds): {c['ratio_median']}x   goal <= 1.15x"
+        )
         print(f"  engine CPU per step: {c['engine_cpu_ms_per_step']} ms")
-        print(f"40 x sleep 1 at --max-parallel 8: {w['wall_s']} s vs ideal 5 s ({w['over_ideal']:+.1%})   goal <= +10%")
+        print(
+            f"40 x sleep 1 at --max-parallel 8: {w['wall_s']} s vs ideal 5 s ({w['over_ideal']:+.1%})   goal <= +10%"
+        )
     return 0
 
 

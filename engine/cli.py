@@ -16,7 +16,10 @@ from engine import __version__
 from engine.errors import PipelineInvalid, Problem, SluiceError, UsageError
 
 if TYPE_CHECKING:
+    from engine.executor import RunOptions
     from engine.loader import LoadedPipeline
+    from engine.manifest import RunManifest
+    from engine.results import ResultsStore
     from engine.spec import RepoConfig
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -53,6 +56,31 @@ class State:
     @property
     def pipelines_dir(self) -> Path:
         return self.repo / self.config.pipelines
+
+    def results(self, push: bool | None = None) -> ResultsStore | None:
+        """The results branch store, or None (with a note) outside a git repository."""
+        from engine.results import ResultsStore
+        from engine.workspace import is_git_repo
+
+        if not is_git_repo(self.repo):
+            click.echo(
+                f"sluice: {self.repo} is not a git repository: runs are kept under .sluice/runs only",
+                err=True,
+            )
+            return None
+        settings = self.config.results
+        mode: bool | str = settings.push if push is None else push
+        return ResultsStore(self.repo, branch=settings.branch, remote=settings.remote, push=mode)
+
+    def reading_store(self, fetch: bool) -> ResultsStore:
+        store = self.results(push=False)
+        if store is None:
+            raise UsageError(
+                f"{self.repo} is not a git repository: there is no results branch to read"
+            )
+        if fetch:
+            store.fetch()
+        return store
 
     def pipeline(self, ref: str) -> LoadedPipeline:
         from engine.loader import find_pipeline
@@ -259,6 +287,11 @@ def _install_signal_handlers(cancel: Any) -> None:
 @click.option("--params-json", metavar="JSON", help="Override params from a JSON object.")
 @click.option("--no-cache", is_flag=True, help="Run every step even when a cached result exists.")
 @click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Say which steps would be cached and why the others miss; run nothing.",
+)
+@click.option(
     "--max-parallel",
     type=click.IntRange(1, 256),
     help="Steps running at once (default: CPU count).",
@@ -277,6 +310,7 @@ def run(
     pairs: tuple[str, ...],
     params_json: str | None,
     no_cache: bool,
+    dry_run: bool,
     max_parallel: int | None,
     push: bool | None,
     as_json: bool,
@@ -286,8 +320,10 @@ def run(
 
     \b
     Progress goes to stderr (a live table on a terminal, plain lines elsewhere);
-    step logs are prefixed with the step name. The run is recorded under
-    .sluice/runs/<run-id>/ (manifest.json, logs/, step outputs).
+    step logs are prefixed with the step name. The run is recorded on the results
+    branch (runs/<pipeline>/<run-id>/: manifest.json and logs), pushed when the
+    remote exists, and kept locally under .sluice/runs/<run-id>/. Steps whose
+    inputs are unchanged are taken from the cache (status `cached`).
     Exits 0 when the run succeeded (or waits for approval), 1 when it failed,
     2 on invalid input, 130 when interrupted (its containers are removed first).
 
@@ -295,20 +331,71 @@ def run(
     Examples:
       sluice run churn-retrain
       sluice run churn-retrain -p n_estimators=200 -p min_accuracy=0.95
+      sluice run churn-retrain --dry-run
       sluice run pipelines/churn.yaml --params-json '{"n_estimators": 50}' --json
     """
-    from engine.executor import Executor, RunOptions
-    from engine.manifest import RunStatus, Trigger
-    from engine.progress import make_reporter
-    from engine.runtime.docker import DockerRuntime
+    from engine.manifest import Trigger
 
     loaded = state.pipeline(pipeline)
     params = _params(loaded, pairs, params_json)
+    options = _options(state, loaded, params, Trigger(kind="manual"), max_parallel, push)
+    options.use_cache = not no_cache
+    if dry_run:
+        _dry_run(state, loaded, options, as_json)
+        return
+    _execute(state, loaded, options, as_json=as_json, quiet=quiet)
+
+
+def _options(
+    state: State,
+    loaded: LoadedPipeline,
+    params: dict[str, Any],
+    trigger: Any,
+    max_parallel: int | None,
+    push: bool | None,
+) -> RunOptions:
+    from engine.artifacts import ArtifactStore
+    from engine.executor import RunOptions
+    from engine.history import History
+
     wanted = {name for step in loaded.steps for name in step.secrets}
     secrets = {name: os.environ[name] for name in wanted if name in os.environ}
-    options = RunOptions(params=params, trigger=Trigger(kind="manual"), secrets=secrets)
+    options = RunOptions(params=params, trigger=trigger, secrets=secrets)
     if max_parallel or state.config.max_parallel:
         options.max_parallel = max_parallel or state.config.max_parallel or options.max_parallel
+    store = state.results(push)
+    options.history = History(store) if store is not None else None
+    options.artifacts = ArtifactStore(state.config.artifacts, state.repo)
+    return options
+
+
+def _dry_run(state: State, loaded: LoadedPipeline, options: RunOptions, as_json: bool) -> None:
+    import tempfile
+
+    from engine.executor import Executor
+    from engine.runtime.docker import DockerRuntime
+
+    with tempfile.TemporaryDirectory(prefix="sluice-dry-") as scratch:
+        executor = Executor(loaded, DockerRuntime(), repo=state.repo, options=options)
+        verdicts = executor.explain(Path(scratch))
+    if as_json:
+        _echo_json([{"step": n, "cached": c, "reason": why} for n, c, why in verdicts])
+        return
+    width = max(len(n) for n, _, _ in verdicts)
+    for name, cached, why in verdicts:
+        click.echo(f"{name:<{width}}  {'cached' if cached else 'runs  '}  {why}")
+    click.echo("(when conditions and approvals are decided during the run)", err=True)
+
+
+def _execute(
+    state: State, loaded: LoadedPipeline, options: RunOptions, *, as_json: bool, quiet: bool = False
+) -> RunManifest:
+    """Run with the real adapters and signal handling; exit like `sluice run`."""
+    from engine.executor import Executor
+    from engine.manifest import RunStatus
+    from engine.progress import make_reporter
+    from engine.runtime.docker import DockerRuntime
+
     executor = Executor(
         loaded,
         DockerRuntime(),
@@ -317,13 +404,225 @@ def run(
         reporter=make_reporter(quiet=quiet),
     )
     _install_signal_handlers(executor.cancel)
-    manifest = executor.run()
+    try:
+        manifest = executor.run()
+    finally:
+        if options.history is not None:
+            options.history.store.close()
     if as_json:
         click.echo(manifest.to_json())
     if manifest.status is RunStatus.cancelled:
         _exit(EXIT_INTERRUPTED)
     if manifest.status is RunStatus.failed:
         _exit(EXIT_FAILED)
+    return manifest
+
+
+def _find_run(state: State, run_id: str, fetch: bool = False) -> tuple[ResultsStore, RunManifest]:
+    from engine.errors import NotFound
+
+    store = state.reading_store(fetch)
+    manifest = store.manifest(run_id)
+    if manifest is None:
+        raise NotFound(
+            f"no run {run_id!r} on the results branch",
+            hint="`sluice runs` lists runs; `--fetch` gets the remote's results first",
+        )
+    return store, manifest
+
+
+def _pipeline_for(state: State, manifest: RunManifest) -> LoadedPipeline:
+    loaded = state.pipeline(manifest.pipeline)
+    if loaded.sha256 != manifest.pipeline_sha256:
+        click.echo(
+            f"sluice: {loaded.file} changed since run {manifest.run_id}; using the current file",
+            err=True,
+        )
+    return loaded
+
+
+@cli.command(context_settings=CONTEXT)
+@click.option("--pipeline", "pipeline_name", metavar="NAME", help="Only this pipeline's runs.")
+@click.option("--limit", type=click.IntRange(1, 10_000), default=20, show_default=True)
+@click.option("--fetch", is_flag=True, help="Fetch the results branch from the remote first.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of manifests on stdout.")
+@click.pass_obj
+def runs(state: State, pipeline_name: str | None, limit: int, fetch: bool, as_json: bool) -> None:
+    """List recorded runs, newest first, from the results branch.
+
+    \b
+    Examples:
+      sluice runs
+      sluice runs --pipeline churn-retrain --limit 5
+      sluice runs --fetch --json | jq '.[0].status'
+    """
+    store = state.reading_store(fetch)
+    found = store.runs(pipeline_name, limit)
+    if as_json:
+        _echo_json([m.to_dict() for m in found])
+        return
+    if not found:
+        click.echo("sluice: no runs recorded yet", err=True)
+        return
+    click.echo(f"{'RUN':<24} {'PIPELINE':<24} {'STATUS':<17} {'TRIGGER':<12} {'DURATION':>9}")
+    for m in found:
+        took = f"{m.duration_s:.1f}s" if m.duration_s is not None else ""
+        click.echo(
+            f"{m.run_id:<24} {m.pipeline:<24} {m.status.value:<17} {m.trigger.kind:<12} {took:>9}"
+        )
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("run_id")
+@click.option("--fetch", is_flag=True, help="Fetch the results branch from the remote first.")
+@click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON on stdout.")
+@click.pass_obj
+def show(state: State, run_id: str, fetch: bool, as_json: bool) -> None:
+    """Show one run: its steps, attempts, metrics and outputs.
+
+    \b
+    Example:
+      sluice show 20261124T100000Z-a1b2c3
+    """
+    from engine.progress import summary_lines
+
+    _, manifest = _find_run(state, run_id, fetch)
+    if as_json:
+        click.echo(manifest.to_json())
+        return
+    lines = summary_lines(manifest)
+    lines.insert(
+        1,
+        f"  trigger {manifest.trigger.kind}, started {manifest.started_at}, commit {manifest.commit}",
+    )
+    for name, rec in manifest.steps.items():
+        if rec.metrics:
+            lines.append(
+                f"  {name} metrics: " + ", ".join(f"{k}={v}" for k, v in rec.metrics.items())
+            )
+        for path, pointer in rec.outputs.items():
+            lines.append(
+                f"  {name} output {path}: {pointer.size} bytes sha256:{pointer.sha256[:12]}"
+            )
+        if rec.cached_from:
+            lines.append(f"  {name} cached from {rec.cached_from}")
+    click.echo("\n".join(lines))
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("run_id")
+@click.argument("step")
+@click.option("--attempt", type=click.IntRange(1, 1000), help="Attempt number (default: the last).")
+@click.option("--fetch", is_flag=True, help="Fetch the results branch from the remote first.")
+@click.pass_obj
+def logs(state: State, run_id: str, step: str, attempt: int | None, fetch: bool) -> None:
+    """Print a step's log from the results branch.
+
+    \b
+    Examples:
+      sluice logs 20261124T100000Z-a1b2c3 train
+      sluice logs 20261124T100000Z-a1b2c3 train --attempt 1
+    """
+    from engine.errors import NotFound
+
+    store, manifest = _find_run(state, run_id, fetch)
+    record = manifest.steps.get(step)
+    if record is None:
+        raise NotFound(f"run {run_id} has no step {step!r}; steps: {', '.join(manifest.steps)}")
+    if not record.attempts:
+        raise NotFound(f"step {step!r} of run {run_id} never ran ({record.status.value})")
+    number = attempt or record.attempts[-1].number
+    text = store.log(run_id, step, number)
+    if text is None:
+        raise NotFound(f"no log for {step} attempt {number} of run {run_id}")
+    click.echo(text.decode("utf-8", "replace"), nl=False)
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("run_id")
+@click.option("--max-parallel", type=click.IntRange(1, 256), help="Steps running at once.")
+@click.option(
+    "--push/--no-push", default=None, help="Push results to the remote (default: when one exists)."
+)
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print the new run's manifest as JSON on stdout."
+)
+@click.pass_obj
+def retry(
+    state: State, run_id: str, max_parallel: int | None, push: bool | None, as_json: bool
+) -> None:
+    """Start a new run that reuses RUN_ID's succeeded steps and runs the rest.
+
+    Works after a failure, a cancellation, or an engine that died mid-run. Reused
+    outputs are re-verified (sha256) first; checkpoints of failed steps carry over.
+
+    \b
+    Example:
+      sluice retry 20261124T100000Z-a1b2c3
+    """
+    from engine.manifest import Trigger
+
+    _, original = _find_run(state, run_id)
+    loaded = _pipeline_for(state, original)
+    trigger = Trigger(kind="retry", event=run_id, payload={"retry_of": run_id})
+    options = _options(state, loaded, dict(original.params), trigger, max_parallel, push)
+    options.reuse = original
+    _execute(state, loaded, options, as_json=as_json)
+
+
+def _decide(
+    state: State, run_id: str, decision: str, by: str | None, push: bool | None
+) -> RunManifest:
+    from engine.manifest import RunStatus
+
+    _, paused = _find_run(state, run_id)
+    if paused.status is not RunStatus.waiting_approval:
+        raise UsageError(f"run {run_id} is {paused.status.value}, not waiting for approval")
+    loaded = _pipeline_for(state, paused)
+    options = _options(state, loaded, dict(paused.params), paused.trigger, None, push)
+    options.resume = paused
+    options.decision = "approve" if decision == "approve" else "reject"
+    options.decided_by = by or os.environ.get("GITHUB_ACTOR") or os.environ.get("USER") or "unknown"
+    return _execute(state, loaded, options, as_json=False)
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("run_id")
+@click.option("--by", metavar="NAME", help="Who approves (default: $GITHUB_ACTOR, else $USER).")
+@click.option(
+    "--push/--no-push", default=None, help="Push results to the remote (default: when one exists)."
+)
+@click.pass_obj
+def approve(state: State, run_id: str, by: str | None, push: bool | None) -> None:
+    """Approve a paused run and continue it here; finished steps are not run again.
+
+    \b
+    Example:
+      sluice approve 20261124T100000Z-a1b2c3 --by alice
+    """
+    _decide(state, run_id, "approve", by, push)
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("run_id")
+@click.option("--by", metavar="NAME", help="Who rejects (default: $GITHUB_ACTOR, else $USER).")
+@click.option(
+    "--push/--no-push", default=None, help="Push results to the remote (default: when one exists)."
+)
+@click.pass_obj
+def reject(state: State, run_id: str, by: str | None, push: bool | None) -> None:
+    """Reject a paused run: it ends as failed (its finally steps still run); exits 0.
+
+    \b
+    Example:
+      sluice reject 20261124T100000Z-a1b2c3 --by alice
+    """
+    try:
+        _decide(state, run_id, "reject", by, push)
+    except click.exceptions.Exit as exc:
+        if exc.exit_code != EXIT_FAILED:  # failed is what a rejection means
+            raise
+    click.echo(f"sluice: run {run_id} rejected", err=True)
 
 
 @cli.command(context_settings=CONTEXT)

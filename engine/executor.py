@@ -1,13 +1,10 @@
-"""Drives a pipeline through a container runtime, recording the manifest as the run goes."""
+"""Drives a pipeline through a container runtime, recording the run as it goes."""
 
 from __future__ import annotations
 
-import json
-import math
 import os
 import queue
 import secrets as random_hex
-import shutil
 import socket
 import threading
 import time
@@ -15,15 +12,19 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from engine import __version__, archives, planner, policy, templating
+from engine import __version__, cache, fingerprint, planner, policy, templating
+from engine.artifacts import DEFAULT_URL, ArtifactStore
+from engine.attempt import AttemptReport, AttemptRunner, Prepared, read_metrics
 from engine.errors import SluiceError
+from engine.history import History
 from engine.loader import LoadedPipeline
-from engine.logs import DEFAULT_LOG_CAP, CappedLog, Masker
+from engine.logs import DEFAULT_LOG_CAP, Masker
 from engine.manifest import (
     DONE_OK,
     TERMINAL,
+    ArtifactPointer,
     Attempt,
     RunManifest,
     RunStatus,
@@ -33,23 +34,13 @@ from engine.manifest import (
     utc_iso,
 )
 from engine.progress import NullReporter, Reporter
-from engine.runtime.base import (
-    LABEL_ATTEMPT,
-    LABEL_ENGINE,
-    LABEL_PIPELINE,
-    LABEL_RUN,
-    LABEL_STEP,
-    ContainerResult,
-    ContainerRuntime,
-    ContainerSpec,
-    ImageMissing,
-    Transfer,
-)
+from engine.runtime.base import ContainerRuntime, ImageMissing
 from engine.spec import ImageBuild, Outcome, ResolvedStep
 from engine.workspace import WorkspaceSnapshot, ensure_engine_dir, snapshot
 
-MAX_METRICS_BYTES = 1024**2
 LOOP_TICK_S = 0.25  # how often the scheduler looks at the cancel flag while it waits
+
+__all__ = ["Executor", "RunOptions", "new_run_id", "read_metrics"]
 
 
 def new_run_id(moment: datetime) -> str:
@@ -66,26 +57,33 @@ class RunOptions:
     grace_s: float = 5.0
     log_cap: int = DEFAULT_LOG_CAP
     run_id: str | None = None
-
-
-@dataclass(frozen=True)
-class _Report:
-    """What a worker hands back to the scheduler after one attempt."""
-
-    step: str
-    attempt: Attempt
+    use_cache: bool = True
+    artifacts: ArtifactStore | None = None  # None: file://.sluice/artifacts under the repo
+    history: History | None = None  # None: the run is recorded under .sluice/runs only
+    reuse: RunManifest | None = None  # `sluice retry`: the run whose succeeded steps are reused
+    resume: RunManifest | None = None  # `sluice approve|reject`: the paused run to continue
+    decision: Literal["approve", "reject"] | None = None
+    decided_by: str = ""
 
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def _step_view(manifest: RunManifest) -> dict[str, Any]:
+    return {
+        name: {"status": rec.status.value, "metrics": dict(rec.metrics)}
+        for name, rec in manifest.steps.items()
+    }
+
+
 class Executor:
     """Runs one pipeline: schedules ready steps, retries attempts, records everything.
 
-    Decisions come from the pure `planner` and `policy` modules; this class only applies
-    them: it starts attempts on worker threads (at most `max_parallel` at once), waits for
-    their reports, and writes the manifest after every change.
+    Decisions come from the pure `planner`, `policy` and `cache` modules; this class only
+    applies them: it starts attempts on worker threads (at most `max_parallel` at once),
+    applies their reports, and records the manifest (locally, and on the results branch
+    at the start, after every finished step, and at the end).
     """
 
     def __init__(
@@ -107,33 +105,43 @@ class Executor:
         self.steps = {step.name: step for step in loaded.steps}
         self.planner = planner.Planner(loaded.dag, self.steps)
         self.mask = Masker(options.secrets.values())
+        self.store = options.artifacts or ArtifactStore(DEFAULT_URL, repo)
+        self.history = options.history
         self._cancel = threading.Event()
-        self._reports: queue.Queue[_Report] = queue.Queue()
+        self._reports: queue.Queue[AttemptReport] = queue.Queue()
         self._images: dict[str, str] = {}
-        self._image_lock = threading.Lock()
+        self._prepared: dict[str, Prepared] = {}
         self._workspace: WorkspaceSnapshot | None = None
+        self._runner: AttemptRunner | None = None
+        self._unrecorded_logs: list[str] = []
+        self._newly_done: set[str] = set()
+        self._baseline: RunManifest | None = None
+        self._dry = False
         started = clock()
-        self.run_id = options.run_id or new_run_id(started)
+        if options.resume is not None:
+            self.manifest = self._resumed(options.resume)
+        else:
+            self.manifest = RunManifest(
+                run_id=options.run_id or new_run_id(started),
+                pipeline=loaded.name,
+                pipeline_file=loaded.file,
+                pipeline_sha256=loaded.sha256,
+                trigger=options.trigger,
+                params=options.params,
+                started_at=utc_iso(started),
+                engine={"version": __version__, "host": socket.gethostname()},
+                steps={
+                    step.name: StepRecord(
+                        type=step.type.value,
+                        image=step.image if isinstance(step.image, str) else "build",
+                        needs=list(step.needs),
+                        is_finally=step.is_finally,
+                    )
+                    for step in loaded.steps
+                },
+            )
+        self.run_id = self.manifest.run_id
         self.run_dir = ensure_engine_dir(repo) / "runs" / self.run_id
-        self.manifest = RunManifest(
-            run_id=self.run_id,
-            pipeline=loaded.name,
-            pipeline_file=loaded.file,
-            pipeline_sha256=loaded.sha256,
-            trigger=options.trigger,
-            params=options.params,
-            started_at=utc_iso(started),
-            engine={"version": __version__, "host": socket.gethostname()},
-            steps={
-                step.name: StepRecord(
-                    type=step.type.value,
-                    image=step.image if isinstance(step.image, str) else "build",
-                    needs=list(step.needs),
-                    is_finally=step.is_finally,
-                )
-                for step in loaded.steps
-            },
-        )
         self._started_mono = time.monotonic()
 
     # ---- public -------------------------------------------------------------------------
@@ -146,15 +154,118 @@ class Executor:
         """Run to the end (or a pause, or cancellation) and return the final manifest."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._workspace = snapshot(self.repo, self.run_dir / "workspace.tar")
-        self.manifest.commit = self._workspace.commit
-        self.manifest.dirty = self._workspace.dirty
-        self._save()
+        if self.options.resume is None:
+            self.manifest.commit = self._workspace.commit
+            self.manifest.dirty = self._workspace.dirty
+        self._baseline = self._resolve_baseline()
+        self._runner = AttemptRunner(
+            runtime=self.runtime,
+            store=self.store,
+            run_dir=self.run_dir,
+            run_id=self.run_id,
+            pipeline=self.loaded.name,
+            workspace=self._workspace,
+            params=self.manifest.params,
+            secrets=self.options.secrets,
+            mask=self.mask,
+            reporter=self.reporter,
+            cancel=self._cancel,
+            clock=self.clock,
+            log_cap=self.options.log_cap,
+            grace_s=self.options.grace_s,
+            baseline_json=self._baseline.to_json().encode() if self._baseline else None,
+        )
+        self._save(record=True)
         self.reporter.run_started(self.manifest, self.loaded.dag)
         try:
             self._schedule()
         finally:
             self._finish()
         return self.manifest
+
+    def explain(self, scratch: Path) -> list[tuple[str, bool, str]]:
+        """Without running anything: (step, would be cached, why) for every step, in order.
+
+        `when` conditions and approvals are left to the real run: they depend on metrics.
+        """
+        self._dry = True  # nothing is saved, recorded or reported
+        self.reporter = NullReporter()
+        self._workspace = snapshot(self.repo, scratch / "workspace.tar")
+        verdicts: list[tuple[str, bool, str]] = []
+        runs: set[str] = set()
+        for name in [*self.loaded.dag.order, *self.loaded.dag.finally_steps]:
+            step = self.steps[name]
+            upstream = next((d for d in step.needs if d in runs), None)
+            if not step.cache:
+                why = (
+                    "deployment steps are never cached"
+                    if step.type.value == "deployment"
+                    else "cache: false"
+                )
+            elif not self.options.use_cache:
+                why = "--no-cache"
+            elif self.history is None:
+                why = "no results branch to look the cache up in"
+            elif upstream is not None:
+                why = f"needs {upstream!r}, which runs"
+            elif self._reuse(name):
+                verdicts.append(
+                    (name, True, f"cached from {self.manifest.steps[name].cached_from}")
+                )
+                continue
+            else:
+                prepared = self._prepare(name)
+                last = self.history.last_components(self.loaded.name, name) or {}
+                why = prepared.error or cache.why_missed(
+                    last.get("parts"),
+                    prepared.components,
+                    last.get("files"),
+                    self._workspace.files_for(step.workspace),
+                )
+            runs.add(name)
+            verdicts.append((name, False, why))
+        return verdicts
+
+    # ---- set-up -------------------------------------------------------------------------
+
+    def _resumed(self, paused: RunManifest) -> RunManifest:
+        """A paused or crashed run, ready to continue: approved steps and unfinished ones pend."""
+        manifest = paused.model_copy(deep=True)
+        manifest.status = RunStatus.running
+        manifest.finished_at = None
+        manifest.error = None
+        decision = self.options.decision
+        decisions = list(manifest.approvals)
+        for name, rec in manifest.steps.items():
+            if rec.status is StepStatus.waiting_approval and decision is not None:
+                by = self.options.decided_by or "someone"
+                decisions.append(
+                    {"step": name, "decision": decision, "by": by, "at": utc_iso(self.clock())}
+                )
+                if decision == "approve":
+                    rec.status, rec.reason = StepStatus.pending, None
+                else:
+                    rec.status, rec.reason = StepStatus.failed, f"rejected by {by}"
+            elif rec.status is StepStatus.running:
+                rec.status = StepStatus.pending
+        manifest.approvals = decisions
+        return manifest
+
+    def _approved(self) -> set[str]:
+        return {a["step"] for a in self.manifest.approvals if a.get("decision") == "approve"}
+
+    def _resolve_baseline(self) -> RunManifest | None:
+        baseline = self.loaded.pipeline.baseline
+        if baseline is None or self.history is None:
+            return None
+        pinned = self.manifest.baseline_run
+        found = self.history.store.manifest(pinned) if pinned else None
+        if found is None and not pinned:
+            found = self.history.production(self.loaded.name, baseline.step)
+        if found is not None and found.run_id != self.run_id:
+            self.manifest.baseline_run = found.run_id
+            return found
+        return None
 
     # ---- scheduling -----------------------------------------------------------------------
 
@@ -164,12 +275,9 @@ class Executor:
     def _context(self) -> dict[str, Any]:
         trigger = self.manifest.trigger
         return {
-            "params": self.options.params,
-            "steps": {
-                name: {"status": rec.status.value, "metrics": dict(rec.metrics)}
-                for name, rec in self.manifest.steps.items()
-            },
-            "baseline": None,
+            "params": self.manifest.params,
+            "steps": _step_view(self.manifest),
+            "baseline": {"steps": _step_view(self._baseline)} if self._baseline else None,
             # The payload sits under its own key: an untrusted payload cannot pose as `kind`.
             "trigger": {
                 "kind": trigger.kind,
@@ -184,14 +292,16 @@ class Executor:
         record.status = status
         if reason is not None:
             record.reason = self.mask(reason)
-        self._save()
+        if status in TERMINAL:
+            self._newly_done.add(name)
+        self._save(record=status in TERMINAL)
         self.reporter.step_changed(name, record)
 
     def _schedule(self) -> None:
         ready: list[str] = []  # decided to run, waiting for a free slot
         retry_at: dict[str, float] = {}  # step -> monotonic time its next attempt may start
         running: set[str] = set()
-        attempts: dict[str, int] = dict.fromkeys(self.steps, 0)
+        attempts = {name: len(rec.attempts) for name, rec in self.manifest.steps.items()}
         cancelling = False
         while True:
             if self._cancel.is_set() and not cancelling:
@@ -223,20 +333,22 @@ class Executor:
             except queue.Empty:
                 continue
             running.discard(report.step)
-            self._record_attempt(report, retry_at, cancelling)
+            self._apply(report, retry_at, cancelling)
 
     def _decide(self, ready: list[str], running: set[str]) -> None:
         """Apply planner decisions until none is left that changes a status without running."""
-        approved: set[str] = set()
+        approved = self._approved()
         while True:
-            statuses = self._statuses()
-            decisions = self.planner.next(statuses, self._context(), approved)
+            decisions = self.planner.next(self._statuses(), self._context(), approved)
             changed = False
             for decision in decisions:
                 name = decision.step
                 if decision.action is planner.Action.run:
                     if name not in ready and name not in running:
-                        ready.append(name)
+                        if self._reuse(name):
+                            changed = True
+                        else:
+                            ready.append(name)
                     continue
                 changed = True
                 status = {
@@ -249,15 +361,169 @@ class Executor:
             if not changed:
                 return
 
-    def _record_attempt(
-        self, report: _Report, retry_at: dict[str, float], cancelling: bool
+    # ---- cache and reuse ----------------------------------------------------------------
+
+    def _image_id(self, step: ResolvedStep) -> str:
+        key = step.image if isinstance(step.image, str) else step.image.model_dump_json()
+        if key not in self._images:
+            if isinstance(step.image, ImageBuild):
+                self._images[key] = self._build(step.image)
+            else:
+                self._images[key] = self.runtime.image_id(step.image)
+        return self._images[key]
+
+    def _build(self, image: ImageBuild) -> str:
+        build = image.build
+        root = self.repo.resolve()
+        context = (self.repo / build.context).resolve()
+        if not context.is_relative_to(root) or not context.is_dir():
+            raise ImageMissing(
+                f"build context {build.context!r} is not a folder inside the repository"
+            )
+        prefix = context.relative_to(root).as_posix()
+        assert self._workspace is not None
+        files = {
+            k: v
+            for k, v in self._workspace.digests.items()
+            if prefix in ("", ".") or k == prefix or k.startswith(prefix + "/")
+        }
+        digest = fingerprint.digest({"files": files, "build": build.model_dump(mode="json")})
+        # Named after the context and tagged by its content: pipelines sharing it build once.
+        name = "-".join(p for p in prefix.lower().replace("_", "-").split("/") if p and p != ".")
+        tag = f"sluice-build/{name or 'root'}:{digest[:16]}"
+        return self.runtime.build_image(context, build.dockerfile, tag, build.args, build.target)
+
+    def _inputs(self, step: ResolvedStep) -> dict[str, dict[str, ArtifactPointer]]:
+        return {
+            dep: dict(self.manifest.steps[dep].outputs)
+            for dep in step.needs
+            if self.manifest.steps[dep].status in DONE_OK
+        }
+
+    def _prepare(self, name: str) -> Prepared:
+        """The step made concrete, with its cache key (once: retries reuse it)."""
+        if name in self._prepared:
+            return self._prepared[name]
+        step = self.steps[name]
+        params, trigger = self.manifest.params, self._context()["trigger"]
+        config = templating.substitute(step.config, params, trigger)
+        env = {k: templating.substitute_text(v, params, trigger) for k, v in step.env.items()}
+        argv = step.argv
+        if step.command is not None:
+            argv = [templating.substitute_text(item, params, trigger) for item in step.command]
+        try:
+            image_id: str | None = self._image_id(step)
+            error = None
+        except ImageMissing as exc:
+            image_id, error = None, str(exc)
+        parts: dict[str, Any] = {}
+        key = None
+        if image_id is not None:
+            assert self._workspace is not None
+            inputs = {
+                d: {p: o.sha256 for p, o in outs.items()} for d, outs in self._inputs(step).items()
+            }
+            parts = cache.components(
+                image_id=image_id,
+                argv=argv,
+                config=config,
+                env=env,
+                secret_names=step.secrets,
+                inputs=inputs,
+                workspace=self._workspace.files_for(step.workspace),
+            )
+            key = cache.key(parts)
+        prepared = Prepared(step, image_id, argv, config, env, parts, key, error)
+        self._prepared[name] = prepared
+        return prepared
+
+    def _reuse(self, name: str) -> bool:
+        """Take a step's result from `sluice retry`'s original run, or from the cache."""
+        record = self.manifest.steps[name]
+        original = self.options.reuse
+        done = original.steps.get(name) if original else None
+        if (
+            original is not None
+            and done is not None
+            and done.status in DONE_OK
+            # re-verified: a retry must never build on outputs that changed under it
+            and all(self.store.has(p, verify=True) for p in done.outputs.values())
+        ):
+            record.outputs, record.metrics = dict(done.outputs), dict(done.metrics)
+            record.cache_key, record.image_id = done.cache_key, done.image_id
+            record.cached_from = done.cached_from or original.run_id
+            self._set(name, StepStatus.cached, f"reused from {record.cached_from}")
+            return True
+        step = self.steps[name]
+        if not (step.cache and self.options.use_cache and self.history is not None):
+            return False
+        prepared = self._prepare(name)
+        record.cache_key = prepared.key
+        entry = self.history.cache_entry(prepared.key) if prepared.key else None
+        if entry is None or not all(self.store.has(p) for p in entry.outputs.values()):
+            return False
+        record.outputs, record.metrics = dict(entry.outputs), dict(entry.metrics)
+        record.image_id, record.cached_from = prepared.image_id, entry.run_id
+        self._set(name, StepStatus.cached, f"cached from {entry.run_id}")
+        return True
+
+    # ---- attempts -----------------------------------------------------------------------
+
+    def _start_attempt(self, name: str, number: int) -> None:
+        prepared = self._prepare(name)
+        record = self.manifest.steps[name]
+        record.cache_key = prepared.key
+        record.attempts.append(Attempt(number=number, started_at=utc_iso(self.clock())))
+        self._set(name, StepStatus.running)
+        self.reporter.attempt_started(name, number)
+        inputs = self._inputs(self.steps[name])
+        restore = None
+        original = self.options.reuse.steps.get(name) if self.options.reuse else None
+        if number == 1 and original is not None:
+            restore = original.checkpoints
+        worker = threading.Thread(
+            target=self._worker,
+            args=(prepared, number, inputs, restore),
+            name=f"sluice-{name}-{number}",
+            daemon=True,
+        )
+        worker.start()
+
+    def _worker(
+        self,
+        prepared: Prepared,
+        number: int,
+        inputs: dict[str, dict[str, ArtifactPointer]],
+        restore: ArtifactPointer | None,
     ) -> None:
+        name = prepared.step.name
+        assert self._runner is not None
+        try:
+            if restore:
+                self._runner.restore_checkpoints(name, restore)
+            report = self._runner.run(prepared, number, inputs)
+        except Exception as exc:  # an engine bug must not hang the scheduler
+            now = utc_iso(self.clock())
+            error = self.mask(f"engine error: {type(exc).__name__}: {exc}")
+            attempt = Attempt(
+                number=number, outcome=Outcome.error, started_at=now, finished_at=now, error=error
+            )
+            report = AttemptReport(name, attempt)
+        self._reports.put(report)
+
+    def _apply(self, report: AttemptReport, retry_at: dict[str, float], cancelling: bool) -> None:
         name, attempt = report.step, report.attempt
         record = self.manifest.steps[name]
         record.attempts[attempt.number - 1] = attempt
+        record.image_id = report.image_id or record.image_id
+        if attempt.log:
+            self._unrecorded_logs.append(attempt.log)
+        if report.checkpoints is not None:
+            record.checkpoints = report.checkpoints
         outcome = attempt.outcome or Outcome.error
         step = self.steps[name]
         if outcome is Outcome.succeeded:
+            record.outputs, record.metrics = report.outputs, report.metrics
             self._set(name, StepStatus.succeeded)
         elif not cancelling and policy.should_retry(step.retries, attempt.number, outcome):
             delay = policy.backoff(step.retries, attempt.number)
@@ -273,6 +539,8 @@ class Executor:
             self.runtime.kill_run(self.run_id)
         except SluiceError as exc:
             self.manifest.error = self.mask(f"could not remove the run's containers: {exc}")
+
+    # ---- the record ---------------------------------------------------------------------
 
     def _finish(self) -> None:
         statuses = self._statuses()
@@ -290,272 +558,47 @@ class Executor:
         self.manifest.status = status
         self.manifest.finished_at = utc_iso(self.clock())
         self.manifest.duration_s = round(time.monotonic() - self._started_mono, 3)
-        self._save()
+        self._save(record=True)
         self.reporter.run_finished(self.manifest)
 
-    def _save(self) -> None:
+    def _save(self, *, record: bool = False) -> None:
+        """Write the manifest locally; with `record`, also commit it to the results branch."""
+        if self._dry:
+            return
         path = self.run_dir / "manifest.json"
         tmp = path.with_suffix(".json.tmp")
         tmp.write_text(self.manifest.to_json())
         tmp.replace(path)
+        if record and self.history is not None:
+            self._record()
 
-    # ---- one attempt (worker thread) ----------------------------------------------------
-
-    def _start_attempt(self, name: str, number: int) -> None:
-        attempt = Attempt(number=number, started_at=utc_iso(self.clock()))
-        self.manifest.steps[name].attempts.append(attempt)
-        self._set(name, StepStatus.running)
-        self.reporter.attempt_started(name, number)
-        worker = threading.Thread(
-            target=self._worker, args=(name, number), name=f"sluice-{name}-{number}", daemon=True
-        )
-        worker.start()
-
-    def _worker(self, name: str, number: int) -> None:
+    def _record(self) -> None:
+        assert self.history is not None
+        logs = {}
+        for rel in self._unrecorded_logs:
+            local = self.run_dir / rel
+            if local.is_file():
+                logs[Path(rel).name] = local.read_bytes()
+        assert self._workspace is not None
+        components = {}
+        for name in self._newly_done:
+            prepared = self._prepared.get(name)
+            if prepared is not None and prepared.components:
+                files = self._workspace.files_for(prepared.step.workspace)
+                small = len(files) <= cache.MAX_LISTED_FILES
+                components[name] = {"parts": prepared.components, "files": files if small else None}
+        baseline = self.loaded.pipeline.baseline
         try:
-            attempt = self._attempt(name, number)
-        except Exception as exc:  # an engine bug must not hang the scheduler
-            attempt = Attempt(
-                number=number,
-                outcome=Outcome.error,
-                started_at=utc_iso(self.clock()),
-                finished_at=utc_iso(self.clock()),
-                error=self.mask(f"engine error: {type(exc).__name__}: {exc}"),
+            self.history.record(
+                self.manifest,
+                logs=logs,
+                components=components,
+                baseline_step=baseline.step if baseline else None,
+                newly_done=set(self._newly_done),
             )
-        self._reports.put(_Report(name, attempt))
-
-    def _attempt(self, name: str, number: int) -> Attempt:
-        step = self.steps[name]
-        step_dir = self.run_dir / "steps" / name
-        work = step_dir / f"attempt-{number}"
-        work.mkdir(parents=True, exist_ok=True)
-        log_rel = f"logs/{name}.{number}.log"
-        log = CappedLog(self.run_dir / log_rel, self.options.log_cap)
-        started = self.clock()
-        mono = time.monotonic()
-
-        def finish(
-            outcome: Outcome, result: ContainerResult | None = None, error: str | None = None
-        ) -> Attempt:
-            log.close()
-            shutil.rmtree(work, ignore_errors=True)
-            return Attempt(
-                number=number,
-                outcome=outcome,
-                exit_code=result.exit_code if result else None,
-                started_at=utc_iso(started),
-                finished_at=utc_iso(self.clock()),
-                duration_s=round(time.monotonic() - mono, 3),
-                log=log_rel,
-                max_memory_bytes=result.max_memory_bytes if result else None,
-                cpu_s=result.cpu_s if result else None,
-                error=self.mask(error) if error else None,
-            )
-
-        missing = [s for s in step.secrets if s not in self.options.secrets]
-        if missing:
-            return finish(
-                Outcome.error, error=f"secret {missing[0]} is not set in the engine's environment"
-            )
-        try:
-            image_id = self._image_id(step)
-        except ImageMissing as exc:
-            log.write(f"sluice: {exc}")
-            return finish(Outcome.error, error=str(exc))
-        self.manifest.steps[name].image_id = image_id
-        if self._cancel.is_set():
-            return finish(Outcome.cancelled)
-
-        def on_log(line: str) -> None:
-            masked = self.mask(line)
-            log.write(masked)
-            self.reporter.log(name, masked)
-
-        files = self._inputs_tar(step, number, work / "in.tar")
-        puts = [files]
-        workspace = self._workspace_tar(step, work)
-        if workspace is not None:
-            puts.insert(0, workspace)
-        spec = self._container_spec(step, number, image_id)
-        outputs_tar, checkpoints_tar = work / "outputs.tar", work / "checkpoints.tar"
-        result = self.runtime.run(
-            spec,
-            # Outputs matter only when the attempt succeeded, checkpoints only when it did not
-            # (a succeeded step is reused, never resumed): one archive call either way.
-            Transfer(
-                put=puts,
-                fetch={"/sluice/outputs": outputs_tar},
-                fetch_on_failure={"/sluice/checkpoints": checkpoints_tar},
-            ),
-            timeout=step.timeout,
-            on_log=on_log,
-            cancel=self._cancel,
-            grace=self.options.grace_s,
-        )
-        if result.error:
-            log.write(f"sluice: {result.error}")
-            return finish(Outcome.error, result, result.error)
-        if checkpoints_tar in result.fetched.values():
-            self._keep_checkpoints(checkpoints_tar, step_dir / "checkpoints")
-        if result.cancelled:
-            return finish(Outcome.cancelled, result)
-        if result.timed_out:
-            return finish(Outcome.timed_out, result, f"timed out after {step.timeout:g} s")
-        if result.oom_killed:
-            limit = step.resources.memory
-            return finish(
-                Outcome.oom_killed, result, f"killed: out of memory (limit {limit} bytes)"
-            )
-        if result.exit_code != 0:
-            return finish(Outcome.failed, result, f"exited with code {result.exit_code}")
-        if result.fetch_error:
-            return finish(Outcome.failed, result, result.fetch_error)
-        try:
-            self._collect_outputs(name, outputs_tar, result, step_dir / "outputs")
         except SluiceError as exc:
-            log.write(f"sluice: {exc}")
-            return finish(Outcome.failed, result, str(exc))
-        return finish(Outcome.succeeded, result)
-
-    def _image_id(self, step: ResolvedStep) -> str:
-        key = step.image if isinstance(step.image, str) else step.image.model_dump_json()
-        with self._image_lock:
-            if key not in self._images:
-                if isinstance(step.image, ImageBuild):
-                    self._images[key] = self._build(step.image)
-                else:
-                    self._images[key] = self.runtime.image_id(step.image)
-            return self._images[key]
-
-    def _build(self, image: ImageBuild) -> str:
-        from engine import fingerprint
-
-        build = image.build
-        context = (self.repo / build.context).resolve()
-        if not context.is_relative_to(self.repo.resolve()) or not context.is_dir():
-            raise ImageMissing(
-                f"build context {build.context!r} is not a folder inside the repository"
-            )
-        prefix = context.relative_to(self.repo.resolve()).as_posix()
-        assert self._workspace is not None
-        files = {
-            k: v
-            for k, v in self._workspace.digests.items()
-            if prefix in ("", ".") or k == prefix or k.startswith(prefix + "/")
-        }
-        digest = fingerprint.digest({"files": files, "build": build.model_dump(mode="json")})
-        # Named after the context and tagged by its content: pipelines sharing it build once.
-        name = "-".join(p for p in prefix.lower().replace("_", "-").split("/") if p and p != ".")
-        tag = f"sluice-build/{name or 'root'}:{digest[:16]}"
-        return self.runtime.build_image(context, build.dockerfile, tag, build.args, build.target)
-
-    def _container_spec(self, step: ResolvedStep, number: int, image_id: str) -> ContainerSpec:
-        params, trigger = self.options.params, self._context()["trigger"]
-        env = {
-            "SLUICE_RUN_ID": self.run_id,
-            "SLUICE_PIPELINE": self.loaded.name,
-            "SLUICE_STEP": step.name,
-            "SLUICE_ATTEMPT": str(number),
-            "SLUICE_CONFIG": "/sluice/config.json",
-            "SLUICE_INPUTS": "/sluice/inputs",
-            "SLUICE_OUTPUTS": "/sluice/outputs",
-        }
-        env.update({k: templating.substitute_text(v, params, trigger) for k, v in step.env.items()})
-        env.update({name: self.options.secrets[name] for name in step.secrets})
-        argv = step.argv
-        if step.command is not None:
-            argv = [templating.substitute_text(item, params, trigger) for item in step.command]
-        resources = step.resources
-        return ContainerSpec(
-            image=image_id,
-            command=argv,
-            env=env,
-            labels={
-                LABEL_RUN: self.run_id,
-                LABEL_PIPELINE: self.loaded.name,
-                LABEL_STEP: step.name,
-                LABEL_ATTEMPT: str(number),
-                LABEL_ENGINE: f"{socket.gethostname()}:{os.getpid()}",
-            },
-            network=step.network,
-            nano_cpus=int(resources.cpus * 1e9) if resources.cpus else None,
-            mem_limit=resources.memory,
-            gpus=resources.gpus,
-        )
-
-    def _workspace_tar(self, step: ResolvedStep, work: Path) -> Path | None:
-        assert self._workspace is not None
-        if step.workspace is False:
-            return None
-        if step.workspace is True:
-            return self._workspace.tar
-        return self._workspace.subset_tar(step.workspace, work / "workspace.tar")
-
-    def _inputs_tar(self, step: ResolvedStep, number: int, out: Path) -> Path:
-        params, trigger = self.options.params, self._context()["trigger"]
-        config = templating.substitute(step.config, params, trigger)
-        with archives.TarBuilder(out) as tar:
-            tar.add_dir("sluice")
-            tar.add_bytes("sluice/config.json", json.dumps(config, indent=2).encode())
-            tar.add_bytes("sluice/params.json", json.dumps(params, indent=2).encode())
-            tar.add_dir("sluice/inputs")
-            for dep in step.needs:
-                outputs = self.run_dir / "steps" / dep / "outputs"
-                tar.add_dir(f"sluice/inputs/{dep}")
-                if self.manifest.steps[dep].status in DONE_OK and outputs.is_dir():
-                    tar.add_tree(outputs, f"sluice/inputs/{dep}")
-            tar.add_dir("sluice/outputs")
-            tar.add_dir("sluice/checkpoints")
-            checkpoints = self.run_dir / "steps" / step.name / "checkpoints"
-            if checkpoints.is_dir():
-                tar.add_tree(checkpoints, "sluice/checkpoints")
-        return out
-
-    def _keep_checkpoints(self, archive: Path, dest: Path) -> None:
-        fresh = dest.with_name("checkpoints.new")
-        shutil.rmtree(fresh, ignore_errors=True)
-        fresh.mkdir(parents=True)
-        try:
-            archives.extract_tar(archive, fresh, strip="checkpoints")
-        except SluiceError:
-            shutil.rmtree(fresh, ignore_errors=True)
-            return  # unsafe checkpoints are dropped: the next attempt starts clean
-        shutil.rmtree(dest, ignore_errors=True)
-        fresh.rename(dest)
-
-    def _collect_outputs(
-        self, name: str, archive: Path, result: ContainerResult, dest: Path
-    ) -> None:
-        shutil.rmtree(dest, ignore_errors=True)
-        dest.mkdir(parents=True)
-        if archive not in result.fetched.values():
+            # The run goes on: the manifest is on disk, and the next record tries again.
+            self.reporter.note(f"results branch: {exc}")
             return
-        try:
-            archives.extract_tar(archive, dest, strip="outputs")
-        except SluiceError:
-            shutil.rmtree(dest, ignore_errors=True)
-            raise
-        self.manifest.steps[name].metrics = read_metrics(dest / "metrics.json")
-
-
-def read_metrics(path: Path) -> dict[str, float | int | bool]:
-    """`metrics.json`: a flat JSON object of numbers and booleans (absent: no metrics)."""
-    if not path.is_file():
-        return {}
-    if path.stat().st_size > MAX_METRICS_BYTES:
-        raise SluiceError(f"metrics.json is larger than {MAX_METRICS_BYTES} bytes")
-    try:
-        data = json.loads(path.read_bytes())
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise SluiceError(f"metrics.json is not valid JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise SluiceError("metrics.json must be a JSON object of numbers and booleans")
-    bad = [
-        k for k, v in data.items() if not isinstance(v, int | float | bool) or not math.isfinite(v)
-    ]
-    if bad:
-        raise SluiceError(
-            f"metrics.json: {bad[0]!r} is not a number or boolean; metrics are a flat object "
-            'such as {"accuracy": 0.93}'
-        )
-    return data
+        self._unrecorded_logs.clear()
+        self._newly_done.clear()

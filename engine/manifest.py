@@ -87,6 +87,7 @@ class StepRecord(_Model):
     attempts: list[Attempt] = Field(default_factory=list)
     outputs: dict[str, ArtifactPointer] = Field(default_factory=dict)
     metrics: dict[str, float | int | bool] = Field(default_factory=dict)
+    checkpoints: ArtifactPointer | None = None  # of its last failed attempt, for `sluice retry`
 
 
 class Trigger(_Model):
@@ -113,6 +114,8 @@ class RunManifest(_Model):
     engine: dict[str, Any] = Field(default_factory=dict)
     ci: dict[str, Any] | None = None
     error: str | None = None
+    baseline_run: str | None = None  # the production run `when` and baseline.json saw
+    approvals: list[dict[str, str]] = Field(default_factory=list)  # {step, decision, by, at}
     steps: dict[str, StepRecord] = Field(default_factory=dict)
 
     model_config = ConfigDict(extra="allow", populate_by_name=True)

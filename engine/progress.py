@@ -26,6 +26,7 @@ class Reporter(Protocol):
     def attempt_started(self, name: str, number: int) -> None: ...
     def retrying(self, name: str, attempt: Attempt, delay: float) -> None: ...
     def log(self, step: str, line: str) -> None: ...
+    def note(self, text: str) -> None: ...
     def run_finished(self, manifest: RunManifest) -> None: ...
 
 
@@ -45,6 +46,9 @@ class NullReporter:
         pass
 
     def log(self, step: str, line: str) -> None:
+        pass
+
+    def note(self, text: str) -> None:
         pass
 
     def run_finished(self, manifest: RunManifest) -> None:
@@ -113,6 +117,9 @@ class PlainReporter:
     def log(self, step: str, line: str) -> None:
         if self.show_logs:
             self._say(f"[{step}] {line.rstrip()}")
+
+    def note(self, text: str) -> None:
+        self._say(f"sluice: {text}")
 
     def run_finished(self, manifest: RunManifest) -> None:
         self._say("\n".join(summary_lines(manifest)))
@@ -185,6 +192,9 @@ class LiveReporter:
     def log(self, step: str, line: str) -> None:
         if self.show_logs:
             self.console.print(f"[{step}] {line.rstrip()}", markup=False, highlight=False)
+
+    def note(self, text: str) -> None:
+        self.console.print(f"sluice: {text}", markup=False, highlight=False)
 
     def run_finished(self, manifest: RunManifest) -> None:
         self._records = {name: rec.model_copy() for name, rec in manifest.steps.items()}

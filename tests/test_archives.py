@@ -266,4 +266,10 @@ def test_concatenated_tars_read_as_one_archive(tmp_path: Path) -> None:
         names = tar.getnames()
         zeros = tar.extractfile("workspace/zeros.bin")
         assert zeros is not None and zeros.read() == bytes(1024)
-    assert names == ["workspace", "workspace/zeros.bin", "workspace/odd.txt", "sluice", "sluice/config.json"]
+    assert names == [
+        "workspace",
+        "workspace/zeros.bin",
+        "workspace/odd.txt",
+        "sluice",
+        "sluice/config.json",
+    ]

@@ -317,8 +317,10 @@ def test_unsafe_output_archives_are_refused(
     run_dir = repo / ".sluice" / "runs" / manifest.run_id
     written = {p for p in tmp_path.rglob("*")} - before
     engine_dir = repo / ".sluice"
-    outside = written - {engine_dir, engine_dir / ".gitignore", run_dir.parent}
+    store = engine_dir / "artifacts"
+    outside = written - {engine_dir, engine_dir / ".gitignore", run_dir.parent, store}
     assert [p for p in outside if not p.is_relative_to(run_dir)] == []
+    assert not any(p.is_file() for p in store.rglob("*"))  # nothing of a refused archive is kept
     assert not (run_dir / "steps" / "evil" / "outputs" / "ok.txt").exists()
 
 
