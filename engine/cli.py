@@ -648,6 +648,12 @@ def gc(everything: bool) -> None:
     click.echo(f"sluice: removed {len(removed)} container(s)", err=True)
 
 
+# Commands defined in engine/commands/ (one module each, importing only click at the top
+# so that `sluice --help` stays fast). Each module exposes `command`.
+# --- command modules (one line each) ---
+# --- end of command modules ---
+
+
 def main(argv: list[str] | None = None) -> NoReturn:
     """Console entry point: never shows a traceback for an error the engine expects."""
     try:
