@@ -354,19 +354,23 @@ def _options(
     max_parallel: int | None,
     push: bool | None,
 ) -> RunOptions:
-    from engine.artifacts import ArtifactStore
-    from engine.executor import RunOptions
-    from engine.history import History
+    from engine.launch import run_options
+    from engine.workspace import is_git_repo
 
-    wanted = {name for step in loaded.steps for name in step.secrets}
-    secrets = {name: os.environ[name] for name in wanted if name in os.environ}
-    options = RunOptions(params=params, trigger=trigger, secrets=secrets)
-    if max_parallel or state.config.max_parallel:
-        options.max_parallel = max_parallel or state.config.max_parallel or options.max_parallel
-    store = state.results(push)
-    options.history = History(store) if store is not None else None
-    options.artifacts = ArtifactStore(state.config.artifacts, state.repo)
-    return options
+    if not is_git_repo(state.repo):
+        click.echo(
+            f"sluice: {state.repo} is not a git repository: runs are kept under .sluice/runs only",
+            err=True,
+        )
+    return run_options(
+        state.repo,
+        state.config,
+        loaded,
+        params=params,
+        trigger=trigger,
+        push=push,
+        max_parallel=max_parallel,
+    )
 
 
 def _dry_run(state: State, loaded: LoadedPipeline, options: RunOptions, as_json: bool) -> None:
@@ -391,24 +395,17 @@ def _execute(
     state: State, loaded: LoadedPipeline, options: RunOptions, *, as_json: bool, quiet: bool = False
 ) -> RunManifest:
     """Run with the real adapters and signal handling; exit like `sluice run`."""
-    from engine.executor import Executor
+    from engine.launch import execute
     from engine.manifest import RunStatus
     from engine.progress import make_reporter
-    from engine.runtime.docker import DockerRuntime
 
-    executor = Executor(
+    manifest = execute(
+        state.repo,
         loaded,
-        DockerRuntime(),
-        repo=state.repo,
-        options=options,
+        options,
         reporter=make_reporter(quiet=quiet),
+        on_executor=lambda executor: _install_signal_handlers(executor.cancel),
     )
-    _install_signal_handlers(executor.cancel)
-    try:
-        manifest = executor.run()
-    finally:
-        if options.history is not None:
-            options.history.store.close()
     if as_json:
         click.echo(manifest.to_json())
     if manifest.status is RunStatus.cancelled:
