@@ -254,7 +254,8 @@ def test_caching_behaves_exactly_as_specified(
     assert all(
         again["steps"][n]["cached_from"] == first["run_id"] for n in ("s1", "s2", "s3", "s4")
     )
-    assert containers_created(docker_client, again["run_id"], since) == 1  # only the deployment step
+    # only the deployment step started a container
+    assert containers_created(docker_client, again["run_id"], since) == 1
 
     middle = run_json(repo, "run", "five", "-p", "scale=2")
     assert {n: s["status"] for n, s in middle["steps"].items()} == {
