@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from engine.loader import LoadedPipeline
     from engine.manifest import RunManifest
     from engine.results import ResultsStore
-    from engine.spec import RepoConfig
+    from engine.config import RepoConfig
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -47,10 +47,15 @@ class State:
     @property
     def config(self) -> RepoConfig:
         if self._config is None:
-            from engine.loader import load_repo_config
-
             path = Path(self.config_option) if self.config_option else None
-            self._config = load_repo_config(self.repo, path)
+            if path is None and not (self.repo / "sluice.yaml").exists():
+                from engine.config import RepoConfig  # no file: skip the (heavier) loader
+
+                self._config = RepoConfig()
+            else:
+                from engine.loader import load_repo_config
+
+                self._config = load_repo_config(self.repo, path)
         return self._config
 
     @property

@@ -8,9 +8,18 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from engine.spec import Outcome
-
 SCHEMA = "sluice/run/v1"
+
+
+class Outcome(StrEnum):
+    """How one attempt of a step ended."""
+
+    succeeded = "succeeded"
+    failed = "failed"
+    timed_out = "timed_out"
+    oom_killed = "oom_killed"
+    error = "error"
+    cancelled = "cancelled"
 
 
 class StepStatus(StrEnum):

@@ -20,6 +20,10 @@ from pydantic import (
     model_validator,
 )
 
+from engine.config import RepoConfig as RepoConfig  # re-exported: part of the file format
+from engine.config import ResultsConfig as ResultsConfig
+from engine.manifest import Outcome as Outcome  # re-exported
+
 NAME_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
 NAME_RE = re.compile(NAME_PATTERN)
 PARAM_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -136,17 +140,6 @@ class StepType(StrEnum):
     evaluation = "evaluation"
     deployment = "deployment"
     custom = "custom"
-
-
-class Outcome(StrEnum):
-    """How one attempt of a step ended."""
-
-    succeeded = "succeeded"
-    failed = "failed"
-    timed_out = "timed_out"
-    oom_killed = "oom_killed"
-    error = "error"
-    cancelled = "cancelled"
 
 
 RETRYABLE_DEFAULT = (Outcome.failed, Outcome.timed_out, Outcome.oom_killed)
@@ -300,21 +293,6 @@ class Pipeline(_Model):
     @property
     def all_steps(self) -> list[Step]:
         return [*self.steps, *self.finally_]
-
-
-class ResultsConfig(_Model):
-    branch: str = "sluice-results"
-    remote: str = "origin"
-    push: Literal["auto", "always", "never"] | bool = "auto"
-
-
-class RepoConfig(_Model):
-    """`sluice.yaml` at the repository root (every field optional)."""
-
-    pipelines: str = "pipelines/"
-    results: ResultsConfig = Field(default_factory=ResultsConfig)
-    artifacts: str = "file://.sluice/artifacts"
-    max_parallel: Annotated[int, Field(ge=1, le=256)] | None = None
 
 
 class ResolvedStep(BaseModel):

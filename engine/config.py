@@ -1,0 +1,26 @@
+"""`sluice.yaml` settings models: light to import (reading commands need no pipeline models)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+
+
+class ResultsConfig(_Model):
+    branch: str = "sluice-results"
+    remote: str = "origin"
+    push: Literal["auto", "always", "never"] | bool = "auto"
+
+
+class RepoConfig(_Model):
+    """`sluice.yaml` at the repository root (every field optional)."""
+
+    pipelines: str = "pipelines/"
+    results: ResultsConfig = Field(default_factory=ResultsConfig)
+    artifacts: str = "file://.sluice/artifacts"
+    max_parallel: Annotated[int, Field(ge=1, le=256)] | None = None
