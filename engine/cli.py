@@ -16,11 +16,11 @@ from engine import __version__
 from engine.errors import PipelineInvalid, Problem, SluiceError, UsageError
 
 if TYPE_CHECKING:
+    from engine.config import RepoConfig
     from engine.executor import RunOptions
     from engine.loader import LoadedPipeline
     from engine.manifest import RunManifest
     from engine.results import ResultsStore
-    from engine.config import RepoConfig
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_INTERRUPTED = 0, 1, 2, 130
 
