@@ -23,6 +23,7 @@ frozen dataclasses and evaluated by walking them. Semantics, briefly:
 from __future__ import annotations
 
 import difflib
+import functools
 import operator
 import re
 from collections.abc import Collection, Iterator, Mapping
@@ -340,6 +341,14 @@ class _Parser:
 
 def parse(text: str) -> Expression:
     """Parse a `when` expression; raise ExpressionError (with a column) if it is not valid."""
+    if not isinstance(text, str):
+        raise ExpressionError(f"an expression must be a string, not {type(text).__name__}", 1)
+    return _parse(text)
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse(text: str) -> Expression:
+    # Memoised: expressions are immutable, and loading and planning both parse each `when`.
     if not isinstance(text, str):
         raise ExpressionError(f"an expression must be a string, not {type(text).__name__}", 1)
     if len(text) > MAX_LENGTH:

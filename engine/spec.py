@@ -333,6 +333,10 @@ def _env_text(value: EnvValue) -> str:
     return str(value)
 
 
+_NO_RETRIES = RetryPolicy()  # frozen models: one shared instance is safe
+_NO_LIMITS = Resources()
+
+
 def resolve_step(step: Step, defaults: Defaults, *, is_finally: bool) -> ResolvedStep:
     """Apply `defaults` then the engine's defaults to one step.
 
@@ -355,7 +359,8 @@ def resolve_step(step: Step, defaults: Defaults, *, is_finally: bool) -> Resolve
     cache = pick("cache")
     env = {**(defaults.env or {}), **(step.env or {})}
     secrets = list(dict.fromkeys([*(defaults.secrets or []), *(step.secrets or [])]))
-    return ResolvedStep(
+    # The parts were validated already; construct without validating them a second time.
+    return ResolvedStep.model_construct(
         name=step.name,
         is_finally=is_finally,
         type=step_type,
@@ -367,10 +372,10 @@ def resolve_step(step: Step, defaults: Defaults, *, is_finally: bool) -> Resolve
         env={k: _env_text(v) for k, v in env.items()},
         secrets=secrets,
         timeout=pick("timeout") or DEFAULT_TIMEOUT_S,
-        retries=pick("retries") or RetryPolicy(),
+        retries=pick("retries") or _NO_RETRIES,
         when=pick("when"),
         approval=bool(pick("approval")),
-        resources=pick("resources") or Resources(),
+        resources=pick("resources") or _NO_LIMITS,
         network=pick("network") or "none",
         cache=cache if cache is not None else step_type != StepType.deployment,
         workspace=pick("workspace") if pick("workspace") is not None else True,
