@@ -650,10 +650,15 @@ def gc(everything: bool) -> None:
     click.echo(f"sluice: removed {len(removed)} container(s)", err=True)
 
 
-# Commands defined in engine/commands/ (one module each, importing only click at the top
-# so that `sluice --help` stays fast). Each module exposes `command`.
-# --- command modules (one line each) ---
-# --- end of command modules ---
+def _register_commands() -> None:
+    """Commands that live in engine/commands/ (each imports only click at the top: cheap)."""
+    from engine.commands import dispatch, serve, tick, trigger
+
+    for module in (trigger, tick, dispatch, serve):
+        cli.add_command(module.command)
+
+
+_register_commands()
 
 
 def main(argv: list[str] | None = None) -> NoReturn:

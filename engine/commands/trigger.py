@@ -1,0 +1,310 @@
+"""`sluice trigger`: run what a GitHub event (push, dispatch, schedule) calls for."""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import importlib
+import os
+import sys
+import threading
+from collections.abc import Mapping, MutableMapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+if TYPE_CHECKING:
+    from engine.cli import State
+    from engine.executor import Executor
+    from engine.loader import LoadedPipeline
+    from engine.manifest import RunManifest
+    from engine.triggers.github import PlannedRun, RunTick
+
+# engine.cli's CONTEXT, repeated: importing engine modules at the top would slow `sluice --help`.
+_CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+_PRECEDENCE = ("cancelled", "failed", "waiting_approval", "succeeded")
+
+
+@click.command("trigger", context_settings=_CONTEXT)
+@click.option("--event-name", metavar="NAME", help="The event (default: $GITHUB_EVENT_NAME).")
+@click.option(
+    "--event-path", metavar="FILE", help="Its JSON payload (default: $GITHUB_EVENT_PATH)."
+)
+@click.option(
+    "--push/--no-push", default=None, help="Push results to the remote (default: when one exists)."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of manifests on stdout.")
+@click.pass_context
+def command(
+    ctx: click.Context,
+    event_name: str | None,
+    event_path: str | None,
+    push: bool | None,
+    as_json: bool,
+) -> None:
+    """Run the pipelines a GitHub event calls for, one after another.
+
+    \b
+    push                  validate every pipeline (exit 2 on a problem, nothing run),
+                          then run those with a push trigger whose own file or
+                          `paths` changed between the event's before and after
+    workflow_dispatch     inputs: pipeline (name or file), params (a JSON object)
+    repository_dispatch   sluice-run {pipeline, params}; sluice-drift {monitor, metrics};
+                          any other type runs pipelines with `webhook: {event: TYPE}`
+    schedule              as `sluice tick`
+
+    \b
+    In GitHub Actions it also writes the outputs run-ids and status to
+    $GITHUB_OUTPUT and a job summary to $GITHUB_STEP_SUMMARY.
+    Exits 0 when every run succeeded or waits for approval, and when there is
+    nothing to run; 1 when a run failed; 2 on invalid input; 130 when interrupted.
+
+    \b
+    Examples:
+      sluice trigger                       (in a workflow: reads the job's event)
+      sluice trigger --event-name push --event-path event.json --json
+    """
+    from engine import github
+    from engine.cli import EXIT_FAILED, EXIT_INTERRUPTED, _echo_json, _exit
+    from engine.triggers.github import RunTick, is_zero_sha, plan
+
+    state: State = ctx.obj
+    env = os.environ
+    event = github.read_event(env, name=event_name, path=event_path)
+    pipelines = _load(state, strict=event.name == "push")
+    changed = None
+    if event.name == "push":
+        before, after = event.payload.get("before"), event.payload.get("after")
+        changed = github.changed_files(state.repo, before, after)
+        if changed is None and not is_zero_sha(after) and event.payload.get("deleted") is not True:
+            # repr() keeps untrusted payload text on one line: no workflow command can ride in.
+            click.echo(
+                f"sluice: git cannot diff {before!r}..{after!r} here (a new branch or a shallow "
+                "clone): using the files listed in the event's commits",
+                err=True,
+            )
+    planned = plan(event.name, event.payload, pipelines, changed_files=changed)
+    if event.name == "repository_dispatch":
+        _carry_hops(event.payload, env)
+    if isinstance(planned, RunTick):
+        _tick(ctx, planned, as_json=as_json, push=push)
+        return
+    if not planned:
+        click.echo(
+            f"sluice: the {event.name} event calls for no pipeline: nothing to run", err=True
+        )
+    manifests: list[RunManifest] = []
+    interrupted = threading.Event()
+    finished = False
+    try:
+        _run_all(state, pipelines, planned, push, manifests, interrupted)
+        finished = True
+    finally:
+        # Also after an engine error, so later workflow steps see what did run.
+        status = _overall(manifests, interrupted.is_set()) if finished else "failed"
+        _publish(state, event.name, manifests, pipelines, status)
+    if as_json:
+        _echo_json([m.to_dict() for m in manifests])
+    if status == "cancelled":
+        _exit(EXIT_INTERRUPTED)
+    if status == "failed":
+        _exit(EXIT_FAILED)
+
+
+def _carry_hops(payload: Mapping[str, Any], env: MutableMapping[str, str]) -> None:
+    """Pass a dispatch chain's hop count on, so `sluice dispatch` can stop a loop.
+
+    Set for this process (a drift binding may dispatch from here) and, through GITHUB_ENV,
+    for the job's later steps.
+    """
+    client = payload.get("client_payload")
+    hops = client.get("sluice_hops") if isinstance(client, dict) else None
+    count = hops if isinstance(hops, int) and not isinstance(hops, bool) and hops >= 0 else 0
+    env["SLUICE_DISPATCH_HOPS"] = str(count)
+    github_env = env.get("GITHUB_ENV")
+    if github_env:
+        with open(github_env, "a", encoding="utf-8") as handle:
+            handle.write(f"SLUICE_DISPATCH_HOPS={count}\n")
+
+
+def _load(state: State, *, strict: bool) -> list[LoadedPipeline]:
+    """Every pipeline; `strict` (push): any problem stops everything with exit 2.
+
+    Otherwise a broken file should not block a dispatch of a sound one: it is left out,
+    with a warning, and so are pipelines sharing a name (a reference would be ambiguous).
+    """
+    from engine import github
+    from engine.cli import EXIT_INVALID, _exit
+    from engine.errors import PipelineInvalid, Problem
+    from engine.loader import find_pipeline_files, load_many
+
+    files = find_pipeline_files(state.pipelines_dir)
+    try:
+        return load_many(files, state.repo)
+    except PipelineInvalid as exc:
+        problems: list[Problem] = exc.problems
+    if strict:
+        for problem in problems:
+            click.echo(str(problem), err=True)
+        github.annotate(problems, os.environ, sys.stderr)
+        summary_path = os.environ.get("GITHUB_STEP_SUMMARY")
+        if summary_path:
+            github.append_summary(Path(summary_path), github.problems_summary(problems))
+        click.echo(
+            f"sluice: {len(problems)} problem(s) in {len({p.file for p in problems})} file(s); "
+            "nothing was run",
+            err=True,
+        )
+        _exit(EXIT_INVALID)
+    loaded: list[LoadedPipeline] = []
+    for path in files:
+        with contextlib.suppress(PipelineInvalid):  # already among `problems`
+            loaded.extend(load_many([path], state.repo))
+    names = collections.Counter(p.name for p in loaded)
+    for problem in problems:
+        click.echo(f"sluice: warning: {problem} (left out)", err=True)
+    github.annotate(problems, os.environ, sys.stderr, level="warning")
+    return [p for p in loaded if names[p.name] == 1]
+
+
+def _run_all(
+    state: State,
+    pipelines: list[LoadedPipeline],
+    planned: list[PlannedRun],
+    push: bool | None,
+    manifests: list[RunManifest],
+    interrupted: threading.Event,
+) -> None:
+    """Run each planned run in turn; a signal cancels the current one and starts no more."""
+    from engine import github
+    from engine.cli import _install_signal_handlers
+    from engine.launch import execute, run_options
+    from engine.progress import make_reporter
+
+    by_name = {p.name: p for p in pipelines}
+    current: list[Executor] = []
+
+    def cancel() -> None:
+        interrupted.set()
+        for executor in current:
+            executor.cancel()
+
+    def started(executor: Executor) -> None:
+        current[:] = [executor]
+        if interrupted.is_set():  # the signal came after the check below, before this run
+            executor.cancel()
+
+    if planned:
+        _install_signal_handlers(cancel)
+    for run in planned:
+        if interrupted.is_set():
+            click.echo(f"sluice: interrupted: {run.pipeline} was not started", err=True)
+            continue
+        loaded = by_name[run.pipeline]
+        options = run_options(
+            state.repo,
+            state.config,
+            loaded,
+            params=run.params,
+            trigger=run.trigger,
+            push=push,
+        )
+        why = run.trigger.kind
+        if run.trigger.event and run.trigger.event != why:
+            why += f": {run.trigger.event}"
+        title = f"sluice: {loaded.name} ({why})"
+        with github.group(title, os.environ, sys.stderr):
+            manifest = execute(
+                state.repo,
+                loaded,
+                options,
+                reporter=make_reporter(),
+                on_executor=started,
+            )
+        current.clear()
+        manifests.append(manifest)
+        click.echo(
+            f"sluice: {manifest.pipeline}: run {manifest.run_id} {manifest.status.value}", err=True
+        )
+
+
+def _overall(manifests: list[RunManifest], interrupted: bool) -> str:
+    statuses = {m.status.value for m in manifests}
+    for status in _PRECEDENCE:
+        if status in statuses:
+            return status
+    return "cancelled" if interrupted else "skipped"
+
+
+def _publish(
+    state: State,
+    event_name: str,
+    manifests: list[RunManifest],
+    pipelines: list[LoadedPipeline],
+    status: str,
+) -> None:
+    """GITHUB_OUTPUT and GITHUB_STEP_SUMMARY, when the runner provides them."""
+    from engine import github
+
+    output_path = os.environ.get("GITHUB_OUTPUT")
+    if output_path:
+        run_ids = " ".join(m.run_id for m in manifests)
+        github.write_outputs(Path(output_path), {"run-ids": run_ids, "status": status})
+    summary_path = os.environ.get("GITHUB_STEP_SUMMARY")
+    if summary_path:
+        markdown = github.summary(
+            manifests,
+            {p.name: p.dag for p in pipelines},
+            _baselines(state, manifests),
+            heading=f"Sluice ({event_name})",
+            nothing=f"The {event_name} event calls for no pipeline: nothing ran.",
+        )
+        github.append_summary(Path(summary_path), markdown)
+
+
+def _baselines(state: State, manifests: list[RunManifest]) -> dict[str, RunManifest]:
+    """The baseline runs the manifests compared against, read from the results branch."""
+    from engine.errors import SluiceError
+    from engine.results import ResultsStore
+    from engine.workspace import is_git_repo
+
+    wanted = {m.baseline_run for m in manifests if m.baseline_run}
+    if not wanted or not is_git_repo(state.repo):
+        return {}
+    found: dict[str, RunManifest] = {}
+    settings = state.config.results
+    try:
+        with ResultsStore(
+            state.repo, branch=settings.branch, remote=settings.remote, push=False
+        ) as store:
+            for run_id in sorted(wanted):
+                manifest = store.manifest(run_id)
+                if manifest is not None:
+                    found[run_id] = manifest
+    except SluiceError as exc:  # a summary without baselines beats no summary
+        click.echo(f"sluice: warning: baselines not shown in the summary: {exc}", err=True)
+    return found
+
+
+def _tick(ctx: click.Context, event: RunTick, *, as_json: bool, push: bool | None) -> None:
+    """Hand a `schedule` event to `sluice tick`: the cron slot, not the event, names the run."""
+    from engine.errors import UsageError
+
+    try:
+        module = importlib.import_module("engine.commands.tick")
+    except ModuleNotFoundError as exc:
+        if exc.name != "engine.commands.tick":
+            raise
+        raise UsageError(
+            "the schedule event runs `sluice tick`, which this engine does not provide yet",
+            hint="run `sluice tick` in the scheduled workflow instead of `sluice trigger`",
+        ) from None
+    tick: click.Command = module.command
+    click.echo(
+        f"sluice: schedule event ({event.schedule or 'no cron line'}): as `sluice tick`", err=True
+    )
+    # Pass only what the tick command declares, so its own defaults (now, window) apply.
+    declared = {param.name for param in tick.params}
+    given: dict[str, Any] = {"as_json": as_json, "json": as_json, "push": push}
+    ctx.invoke(tick, **{k: v for k, v in given.items() if k in declared})
