@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import stat
 import tarfile
 import time
@@ -58,13 +59,65 @@ def extract_tar(
                     linkname = _strip(PurePosixPath(linkname), strip).as_posix()
                 return tarfile.data_filter(member.replace(name=name, linkname=linkname), path)
 
-            tar.extractall(dest, members=[member for member, _ in plan], filter=place)
-    except tarfile.FilterError as exc:
+            if _HAS_DATA_FILTER:
+                tar.extractall(dest, members=[member for member, _ in plan], filter=place)
+            else:
+                _extract_checked(tar, dest, plan, strip)
+    except (_FilterError, _LinkInTheWay) as exc:
         # Only reachable when `dest` already held links; the checks above refuse the rest.
-        raise UnsafeArchive(archive, exc.tarinfo.name, str(exc), partial=True) from exc
+        member = getattr(getattr(exc, "tarinfo", None), "name", "")
+        raise UnsafeArchive(archive, member, str(exc), partial=True) from exc
     except (tarfile.ReadError, EOFError) as exc:
         raise UnsafeArchive(archive, "", f"is unreadable: not a valid tar ({exc})") from exc
     return sorted(Path(name) for member, name in plan if member.isreg() or member.islnk())
+
+
+# tarfile's extraction filters arrived in Python 3.11.4; Debian 12's python3 is 3.11.2.
+_HAS_DATA_FILTER = hasattr(tarfile, "data_filter")
+
+
+class _LinkInTheWay(Exception):
+    """Stands in for tarfile.FilterError where filters do not exist."""
+
+    def __init__(self, member: str, link: str) -> None:
+        super().__init__(f"{link!r} is a link already in the destination")
+        self.tarinfo = tarfile.TarInfo(member)
+
+
+_FilterError: type[Exception] = getattr(tarfile, "FilterError", _LinkInTheWay)
+
+
+def _extract_checked(
+    tar: tarfile.TarFile, dest: Path, plan: list[tuple[tarfile.TarInfo, str]], strip: str | None
+) -> None:
+    """Extraction for Pythons without filters: the plan is already validated member by member.
+
+    Like the "data" filter: plain permission bits only (no set-id, sticky or write for
+    others), no owners, and links that `_validate` has shown to stay inside `dest`.
+    """
+    for member, name in plan:
+        target = dest / name
+        # Never write through a link that was already there (the data filter refuses it too).
+        for path in [target, *target.parents]:
+            if path == dest:
+                break
+            if path.is_symlink():
+                raise _LinkInTheWay(name, path.relative_to(dest).as_posix())
+        if member.isdir():
+            target.mkdir(parents=True, exist_ok=True)
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if member.issym():
+            target.symlink_to(member.linkname)
+        elif member.islnk():
+            source = dest / _strip(PurePosixPath(member.linkname), strip).as_posix()
+            shutil.copyfile(source, target, follow_symlinks=False)
+        else:
+            handle = tar.extractfile(member)
+            assert handle is not None
+            with handle, target.open("wb") as out:
+                shutil.copyfileobj(handle, out)
+            target.chmod(member.mode & 0o755 | 0o600)
 
 
 def _validate(

@@ -652,9 +652,9 @@ def gc(everything: bool) -> None:
 
 def _register_commands() -> None:
     """Commands that live in engine/commands/ (each imports only click at the top: cheap)."""
-    from engine.commands import dispatch, serve, tick, trigger
+    from engine.commands import dispatch, serve, tick, trigger, workflow
 
-    for module in (trigger, tick, dispatch, serve):
+    for module in (trigger, tick, dispatch, serve, workflow):
         cli.add_command(module.command)
 
 

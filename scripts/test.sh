@@ -20,6 +20,7 @@ if ! bash scripts/docker-up.sh; then
   echo "test: no Docker; Docker tests will be skipped (they fail under CI=true)" >&2
 else
   bash scripts/build-images.sh
+  bash scripts/build-engine-image.sh >/dev/null  # the Action's image, built offline
 fi
 
 echo "== lint" >&2

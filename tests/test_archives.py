@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from engine import archives
 from engine.archives import TarBuilder, UnsafeArchive, concatenated, extract_tar, pack_dir
 
 Member = tuple[str, bytes, bytes | None, str]  # name, type, data, linkname
@@ -47,6 +48,16 @@ def _hard(name: str, target: str) -> Member:
 
 def _snapshot(root: Path) -> set[str]:
     return {str(p.relative_to(root)) for p in root.rglob("*")}
+
+
+@pytest.fixture(autouse=True, params=["data-filter", "checked-fallback"])
+def extraction(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test runs twice: with tarfile's data filter, and as on Python < 3.11.4."""
+    if request.param == "checked-fallback":
+        monkeypatch.setattr(archives, "_HAS_DATA_FILTER", False)
+    elif not archives._HAS_DATA_FILTER:
+        pytest.skip("this Python's tarfile has no extraction filters")
+    return str(request.param)
 
 
 @pytest.fixture
