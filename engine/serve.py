@@ -32,6 +32,8 @@ if TYPE_CHECKING:
     from engine.config import RepoConfig
 
 MAX_BODY = 1 << 20  # 1 MiB
+LINGER_BYTES = 4 * 1024**2  # drained after a refusal, at most
+LINGER_S = 2.0
 MAX_PAYLOAD_KEYS = 10  # as GitHub allows in a repository_dispatch client_payload
 MAX_RECORDED_BYTES = 8192  # a bigger client_payload is left out of the manifest
 MAX_DELIVERY_ID = 200
@@ -352,6 +354,7 @@ class _Handler(BaseHTTPRequestHandler):
         if isinstance(refused, Reply):
             self.close_connection = True
             self._reply(refused)
+            self._linger()
             return
         try:
             body = self.rfile.read(refused)
@@ -375,6 +378,23 @@ class _Handler(BaseHTTPRequestHandler):
             self._reply(refused)
             return False
         return super().handle_expect_100()
+
+    def _linger(self) -> None:
+        """Read and drop what the client still sends (bounded) before the socket closes.
+
+        A refused body is never read; closing with unread data would reset the connection,
+        and a reset can destroy the reply the client has not read yet (a lingering close,
+        as nginx does).
+        """
+        try:
+            self.wfile.flush()
+            self.connection.shutdown(socket.SHUT_WR)
+            self.connection.settimeout(LINGER_S)
+            drained = 0
+            while drained < LINGER_BYTES and (chunk := self.connection.recv(65536)):
+                drained += len(chunk)
+        except OSError:
+            pass  # the client went away first: nothing left to protect
 
     def _length_refused(self) -> Reply | int:
         """The body's length, or the refusal, from the headers alone (nothing read, nothing hashed)."""
