@@ -23,9 +23,12 @@ latest=$(ls -1 .sluice/runs | tail -n 1)
 cat >&2 <<TXT
 
 Where to look next:
-  .sluice/runs/$latest/manifest.json     the run's record: steps, attempts, metrics
-  .sluice/runs/$latest/logs/             one log per step attempt
-  .sluice/runs/$latest/steps/*/outputs/  what each step wrote to /sluice/outputs
-  sluice graph $pipeline --format mermaid
+  sluice show $latest                  the run's record, from the sluice-results branch
+  sluice logs $latest train            one step's log
+  sluice runs                          every recorded run, newest first
+  sluice run $pipeline --dry-run       what is cached now, and why the rest would run
+  .sluice/runs/$latest/                a local copy: manifest.json, logs/, step outputs
+  .sluice/artifacts/                   step outputs, stored by sha256
+Run it again: every step but the deployment comes from the cache.
 TXT
 exit "$status"
