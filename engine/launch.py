@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -66,3 +67,28 @@ def execute(
     finally:
         if options.history is not None:
             options.history.store.close()
+
+
+class OneAtATime:
+    """Runs started one after another: a signal cancels the current run and starts no more.
+
+    Install `cancel` as the signal handler and pass `started` as `execute(on_executor=...)`.
+    """
+
+    def __init__(self) -> None:
+        self.interrupted = threading.Event()
+        self._current: Executor | None = None
+
+    def cancel(self) -> None:
+        self.interrupted.set()
+        current = self._current
+        if current is not None:
+            current.cancel()
+
+    def started(self, executor: Executor) -> None:
+        self._current = executor
+        if self.interrupted.is_set():  # the signal came between two runs
+            executor.cancel()
+
+    def finished(self) -> None:
+        self._current = None

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import socket
-import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
@@ -13,7 +12,6 @@ import click
 
 if TYPE_CHECKING:
     from engine.cli import State
-    from engine.executor import Executor
     from engine.loader import LoadedPipeline
     from engine.manifest import RunManifest
     from engine.results import ResultsStore
@@ -229,30 +227,18 @@ def _run_due(
     """Claim and run each slot in turn; returns (a run or claim failed, interrupted)."""
     from engine.cli import _install_signal_handlers
     from engine.errors import EngineUnavailable, SluiceError
-    from engine.launch import execute, run_options
+    from engine.launch import OneAtATime, execute, run_options
     from engine.manifest import RunStatus, Trigger
     from engine.progress import make_reporter
     from engine.results import ClaimLost
     from engine.triggers.cron import claim_path, claim_record, slot_id, slot_iso
 
-    interrupted = threading.Event()
-    current: list[Executor] = []
-
-    def cancel() -> None:
-        interrupted.set()
-        for executor in current:
-            executor.cancel()
-
-    def started(executor: Executor) -> None:
-        current[:] = [executor]
-        if interrupted.is_set():  # the signal came between two runs
-            executor.cancel()
-
-    _install_signal_handlers(cancel)
+    runs = OneAtATime()
+    _install_signal_handlers(runs.cancel)
     failed = False
     host, pid = socket.gethostname(), os.getpid()
     for item in due:
-        if interrupted.is_set():
+        if runs.interrupted.is_set():
             break
         name, slot = item.loaded.name, item.slot
         path = claim_path(name, slot)
@@ -290,19 +276,19 @@ def _run_due(
                 push=push,
             )
             manifest = execute(
-                state.repo, item.loaded, options, reporter=make_reporter(), on_executor=started
+                state.repo, item.loaded, options, reporter=make_reporter(), on_executor=runs.started
             )
         except SluiceError as exc:  # one slot's engine trouble need not cost the others
             click.echo(f"sluice: error: {slot_id(name, slot)} claimed, run failed: {exc}", err=True)
             failed = True
             continue
         finally:
-            current.clear()
+            runs.finished()
         manifests.append(manifest)
         if manifest.status is RunStatus.cancelled:
-            interrupted.set()
+            runs.interrupted.set()
         failed = failed or manifest.status is RunStatus.failed
-    return failed, interrupted.is_set()
+    return failed, runs.interrupted.is_set()
 
 
 def _iso(moment: datetime) -> str:

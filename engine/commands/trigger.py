@@ -7,7 +7,6 @@ import contextlib
 import importlib
 import os
 import sys
-import threading
 from collections.abc import Mapping, MutableMapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -16,7 +15,7 @@ import click
 
 if TYPE_CHECKING:
     from engine.cli import State
-    from engine.executor import Executor
+    from engine.launch import OneAtATime
     from engine.loader import LoadedPipeline
     from engine.manifest import RunManifest
     from engine.triggers.github import PlannedRun, RunTick
@@ -95,14 +94,16 @@ def command(
             f"sluice: the {event.name} event calls for no pipeline: nothing to run", err=True
         )
     manifests: list[RunManifest] = []
-    interrupted = threading.Event()
+    from engine.launch import OneAtATime
+
+    runs = OneAtATime()
     finished = False
     try:
-        _run_all(state, pipelines, planned, push, manifests, interrupted)
+        _run_all(state, pipelines, planned, push, manifests, runs)
         finished = True
     finally:
         # Also after an engine error, so later workflow steps see what did run.
-        status = _overall(manifests, interrupted.is_set()) if finished else "failed"
+        status = _overall(manifests, runs.interrupted.is_set()) if finished else "failed"
         _publish(state, event.name, manifests, pipelines, status)
     if as_json:
         _echo_json([m.to_dict() for m in manifests])
@@ -174,7 +175,7 @@ def _run_all(
     planned: list[PlannedRun],
     push: bool | None,
     manifests: list[RunManifest],
-    interrupted: threading.Event,
+    runs: OneAtATime,
 ) -> None:
     """Run each planned run in turn; a signal cancels the current one and starts no more."""
     from engine import github
@@ -183,22 +184,10 @@ def _run_all(
     from engine.progress import make_reporter
 
     by_name = {p.name: p for p in pipelines}
-    current: list[Executor] = []
-
-    def cancel() -> None:
-        interrupted.set()
-        for executor in current:
-            executor.cancel()
-
-    def started(executor: Executor) -> None:
-        current[:] = [executor]
-        if interrupted.is_set():  # the signal came after the check below, before this run
-            executor.cancel()
-
     if planned:
-        _install_signal_handlers(cancel)
+        _install_signal_handlers(runs.cancel)
     for run in planned:
-        if interrupted.is_set():
+        if runs.interrupted.is_set():
             click.echo(f"sluice: interrupted: {run.pipeline} was not started", err=True)
             continue
         loaded = by_name[run.pipeline]
@@ -220,9 +209,9 @@ def _run_all(
                 loaded,
                 options,
                 reporter=make_reporter(),
-                on_executor=started,
+                on_executor=runs.started,
             )
-        current.clear()
+        runs.finished()
         manifests.append(manifest)
         click.echo(
             f"sluice: {manifest.pipeline}: run {manifest.run_id} {manifest.status.value}", err=True
