@@ -105,11 +105,9 @@ def _echo_json(value: Any) -> None:
 
 def _annotate(problems: list[Problem]) -> None:
     """GitHub workflow-command annotations, so problems show on the pull request's files."""
-    if os.environ.get("GITHUB_ACTIONS") != "true":
-        return
-    for p in problems:
-        message = p.message.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
-        click.echo(f"::error file={p.file},line={p.line or 1}::{message}", err=True)
+    from engine import github  # only on an error path: keeps start-up light
+
+    github.annotate(problems, os.environ, sys.stderr)
 
 
 @click.group(
