@@ -62,23 +62,10 @@ class State:
     def pipelines_dir(self) -> Path:
         return self.repo / self.config.pipelines
 
-    def results(self, push: bool | None = None) -> ResultsStore | None:
-        """The results branch store, or None (with a note) outside a git repository."""
-        from engine.results import ResultsStore
-        from engine.workspace import is_git_repo
-
-        if not is_git_repo(self.repo):
-            click.echo(
-                f"sluice: {self.repo} is not a git repository: runs are kept under .sluice/runs only",
-                err=True,
-            )
-            return None
-        settings = self.config.results
-        mode: bool | str = settings.push if push is None else push
-        return ResultsStore(self.repo, branch=settings.branch, remote=settings.remote, push=mode)
-
     def reading_store(self, fetch: bool) -> ResultsStore:
-        store = self.results(push=False)
+        from engine.results import store_for
+
+        store = store_for(self.repo, self.config, push=False)
         if store is None:
             raise UsageError(
                 f"{self.repo} is not a git repository: there is no results branch to read"

@@ -29,17 +29,14 @@ def run_options(
     """Options with the results branch (when `repo` is a git repository) and the artifact store."""
     from engine.artifacts import ArtifactStore
     from engine.history import History
-    from engine.results import ResultsStore
-    from engine.workspace import is_git_repo
+    from engine.results import store_for
 
     wanted = {name for step in loaded.steps for name in step.secrets}
     secrets = {name: os.environ[name] for name in wanted if name in os.environ}
     options = RunOptions(params=params, trigger=trigger, secrets=secrets)
     options.max_parallel = max_parallel or config.max_parallel or options.max_parallel
-    if is_git_repo(repo):
-        settings = config.results
-        mode: bool | str = settings.push if push is None else push
-        store = ResultsStore(repo, branch=settings.branch, remote=settings.remote, push=mode)
+    store = store_for(repo, config, push)
+    if store is not None:
         options.history = History(store)
     options.artifacts = ArtifactStore(config.artifacts, repo)
     return options

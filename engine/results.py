@@ -17,11 +17,15 @@ import zlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
+from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
 from engine.errors import EngineUnavailable, SluiceError, UsageError
 from engine.manifest import RunManifest
+
+if TYPE_CHECKING:
+    from engine.config import RepoConfig
 
 IDENTITY = "sluice", "sluice@localhost"  # who commits results, even where git knows no user
 TREE, BLOB = b"40000", b"100644"
@@ -605,3 +609,14 @@ def _manifest(found: _Obj | None) -> RunManifest | None:
         return RunManifest.from_json(found[2])
     except ValidationError:
         return None  # a damaged manifest hides one run, not the whole listing
+
+
+def store_for(
+    repo: Path, config: RepoConfig, push: bool | str | None = None
+) -> ResultsStore | None:
+    """The repository's results branch as `sluice.yaml` sets it; None outside a git repository."""
+    if not (repo / ".git").exists():
+        return None
+    settings = config.results
+    mode: bool | str = settings.push if push is None else push
+    return ResultsStore(repo, branch=settings.branch, remote=settings.remote, push=mode)

@@ -90,11 +90,12 @@ def command(
     from engine.cli import EXIT_FAILED, EXIT_INTERRUPTED, _echo_json, _exit
     from engine.errors import UsageError
     from engine.manifest import RunStatus
+    from engine.results import store_for
 
     now = _parse_now(now_text) if now_text else datetime.now(UTC)
     window = _parse_window(window_text)
     pipelines = _load(state, names)
-    store = state.results(push)
+    store = store_for(state.repo, state.config, push)
     if store is None:
         raise UsageError(
             f"{state.repo} is not a git repository: `sluice tick` claims slots on its results branch"
