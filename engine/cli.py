@@ -333,7 +333,7 @@ def run(
     if dry_run:
         _dry_run(state, loaded, options, as_json)
         return
-    _execute(state, loaded, options, as_json=as_json, quiet=quiet)
+    _execute(state, loaded, options, push=push, as_json=as_json, quiet=quiet)
 
 
 def _options(
@@ -382,25 +382,43 @@ def _dry_run(state: State, loaded: LoadedPipeline, options: RunOptions, as_json:
 
 
 def _execute(
-    state: State, loaded: LoadedPipeline, options: RunOptions, *, as_json: bool, quiet: bool = False
+    state: State,
+    loaded: LoadedPipeline,
+    options: RunOptions,
+    *,
+    push: bool | None,
+    as_json: bool,
+    quiet: bool = False,
 ) -> RunManifest:
-    """Run with the real adapters and signal handling; exit like `sluice run`."""
-    from engine.launch import execute
+    """Run with the real adapters and signal handling, then what its drift bindings start;
+    exit like `sluice run` (the worst of the runs decides)."""
+    from engine.launch import execute_following
     from engine.manifest import RunStatus
     from engine.progress import make_reporter
 
-    manifest = execute(
+    manifests = execute_following(
         state.repo,
+        state.config,
         loaded,
         options,
-        reporter=make_reporter(quiet=quiet),
+        push=push,
+        log=lambda line: click.echo(line, err=True),
+        reporter=lambda: make_reporter(quiet=quiet),
         on_executor=lambda executor: _install_signal_handlers(executor.cancel),
     )
+    manifest = manifests[0]
+    for started in manifests[1:]:
+        click.echo(
+            f"sluice: {started.pipeline}: run {started.run_id} ({started.trigger.kind}) "
+            f"{started.status.value}",
+            err=True,
+        )
     if as_json:
         click.echo(manifest.to_json())
-    if manifest.status is RunStatus.cancelled:
+    statuses = {m.status for m in manifests}
+    if RunStatus.cancelled in statuses:
         _exit(EXIT_INTERRUPTED)
-    if manifest.status is RunStatus.failed:
+    if RunStatus.failed in statuses:
         _exit(EXIT_FAILED)
     return manifest
 
@@ -554,7 +572,7 @@ def retry(
     trigger = Trigger(kind="retry", event=run_id, payload={"retry_of": run_id})
     options = _options(state, loaded, dict(original.params), trigger, max_parallel, push)
     options.reuse = original
-    _execute(state, loaded, options, as_json=as_json)
+    _execute(state, loaded, options, push=push, as_json=as_json)
 
 
 def _decide(
@@ -570,7 +588,7 @@ def _decide(
     options.resume = paused
     options.decision = "approve" if decision == "approve" else "reject"
     options.decided_by = by or os.environ.get("GITHUB_ACTOR") or os.environ.get("USER") or "unknown"
-    return _execute(state, loaded, options, as_json=False)
+    return _execute(state, loaded, options, push=push, as_json=False)
 
 
 @cli.command(context_settings=CONTEXT)

@@ -17,6 +17,14 @@ class ResultsConfig(_Model):
     push: Literal["auto", "always", "never"] | bool = "auto"
 
 
+class DriftConfig(_Model):
+    """How a monitor run's drift signal starts the pipelines bound to it."""
+
+    # run: in this process, right after the monitor run; dispatch: send a `sluice-drift`
+    # repository_dispatch to $GITHUB_REPOSITORY, so each bound run gets its own workflow run.
+    start: Literal["run", "dispatch"] = "run"
+
+
 class RepoConfig(_Model):
     """`sluice.yaml` at the repository root (every field optional)."""
 
@@ -24,3 +32,4 @@ class RepoConfig(_Model):
     results: ResultsConfig = Field(default_factory=ResultsConfig)
     artifacts: str = "file://.sluice/artifacts"
     max_parallel: Annotated[int, Field(ge=1, le=256)] | None = None
+    drift: DriftConfig = Field(default_factory=DriftConfig)

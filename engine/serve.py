@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from engine.errors import InvalidInput, SluiceError, UsageError
 from engine.executor import Executor, new_run_id
-from engine.launch import execute, run_options
+from engine.launch import execute_following, run_options
 from engine.loader import LoadedPipeline, coerce_params
 from engine.manifest import RunManifest, Trigger
 from engine.results import ResultsStore
@@ -284,6 +284,10 @@ class Receiver:
             if self._stopping:  # taken off the queue just as the server stopped
                 executor.cancel()
 
+    def _untrack(self, manifest: RunManifest) -> None:
+        with self._lock:
+            self._live.pop(manifest.run_id, None)
+
     def _run(self, job: _Job) -> None:
         with self._lock:
             self._state[job.run_id] = "running"
@@ -295,11 +299,20 @@ class Receiver:
                 self.repo, self.config, job.loaded, params=job.params, trigger=job.trigger
             )
             options.run_id = job.run_id
-            manifest = execute(
-                self.repo, job.loaded, options, runtime=self.runtime, on_executor=self._track
+            # The run, then whatever its drift bindings start (a monitor fed by webhook).
+            done = execute_following(
+                self.repo,
+                self.config,
+                job.loaded,
+                options,
+                push=None,
+                log=self.log,
+                runtime=self.runtime,
+                on_executor=self._track,
+                on_finished=self._untrack,
             )
             took = time.monotonic() - started
-            self.log(f"run {job.run_id} {job.loaded.name} {manifest.status} in {took:.1f}s")
+            self.log(f"run {job.run_id} {job.loaded.name} {done[0].status} in {took:.1f}s")
         except Exception as exc:  # one broken run must not take its worker down
             self.log(f"run {job.run_id} {job.loaded.name} could not run: {exc}")
         finally:

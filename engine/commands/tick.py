@@ -228,7 +228,7 @@ def _run_due(
     """Claim and run each slot in turn; returns (a run or claim failed, interrupted)."""
     from engine.cli import _install_signal_handlers
     from engine.errors import EngineUnavailable, SluiceError
-    from engine.launch import OneAtATime, execute, run_options
+    from engine.launch import OneAtATime, execute_following, run_options
     from engine.manifest import RunStatus, Trigger
     from engine.progress import make_reporter
     from engine.results import ClaimLost
@@ -276,8 +276,16 @@ def _run_due(
                 trigger=trigger,
                 push=push,
             )
-            manifest = execute(
-                state.repo, item.loaded, options, reporter=make_reporter(), on_executor=runs.started
+            # The slot's run, then the runs its drift bindings start (a monitor's tick).
+            done = execute_following(
+                state.repo,
+                state.config,
+                item.loaded,
+                options,
+                push=push,
+                log=lambda line: click.echo(line, err=True),
+                reporter=make_reporter,
+                on_executor=runs.started,
             )
         except SluiceError as exc:  # one slot's engine trouble need not cost the others
             click.echo(f"sluice: error: {slot_id(name, slot)} claimed, run failed: {exc}", err=True)
@@ -285,10 +293,11 @@ def _run_due(
             continue
         finally:
             runs.finished()
-        manifests.append(manifest)
-        if manifest.status is RunStatus.cancelled:
-            runs.interrupted.set()
-        failed = failed or manifest.status is RunStatus.failed
+        manifests.extend(done)
+        for manifest in done:
+            if manifest.status is RunStatus.cancelled:
+                runs.interrupted.set()
+            failed = failed or manifest.status is RunStatus.failed
     return failed, runs.interrupted.is_set()
 
 

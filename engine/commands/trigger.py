@@ -17,7 +17,8 @@ if TYPE_CHECKING:
     from engine.cli import State
     from engine.launch import OneAtATime
     from engine.loader import LoadedPipeline
-    from engine.manifest import RunManifest
+    from engine.manifest import RunManifest, Trigger
+    from engine.monitors import Signal
     from engine.triggers.github import PlannedRun, RunTick
 
 # engine.cli's CONTEXT, repeated: importing engine modules at the top would slow `sluice --help`.
@@ -180,42 +181,83 @@ def _run_all(
     """Run each planned run in turn; a signal cancels the current one and starts no more."""
     from engine import github
     from engine.cli import _install_signal_handlers
-    from engine.launch import execute, run_options
+    from engine.launch import DriftFollower, execute_following, run_options
     from engine.progress import make_reporter
+    from engine.triggers.drift import bindings
 
     by_name = {p.name: p for p in pipelines}
     if planned:
         _install_signal_handlers(runs.cancel)
+
+    def say(line: str) -> None:
+        click.echo(line, err=True)
+
+    follower = DriftFollower(state.repo, state.config, push=push, log=say)
     for run in planned:
         if runs.interrupted.is_set():
             click.echo(f"sluice: interrupted: {run.pipeline} was not started", err=True)
             continue
         loaded = by_name[run.pipeline]
-        options = run_options(
-            state.repo,
-            state.config,
-            loaded,
-            params=run.params,
-            trigger=run.trigger,
-            push=push,
-        )
+        if run.trigger.kind == "drift":
+            # A drift signal from outside: the binding's cooldown decides, as for a monitor run.
+            admitted = follower.admit(
+                _dispatched_signal(run.trigger),
+                bindings([loaded], _monitor(run.trigger)),
+                payload={k: v for k, v in run.trigger.payload.items() if k != "metrics"},
+            )
+            if not admitted:
+                continue
+            _, options = admitted[0]
+        else:
+            options = run_options(
+                state.repo,
+                state.config,
+                loaded,
+                params=run.params,
+                trigger=run.trigger,
+                push=push,
+            )
         why = run.trigger.kind
         if run.trigger.event and run.trigger.event != why:
             why += f": {run.trigger.event}"
         title = f"sluice: {loaded.name} ({why})"
         with github.group(title, os.environ, sys.stderr):
-            manifest = execute(
+            done = execute_following(
                 state.repo,
+                state.config,
                 loaded,
                 options,
-                reporter=make_reporter(),
+                push=push,
+                log=say,
+                reporter=make_reporter,
                 on_executor=runs.started,
             )
         runs.finished()
-        manifests.append(manifest)
-        click.echo(
-            f"sluice: {manifest.pipeline}: run {manifest.run_id} {manifest.status.value}", err=True
-        )
+        manifests.extend(done)
+        for manifest in done:
+            click.echo(
+                f"sluice: {manifest.pipeline}: run {manifest.run_id} {manifest.status.value}",
+                err=True,
+            )
+
+
+def _monitor(trigger: Trigger) -> str:
+    return str(trigger.payload.get("monitor", ""))
+
+
+def _dispatched_signal(trigger: Trigger) -> Signal:
+    """The `sluice-drift` dispatch a planned drift run came from (its `when` already held)."""
+    from engine.monitors import Signal
+
+    metrics = trigger.payload.get("metrics")
+    monitor_run = trigger.payload.get("monitor_run")
+    return Signal(
+        monitor=_monitor(trigger),
+        source="repository_dispatch",
+        monitor_run=monitor_run if isinstance(monitor_run, str) else None,
+        metrics=metrics if isinstance(metrics, dict) else None,
+        checked=True,
+    )
 
 
 def _overall(manifests: list[RunManifest], interrupted: bool) -> str:

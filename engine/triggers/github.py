@@ -377,6 +377,7 @@ def _drift(
                 payload={
                     **recorded,
                     "monitor": monitor,
+                    "monitor_run": _text(client.get("monitor_run"), 64),
                     "when": spec.when,
                     "cooldown_s": spec.cooldown,
                     "metrics": _bounded(metrics),
