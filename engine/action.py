@@ -8,6 +8,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -294,6 +295,21 @@ class Child:
         return code
 
 
+def own_image(hostname: str) -> str | None:
+    """The id of the image this container runs (Docker names a container's host by its id)."""
+    try:
+        import docker
+
+        client = docker.from_env(timeout=10)
+        try:
+            image = client.containers.get(hostname).attrs.get("Image")
+        finally:
+            client.close()
+    except Exception:  # not in a container, no socket: "@engine" then says what to set
+        return None
+    return image if isinstance(image, str) and image.startswith("sha256:") else None
+
+
 def _reap() -> None:
     """As PID 1, collect orphaned grandchildren (nobody else will)."""
     if os.getpid() != 1:
@@ -443,6 +459,10 @@ def _command(
         config.write_text(yaml.safe_dump(settings(inputs, user)), "utf-8")
         sluice += ["--config", str(config)]
     child_env = git_env(env, workspace, has_credentials=has_checkout_credentials(workspace, env))
+    if not env.get("SLUICE_ENGINE_IMAGE"):  # steps with `image: "@engine"` run in this image
+        image = own_image(socket.gethostname())
+        if image is not None:
+            child_env["SLUICE_ENGINE_IMAGE"] = image
     show = [*sluice, "show", inputs.run_id, "--json"]
     if inputs.step and inputs.command in ("approve", "reject"):
         code, found = _run_json(child, show, child_env, workspace)

@@ -35,7 +35,7 @@ from engine.manifest import (
 )
 from engine.progress import NullReporter, Reporter
 from engine.runtime.base import ContainerRuntime, ImageMissing
-from engine.spec import ImageBuild, Outcome, ResolvedStep
+from engine.spec import ENGINE_IMAGE, ImageBuild, Outcome, ResolvedStep
 from engine.workspace import WorkspaceSnapshot, ensure_engine_dir, snapshot
 
 LOOP_TICK_S = 0.25  # how often the scheduler looks at the cancel flag while it waits
@@ -64,6 +64,7 @@ class RunOptions:
     resume: RunManifest | None = None  # `sluice approve|reject`: the paused run to continue
     decision: Literal["approve", "reject"] | None = None
     decided_by: str = ""
+    engine_image: str | None = None  # what `image: "@engine"` means (SLUICE_ENGINE_IMAGE)
 
 
 def _utcnow() -> datetime:
@@ -368,6 +369,15 @@ class Executor:
         if key not in self._images:
             if isinstance(step.image, ImageBuild):
                 self._images[key] = self._build(step.image)
+            elif step.image == ENGINE_IMAGE:
+                if not self.options.engine_image:
+                    raise ImageMissing(
+                        f'step {step.name!r} runs in image "{ENGINE_IMAGE}" (the Sluice engine '
+                        "image), and none is known: set SLUICE_ENGINE_IMAGE to a local image "
+                        "with sluice installed (`docker build -t sluice .` in Sluice's "
+                        "repository, then SLUICE_ENGINE_IMAGE=sluice); the Action sets it itself"
+                    )
+                self._images[key] = self.runtime.image_id(self.options.engine_image)
             else:
                 self._images[key] = self.runtime.image_id(step.image)
         return self._images[key]

@@ -237,7 +237,19 @@ class ImageBuild(_Model):
     build: BuildSpec
 
 
-ImageRef = Annotated[str, Field(min_length=1)] | ImageBuild
+ENGINE_IMAGE = "@engine"  # the Sluice engine image itself (SLUICE_ENGINE_IMAGE; the Action's own)
+
+
+def _image_name(value: str) -> str:
+    if value.startswith("@") and value != ENGINE_IMAGE:
+        raise ValueError(
+            f"{value!r} is not an image: the only name starting with '@' is {ENGINE_IMAGE!r} "
+            "(the Sluice engine image)"
+        )
+    return value
+
+
+ImageRef = Annotated[str, Field(min_length=1), AfterValidator(_image_name)] | ImageBuild
 EnvValue = str | int | float | bool
 
 

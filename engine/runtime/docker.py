@@ -303,6 +303,11 @@ def _create_args(spec: ContainerSpec) -> dict[str, Any]:
         "init": True,  # a real PID 1: signals forwarded, zombies reaped
         "nano_cpus": spec.nano_cpus,
     }
+    if spec.command:
+        # `run`/`command` replace the image's ENTRYPOINT too (as a Kubernetes `command`
+        # does): `sh -c ...` must not become arguments of an entrypoint such as the engine
+        # image's. Without either, the image runs its own entrypoint and command.
+        args["entrypoint"], args["command"] = spec.command[:1], spec.command[1:]
     if spec.mem_limit is not None:
         # Equal limits leave no swap, so exceeding the limit is an OOM kill, not a crawl.
         args["mem_limit"] = spec.mem_limit
