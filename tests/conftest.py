@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
 import socket
+import subprocess
+import threading
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import NoReturn
 
 import docker
@@ -25,6 +31,25 @@ def _unavailable(reason: str) -> NoReturn:
     if os.environ.get("CI") == "true":
         pytest.fail(f"{reason} (CI=true: Docker tests must run, not skip)", pytrace=False)
     pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def engine_image(docker_client: docker.DockerClient) -> str:
+    """The engine image built from Dockerfile (offline; rebuilt only when the engine changed).
+
+    What the Action runs, and what a step with `image: "@engine"` runs in.
+    """
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run(
+        ["bash", str(root / "scripts" / "build-engine-image.sh")],
+        capture_output=True,
+        text=True,
+        timeout=1200,
+        check=False,
+    )
+    if done.returncode != 0:
+        pytest.fail(f"building the engine image failed:\n{done.stderr[-4000:]}", pytrace=False)
+    return done.stdout.strip().splitlines()[-1]
 
 
 @pytest.fixture(scope="session")
@@ -90,3 +115,66 @@ def run_id() -> str:
     run_id = f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
     _RUN_IDS.add(run_id)
     return run_id
+
+
+# --- a loopback stand-in for GitHub's REST API ---------------------------------------------
+
+
+@dataclass
+class Request:
+    method: str
+    path: str
+    headers: dict[str, str]  # names in lower case: HTTP's are case-insensitive
+    body: bytes
+
+    def json(self) -> object:
+        return json.loads(self.body)
+
+
+@dataclass
+class FakeGitHub:
+    """Records every request; answers with `status` and `reply` (JSON)."""
+
+    url: str = ""
+    requests: list[Request] = field(default_factory=list)
+    status: int = 204
+    reply: dict[str, object] | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    stall: threading.Event | None = None  # set: hold the answer until released
+
+
+@pytest.fixture
+def github() -> Iterator[FakeGitHub]:
+    fake = FakeGitHub()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            headers = {name.lower(): value for name, value in self.headers.items()}
+            fake.requests.append(Request("POST", self.path, headers, body))
+            if fake.stall is not None:
+                fake.stall.wait(10)
+            data = json.dumps(fake.reply).encode() if fake.reply is not None else b""
+            try:
+                self.send_response(fake.status)
+                for name, value in fake.headers.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+            except OSError:
+                pass  # a client that timed out is gone: that is what the test wanted
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    fake.url = f"http://127.0.0.1:{server.server_address[1]}"
+    yield fake
+    if fake.stall is not None:
+        fake.stall.set()
+    server.shutdown()
+    server.server_close()

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import docker
 import pytest
@@ -215,29 +215,6 @@ def test_hand_back_gives_root_s_files_to_the_owner_and_follows_no_link(tmp_path:
 # runner's is, at /github/workspace; the Docker socket mounted; inputs as INPUT_*; GitHub's
 # file commands in a mounted folder; a bare repository on disk, mounted at the same path,
 # as `origin`.
-
-
-def _unavailable(reason: str) -> NoReturn:
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{reason} (CI=true: the Action's tests must run)", pytrace=False)
-    pytest.skip(reason)
-
-
-@pytest.fixture(scope="session")
-def engine_image(docker_client: docker.DockerClient) -> str:
-    """The engine image built from Dockerfile (offline; only when the engine changed)."""
-    if not Path(SOCKET).exists():
-        _unavailable(f"no Docker socket at {SOCKET} to mount into the Action")
-    done = subprocess.run(
-        ["bash", str(ROOT / "scripts" / "build-engine-image.sh")],
-        capture_output=True,
-        text=True,
-        timeout=1200,
-        check=False,
-    )
-    if done.returncode != 0:
-        pytest.fail(f"building the engine image failed:\n{done.stderr[-4000:]}", pytrace=False)
-    return done.stdout.strip().splitlines()[-1]
 
 
 @dataclass

@@ -5,75 +5,13 @@ from __future__ import annotations
 import json
 import socket
 import threading
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from conftest import FakeGitHub
 
 from engine.cli import main
 from engine.dispatch import API_VERSION, HOPS_KEY
-
-
-@dataclass
-class Request:
-    method: str
-    path: str
-    headers: dict[str, str]  # names in lower case: HTTP's are case-insensitive
-    body: bytes
-
-    def json(self) -> object:
-        return json.loads(self.body)
-
-
-@dataclass
-class FakeGitHub:
-    """Records every request; answers with `status` and `reply` (JSON)."""
-
-    url: str = ""
-    requests: list[Request] = field(default_factory=list)
-    status: int = 204
-    reply: dict[str, object] | None = None
-    headers: dict[str, str] = field(default_factory=dict)
-    stall: threading.Event | None = None  # set: hold the answer until released
-
-
-@pytest.fixture
-def github() -> Iterator[FakeGitHub]:
-    fake = FakeGitHub()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-            headers = {name.lower(): value for name, value in self.headers.items()}
-            fake.requests.append(Request("POST", self.path, headers, body))
-            if fake.stall is not None:
-                fake.stall.wait(10)
-            data = json.dumps(fake.reply).encode() if fake.reply is not None else b""
-            try:
-                self.send_response(fake.status)
-                for name, value in fake.headers.items():
-                    self.send_header(name, value)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-            except OSError:
-                pass  # a client that timed out is gone: that is what the test wanted
-
-        def log_message(self, format: str, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    fake.url = f"http://127.0.0.1:{server.server_address[1]}"
-    yield fake
-    if fake.stall is not None:
-        fake.stall.set()
-    server.shutdown()
-    server.server_close()
 
 
 @pytest.fixture(autouse=True)
