@@ -1,0 +1,1 @@
+"""Data drift: reading tables (`tables`), the statistics (`stats`), comparing (`compute`), outputs (`report`)."""
