@@ -655,9 +655,9 @@ def gc(everything: bool) -> None:
 
 def _register_commands() -> None:
     """Commands that live in engine/commands/ (each imports only click at the top: cheap)."""
-    from engine.commands import dispatch, serve, tick, trigger, workflow
+    from engine.commands import dispatch, drift, serve, tick, trigger, workflow
 
-    for module in (trigger, tick, dispatch, serve, workflow):
+    for module in (trigger, tick, dispatch, serve, workflow, drift):
         cli.add_command(module.command)
 
 
