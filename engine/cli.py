@@ -489,9 +489,10 @@ def show(state: State, run_id: str, fetch: bool, as_json: bool) -> None:
     Example:
       sluice show 20261124T100000Z-a1b2c3
     """
+    from engine.history import History
     from engine.progress import summary_lines
 
-    _, manifest = _find_run(state, run_id, fetch)
+    store, manifest = _find_run(state, run_id, fetch)
     if as_json:
         click.echo(manifest.to_json())
         return
@@ -500,6 +501,11 @@ def show(state: State, run_id: str, fetch: bool, as_json: bool) -> None:
         1,
         f"  trigger {manifest.trigger.kind}, started {manifest.started_at}, commit {manifest.commit}",
     )
+    production = History(store).pointer(manifest.pipeline)
+    if production is not None and production.run_id == run_id:
+        lines.insert(
+            2, f"  production of {manifest.pipeline} ({production.action} at {production.at})"
+        )
     for name, rec in manifest.steps.items():
         if rec.metrics:
             lines.append(
@@ -655,10 +661,12 @@ def gc(everything: bool) -> None:
 
 def _register_commands() -> None:
     """Commands that live in engine/commands/ (each imports only click at the top: cheap)."""
-    from engine.commands import dispatch, drift, serve, tick, trigger, workflow
+    from engine.commands import dispatch, drift, production, serve, tick, trigger, workflow
 
     for module in (trigger, tick, dispatch, serve, workflow, drift):
         cli.add_command(module.command)
+    cli.add_command(production.promote)
+    cli.add_command(production.rollback)
 
 
 _register_commands()
