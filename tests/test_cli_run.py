@@ -46,7 +46,11 @@ def poll(condition: Callable[[], bool], timeout: float, what: str) -> None:
 
 
 def containers(client: docker.DockerClient, pipeline: str) -> list[object]:
-    return list(client.containers.list(all=True, filters={"label": f"sluice.pipeline={pipeline}"}))
+    return list(
+        client.containers.list(
+            all=True, filters={"label": f"sluice.pipeline={pipeline}"}, sparse=True
+        )
+    )
 
 
 def test_json_prints_the_manifest_and_exit_codes_follow_the_run(

@@ -436,7 +436,7 @@ def test_sigterm_cancels_running_runs_drops_queued_ones_and_exits_130(
 
     def containers(run_id: str) -> list[Any]:
         label = f"sluice.run-id={run_id}"
-        return list(docker_client.containers.list(all=True, filters={"label": label}))
+        return list(docker_client.containers.list(all=True, filters={"label": label}, sparse=True))
 
     status, body = server.hook("slow", {})
     assert status == 202
