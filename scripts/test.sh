@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
 # The test command (README.md): sets up everything on a fresh machine, then lints and tests.
 #   bash scripts/test.sh [PYTEST ARGS...]
-# Installs the package with its dev extras, makes a Docker daemon answer
+# Installs the package with its dev and drift extras, makes a Docker daemon answer
 # (scripts/docker-up.sh), builds the local test images (scripts/build-images.sh),
 # runs ruff and mypy --strict, then pytest. Under CI=true a missing Docker fails the run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 echo "== install" >&2
-python3 -m pip install -q --disable-pip-version-check -e ".[dev]" 2>&1 | grep -v -i "running pip as the 'root' user" || true
-python3 -c "import engine, docker, pydantic, git, croniter" >/dev/null
+python3 -m pip install -q --disable-pip-version-check -e ".[dev,drift]" 2>&1 | grep -v -i "running pip as the 'root' user" || true
+python3 -c "import engine, docker, pydantic, git, croniter, numpy, pyarrow" >/dev/null
 
 echo "== docker" >&2
 if ! bash scripts/docker-up.sh; then

@@ -105,7 +105,10 @@ def source(label: str) -> Source:
     """Check that `label` names a readable file of a known type."""
     path = Path(label)
     if not path.exists():
-        raise NotFound(f"{label}: no such file")
+        where = "" if path.is_absolute() else f" (relative to {Path.cwd()})"
+        raise NotFound(
+            f"{label}: no such file{where}", hint="check the path, or give an absolute one"
+        )
     if path.is_dir():
         raise DataError(label, "is a folder, not a data file")
     kind = FORMATS.get(path.suffix.lower())
