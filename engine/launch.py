@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from collections.abc import Callable
@@ -9,11 +10,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from engine.errors import EngineUnavailable
 from engine.executor import Executor, RunOptions
 from engine.loader import LoadedPipeline
 from engine.manifest import RunManifest, RunStatus, Trigger
 from engine.monitors import DriftLedger, Signal, bounded
 from engine.progress import Reporter
+from engine.results import ResultsStore
 from engine.runtime.base import ContainerRuntime
 from engine.spec import RepoConfig
 from engine.triggers.drift import Binding, bindings, monitor_metrics
@@ -40,6 +43,7 @@ def run_options(
     options.max_parallel = max_parallel or config.max_parallel or options.max_parallel
     store = store_for(repo, config, push)
     if store is not None:
+        _catch_up(store)  # a fresh CI checkout has no results branch: no cache, no baseline
         options.history = History(store)
     options.artifacts = ArtifactStore(config.artifacts, repo)
     options.engine_image = os.environ.get("SLUICE_ENGINE_IMAGE") or None
@@ -209,6 +213,7 @@ class DriftFollower:
             return []
         runs: list[tuple[LoadedPipeline, RunOptions]] = []
         with store:
+            _catch_up(store)  # other runners' firings (a lost claim is caught anyway)
             ledger = DriftLedger(store)
             for binding in bound:
                 now = self.clock()
@@ -300,3 +305,10 @@ class DriftFollower:
             self.log(f"sluice: error: {where}: the {DRIFT_EVENT} dispatch failed: {exc}")
             return
         self.log(f"sluice: {where}: sent {DRIFT_EVENT} to {repository}")
+
+
+def _catch_up(store: ResultsStore) -> None:
+    """Fetch the remote's results first, when there is a remote; offline, go on with ours."""
+    if store.pushes:
+        with contextlib.suppress(EngineUnavailable):
+            store.fetch()
