@@ -1,0 +1,337 @@
+#!/usr/bin/env bash
+# The retraining example end to end, on this machine, through the `sluice` CLI and git.
+#
+#   bash examples/retraining/scenario.sh [--workdir DIR]
+#
+# Copies this example into a scratch git repository (DIR, default a new temporary folder,
+# kept afterwards), with a bare repository beside it as `origin` so that results are
+# pushed as on GitHub, and plays four stages; every outcome is checked, and the script
+# exits 1 at the first one that is not what README.md says:
+#   1. first run: everything runs; no production model yet, so deploy releases it
+#   2. re-run: every step comes from the cache; the gate releases nothing (same model)
+#   3. a worse model (a one-tree forest, from a workflow_dispatch as the Actions tab
+#      sends it): the gate keeps production where it is
+#   4. drifted data arrives: the hourly monitor detects it and starts a retrain, which
+#      releases a model trained on the new data; a second signal within the cooldown
+#      starts nothing
+#   then production questions: `sluice show`, `sluice rollback`, `sluice promote`.
+# Set-up first (idempotent, quick once done): a Docker daemon (scripts/docker-up.sh), the
+# local images (scripts/build-images.sh) and the Sluice engine image that the drift check
+# runs in (scripts/build-engine-image.sh; skipped when SLUICE_ENGINE_IMAGE is set).
+# Each command's full output is kept in DIR/logs/; DIR/scenario.json lists the run ids.
+set -euo pipefail
+
+example=$(cd "$(dirname "$0")" && pwd)
+sluice_root=$(cd "$example/../.." && pwd)
+workdir=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --workdir) workdir="${2:?--workdir needs a folder}"; shift 2 ;;
+    -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+    *) echo "scenario: unknown argument $1 (try --help)" >&2; exit 2 ;;
+  esac
+done
+
+# ---- output and checks -----------------------------------------------------------------
+
+if [ -t 1 ] && [ -z "${NO_COLOR:-}" ]; then
+  bold=$'\e[1m' green=$'\e[32m' red=$'\e[31m' dim=$'\e[2m' off=$'\e[0m'
+else
+  bold="" green="" red="" dim="" off=""
+fi
+started=$SECONDS
+stage() { printf '\n%s== %s%s\n' "$bold" "$*" "$off"; }
+say() { printf '   %s\n' "$*"; }
+ok() { printf '   %s✓%s %s\n' "$green" "$off" "$*"; }
+die() {
+  printf '   %s✗ %s%s\n' "$red" "$*" "$off"
+  [ -n "${last_log:-}" ] && printf '   %sthe command'"'"'s output: %s%s\n' "$dim" "$last_log" "$off"
+  exit 1
+}
+expect() {  # expect WHAT ACTUAL WANTED
+  if [ "$2" = "$3" ]; then ok "$1"; else die "$1: expected '$3', got '$2'"; fi
+}
+
+# `json FILE PATH...`: the value at each PATH (keys and list indexes joined by "/") in the
+# JSON of FILE, one a line: text as it is, "" when absent, anything else as JSON (true, 0.98, {...}).
+json() {
+  python3 - "$@" <<'PY'
+import json, sys
+data = json.load(open(sys.argv[1]))
+for path in sys.argv[2:]:
+    value = data
+    for part in path.split("/") if path else []:
+        if isinstance(value, list):
+            value = value[int(part)] if part.isdigit() and int(part) < len(value) else None
+        else:
+            value = value.get(part) if isinstance(value, dict) else None
+    print(value if isinstance(value, str) else "" if value is None else json.dumps(value))
+PY
+}
+
+# `table MANIFEST`: the run and one line per step: its status, and where it came from.
+table() {
+  python3 - "$1" <<'PY'
+import json, sys
+m = json.load(open(sys.argv[1]))
+took = m.get("duration_s") or 0
+print(f"run {m['run_id']} ({m['pipeline']}, trigger {m['trigger']['kind']}): {m['status']} in {took:.1f}s")
+for name, step in m["steps"].items():
+    note = ""
+    if step.get("cached_from"):
+        note = f"cached from {step['cached_from']}"
+    elif step["status"] == "skipped":
+        note = "its `when` is false"
+    elif step.get("attempts"):
+        note = f"{step['attempts'][-1].get('duration_s') or 0:.1f}s"
+    print(f"  {name:<14} {step['status']:<10} {note}")
+PY
+}
+
+# `sluice_to NAME ARGS...`: run `sluice ARGS`; stdout into $workdir/NAME.json, stderr into
+# $workdir/logs/NAME.log; the exit code in $rc.
+sluice_to() {
+  local name=$1
+  shift
+  last_log="$workdir/logs/$name.log"
+  printf '   %s$ sluice %s%s\n' "$dim" "$*" "$off"
+  set +e
+  "${sluice[@]}" "$@" >"$workdir/$name.json" 2>"$last_log"
+  rc=$?
+  set -e
+}
+
+# `production_is RUN`: check, with `sluice show`, that RUN is retrain's production run.
+production_is() {
+  local shown
+  shown=$("${sluice[@]}" show "$1" 2>&1) || die "sluice show $1 failed: $shown"
+  if grep -q "^  production of retrain" <<<"$shown"; then
+    ok "production is $1 ($2)"
+  else
+    die "production should be $1 ($2), but sluice show $1 does not say so"
+  fi
+}
+
+# `runs_of PIPELINE`: how many runs of PIPELINE the results branch has.
+runs_of() {
+  "${sluice[@]}" runs --pipeline "$1" --limit 1000 --json 2>/dev/null \
+    | python3 -c 'import json, sys; print(len(json.load(sys.stdin)))'
+}
+
+# ---- set-up ----------------------------------------------------------------------------
+
+stage "Set-up"
+if command -v sluice >/dev/null 2>&1; then sluice=(sluice); else sluice=(python3 -m engine); fi
+if ! "${sluice[@]}" --version >/dev/null 2>&1; then
+  echo "scenario: the sluice command is missing: pip install -e $sluice_root" >&2
+  exit 2
+fi
+bash "$sluice_root/scripts/docker-up.sh"
+bash "$sluice_root/scripts/build-images.sh"
+if [ -z "${SLUICE_ENGINE_IMAGE:-}" ]; then
+  SLUICE_ENGINE_IMAGE=$(bash "$sluice_root/scripts/build-engine-image.sh")
+fi
+export SLUICE_ENGINE_IMAGE
+say "Docker answers; the drift check will run in the engine image $SLUICE_ENGINE_IMAGE"
+
+if [ -z "$workdir" ]; then
+  workdir=$(mktemp -d "${TMPDIR:-/tmp}/sluice-retraining.XXXXXX")
+elif [ -e "$workdir" ] && [ -n "$(ls -A "$workdir")" ]; then
+  echo "scenario: $workdir is not empty; give a new or an empty folder" >&2
+  exit 2
+fi
+mkdir -p "$workdir/logs" "$workdir/events"
+workdir=$(cd "$workdir" && pwd)
+repo="$workdir/repo"
+export NO_COLOR=1  # plain progress lines in the logs
+as_user=(-c user.name="Scenario" -c user.email=scenario@example.com)
+git init -q --bare "$workdir/origin.git"
+mkdir "$repo"
+tar -C "$example" --exclude=.sluice --exclude=__pycache__ --exclude=scenario.sh -c . \
+  | tar -x -C "$repo"
+git -C "$repo" init -q -b main
+git -C "$repo" remote add origin "$workdir/origin.git"
+git -C "$repo" add -A
+git -C "$repo" "${as_user[@]}" commit -q -m "The retraining example"
+git -C "$repo" push -q origin main
+cd "$repo"
+say "a scratch copy of the example: $repo"
+say "with a bare repository as its origin: $workdir/origin.git"
+
+# ---- 1. first run ------------------------------------------------------------------------
+
+stage "1. First run: nothing in production yet, so the gate lets the first model through"
+sluice_to run1 run retrain --json
+table "$workdir/run1.json" | sed 's/^/   /'
+run1=$(json "$workdir/run1.json" run_id)
+expect "sluice run exits 0" "$rc" 0
+expect "the run succeeded" "$(json "$workdir/run1.json" status)" succeeded
+for step in ingest validate-data train evaluate deploy notify; do
+  expect "$step succeeded" "$(json "$workdir/run1.json" "steps/$step/status")" succeeded
+done
+auc1=$(json "$workdir/run1.json" steps/evaluate/metrics/roc_auc)
+say "ROC AUC $auc1 on the holdout; the released model.pkl has sha256" \
+  "$(json "$workdir/run1.json" steps/deploy/outputs/model.pkl/sha256 | cut -c1-12)"
+production_is "$run1" "the first release"
+
+# ---- 2. re-run -----------------------------------------------------------------------------
+
+stage "2. Re-run: same code, data and params, so every step comes from the cache"
+sluice_to run2 run retrain --json
+table "$workdir/run2.json" | sed 's/^/   /'
+run2=$(json "$workdir/run2.json" run_id)
+expect "the run succeeded" "$(json "$workdir/run2.json" status)" succeeded
+for step in ingest validate-data train evaluate; do
+  expect "$step is cached from run 1" \
+    "$(json "$workdir/run2.json" "steps/$step/status" "steps/$step/cached_from" | paste -sd' ')" \
+    "cached $run1"
+done
+expect "deploy is skipped: the gate sees the model production already has" \
+  "$(json "$workdir/run2.json" steps/deploy/status)" skipped
+expect "notify (a finally step, never cached) ran" \
+  "$(json "$workdir/run2.json" steps/notify/status)" succeeded
+production_is "$run1" "unchanged"
+
+# ---- 3. a worse model ------------------------------------------------------------------
+
+stage "3. A worse model: a one-tree forest, started from the Actions tab (workflow_dispatch)"
+cat >"$workdir/events/workflow_dispatch.json" <<'JSON'
+{
+  "inputs": {"pipeline": "retrain", "params": "{\"n_estimators\": 1, \"max_depth\": 1}"},
+  "ref": "refs/heads/main",
+  "repository": {"full_name": "your-org/retraining", "default_branch": "main"},
+  "sender": {"login": "a-teammate"}
+}
+JSON
+GITHUB_STEP_SUMMARY="$workdir/job-summary.md" GITHUB_OUTPUT="$workdir/github-output.txt" \
+  sluice_to run3-list trigger --event-name workflow_dispatch \
+  --event-path "$workdir/events/workflow_dispatch.json" --json
+expect "sluice trigger exits 0 (the run succeeded: a closed gate is not a failure)" "$rc" 0
+python3 -c 'import json, sys; json.dump(json.load(open(sys.argv[1]))[0], open(sys.argv[2], "w"))' \
+  "$workdir/run3-list.json" "$workdir/run3.json"
+table "$workdir/run3.json" | sed 's/^/   /'
+run3=$(json "$workdir/run3.json" run_id)
+auc3=$(json "$workdir/run3.json" steps/evaluate/metrics/roc_auc)
+expect "the run was started by workflow_dispatch" \
+  "$(json "$workdir/run3.json" trigger/kind)" workflow_dispatch
+expect "ingest and validate-data are cached (same data)" \
+  "$(json "$workdir/run3.json" steps/ingest/status steps/validate-data/status | paste -sd' ')" \
+  "cached cached"
+expect "train and evaluate ran (new params)" \
+  "$(json "$workdir/run3.json" steps/train/status steps/evaluate/status | paste -sd' ')" \
+  "succeeded succeeded"
+expect "the new model is worse: ROC AUC $auc3 < $auc1 - max_regression 0.02" \
+  "$(python3 -c "print($auc3 < $auc1 - 0.02)")" True
+expect "deploy is skipped: the gate kept production" \
+  "$(json "$workdir/run3.json" steps/deploy/status)" skipped
+expect "its baseline was run 1" "$(json "$workdir/run3.json" baseline_run)" "$run1"
+production_is "$run1" "unchanged: the worse model was not released"
+say "the job summary GitHub would show: $workdir/job-summary.md"
+
+# ---- 4. drifted data ---------------------------------------------------------------------
+
+stage "4. Drift: the hourly monitor compares the latest batch with the training reference"
+# GitHub runs `sluice tick` on a schedule; here each tick is given its time (--now), and the
+# cron slot it runs names the day whose batch the monitor checks.
+retrains=$(runs_of retrain)
+sluice_to tick1 tick --pipeline drift-monitor --now 2026-11-24T10:05:00Z --json
+expect "the 10:00 tick of 2026-11-24 ran the monitor" "$(json "$workdir/tick1.json" 0/pipeline)" \
+  drift-monitor
+expect "it saw no drift in the batch production learnt from" \
+  "$(json "$workdir/tick1.json" 0/status 0/steps/check/metrics/drift_detected | paste -sd' ')" \
+  "succeeded false"
+expect "so no retrain started" "$(runs_of retrain)" "$retrains"
+
+say "New data arrives: from 2026-11-25 a recalibrated scanner measures the 'worst' size"
+say "features one standard deviation higher (data/world.json; committed and pushed)."
+cat >data/world.json <<'JSON'
+{
+  "latest_batch": "2026-11-25",
+  "batch_rows": 480,
+  "noise": 0.05,
+  "drift": {
+    "2026-11-25": {"worst radius": 1.0, "worst perimeter": 1.0, "worst area": 1.0}
+  }
+}
+JSON
+git "${as_user[@]}" commit -q -am "New data: the 2026-11-25 batch, from a recalibrated scanner"
+git push -q origin main
+
+sluice_to tick2 tick --pipeline drift-monitor --now 2026-11-25T10:05:00Z --json
+monitor=$(json "$workdir/tick2.json" 0/run_id)
+expect "the 10:00 tick of 2026-11-25 ran the monitor" "$(json "$workdir/tick2.json" 0/status)" \
+  succeeded
+expect "it detected drift" "$(json "$workdir/tick2.json" 0/steps/check/metrics/drift_detected)" \
+  true
+say "drift score $(json "$workdir/tick2.json" 0/steps/check/metrics/drift_score), in" \
+  "$(json "$workdir/tick2.json" 0/steps/check/metrics/drifted_features) of" \
+  "$(json "$workdir/tick2.json" 0/steps/check/metrics/features) features"
+expect "one retrain started" "$(runs_of retrain)" "$((retrains + 1))"
+"${sluice[@]}" runs --pipeline retrain --limit 1 --json 2>/dev/null \
+  | python3 -c 'import json, sys; json.dump(json.load(sys.stdin)[0], sys.stdout)' \
+  >"$workdir/run4.json"
+run4=$(json "$workdir/run4.json" run_id)
+table "$workdir/run4.json" | sed 's/^/   /'
+expect "the retrain was started by drift" "$(json "$workdir/run4.json" trigger/kind)" drift
+expect "by this monitor run" "$(json "$workdir/run4.json" trigger/payload/monitor_run)" "$monitor"
+expect "the retrain succeeded" "$(json "$workdir/run4.json" status)" succeeded
+expect "ingest ran again: data/world.json changed, so its cache key did" \
+  "$(json "$workdir/run4.json" steps/ingest/status)" succeeded
+expect "train and evaluate ran on the new batch" \
+  "$(json "$workdir/run4.json" steps/train/status steps/evaluate/status | paste -sd' ')" \
+  "succeeded succeeded"
+expect "deploy released the retrained model" "$(json "$workdir/run4.json" steps/deploy/status)" \
+  succeeded
+say "ROC AUC $(json "$workdir/run4.json" steps/evaluate/metrics/roc_auc) on the new batch's holdout"
+production_is "$run4" "the model trained on the new data"
+
+sluice_to tick3 tick --pipeline drift-monitor --now 2026-11-25T11:05:00Z --json
+expect "an hour later the monitor still sees drift" \
+  "$(json "$workdir/tick3.json" 0/steps/check/metrics/drift_detected)" true
+expect "but the 6h cooldown holds: no second retrain" "$(runs_of retrain)" "$((retrains + 1))"
+expect "sluice tick says so" \
+  "$(grep -c "drift drift-monitor -> retrain: suppressed" "$last_log" || true)" 1
+signals="drift/retrain/drift-monitor/signals"  # one file per signal, named by time
+decisions=$(git ls-tree --name-only "sluice-results:$signals" | sort | while read -r name; do
+  git show "sluice-results:$signals/$name" | python3 -c 'import json, sys; print(json.load(sys.stdin)["decision"])'
+done | paste -sd' ')
+expect "the results branch records both signals: one fired, one suppressed" "$decisions" \
+  "fired suppressed"
+
+# ---- production questions ----------------------------------------------------------------
+
+stage "Production, answered from the results branch"
+say "\$ sluice show $run4"
+"${sluice[@]}" show "$run4" 2>&1 | sed -n '1,3p' | sed 's/^/     /'
+sluice_to rollback rollback retrain --json
+expect "sluice rollback retrain: production goes back to run 1" \
+  "$(json "$workdir/rollback.json" production previous | paste -sd' ')" "$run1 $run4"
+production_is "$run1" "rolled back"
+sluice_to promote promote "$run4" --json
+expect "sluice promote $run4: production is the retrained model again" \
+  "$(json "$workdir/promote.json" production previous | paste -sd' ')" "$run4 $run1"
+production_is "$run4" "promoted"
+expect "both changes are commits on the results branch" \
+  "$(git log --format=%s -2 sluice-results | grep -c -E '^sluice: (promote|rollback)' || true)" 2
+expect "and pushed to origin" "$(git rev-parse sluice-results)" \
+  "$(git --git-dir "$workdir/origin.git" rev-parse sluice-results)"
+
+cat >"$workdir/scenario.json" <<JSON
+{"repo": "$repo", "first": "$run1", "rerun": "$run2", "worse": "$run3",
+ "monitor": "$monitor", "drift_retrain": "$run4", "production": "$run4",
+ "seconds": $((SECONDS - started))}
+JSON
+
+stage "Every outcome was as README.md says, in $((SECONDS - started)) s"
+cat <<TXT
+   Where to look next (cd $repo):
+     sluice runs                                every run, newest first
+     sluice show $run4       the production run: steps, metrics, outputs
+     sluice logs $run3 evaluate   the worse model's scores
+     sluice logs $monitor check      the drift report, feature by feature
+     sluice run retrain --dry-run               what is cached now, and why the rest would run
+     git log --oneline sluice-results           the record: a commit per change, pushed to origin
+     cat $workdir/job-summary.md
+                                                the job summary of stage 3, as GitHub shows it
+     ls .sluice/runs/$run4/            a local copy of the run: manifest, logs, outputs
+TXT

@@ -1,0 +1,57 @@
+"""Notify: summarise the run, whatever happened (a `finally` step).
+
+It reads the metrics of the steps it `needs` that succeeded (one that failed or was
+skipped leaves its input folder empty) and the production run this run was compared with.
+A real pipeline posts the summary to chat (`network: bridge`, a webhook URL in
+`secrets:`); this one prints it and writes summary.md and summary.json.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from common import INPUTS, baseline, log, output_file, params, write_json
+
+STEPS = ("ingest", "validate-data", "train", "evaluate", "deploy")
+
+
+def metrics_of(step: str) -> dict[str, object] | None:
+    path = INPUTS / step / "metrics.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def main() -> None:
+    run_id = os.environ.get("SLUICE_RUN_ID", "local")
+    steps = {step: metrics_of(step) for step in STEPS}
+    production = baseline()
+    before = (production or {}).get("steps", {}).get("evaluate", {}).get("metrics", {})
+    auc = (steps["evaluate"] or {}).get("roc_auc")
+
+    if steps["deploy"] is not None:
+        headline = f"released a new model (roc_auc {auc})"
+    elif steps["evaluate"] is not None:
+        headline = (
+            f"not released: the gate kept production run {production.get('run_id')} "
+            f"(roc_auc {before.get('roc_auc')}; this model {auc})"
+            if production
+            else "not released"
+        )
+    else:
+        failed = next((s for s in STEPS if steps[s] is None), "?")
+        headline = f"stopped: no result from {failed} (see its log)"
+    lines = [f"# Run {run_id}: {headline}", ""]
+    lines += [
+        f"- {step}: " + (", ".join(f"{k}={v}" for k, v in m.items()) if m else "no outputs")
+        for step, m in steps.items()
+    ]
+    lines += ["", "Params: " + ", ".join(f"{k}={v!r}" for k, v in sorted(params().items()))]
+    text = "\n".join(lines) + "\n"
+    output_file("summary.md").write_text(text)
+    write_json("summary.json", {"run_id": run_id, "headline": headline, "steps": steps})
+    for line in lines:
+        log(line)
+
+
+if __name__ == "__main__":
+    main()
