@@ -78,10 +78,31 @@ def _check_templates(
                     message = templating.check_reference(inner, params)
                     if message:
                         result.add(where, message)
+            elif key == "approval":
+                _check_approval(text, where, params, result)
             elif key != "when":
                 result.add(
-                    where, f"{key}: ${{{{ }}}} may appear only in config, env values and command"
+                    where,
+                    f"{key}: ${{{{ }}}} may appear only in config, env values, command "
+                    "and approval",
                 )
+
+
+def _check_approval(
+    text: str, where: Path_, params: Mapping[str, Any], result: CheckResult
+) -> None:
+    """`approval` takes true, false, or exactly `${{ params.<a boolean param> }}`."""
+    whole = templating.TEMPLATE_RE.fullmatch(text.strip())
+    inner = whole.group(1).strip() if whole else ""
+    name = inner.removeprefix("params.")
+    if not whole or not inner.startswith("params.") or "." in name:
+        result.add(where, "approval is true, false, or '${{ params.<name> }}' of a boolean param")
+        return
+    message = templating.check_reference(inner, params)
+    if message:
+        result.add(where, message)
+    elif not isinstance(params[name], bool):
+        result.add(where, f"approval: param {name!r} must be a boolean (its default is true or false)")
 
 
 def _check_cron(trigger: Mapping[str, Any], path: Path_, result: CheckResult) -> None:

@@ -78,6 +78,14 @@ def _step_view(manifest: RunManifest) -> dict[str, Any]:
     }
 
 
+def _decide_approval(step: ResolvedStep, params: Mapping[str, Any]) -> ResolvedStep:
+    """`approval: "${{ params.x }}"` made true or false by this run's params."""
+    if isinstance(step.approval, bool):
+        return step
+    value = templating.substitute(step.approval, params, {})
+    return step.model_copy(update={"approval": value is True})
+
+
 class Executor:
     """Runs one pipeline: schedules ready steps, retries attempts, records everything.
 
@@ -103,7 +111,7 @@ class Executor:
         self.options = options
         self.reporter = reporter or NullReporter()
         self.clock = clock
-        self.steps = {step.name: step for step in loaded.steps}
+        self.steps = {step.name: _decide_approval(step, options.params) for step in loaded.steps}
         self.planner = planner.Planner(loaded.dag, self.steps)
         self.mask = Masker(options.secrets.values())
         self.store = options.artifacts or ArtifactStore(DEFAULT_URL, repo)

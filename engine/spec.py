@@ -249,6 +249,14 @@ def _image_name(value: str) -> str:
     return value
 
 
+def _approval_text(value: str) -> str:
+    if not value.strip().startswith("${{"):
+        raise ValueError(
+            f"expected true, false or '${{{{ params.<name> }}}}' (a boolean param), got {value!r}"
+        )
+    return value  # which param, and its type, are checked with the params (checks.py)
+
+
 ImageRef = Annotated[str, Field(min_length=1), AfterValidator(_image_name)] | ImageBuild
 EnvValue = str | int | float | bool
 
@@ -266,7 +274,7 @@ class StepFields(_Model):
     timeout: Duration | None = None
     retries: Retries | None = None
     when: str | None = None
-    approval: bool | None = None
+    approval: bool | Annotated[str, AfterValidator(_approval_text)] | None = None
     resources: Resources | None = None
     network: Literal["none", "bridge", "host"] | None = None
     cache: bool | None = None
@@ -325,7 +333,7 @@ class ResolvedStep(BaseModel):
     timeout: float
     retries: RetryPolicy
     when: str | None
-    approval: bool
+    approval: bool | str  # str: `${{ params.x }}`, decided when the run's params are known
     resources: Resources
     network: Literal["none", "bridge", "host"]
     cache: bool
@@ -386,7 +394,7 @@ def resolve_step(step: Step, defaults: Defaults, *, is_finally: bool) -> Resolve
         timeout=pick("timeout") or DEFAULT_TIMEOUT_S,
         retries=pick("retries") or _NO_RETRIES,
         when=pick("when"),
-        approval=bool(pick("approval")),
+        approval=pick("approval") or False,
         resources=pick("resources") or _NO_LIMITS,
         network=pick("network") or "none",
         cache=cache if cache is not None else step_type != StepType.deployment,

@@ -226,6 +226,31 @@ def test_approval_pauses_the_run(tmp_path: Path) -> None:
     assert [s.labels["sluice.step"] for s in runtime.calls] == ["train"]
 
 
+@pytest.mark.parametrize(("wanted", "paused"), [(False, False), (True, True)])
+def test_approval_from_a_param_is_decided_by_the_runs_params(
+    tmp_path: Path, wanted: bool, paused: bool
+) -> None:
+    text = """
+    name: approve
+    params: {require_approval: false}
+    defaults: {image: img}
+    steps:
+      - name: train
+        run: x
+      - name: deploy
+        needs: [train]
+        approval: "${{ params.require_approval }}"
+        run: x
+    """
+    runtime = FakeRuntime()
+    _, manifest = execute(tmp_path, text, runtime, params={"require_approval": wanted})
+    assert manifest is not None
+    expected = StepStatus.waiting_approval if paused else StepStatus.succeeded
+    assert manifest.steps["deploy"].status is expected
+    ran = [s.labels["sluice.step"] for s in runtime.calls]
+    assert ran == (["train"] if paused else ["train", "deploy"])
+
+
 def test_container_spec_is_isolated_and_templated(tmp_path: Path) -> None:
     text = """
     name: spec
