@@ -1,0 +1,235 @@
+"""examples/retraining end to end: the scenario README.md walks through, checked from the record.
+
+The scenario script checks each stage as it goes; this test then reads the results branch
+of its scratch repository through the CLI (`sluice runs --json`, `sluice show`) and asserts
+every outcome again: statuses, cached steps, the gate's decisions, the drift-started run,
+the suppressed second signal, and the rollback/promote pair.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import docker
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "examples" / "retraining"
+RETRAIN_STEPS = ["ingest", "validate-data", "train", "evaluate", "deploy", "notify"]
+
+
+def sluice(repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "engine", "--repo", str(repo), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_the_example_validates_and_its_workflow_is_up_to_date() -> None:
+    valid = sluice(EXAMPLE, "validate", "--json")
+    assert valid.returncode == 0, valid.stdout + valid.stderr
+    check = sluice(EXAMPLE, "workflow", "check")
+    assert check.returncode == 0, check.stdout + check.stderr
+    graph = json.loads(sluice(EXAMPLE, "graph", "retrain", "--format", "json").stdout)
+    assert graph["levels"][:5] == [
+        ["ingest"],
+        ["validate-data"],
+        ["train"],
+        ["evaluate"],
+        ["deploy"],
+    ]
+
+
+@pytest.fixture(scope="module")
+def scenario(
+    tmp_path_factory: pytest.TempPathFactory,
+    docker_client: docker.DockerClient,
+    engine_image: str,
+) -> Iterator[dict[str, Any]]:
+    """Run examples/retraining/scenario.sh once; its run ids and scratch repository."""
+    workdir = tmp_path_factory.mktemp("retraining") / "scenario"
+    env = {
+        **os.environ,
+        "SLUICE_ENGINE_IMAGE": engine_image,
+        # the scenario calls `sluice`: this interpreter's, with the engine under test
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        "NO_COLOR": "1",
+    }
+    done = subprocess.run(
+        ["bash", str(EXAMPLE / "scenario.sh"), "--workdir", str(workdir)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+        check=False,
+    )
+    assert done.returncode == 0, f"{done.stdout[-6000:]}\n{done.stderr[-3000:]}"
+    ids: dict[str, Any] = json.loads((workdir / "scenario.json").read_text())
+    ids["workdir"], ids["stdout"] = workdir, done.stdout
+    ids["repo"] = Path(ids["repo"])
+    ids["runs"] = {m["run_id"]: m for m in runs(ids["repo"])}
+    yield ids
+    left = docker_client.containers.list(all=True, filters={"label": "sluice.run-id"}, sparse=True)
+    ours = [c for c in left if (c.attrs.get("Labels") or {}).get("sluice.run-id") in ids["runs"]]
+    assert not ours, f"the scenario left containers behind: {ours}"
+
+
+def runs(repo: Path, pipeline: str | None = None) -> list[dict[str, Any]]:
+    args = ["runs", "--limit", "100", "--json"] + (["--pipeline", pipeline] if pipeline else [])
+    listed = sluice(repo, *args)
+    assert listed.returncode == 0, listed.stderr
+    found: list[dict[str, Any]] = json.loads(listed.stdout)
+    return found
+
+
+def show(repo: Path, run_id: str) -> dict[str, Any]:
+    shown = sluice(repo, "show", run_id, "--json")
+    assert shown.returncode == 0, shown.stderr
+    manifest: dict[str, Any] = json.loads(shown.stdout)
+    return manifest
+
+
+def statuses(manifest: dict[str, Any]) -> dict[str, str]:
+    return {name: step["status"] for name, step in manifest["steps"].items()}
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_first_run_trains_and_releases(scenario: dict[str, Any]) -> None:
+    first = show(scenario["repo"], scenario["first"])
+    assert first["status"] == "succeeded"
+    assert statuses(first) == dict.fromkeys(RETRAIN_STEPS, "succeeded")
+    assert first["baseline_run"] is None  # nothing in production before it
+    assert first["steps"]["evaluate"]["metrics"]["roc_auc"] >= 0.95
+    released = first["steps"]["deploy"]["outputs"]
+    assert {"model.pkl", "model_card.md", "deployment.json"} <= set(released)
+    assert (
+        released["model.pkl"]["sha256"] == first["steps"]["train"]["outputs"]["model.pkl"]["sha256"]
+    )
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_a_rerun_comes_from_the_cache_and_releases_nothing(scenario: dict[str, Any]) -> None:
+    rerun = show(scenario["repo"], scenario["rerun"])
+    assert rerun["status"] == "succeeded"
+    for step in ["ingest", "validate-data", "train", "evaluate"]:
+        assert rerun["steps"][step]["status"] == "cached", step
+        assert rerun["steps"][step]["cached_from"] == scenario["first"], step
+        assert rerun["steps"][step]["attempts"] == [], step
+    # deploy is never cached; its gate sees production's own model and stays shut
+    assert rerun["steps"]["deploy"]["status"] == "skipped"
+    assert rerun["steps"]["notify"]["status"] == "succeeded"  # cache: false
+    assert rerun["baseline_run"] == scenario["first"]
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_a_worse_model_is_held_back_by_the_gate(scenario: dict[str, Any]) -> None:
+    first = show(scenario["repo"], scenario["first"])
+    worse = show(scenario["repo"], scenario["worse"])
+    assert worse["trigger"]["kind"] == "workflow_dispatch"
+    assert worse["params"]["n_estimators"] == 1 and worse["params"]["max_depth"] == 1
+    assert worse["status"] == "succeeded"  # a shut gate is not a failure
+    assert statuses(worse) == {
+        "ingest": "cached",
+        "validate-data": "cached",
+        "train": "succeeded",
+        "evaluate": "succeeded",
+        "deploy": "skipped",
+        "notify": "succeeded",
+    }
+    auc, production_auc = (m["steps"]["evaluate"]["metrics"]["roc_auc"] for m in (worse, first))
+    max_regression = worse["params"]["max_regression"]
+    assert auc < production_auc - max_regression
+    assert worse["baseline_run"] == scenario["first"]
+    summary = (scenario["workdir"] / "job-summary.md").read_text()
+    assert f"`{scenario['worse']}`" in summary and "skipped" in summary
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_drift_starts_one_retrain_and_the_cooldown_suppresses_the_next(
+    scenario: dict[str, Any],
+) -> None:
+    repo = scenario["repo"]
+    monitors = sorted(runs(repo, "drift-monitor"), key=lambda m: m["run_id"])
+    assert [m["trigger"]["scheduled_for"] for m in monitors] == [
+        "2026-11-24T10:00:00Z",
+        "2026-11-25T10:00:00Z",
+        "2026-11-25T11:00:00Z",
+    ]
+    assert [m["status"] for m in monitors] == ["succeeded"] * 3
+    drift = [m["steps"]["check"]["metrics"]["drift_detected"] for m in monitors]
+    assert drift == [False, True, True]
+    assert monitors[1]["run_id"] == scenario["monitor"]
+
+    retrains = runs(repo, "retrain")
+    assert len(retrains) == 4  # first, re-run, worse, and one drift-started run: not two
+    started = [m for m in retrains if m["trigger"]["kind"] == "drift"]
+    assert [m["run_id"] for m in started] == [scenario["drift_retrain"]]
+    run = show(repo, scenario["drift_retrain"])
+    assert run["trigger"]["payload"]["monitor"] == "drift-monitor"
+    assert run["trigger"]["payload"]["monitor_run"] == scenario["monitor"]
+    assert run["status"] == "succeeded"
+    # the new batch changed ingest's workspace file, so everything after it ran again
+    assert statuses(run) == dict.fromkeys(RETRAIN_STEPS, "succeeded")
+    assert run["steps"]["ingest"]["metrics"]["shifted_features"] == 3
+    assert (
+        "drift drift-monitor -> retrain: suppressed"
+        in (scenario["workdir"] / "logs" / "tick3.log").read_text()
+    )
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_rollback_and_promote_move_production_on_the_record(scenario: dict[str, Any]) -> None:
+    repo, first, retrained = scenario["repo"], scenario["first"], scenario["drift_retrain"]
+    rollback = json.loads((scenario["workdir"] / "rollback.json").read_text())
+    assert (rollback["previous"], rollback["production"]) == (retrained, first)
+    assert rollback["entry"]["action"] == "rollback"
+    promote = json.loads((scenario["workdir"] / "promote.json").read_text())
+    assert (promote["previous"], promote["production"]) == (first, retrained)
+    assert promote["entry"]["action"] == "promote"
+
+    marked = sluice(repo, "show", retrained)
+    assert "production of retrain (promote at" in marked.stdout
+    assert "production of retrain" not in sluice(repo, "show", first).stdout
+    log = subprocess.run(
+        ["git", "-C", str(repo), "log", "--format=%s", "sluice-results"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
+    assert log[:2] == [
+        f"sluice: promote retrain to {retrained}",
+        f"sluice: rollback retrain to {first}",
+    ]
+    pushed = subprocess.run(
+        [
+            "git",
+            "--git-dir",
+            str(scenario["workdir"] / "origin.git"),
+            "rev-parse",
+            "sluice-results",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    local = subprocess.run(
+        ["git", "-C", str(repo), "rev-parse", "sluice-results"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    assert pushed == local
