@@ -174,7 +174,7 @@ def test_drift_starts_one_retrain_and_the_cooldown_suppresses_the_next(
     assert monitors[1]["run_id"] == scenario["monitor"]
 
     retrains = runs(repo, "retrain")
-    assert len(retrains) == 4  # first, re-run, worse, and one drift-started run: not two
+    assert len(retrains) == 5  # first, re-run, worse, reviewed, and one started by drift
     started = [m for m in retrains if m["trigger"]["kind"] == "drift"]
     assert [m["run_id"] for m in started] == [scenario["drift_retrain"]]
     run = show(repo, scenario["drift_retrain"])
@@ -192,18 +192,35 @@ def test_drift_starts_one_retrain_and_the_cooldown_suppresses_the_next(
 
 @pytest.mark.docker
 @pytest.mark.slow
+def test_a_release_with_require_approval_waits_for_a_review(scenario: dict[str, Any]) -> None:
+    reviewed = show(scenario["repo"], scenario["reviewed"])
+    assert reviewed["params"]["require_approval"] is True
+    assert reviewed["baseline_run"] == scenario["drift_retrain"]
+    assert reviewed["status"] == "succeeded"
+    assert statuses(reviewed)["deploy"] == "succeeded"
+    assert [(a["step"], a["decision"], a["by"]) for a in reviewed["approvals"]] == [
+        ("deploy", "approve", "a-reviewer")
+    ]
+    # the run paused at deploy (exit 0), and `sluice approve` ran the rest
+    paused = json.loads((scenario["workdir"] / "run5.json").read_text())
+    assert paused["status"] == "waiting_approval"
+    assert paused["steps"]["deploy"]["status"] == "waiting_approval"
+
+
+@pytest.mark.docker
+@pytest.mark.slow
 def test_rollback_and_promote_move_production_on_the_record(scenario: dict[str, Any]) -> None:
-    repo, first, retrained = scenario["repo"], scenario["first"], scenario["drift_retrain"]
+    repo, drifted, reviewed = scenario["repo"], scenario["drift_retrain"], scenario["reviewed"]
     rollback = json.loads((scenario["workdir"] / "rollback.json").read_text())
-    assert (rollback["previous"], rollback["production"]) == (retrained, first)
+    assert (rollback["previous"], rollback["production"]) == (reviewed, drifted)
     assert rollback["entry"]["action"] == "rollback"
     promote = json.loads((scenario["workdir"] / "promote.json").read_text())
-    assert (promote["previous"], promote["production"]) == (first, retrained)
+    assert (promote["previous"], promote["production"]) == (drifted, reviewed)
     assert promote["entry"]["action"] == "promote"
 
-    marked = sluice(repo, "show", retrained)
-    assert "production of retrain (promote at" in marked.stdout
-    assert "production of retrain" not in sluice(repo, "show", first).stdout
+    assert "production of retrain (promote at" in sluice(repo, "show", reviewed).stdout
+    for other in (scenario["first"], drifted):
+        assert "production of retrain" not in sluice(repo, "show", other).stdout
     log = subprocess.run(
         ["git", "-C", str(repo), "log", "--format=%s", "sluice-results"],
         capture_output=True,
@@ -211,8 +228,8 @@ def test_rollback_and_promote_move_production_on_the_record(scenario: dict[str, 
         check=True,
     ).stdout.splitlines()
     assert log[:2] == [
-        f"sluice: promote retrain to {retrained}",
-        f"sluice: rollback retrain to {first}",
+        f"sluice: promote retrain to {reviewed}",
+        f"sluice: rollback retrain to {drifted}",
     ]
     pushed = subprocess.run(
         [

@@ -14,6 +14,7 @@
 #   4. drifted data arrives: the hourly monitor detects it and starts a retrain, which
 #      releases a model trained on the new data; a second signal within the cooldown
 #      starts nothing
+#   5. a release with a review (require_approval=true): it waits until `sluice approve`
 #   then production questions: `sluice show`, `sluice rollback`, `sluice promote`.
 # Set-up first (idempotent, quick once done): a Docker daemon (scripts/docker-up.sh), the
 # local images (scripts/build-images.sh) and the Sluice engine image that the drift check
@@ -84,19 +85,19 @@ for name, step in m["steps"].items():
         note = "its `when` is false"
     elif step.get("attempts"):
         note = f"{step['attempts'][-1].get('duration_s') or 0:.1f}s"
-    print(f"  {name:<14} {step['status']:<10} {note}")
+    print(f"  {name:<14} {step['status']:<16} {note}".rstrip())
 PY
 }
 
-# `sluice_to NAME ARGS...`: run `sluice ARGS`; stdout into $workdir/NAME.json, stderr into
-# $workdir/logs/NAME.log; the exit code in $rc.
+# `sluice_to FILE ARGS...`: run `sluice ARGS`; stdout into $workdir/FILE, stderr into
+# $workdir/logs/FILE-without-extension.log; the exit code in $rc.
 sluice_to() {
-  local name=$1
+  local file=$1
   shift
-  last_log="$workdir/logs/$name.log"
+  last_log="$workdir/logs/${file%.*}.log"
   printf '   %s$ sluice %s%s\n' "$dim" "$*" "$off"
   set +e
-  "${sluice[@]}" "$@" >"$workdir/$name.json" 2>"$last_log"
+  "${sluice[@]}" "$@" >"$workdir/$file" 2>"$last_log"
   rc=$?
   set -e
 }
@@ -161,7 +162,7 @@ say "with a bare repository as its origin: $workdir/origin.git"
 # ---- 1. first run ------------------------------------------------------------------------
 
 stage "1. First run: nothing in production yet, so the gate lets the first model through"
-sluice_to run1 run retrain --json
+sluice_to run1.json run retrain --json
 table "$workdir/run1.json" | sed 's/^/   /'
 run1=$(json "$workdir/run1.json" run_id)
 expect "sluice run exits 0" "$rc" 0
@@ -177,7 +178,7 @@ production_is "$run1" "the first release"
 # ---- 2. re-run -----------------------------------------------------------------------------
 
 stage "2. Re-run: same code, data and params, so every step comes from the cache"
-sluice_to run2 run retrain --json
+sluice_to run2.json run retrain --json
 table "$workdir/run2.json" | sed 's/^/   /'
 run2=$(json "$workdir/run2.json" run_id)
 expect "the run succeeded" "$(json "$workdir/run2.json" status)" succeeded
@@ -204,7 +205,7 @@ cat >"$workdir/events/workflow_dispatch.json" <<'JSON'
 }
 JSON
 GITHUB_STEP_SUMMARY="$workdir/job-summary.md" GITHUB_OUTPUT="$workdir/github-output.txt" \
-  sluice_to run3-list trigger --event-name workflow_dispatch \
+  sluice_to run3-list.json trigger --event-name workflow_dispatch \
   --event-path "$workdir/events/workflow_dispatch.json" --json
 expect "sluice trigger exits 0 (the run succeeded: a closed gate is not a failure)" "$rc" 0
 python3 -c 'import json, sys; json.dump(json.load(open(sys.argv[1]))[0], open(sys.argv[2], "w"))' \
@@ -234,7 +235,7 @@ stage "4. Drift: the hourly monitor compares the latest batch with the training 
 # GitHub runs `sluice tick` on a schedule; here each tick is given its time (--now), and the
 # cron slot it runs names the day whose batch the monitor checks.
 retrains=$(runs_of retrain)
-sluice_to tick1 tick --pipeline drift-monitor --now 2026-11-24T10:05:00Z --json
+sluice_to tick1.json tick --pipeline drift-monitor --now 2026-11-24T10:05:00Z --json
 expect "the 10:00 tick of 2026-11-24 ran the monitor" "$(json "$workdir/tick1.json" 0/pipeline)" \
   drift-monitor
 expect "it saw no drift in the batch production learnt from" \
@@ -257,7 +258,7 @@ JSON
 git "${as_user[@]}" commit -q -am "New data: the 2026-11-25 batch, from a recalibrated scanner"
 git push -q origin main
 
-sluice_to tick2 tick --pipeline drift-monitor --now 2026-11-25T10:05:00Z --json
+sluice_to tick2.json tick --pipeline drift-monitor --now 2026-11-25T10:05:00Z --json
 monitor=$(json "$workdir/tick2.json" 0/run_id)
 expect "the 10:00 tick of 2026-11-25 ran the monitor" "$(json "$workdir/tick2.json" 0/status)" \
   succeeded
@@ -285,7 +286,7 @@ expect "deploy released the retrained model" "$(json "$workdir/run4.json" steps/
 say "ROC AUC $(json "$workdir/run4.json" steps/evaluate/metrics/roc_auc) on the new batch's holdout"
 production_is "$run4" "the model trained on the new data"
 
-sluice_to tick3 tick --pipeline drift-monitor --now 2026-11-25T11:05:00Z --json
+sluice_to tick3.json tick --pipeline drift-monitor --now 2026-11-25T11:05:00Z --json
 expect "an hour later the monitor still sees drift" \
   "$(json "$workdir/tick3.json" 0/steps/check/metrics/drift_detected)" true
 expect "but the 6h cooldown holds: no second retrain" "$(runs_of retrain)" "$((retrains + 1))"
@@ -298,19 +299,41 @@ done | paste -sd' ')
 expect "the results branch records both signals: one fired, one suppressed" "$decisions" \
   "fired suppressed"
 
+# ---- 5. a release with a review ----------------------------------------------------------
+
+stage "5. A release with a review: a bigger forest, run with require_approval=true"
+sluice_to run5.json run retrain -p n_estimators=400 -p require_approval=true --json
+table "$workdir/run5.json" | sed 's/^/   /'
+run5=$(json "$workdir/run5.json" run_id)
+expect "sluice run exits 0: a run waiting for approval is not a failure" "$rc" 0
+expect "the gate held, and the run waits before deploy" \
+  "$(json "$workdir/run5.json" status steps/deploy/status | paste -sd' ')" \
+  "waiting_approval waiting_approval"
+production_is "$run4" "unchanged while the release waits"
+sluice_to approve.txt approve "$run5" --by a-reviewer
+expect "sluice approve $run5 --by a-reviewer: the rest of the run ran" "$rc" 0
+sluice_to run5-approved.json show "$run5" --json
+expect "deploy released it" \
+  "$(json "$workdir/run5-approved.json" status steps/deploy/status | paste -sd' ')" \
+  "succeeded succeeded"
+expect "the approval is on the record" \
+  "$(json "$workdir/run5-approved.json" approvals/0/decision approvals/0/by | paste -sd' ')" \
+  "approve a-reviewer"
+production_is "$run5" "the reviewed release"
+
 # ---- production questions ----------------------------------------------------------------
 
 stage "Production, answered from the results branch"
-say "\$ sluice show $run4"
-"${sluice[@]}" show "$run4" 2>&1 | sed -n '1,3p' | sed 's/^/     /'
-sluice_to rollback rollback retrain --json
-expect "sluice rollback retrain: production goes back to run 1" \
-  "$(json "$workdir/rollback.json" production previous | paste -sd' ')" "$run1 $run4"
-production_is "$run1" "rolled back"
-sluice_to promote promote "$run4" --json
-expect "sluice promote $run4: production is the retrained model again" \
-  "$(json "$workdir/promote.json" production previous | paste -sd' ')" "$run4 $run1"
-production_is "$run4" "promoted"
+say "\$ sluice show $run5"
+"${sluice[@]}" show "$run5" 2>&1 | sed -n '1,3p' | sed 's/^/     /'
+sluice_to rollback.json rollback retrain --json
+expect "sluice rollback retrain: production goes back to the drift-started release" \
+  "$(json "$workdir/rollback.json" production previous | paste -sd' ')" "$run4 $run5"
+production_is "$run4" "rolled back"
+sluice_to promote.json promote "$run5" --json
+expect "sluice promote $run5: the reviewed release is production again" \
+  "$(json "$workdir/promote.json" production previous | paste -sd' ')" "$run5 $run4"
+production_is "$run5" "promoted"
 expect "both changes are commits on the results branch" \
   "$(git log --format=%s -2 sluice-results | grep -c -E '^sluice: (promote|rollback)' || true)" 2
 expect "and pushed to origin" "$(git rev-parse sluice-results)" \
@@ -318,20 +341,18 @@ expect "and pushed to origin" "$(git rev-parse sluice-results)" \
 
 cat >"$workdir/scenario.json" <<JSON
 {"repo": "$repo", "first": "$run1", "rerun": "$run2", "worse": "$run3",
- "monitor": "$monitor", "drift_retrain": "$run4", "production": "$run4",
+ "monitor": "$monitor", "drift_retrain": "$run4", "reviewed": "$run5", "production": "$run5",
  "seconds": $((SECONDS - started))}
 JSON
 
 stage "Every outcome was as README.md says, in $((SECONDS - started)) s"
-cat <<TXT
-   Where to look next (cd $repo):
-     sluice runs                                every run, newest first
-     sluice show $run4       the production run: steps, metrics, outputs
-     sluice logs $run3 evaluate   the worse model's scores
-     sluice logs $monitor check      the drift report, feature by feature
-     sluice run retrain --dry-run               what is cached now, and why the rest would run
-     git log --oneline sluice-results           the record: a commit per change, pushed to origin
-     cat $workdir/job-summary.md
-                                                the job summary of stage 3, as GitHub shows it
-     ls .sluice/runs/$run4/            a local copy of the run: manifest, logs, outputs
-TXT
+printf '   Where to look next, in %s:\n' "$repo"
+next_step() { printf '     %-50s %s\n' "$1" "$2"; }
+next_step "sluice runs" "every run, newest first"
+next_step "sluice show $run5" "the production run: steps, metrics, outputs"
+next_step "sluice logs $run3 evaluate" "the worse model's scores"
+next_step "sluice logs $monitor check" "the drift report, feature by feature"
+next_step "sluice run retrain --dry-run" "what is cached now, and why the rest would run"
+next_step "git log --oneline sluice-results" "the record: one commit per change, pushed"
+next_step "ls .sluice/runs/$run5/" "a local copy: manifest, logs, outputs"
+printf '   The job summary GitHub would show for stage 3: %s\n' "$workdir/job-summary.md"
