@@ -1,15 +1,26 @@
 #!/usr/bin/env bash
-# The main job (README.md): set up on a fresh machine, validate the project's pipelines,
-# show a DAG, and run a real ML pipeline end to end, every step in its own container.
-#   bash scripts/demo.sh [PIPELINE]      (default: breast-cancer)
+# The main job (README.md): set up on a fresh machine, then run the retraining example
+# end to end (examples/retraining/scenario.sh): a scratch clone of examples/retraining/
+# with a local results branch, file:// artifacts and the locally built step image; a first
+# run that releases a model, a cached re-run, a worse model the gate holds back, drifted
+# data the hourly monitor catches (it starts a retrain), a release that waits for review,
+# and production rolled back and promoted. Every outcome is checked; exit 1 if one is off.
+#
+#   bash scripts/demo.sh [--workdir DIR]     the retraining scenario (default: a new temp dir)
+#   bash scripts/demo.sh PIPELINE            instead: validate pipelines/ and run one of this
+#                                            project's own pipelines, e.g. breast-cancer
 set -euo pipefail
 cd "$(dirname "$0")/.."
-pipeline="${1:-breast-cancer}"
 
 python3 -m pip install -q --disable-pip-version-check -e . 2>&1 | grep -v -i "running pip as the 'root' user" || true
+
+if [ $# -eq 0 ] || [ "${1#-}" != "$1" ]; then
+  exec bash examples/retraining/scenario.sh "$@"
+fi
+
+pipeline="$1"
 bash scripts/docker-up.sh
 bash scripts/build-images.sh
-
 echo "== sluice validate" >&2
 sluice validate pipelines/
 echo "== sluice graph $pipeline" >&2

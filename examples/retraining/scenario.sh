@@ -5,7 +5,7 @@
 #
 # Copies this example into a scratch git repository (DIR, default a new temporary folder,
 # kept afterwards), with a bare repository beside it as `origin` so that results are
-# pushed as on GitHub, and plays four stages; every outcome is checked, and the script
+# pushed as on GitHub, and plays five stages; every outcome is checked, and the script
 # exits 1 at the first one that is not what README.md says:
 #   1. first run: everything runs; no production model yet, so deploy releases it
 #   2. re-run: every step comes from the cache; the gate releases nothing (same model)
