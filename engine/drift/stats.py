@@ -131,15 +131,18 @@ def ks_statistic(reference_sorted: Floats, current_sorted: Floats) -> float:
     n, m = reference_sorted.size, current_sorted.size
     pooled = np.concatenate((reference_sorted, current_sorted))
     order = np.argsort(pooled, kind="stable")
+    # After the first k+1 merged values, i of them from the reference and j = k+1-i from
+    # the current data: i*m - j*n = i*(n+m) - (k+1)*n.
+    gaps = np.cumsum(order < n, dtype=np.int64)
+    gaps *= n + m
+    gaps -= np.arange(n, n * (n + m) + 1, n, dtype=np.int64)
     merged = pooled[order]
-    from_reference = np.cumsum(order < n, dtype=np.int64)
     last = np.empty(n + m, dtype=bool)
     np.not_equal(merged[1:], merged[:-1], out=last[:-1])
     last[-1] = True
-    i = from_reference[last]
-    j = np.flatnonzero(last) + 1 - i  # values seen so far minus those from the reference
-    gap = int(np.max(np.abs(i * m - j * n)))
-    return gap / (n * m)
+    if not last.all():  # ties: only the last of each run of equal values is a CDF value
+        gaps = gaps[last]
+    return max(int(gaps.max()), -int(gaps.min())) / (n * m)
 
 
 def kolmogorov_sf(x: float) -> float:
