@@ -85,7 +85,7 @@ class DriftLedger:
                 return Settled(binding, verdict)  # no drift: nothing worth a commit
             record = self._record(binding, signal, verdict, now, run_id if verdict.fires else None)
             where = base(binding.pipeline, binding.spec.monitor)
-            stamp = f"{now.astimezone(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+            stamp = f"{now.astimezone(UTC):%Y%m%dT%H%M%S%fZ}-{secrets.token_hex(3)}"
             changes: dict[str, bytes | None] = {f"{where}/signals/{stamp}.json": record}
             if not verdict.fires:
                 self.store.commit(
@@ -117,16 +117,25 @@ class DriftLedger:
             "times in a row; nothing started"
         )
 
-    def signals(self, pipeline: str, monitor: str, limit: int = 50) -> list[dict[str, Any]]:
-        """The binding's recorded signals, newest first."""
-        folder = f"{base(pipeline, monitor)}/signals"
+    def signals(
+        self, pipeline: str | None = None, monitor: str | None = None, limit: int = 50
+    ) -> list[dict[str, Any]]:
+        """Recorded signals, newest first: of one binding, or of every one matching."""
+        names = []
+        for bound in [pipeline] if pipeline else self.store.list_dir(ROOT):
+            for source in [monitor] if monitor else self.store.list_dir(f"{ROOT}/{bound}"):
+                folder = f"{base(bound, source)}/signals"
+                names += [(name, folder) for name in self.store.list_dir(folder)]
         found = []
-        for name in sorted(self.store.list_dir(folder), reverse=True)[:limit]:
+        # Named <UTC time>-<hex>: newest first across bindings.
+        for name, folder in sorted(names, reverse=True)[:limit]:
             raw = self.store.read(f"{folder}/{name}")
             try:
-                found.append(json.loads(raw) if raw else {})
+                record = json.loads(raw) if raw else None
             except ValueError:
-                continue
+                continue  # a damaged record hides itself, not the listing
+            if isinstance(record, dict):
+                found.append(record)
         return found
 
     @staticmethod

@@ -208,6 +208,20 @@ def test_a_monitor_tick_on_drifted_data_retrains_once_per_cooldown(
     last = signals(repo, "retrain", "churn-drift")[-1]
     assert last["decision"] == "suppressed" and last["source"] == "repository_dispatch"
 
+    # 5. `sluice drift signals` reads it all back, newest first.
+    listed = sluice(repo, "drift", "signals", "--json")
+    assert listed.returncode == 0, listed.stderr
+    newest_first = [(r["pipeline"], r["decision"]) for r in json.loads(listed.stdout)]
+    assert newest_first == [
+        ("retrain", "suppressed"),
+        ("retrain-vendor", "fired"),
+        ("retrain", "suppressed"),
+        ("retrain", "fired"),
+    ]
+    text = sluice(repo, "drift", "signals", "--pipeline", "retrain", "--limit", "1").stdout
+    assert "churn-drift -> retrain" in text and "suppressed" in text
+    assert "retrain-vendor" not in text
+
 
 def test_a_monitor_without_drift_starts_nothing(repo: Path, engine_image: str) -> None:
     commit(repo, {"data/current.csv": table(0.0, seed=4)}, "calm data")

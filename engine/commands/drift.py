@@ -113,3 +113,13 @@ def compute(
     click.echo(f"sluice: wrote {', '.join(str(p) for p in written)}", err=True)
     if fail_on_drift and result.drift_detected:
         raise click.exceptions.Exit(1)
+
+
+def _add_signals() -> None:
+    """`sluice drift signals` lives in its own module (the results branch, not the data)."""
+    from engine.commands import drift_signals
+
+    command.add_command(drift_signals.command)
+
+
+_add_signals()
