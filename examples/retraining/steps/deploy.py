@@ -72,7 +72,7 @@ def main() -> None:
     replaces = f"run `{previous}`" if previous else "nothing (first release)"
     gate = (
         f"ROC AUC at most {cfg.get('max_regression')} below production's; "
-        f"approval required: {cfg.get('require_approval')}"
+        f"review before release: {'yes' if cfg.get('require_approval') else 'no'}"
     )
     output_file("model_card.md").write_text(
         f"""# Model card: {model_name}
