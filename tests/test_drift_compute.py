@@ -167,8 +167,8 @@ def test_fail_on_drift_exits_1_after_writing_the_report(
     assert sluice(capsys, *args, "--fail-on-drift")[0] == 1
     assert json.loads((out_dir / "metrics.json").read_text())["drift_detected"] is True
     same = write_csv(tmp_path / "same.csv", normal_columns(1, 500))
-    code, _, _ = sluice(capsys, "--reference", str(ref), "--current", str(same), "--fail-on-drift")
-    assert code == 0
+    args = ["--reference", str(ref), "--current", str(same), "--out", str(out_dir)]
+    assert sluice(capsys, *args, "--fail-on-drift")[0] == 0
 
 
 def test_method_psi_scores_numbers_by_psi_and_thresholds_apply_per_method(
