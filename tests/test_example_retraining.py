@@ -188,6 +188,13 @@ def test_drift_starts_one_retrain_and_the_cooldown_suppresses_the_next(
         "drift drift-monitor -> retrain: suppressed"
         in (scenario["workdir"] / "logs" / "tick3.log").read_text()
     )
+    listed = sluice(repo, "drift", "signals", "--pipeline", "retrain", "--json")
+    assert listed.returncode == 0, listed.stderr
+    signals = [(s["decision"], s["monitor_run"], s["run_id"]) for s in json.loads(listed.stdout)]
+    assert signals == [  # newest first
+        ("suppressed", monitors[2]["run_id"], None),
+        ("fired", monitors[1]["run_id"], scenario["drift_retrain"]),
+    ]
 
 
 @pytest.mark.docker
