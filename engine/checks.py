@@ -102,7 +102,9 @@ def _check_approval(
     if message:
         result.add(where, message)
     elif not isinstance(params[name], bool):
-        result.add(where, f"approval: param {name!r} must be a boolean (its default is true or false)")
+        result.add(
+            where, f"approval: param {name!r} must be a boolean (its default is true or false)"
+        )
 
 
 def _check_cron(trigger: Mapping[str, Any], path: Path_, result: CheckResult) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 from engine.errors import EngineUnavailable
 from engine.executor import Executor, RunOptions
 from engine.loader import LoadedPipeline
-from engine.manifest import RunManifest, RunStatus, Trigger
+from engine.manifest import RunManifest, RunStatus, Trigger, utc_iso
 from engine.monitors import DriftLedger, Signal, bounded
 from engine.progress import Reporter
 from engine.results import ResultsStore
@@ -242,7 +242,7 @@ class DriftFollower:
                         "source": signal.source,
                         "when": binding.spec.when,
                         "cooldown_s": binding.spec.cooldown,
-                        "cooldown_until": verdict.until.isoformat() if verdict.until else None,
+                        "cooldown_until": utc_iso(verdict.until) if verdict.until else None,
                         "metrics": bounded(signal.metrics),
                     },
                 )
