@@ -120,9 +120,9 @@ def ks_statistic(reference_sorted: Floats, current_sorted: Floats) -> float:
 
     Both empirical CDFs step at each sample value (right-continuous), so the supremum is
     reached at one of the pooled values. The two sorted samples are merged (a stable
-    sort of two sorted runs is a linear merge); walking the merged values, a running
-    count says how many came from the reference. At the last of each run of equal values
-    (ties step both CDFs at once) the CDFs are i/n and j/m, and
+    sort of two sorted runs is a linear merge) and walked in order. After i reference
+    values and j current ones, at the last of each run of equal values (ties step both
+    CDFs at once), the CDFs are i/n and j/m, and
 
         |i/n - j/m| = |i*m - j*n| / (n*m)
 
@@ -131,11 +131,10 @@ def ks_statistic(reference_sorted: Floats, current_sorted: Floats) -> float:
     n, m = reference_sorted.size, current_sorted.size
     pooled = np.concatenate((reference_sorted, current_sorted))
     order = np.argsort(pooled, kind="stable")
-    # After the first k+1 merged values, i of them from the reference and j = k+1-i from
-    # the current data: i*m - j*n = i*(n+m) - (k+1)*n.
-    gaps = np.cumsum(order < n, dtype=np.int64)
-    gaps *= n + m
-    gaps -= np.arange(n, n * (n + m) + 1, n, dtype=np.int64)
+    # A reference value adds m, a current one subtracts n: after i reference values and
+    # j current ones the running sum is i*m - j*n.
+    gaps = np.where(order < n, np.int64(m), np.int64(-n))
+    np.cumsum(gaps, out=gaps)
     merged = pooled[order]
     last = np.empty(n + m, dtype=bool)
     np.not_equal(merged[1:], merged[:-1], out=last[:-1])
