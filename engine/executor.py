@@ -119,6 +119,7 @@ class Executor:
         self._cancel = threading.Event()
         self._reports: queue.Queue[AttemptReport] = queue.Queue()
         self._images: dict[str, str] = {}
+        self._built: dict[str, str] = {}  # a build's settings -> the tag it was built as
         self._prepared: dict[str, Prepared] = {}
         self._workspace: WorkspaceSnapshot | None = None
         self._runner: AttemptRunner | None = None
@@ -409,6 +410,7 @@ class Executor:
         # Named after the context and tagged by its content: pipelines sharing it build once.
         name = "-".join(p for p in prefix.lower().replace("_", "-").split("/") if p and p != ".")
         tag = f"sluice-build/{name or 'root'}:{digest[:16]}"
+        self._built[image.model_dump_json()] = tag
         return self.runtime.build_image(context, build.dockerfile, tag, build.args, build.target)
 
     def _inputs(self, step: ResolvedStep) -> dict[str, dict[str, ArtifactPointer]]:
@@ -434,6 +436,9 @@ class Executor:
             error = None
         except ImageMissing as exc:
             image_id, error = None, str(exc)
+        if isinstance(step.image, ImageBuild):  # the manifest names what was built
+            built = self._built.get(step.image.model_dump_json())
+            self.manifest.steps[name].image = built or self.manifest.steps[name].image
         parts: dict[str, Any] = {}
         key = None
         if image_id is not None:

@@ -109,6 +109,8 @@ def test_first_run_trains_and_releases(scenario: dict[str, Any]) -> None:
     assert first["status"] == "succeeded"
     assert statuses(first) == dict.fromkeys(RETRAIN_STEPS, "succeeded")
     assert first["baseline_run"] is None  # nothing in production before it
+    # The step image is built from image/ and the manifest names the tag it was built as.
+    assert first["steps"]["train"]["image"].startswith("sluice-build/image:")
     assert first["steps"]["evaluate"]["metrics"]["roc_auc"] >= 0.95
     released = first["steps"]["deploy"]["outputs"]
     assert {"model.pkl", "model_card.md", "deployment.json"} <= set(released)
