@@ -117,6 +117,18 @@ def run_id() -> str:
     return run_id
 
 
+def git(cwd: Path, *args: str) -> str:
+    """Run git in `cwd` with a throwaway identity; fail the test when git fails."""
+    done = subprocess.run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@example.com", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
 # --- a loopback stand-in for GitHub's REST API ---------------------------------------------
 
 

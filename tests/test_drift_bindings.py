@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import textwrap
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from conftest import git
 
 from engine.expressions import ExpressionError
 from engine.loader import LoadedPipeline, load_text
@@ -119,17 +119,6 @@ def test_big_metrics_are_recorded_by_their_headline() -> None:
 
 
 # --- the ledger on a real results branch ------------------------------------------------------
-
-
-def git(cwd: Path, *args: str) -> str:
-    done = subprocess.run(
-        ["git", "-c", "user.name=t", "-c", "user.email=t@example.com", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-    )
-    assert done.returncode == 0, done.stderr
-    return done.stdout.strip()
 
 
 @pytest.fixture

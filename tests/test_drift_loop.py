@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import FakeGitHub
+from conftest import FakeGitHub, git
 
 import engine
 
@@ -51,17 +51,6 @@ def retrain(name: str, monitor: str, image: str) -> str:
             env: {{MONITOR: "${{{{ trigger.payload.monitor }}}}"}}
         """
     )
-
-
-def git(cwd: Path, *args: str) -> str:
-    done = subprocess.run(
-        ["git", "-c", "user.name=t", "-c", "user.email=t@example.com", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-    )
-    assert done.returncode == 0, done.stderr
-    return done.stdout.strip()
 
 
 def table(shift: float, seed: int) -> str:
