@@ -1,1 +1,1 @@
-"""Data drift: reading tables (`tables`), the statistics (`stats`), comparing (`compute`), outputs (`report`)."""
+"""Data drift: reading data (`tables`, `arrow`), statistics (`stats`), comparing (`compute`), outputs (`report`)."""

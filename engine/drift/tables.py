@@ -1,7 +1,8 @@
 """Reading CSV and Parquet files into the columns drift is computed over.
 
-Two readers give the same columns and the same errors: pyarrow's (multi-threaded; CSV
-and Parquet) when pyarrow is installed, else the stdlib csv module's (CSV only, slower).
+Two readers give the same columns and the same errors: pyarrow's (`arrow.py`;
+multi-threaded; CSV and Parquet) when pyarrow is installed, else the stdlib csv module's
+(here; CSV only, slower).
 The rules they share:
 
 - A CSV file is UTF-8 with a header row; blank lines are skipped; every row has as many
@@ -22,12 +23,12 @@ from __future__ import annotations
 
 import csv
 import importlib.util
-import mmap
 import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -125,7 +126,7 @@ def source(label: str) -> Source:
 def read_header(src: Source, *, use_pyarrow: bool) -> list[str]:
     """The file's column names, in order; refuses empty files and duplicate names."""
     if src.format == "parquet":
-        names = list(_parquet_schema(src, use_pyarrow).names)
+        names = list(_arrow(src, use_pyarrow).parquet_schema(src).names)
     else:
         names = _csv_header(src)
     seen: set[str] = set()
@@ -138,18 +139,27 @@ def read_header(src: Source, *, use_pyarrow: bool) -> list[str]:
 
 def read_table(src: Source, names: Sequence[str], *, use_pyarrow: bool) -> Table:
     """Read the columns `names` (all present in the header) of a file."""
-    if src.format == "parquet":
-        rows, raw = _arrow_parquet(src, names, use_pyarrow)
-    elif use_pyarrow:
-        rows, raw = _arrow_csv(src, names)
-    else:
-        rows, texts = _stdlib_csv(src, names)
+    if src.format == "parquet" or use_pyarrow:
+        arrow = _arrow(src, use_pyarrow)
+        read = arrow.read_parquet if src.format == "parquet" else arrow.read_csv
+        rows, raw = read(src, names)
         if rows == 0:
             raise _no_rows(src)
-        return Table(src, rows, {n: _text_column(src, n, texts[n]) for n in names})
+        return Table(src, rows, {n: arrow.column(src, n, raw[n]) for n in names})
+    rows, texts = stdlib_csv(src, names)
     if rows == 0:
         raise _no_rows(src)
-    return Table(src, rows, {n: _arrow_column(src, n, raw[n]) for n in names})
+    return Table(src, rows, {n: _text_column(src, n, texts[n]) for n in names})
+
+
+def _arrow(src: Source, use_pyarrow: bool) -> ModuleType:
+    """The pyarrow reader, `engine.drift.arrow` (imported on first use: pyarrow is heavy,
+    and optional)."""
+    if not use_pyarrow:
+        raise DataError(src.label, "reading Parquet files needs pyarrow", hint=INSTALL_HINT)
+    from engine.drift import arrow
+
+    return arrow
 
 
 def _no_rows(src: Source) -> DataError:
@@ -186,7 +196,7 @@ def _not_utf8(src: Source) -> DataError:
     return DataError(src.label, "is not UTF-8 text", hint="save it as UTF-8 CSV")
 
 
-def _stdlib_csv(src: Source, names: Sequence[str]) -> tuple[int, dict[str, list[str]]]:
+def stdlib_csv(src: Source, names: Sequence[str]) -> tuple[int, dict[str, list[str]]]:
     with _open_csv(src) as handle:
         reader = csv.reader(handle)
         try:
@@ -223,7 +233,7 @@ def _csv_line(path: Path, row: int) -> int:
 
 
 def _text_column(src: Source, name: str, values: list[str]) -> Column:
-    """The stdlib reader's column: same decisions as `_arrow_column`, in plain Python."""
+    """The stdlib reader's column: same decisions as `arrow.column`, in plain Python."""
     present = values if MISSING.isdisjoint(values) else [v for v in values if v not in MISSING]
     numbers = _parse_numbers(present)
     if len(present) != len(values) or (numbers is not None and np.isnan(numbers).any()):
@@ -231,9 +241,9 @@ def _text_column(src: Source, name: str, values: list[str]) -> Column:
         if numbers is not None:  # NaN spelled another way ("NAN", "-nan") is missing too
             nan = iter(np.isnan(numbers).tolist())
             flags = [True if flag else next(nan) for flag in flags]
-        _refuse_missing(src, name, sum(flags), flags.index(True))
+        refuse_missing(src, name, sum(flags), flags.index(True))
     if numbers is not None:
-        return Column(name, numbers=_finite(src, name, numbers))
+        return Column(name, numbers=check_finite(src, name, numbers))
     first = next((i, v) for i, v in enumerate(values) if not NUMBER.fullmatch(v))
     return Column(name, counts=dict(Counter(values)), first_text=first)
 
@@ -251,162 +261,10 @@ def _parse_numbers(values: list[str]) -> Floats | None:
         return None
 
 
-# -- pyarrow ----------------------------------------------------------------------------
-
-
-def _arrow_csv(src: Source, names: Sequence[str]) -> tuple[int, dict[str, Any]]:
-    import pyarrow as pa  # type: ignore[import-untyped, unused-ignore]
-    import pyarrow.csv as pcsv  # type: ignore[import-untyped, unused-ignore]
-
-    # A value may hold a line break only inside quotes; allowing for that makes pyarrow
-    # find row boundaries on one thread, which halves its speed. Most files quote nothing.
-    parse = pcsv.ParseOptions(newlines_in_values=_quotes_after_header(src.path))
-
-    def convert(types: dict[str, Any]) -> Any:
-        return pcsv.ConvertOptions(
-            column_types=types,
-            include_columns=list(names),
-            null_values=sorted(MISSING),
-            strings_can_be_null=True,
-        )
-
-    as_text = dict.fromkeys(names, pa.string())
-    # Reading a column straight as float64 is twice as fast as text-then-cast; a sample
-    # says which columns to try that way, and a surprise later on means one more read.
-    numeric = _numeric_in_sample(src.path, parse, convert(as_text))
-    types = {name: pa.float64() if name in numeric else pa.string() for name in names}
-    table, failure = None, None
-    for attempt in (types, as_text) if numeric else (as_text,):
-        try:
-            table = pcsv.read_csv(src.path, parse_options=parse, convert_options=convert(attempt))
-            break
-        except pa.ArrowInvalid as exc:
-            failure = exc
-    if table is None:
-        _stdlib_csv(src, names)  # raises the precise error, as the fallback reader would
-        raise DataError(src.label, f"cannot be read as CSV: {failure}")
-    return int(table.num_rows), {name: table.column(name) for name in names}
-
-
-def _quotes_after_header(path: Path) -> bool:
-    """Whether a `"` follows the first line (a quoted header alone cannot hide a line break
-    in the data)."""
-    with path.open("rb") as handle:
-        if path.stat().st_size == 0:
-            return False
-        with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
-            return data.find(b'"', data.find(b"\n") + 1) >= 0
-
-
-def _numeric_in_sample(path: Path, parse: Any, convert: Any) -> set[str]:
-    import pyarrow as pa  # type: ignore[import-untyped, unused-ignore]
-    import pyarrow.csv as pcsv  # type: ignore[import-untyped, unused-ignore]
-
-    try:
-        with pcsv.open_csv(path, parse_options=parse, convert_options=convert) as reader:
-            batch = reader.read_next_batch()
-    except (pa.ArrowInvalid, StopIteration):
-        return set()
-    return {
-        name
-        for name in batch.schema.names
-        if _arrow_numbers(pa.chunked_array([batch.column(name)])) is not None
-    }
-
-
-def _parquet_schema(src: Source, use_pyarrow: bool) -> Any:
-    if not use_pyarrow:
-        raise DataError(src.label, "reading Parquet files needs pyarrow", hint=INSTALL_HINT)
-    import pyarrow as pa  # type: ignore[import-untyped, unused-ignore]
-    import pyarrow.parquet as pq  # type: ignore[import-untyped, unused-ignore]
-
-    try:
-        return pq.read_schema(src.path)
-    except (pa.ArrowException, OSError) as exc:
-        raise DataError(src.label, f"is not a readable Parquet file: {exc}") from None
-
-
-def _arrow_parquet(
-    src: Source, names: Sequence[str], use_pyarrow: bool
-) -> tuple[int, dict[str, Any]]:
-    _parquet_schema(src, use_pyarrow)
-    import pyarrow as pa  # type: ignore[import-untyped, unused-ignore]
-    import pyarrow.parquet as pq  # type: ignore[import-untyped, unused-ignore]
-
-    try:
-        table = pq.read_table(src.path, columns=list(names))
-    except (pa.ArrowException, OSError) as exc:
-        raise DataError(src.label, f"is not a readable Parquet file: {exc}") from None
-    return int(table.num_rows), {name: table.column(name) for name in names}
-
-
-def _arrow_numbers(strings: Any) -> Any:
-    """The float64 column when every present value is a number (NUMBER), else None."""
-    import pyarrow as pa  # type: ignore[import-untyped, unused-ignore]
-    import pyarrow.compute as pc  # type: ignore[import-untyped, unused-ignore]
-
-    try:
-        return pc.cast(pc.utf8_trim(strings, characters=" \t"), pa.float64())
-    except pa.ArrowInvalid:
-        return None
-
-
-def _arrow_column(src: Source, name: str, data: Any) -> Column:
-    """A pyarrow column (float64 from the CSV reader, or any Parquet type) as a Column."""
-    import pyarrow as pa  # type: ignore[import-untyped, unused-ignore]
-    import pyarrow.compute as pc  # type: ignore[import-untyped, unused-ignore]
-
-    kind = data.type
-    if pa.types.is_dictionary(kind):
-        data = data.cast(kind.value_type)
-        kind = kind.value_type
-    numbers = None
-    if pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_decimal(kind):
-        numbers = pc.cast(data, pa.float64())
-    else:
-        try:
-            data = pc.cast(data, pa.string())
-        except pa.ArrowException:
-            raise DataError(
-                src.label,
-                f"has type {kind}, which is neither numbers nor text",
-                column=name,
-                hint="leave it out with --features",
-            ) from None
-        numbers = _arrow_numbers(data)
-    if numbers is not None:
-        values = numbers.to_numpy()  # a null becomes NaN: both are missing
-        if not np.isfinite(values).all():  # one pass in the usual case
-            missing = np.isnan(values)
-            if missing.any():
-                _refuse_missing(src, name, int(missing.sum()), int(np.argmax(missing)))
-            _finite(src, name, values)
-        return Column(name, numbers=values)
-    if data.null_count:
-        first = pc.index(pc.is_null(data), True).as_py()
-        _refuse_missing(src, name, int(data.null_count), int(first))
-    counted = pc.value_counts(data)
-    counts = dict(
-        zip(counted.field("values").to_pylist(), counted.field("counts").to_pylist(), strict=True)
-    )
-    return Column(name, counts=counts, first_text=_arrow_first_text(data))
-
-
-def _arrow_first_text(strings: Any) -> tuple[int, str]:
-    offset = 0
-    for chunk in strings.chunks:
-        if _arrow_numbers(chunk) is None:
-            for i, value in enumerate(chunk.to_pylist()):
-                if not NUMBER.fullmatch(value):
-                    return offset + i, str(value)
-        offset += len(chunk)
-    raise AssertionError("a text column holds a value that is not a number")
-
-
 # -- shared refusals ---------------------------------------------------------------------
 
 
-def _refuse_missing(src: Source, name: str, count: int, first: int) -> None:
+def refuse_missing(src: Source, name: str, count: int, first: int) -> None:
     raise DataError(
         src.where(first),
         f"{count} missing value(s) (empty, NA, NaN, null, None); the first is here",
@@ -415,7 +273,7 @@ def _refuse_missing(src: Source, name: str, count: int, first: int) -> None:
     )
 
 
-def _finite(src: Source, name: str, values: Floats) -> Floats:
+def check_finite(src: Source, name: str, values: Floats) -> Floats:
     infinite = np.isinf(values)
     if infinite.any():
         row = int(np.argmax(infinite))
