@@ -275,7 +275,7 @@ class ResultsStore:
                 self._cas(commit, local, message)  # refused, and not for a race: no retry
                 raise ResultsNotPushed(self.branch, self.remote, commit, reason)
             if base != parent:
-                pending = self._diff(base, commit)
+                pending = self._carried(base, commit, remote, ours=blobs)
             try:
                 self._check_absent(remote, absent)
             except ClaimLost:
@@ -460,15 +460,37 @@ class ResultsStore:
             raise EngineUnavailable(f"git merge-base failed: {_text(done)}")
         return done.stdout.decode().strip() or None
 
-    def _diff(self, old: str | None, new: str) -> dict[tuple[bytes, ...], str | None]:
-        """The file changes from commit `old` (None: from nothing) to commit `new`."""
+    def _diff(
+        self, old: str | None, new: str, added: set[tuple[bytes, ...]] | None = None
+    ) -> dict[tuple[bytes, ...], str | None]:
+        """The file changes from commit `old` (None: from nothing) to commit `new`;
+        `added` collects the paths that `new` creates."""
         old = old or self._write(b"tree", b"")
         fields = self._git("diff-tree", "-r", "-z", "--no-renames", old, new).stdout.split(b"\0")
         changes: dict[tuple[bytes, ...], str | None] = {}
         for meta, path in zip(fields[0:-1:2], fields[1::2], strict=False):
             _, _, _, blob, status = meta.split(b" ")
-            changes[tuple(path.split(b"/"))] = None if status == b"D" else blob.decode()
+            parts = tuple(path.split(b"/"))
+            changes[parts] = None if status == b"D" else blob.decode()
+            if added is not None and status == b"A":
+                added.add(parts)
         return changes
+
+    def _carried(
+        self, base: str | None, commit: str, remote: str, *, ours: Changes
+    ) -> dict[tuple[bytes, ...], str | None]:
+        """What to re-apply onto `remote`: everything since `base`, ours and what other
+        writers of this clone left unpushed, except files they created that the remote
+        now has. Such a file is a claim another runner won (the writer that made it got
+        ClaimLost): carrying it along would overwrite the winner's."""
+        added: set[tuple[bytes, ...]] = set()
+        pending = self._diff(base, commit, added)
+        carried = sorted(p for p in added if p not in ours)
+        found = self._cat([f"{remote}:{'/'.join(map(_str, p))}" for p in carried])
+        for parts, there in zip(carried, found, strict=True):
+            if there is not None:
+                del pending[parts]
+        return pending
 
 
 class _Tree:

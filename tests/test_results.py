@@ -207,6 +207,27 @@ def test_a_stale_runner_re_applies_its_changes_and_carries_unpushed_ones(tmp_pat
     assert git(origin, "rev-list", "--merges", BRANCH) == ""
 
 
+def test_a_claim_left_unpushed_by_one_writer_never_overwrites_the_winners(
+    tmp_path: Path,
+) -> None:
+    """Two writers in one clone: one claims a path locally while another runner wins it on
+    the remote; the second writer's push carries the first's unpushed commits along, but
+    not a created file the remote already has."""
+    origin = make_origin(tmp_path)
+    mine, other = clone(origin, tmp_path / "mine"), clone(origin, tmp_path / "other")
+    path = "drift/retrain/monitor/fired/00000001"
+    with ResultsStore(other) as winner:
+        winner.commit({path: b"winner"}, "claim", expect_absent=[path])
+    with ResultsStore(mine, push=False) as claimer, ResultsStore(mine) as writer:
+        claimer.commit(
+            {path: b"loser", "notes/kept.txt": b"carried"}, "claim", expect_absent=[path]
+        )
+        writer.record_run(manifest(run_id(7)))
+    assert git(origin, "show", f"{BRANCH}:{path}") == "winner"
+    assert git(origin, "show", f"{BRANCH}:notes/kept.txt") == "carried"  # the rest is carried
+    assert run_id(7) in git(origin, "ls-tree", "--name-only", f"{BRANCH}:runs/churn").split()
+
+
 def test_racing_claims_in_one_repository_succeed_once(tmp_path: Path) -> None:
     repo = make_repo(tmp_path / "repo")
     stores = [ResultsStore(repo), ResultsStore(repo)]
