@@ -176,6 +176,15 @@ def _metric_rows(manifest: RunManifest, baseline: RunManifest | None) -> list[st
     return rows
 
 
+def _note(record: StepRecord) -> str:
+    """Where a cached step came from; why a step did not run or failed (a false `when`...)."""
+    if record.cached_from:
+        return f"cached from `{record.cached_from}`"
+    if record.status.value in ("succeeded", "running", "pending") or not record.reason:
+        return ""
+    return _cell(record.reason)
+
+
 def run_summary(manifest: RunManifest, dag: Dag | None, baseline: RunManifest | None) -> str:
     """One run as markdown: a steps table, the DAG coloured by status, metrics vs baseline."""
     took = f" · {manifest.duration_s:.1f}s" if manifest.duration_s is not None else ""
@@ -188,14 +197,13 @@ def run_summary(manifest: RunManifest, dag: Dag | None, baseline: RunManifest | 
     if manifest.error:
         lines += [f"> **Error:** {_cell(manifest.error)}", ""]
     lines += [
-        "| Step | Status | Attempts | Duration | Cached |",
+        "| Step | Status | Attempts | Duration | Note |",
         "| --- | --- | ---: | ---: | --- |",
     ]
     for name, record in manifest.steps.items():
-        cached = f"from `{record.cached_from}`" if record.cached_from else ""
         lines.append(
             f"| {_cell(name)} | {_status(record.status.value)} | {len(record.attempts)} "
-            f"| {_took(record)} | {cached} |"
+            f"| {_took(record)} | {_note(record)} |"
         )
     if dag is not None:
         statuses = {name: record.status.value for name, record in manifest.steps.items()}

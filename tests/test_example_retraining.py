@@ -156,6 +156,7 @@ def test_a_worse_model_is_held_back_by_the_gate(scenario: dict[str, Any]) -> Non
     assert worse["baseline_run"] == scenario["first"]
     summary = (scenario["workdir"] / "job-summary.md").read_text()
     assert f"`{scenario['worse']}`" in summary and "skipped" in summary
+    assert "| deploy | ⏭️ skipped | 0 |  | when is false: " in summary  # the gate, named
 
 
 @pytest.mark.docker

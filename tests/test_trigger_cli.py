@@ -190,7 +190,7 @@ def test_a_push_touching_watched_paths_runs_the_pipeline_and_reports_to_github(
     assert "::endgroup::" in done.stderr
     assert outputs.read_text() == f"earlier=kept\nrun-ids={run['run_id']}\nstatus=succeeded\n"
     text = summary.read_text()
-    assert "| Step | Status | Attempts | Duration | Cached |" in text
+    assert "| Step | Status | Attempts | Duration | Note |" in text
     assert "| prepare | ✅ succeeded | 1 |" in text
     assert "```mermaid\nflowchart LR\n" in text
     assert "  s_prepare --> s_fit\n" in text
@@ -491,6 +491,28 @@ def test_summary_escapes_untrusted_text_and_says_when_nothing_ran() -> None:
     assert "| s | ❌ failed | 0 |  |  |" in text
     assert "`a\\|&lt;b&gt;`" in text
     assert "```mermaid" not in text  # no DAG given
+
+
+def test_summary_notes_say_where_a_step_came_from_or_why_it_did_not_run() -> None:
+    from engine.github import summary
+    from engine.manifest import RunManifest, StepRecord
+
+    manifest = RunManifest(
+        run_id="20261124T100000Z-abcdef",
+        pipeline="p",
+        pipeline_file="pipelines/p.yaml",
+        pipeline_sha256="0" * 64,
+        started_at="2026-11-24T10:00:00.000Z",
+        steps={
+            "fit": StepRecord(status="cached", cached_from="20261123T100000Z-000001"),
+            "deploy": StepRecord(status="skipped", reason="when is false: a > b | c"),
+            "notify": StepRecord(status="succeeded", reason="ran"),
+        },
+    )
+    text = summary([manifest], {}, {})
+    assert "| fit | 💾 cached | 0 |  | cached from `20261123T100000Z-000001` |" in text
+    assert "| deploy | ⏭️ skipped | 0 |  | when is false: a &gt; b \\| c |" in text
+    assert "| notify | ✅ succeeded | 0 |  |  |" in text
 
 
 def test_a_dispatched_run_carries_the_hop_count_on(tmp_path: Path) -> None:
