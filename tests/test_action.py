@@ -457,6 +457,35 @@ def test_run_starts_sibling_containers_pushes_results_and_leaves_no_root_files(
 
 @pytest.mark.docker
 @pytest.mark.slow
+def test_a_step_with_image_engine_runs_in_the_actions_own_image(
+    engine_image: str, workspace: Workspace, docker_client: docker.DockerClient
+) -> None:
+    ws = workspace
+    name = f"{ws.name}-engine"
+    ws.commit(
+        "pipelines/engine-step.yaml",
+        f"""name: {name}
+steps:
+  - name: check
+    image: "@engine"
+    run: |
+      sluice --version
+      echo '{{"has_sluice": 1}}' > /sluice/outputs/metrics.json
+""",
+    )
+    done = run_action(
+        engine_image, ws, "workflow_dispatch", {"inputs": {}}, command="run", pipeline=name
+    )
+    assert done.returncode == 0, done.stderr
+    [run_id] = ws.outputs()["run-ids"]
+    manifest = json.loads(ws.results(f"runs/{name}/{run_id}/manifest.json"))
+    step = manifest["steps"]["check"]
+    assert step["metrics"] == {"has_sluice": 1}  # `run` replaced the engine's entrypoint
+    assert step["image_id"] == docker_client.images.get(engine_image).id  # found by itself
+
+
+@pytest.mark.docker
+@pytest.mark.slow
 def test_settings_inputs_go_over_the_repository_s_sluice_yaml(
     engine_image: str, workspace: Workspace
 ) -> None:
