@@ -20,6 +20,8 @@ from typing import IO, Any, NoReturn
 
 import yaml
 
+from engine.errors import json_object
+
 COMMANDS = ("trigger", "run", "tick", "validate", "retry", "approve", "reject", "drift")
 JSON_COMMANDS = ("trigger", "tick", "run", "retry")  # take --json: manifests on stdout
 EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -59,13 +61,7 @@ def read_inputs(env: Mapping[str, str]) -> Inputs:
 
 
 def _json_object(text: str, what: str) -> dict[str, Any]:
-    try:
-        value = json.loads(text)
-    except ValueError as exc:
-        raise ActionError(f"input {what} is not valid JSON: {exc}") from None
-    if not isinstance(value, dict):
-        raise ActionError(f'input {what} must be a JSON object, e.g. {{"n_estimators": 200}}')
-    return value
+    return json_object(text, f"input {what}", example='{"n_estimators": 200}', error=ActionError)
 
 
 def _need(inputs: Inputs, field: str) -> str:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import click
 
 from engine import __version__
-from engine.errors import PipelineInvalid, Problem, SluiceError, UsageError
+from engine.errors import PipelineInvalid, Problem, SluiceError, UsageError, json_object
 
 if TYPE_CHECKING:
     from engine.config import RepoConfig
@@ -233,12 +233,8 @@ def _params(
     declared = loaded.pipeline.params
     result = dict(declared)
     if params_json:
-        try:
-            given = json.loads(params_json)
-        except ValueError as exc:
-            raise UsageError(f"--params-json is not valid JSON: {exc}") from None
-        if not isinstance(given, dict):
-            raise UsageError("--params-json must be a JSON object, e.g. '{\"n_estimators\": 200}'")
+        example = "'{\"n_estimators\": 200}'"
+        given = json_object(params_json, "--params-json", example=example, error=UsageError)
         result = coerce_params(declared, given, source="--params-json", from_text=False)
     overrides: dict[str, str] = {}
     for pair in pairs:

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from engine.errors import EngineUnavailable, InvalidInput, SluiceError, UsageError
+from engine.errors import EngineUnavailable, InvalidInput, SluiceError, UsageError, json_object
 
 DEFAULT_API = "https://api.github.com"
 API_VERSION = "2022-11-28"
@@ -54,13 +54,7 @@ def parse_payload(text: str | None) -> dict[str, Any]:
     """`--payload` text -> a JSON object ({} when not given)."""
     if text is None or not text.strip():
         return {}
-    try:
-        value = json.loads(text)
-    except ValueError as exc:
-        raise InvalidInput(f"--payload is not valid JSON: {exc}") from None
-    if not isinstance(value, dict):
-        raise InvalidInput('--payload must be a JSON object, e.g. \'{"params": {"n": 3}}\'')
-    return value
+    return json_object(text, "--payload", example='\'{"params": {"n": 3}}\'')
 
 
 def current_hops(environ: Mapping[str, str]) -> int:

@@ -10,7 +10,10 @@ SluiceError                 exit 1 unless a subclass says otherwise
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True, order=True)
@@ -74,3 +77,25 @@ class NotFound(InvalidInput):
 
 class EngineUnavailable(SluiceError):
     """Something the engine needs (Docker, git, an artifact store) cannot be reached."""
+
+
+def json_object(
+    value: Any,
+    what: str,
+    *,
+    example: str,
+    error: Callable[[str], Exception] = InvalidInput,
+) -> dict[str, Any]:
+    """`value`, or the JSON text it is, as a JSON object; otherwise `error` naming `what`.
+
+    >>> json_object('{"n": 3}', "--payload", example="{}")
+    {'n': 3}
+    """
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError as exc:
+            raise error(f"{what} is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise error(f"{what} must be a JSON object, e.g. {example}")
+    return value

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from typing import Any
 
-from engine.errors import InvalidInput, NotFound
+from engine.errors import InvalidInput, NotFound, json_object
 from engine.expressions import ExpressionError, holds, parse
 from engine.loader import LoadedPipeline, coerce_params, suggest
 from engine.manifest import Trigger
@@ -226,14 +226,7 @@ def _params_object(raw: Any, source: str) -> dict[str, Any]:
     """A params override given as a JSON object, or as its text (workflow inputs are text)."""
     if raw is None or (isinstance(raw, str) and not raw.strip()):
         return {}
-    if isinstance(raw, str):
-        try:
-            raw = json.loads(raw)
-        except ValueError as exc:
-            raise InvalidInput(f"{source} is not valid JSON: {exc}") from None
-    if not isinstance(raw, dict):
-        raise InvalidInput(f"{source} must be a JSON object, e.g. '{{\"n_estimators\": 200}}'")
-    return raw
+    return json_object(raw, source, example="'{\"n_estimators\": 200}'")
 
 
 def _workflow_dispatch(
