@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import threading
 from collections.abc import Callable
@@ -10,16 +9,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from engine.errors import EngineUnavailable
 from engine.executor import Executor, RunOptions
 from engine.loader import LoadedPipeline
 from engine.manifest import RunManifest, RunStatus, Trigger, utc_iso
-from engine.monitors import DriftLedger, Signal, bounded
+from engine.monitors import DriftLedger, Signal
 from engine.progress import Reporter
-from engine.results import ResultsStore
 from engine.runtime.base import ContainerRuntime
 from engine.spec import RepoConfig
-from engine.triggers.drift import Binding, bindings, monitor_metrics
+from engine.triggers.drift import Binding, bindings, bounded, holds_over, monitor_metrics
 
 
 def run_options(
@@ -43,7 +40,7 @@ def run_options(
     options.max_parallel = max_parallel or config.max_parallel or options.max_parallel
     store = store_for(repo, config, push)
     if store is not None:
-        _catch_up(store)  # a fresh CI checkout has no results branch: no cache, no baseline
+        store.catch_up()  # a fresh CI checkout has no results branch: no cache, no baseline
         options.history = History(store)
     options.artifacts = ArtifactStore(config.artifacts, repo)
     options.engine_image = os.environ.get("SLUICE_ENGINE_IMAGE") or None
@@ -213,7 +210,7 @@ class DriftFollower:
             return []
         runs: list[tuple[LoadedPipeline, RunOptions]] = []
         with store:
-            _catch_up(store)  # other runners' firings (a lost claim is caught anyway)
+            store.catch_up()  # other runners' firings (a lost claim is caught anyway)
             ledger = DriftLedger(store)
             for binding in bound:
                 now = self.clock()
@@ -265,12 +262,12 @@ class DriftFollower:
         """
         from engine.dispatch import DEFAULT_API, current_hops, dispatch
         from engine.errors import SluiceError
-        from engine.expressions import ExpressionError, holds, parse
+        from engine.expressions import ExpressionError
 
         wanted = []
         for binding in bound:
             try:
-                if holds(parse(binding.spec.when), {"metrics": dict(signal.metrics or {})}):
+                if holds_over(binding.spec, signal.metrics or {}):
                     wanted.append(binding.pipeline)
             except ExpressionError as exc:
                 self.log(f"sluice: warning: drift -> {binding.pipeline}: {exc}")
@@ -305,10 +302,3 @@ class DriftFollower:
             self.log(f"sluice: error: {where}: the {DRIFT_EVENT} dispatch failed: {exc}")
             return
         self.log(f"sluice: {where}: sent {DRIFT_EVENT} to {repository}")
-
-
-def _catch_up(store: ResultsStore) -> None:
-    """Fetch the remote's results first, when there is a remote; offline, go on with ours."""
-    if store.pushes:
-        with contextlib.suppress(EngineUnavailable):
-            store.fetch()

@@ -22,10 +22,9 @@ from typing import Any
 from engine.errors import SluiceError
 from engine.manifest import utc_iso
 from engine.results import ClaimLost, ResultsStore
-from engine.triggers.drift import Binding, Verdict, decide
+from engine.triggers.drift import Binding, Verdict, bounded, decide
 
 ROOT = "drift"
-MAX_RECORDED_METRICS = 4096  # bytes of metrics JSON kept in a signal record
 
 
 @dataclass(frozen=True)
@@ -156,16 +155,6 @@ class DriftLedger:
                 "metrics": bounded(signal.metrics),
             }
         )
-
-
-def bounded(metrics: Mapping[str, Any] | None) -> dict[str, Any] | None:
-    """Metrics to record with a signal or a drift run: all when small, else the headline ones."""
-    if metrics is None:
-        return None
-    if len(json.dumps(metrics, default=str)) <= MAX_RECORDED_METRICS:
-        return dict(metrics)
-    keep = ("drift_detected", "drift_score", "drifted_features", "features")
-    return {k: metrics[k] for k in keep if k in metrics}
 
 
 def _json(value: Any) -> bytes:

@@ -205,6 +205,13 @@ class ResultsStore:
         if remote and remote != local and behind:
             self._cas(remote, local, "sluice: fast-forward to the remote")
 
+    def catch_up(self) -> None:
+        """Fetch first when results are pushed, to decide on the newest record; offline,
+        go on with the local branch (claims still catch a stale view)."""
+        if self.pushes:
+            with contextlib.suppress(EngineUnavailable):
+                self.fetch()
+
     def close(self) -> None:
         """End the long-lived git process."""
         with self._lock:

@@ -13,10 +13,10 @@ from conftest import git
 from engine.expressions import ExpressionError
 from engine.loader import LoadedPipeline, load_text
 from engine.manifest import RunManifest, StepRecord, StepStatus
-from engine.monitors import DriftLedger, Signal, bounded
+from engine.monitors import DriftLedger, Signal
 from engine.results import ResultsStore
 from engine.spec import DriftSpec
-from engine.triggers.drift import Binding, bindings, decide, monitor_metrics
+from engine.triggers.drift import Binding, bindings, bounded, decide, monitor_metrics
 
 NOW = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
 SPEC = DriftSpec(monitor="churn-drift", when="metrics.drift_score > 0.2", cooldown=3600)

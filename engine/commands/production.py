@@ -135,17 +135,14 @@ def rollback(
 @contextlib.contextmanager
 def _store(state: State, push: bool | None) -> Iterator[ResultsStore]:
     """The results branch to write, up to date with the remote when it is pushed to."""
-    from engine.errors import EngineUnavailable, UsageError
+    from engine.errors import UsageError
     from engine.results import store_for
 
     store = store_for(state.repo, state.config, push)
     if store is None:
         raise UsageError(f"{state.repo} is not a git repository: there is no results branch")
     with store:
-        if store.pushes:
-            # Offline: decide on what is here; the claim on the entry catches a stale view.
-            with contextlib.suppress(EngineUnavailable):
-                store.fetch()
+        store.catch_up()  # offline: the claim on the entry catches a stale view
         yield store
 
 

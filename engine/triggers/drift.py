@@ -12,6 +12,7 @@ is suppressed. The same rule applies to a `sluice-drift` repository_dispatch fro
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -23,6 +24,7 @@ from engine.manifest import RunManifest, StepStatus
 from engine.spec import DriftSpec
 
 _COUNTED = (StepStatus.succeeded, StepStatus.cached)
+MAX_RECORDED_METRICS = 4096  # bytes of metrics JSON kept with a signal or a drift run
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,24 @@ def monitor_metrics(manifest: RunManifest) -> dict[str, Any]:
     return merged
 
 
+def holds_over(spec: DriftSpec, metrics: Mapping[str, Any] | None) -> bool:
+    """Whether the binding's `when` holds over a signal's metrics (none: counts as drift).
+
+    Raises ExpressionError when it cannot be evaluated over them.
+    """
+    return metrics is None or holds(parse(spec.when), {"metrics": dict(metrics)})
+
+
+def bounded(metrics: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """Metrics to record with a signal or a drift run: all when small, else the headline ones."""
+    if metrics is None:
+        return None
+    if len(json.dumps(metrics, default=str)) <= MAX_RECORDED_METRICS:
+        return dict(metrics)
+    keep = ("drift_detected", "drift_score", "drifted_features", "features")
+    return {k: metrics[k] for k in keep if k in metrics}
+
+
 def decide(
     spec: DriftSpec,
     metrics: Mapping[str, Any] | None,
@@ -88,12 +108,9 @@ def decide(
     drift detected. `checked`: the caller already found that `when` holds. Raises
     ExpressionError when `when` cannot be evaluated over the metrics.
     """
-    if checked or metrics is None:
-        held = f"{spec.when} holds" if checked else "a signal without metrics"
-    elif holds(parse(spec.when), {"metrics": dict(metrics)}):
-        held = f"{spec.when} holds"
-    else:
+    if not checked and not holds_over(spec, metrics):
         return Verdict(False, False, f"{spec.when} does not hold")
+    held = f"{spec.when} holds" if checked or metrics is not None else "a signal without metrics"
     if last_fired_at is not None:
         until = last_fired_at + timedelta(seconds=spec.cooldown)
         if now < until:

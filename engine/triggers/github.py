@@ -10,9 +10,10 @@ from fnmatch import fnmatchcase
 from typing import Any
 
 from engine.errors import InvalidInput, NotFound, json_object
-from engine.expressions import ExpressionError, holds, parse
+from engine.expressions import ExpressionError
 from engine.loader import LoadedPipeline, coerce_params, suggest
 from engine.manifest import Trigger
+from engine.triggers.drift import bounded, holds_over
 
 EVENTS = ("push", "workflow_dispatch", "repository_dispatch", "schedule")
 RUN_EVENT = "sluice-run"  # repository_dispatch event type: run client_payload.pipeline
@@ -354,16 +355,15 @@ def _drift(
         for spec in (t.drift for t in loaded.pipeline.triggers):
             if spec is None or spec.monitor != monitor:
                 continue
-            if metrics is not None:
-                try:
-                    fires = holds(parse(spec.when), {"metrics": metrics})
-                except ExpressionError as exc:
-                    raise InvalidInput(
-                        f"repository_dispatch {DRIFT_EVENT!r}: pipeline {loaded.name!r}: "
-                        f"when {spec.when!r} over the given metrics: {exc}"
-                    ) from None
-                if not fires:
-                    continue
+            try:
+                fires = holds_over(spec, metrics)
+            except ExpressionError as exc:
+                raise InvalidInput(
+                    f"repository_dispatch {DRIFT_EVENT!r}: pipeline {loaded.name!r}: "
+                    f"when {spec.when!r} over the given metrics: {exc}"
+                ) from None
+            if not fires:
+                continue
             trigger = Trigger(
                 kind="drift",
                 event=DRIFT_EVENT,
@@ -373,7 +373,7 @@ def _drift(
                     "monitor_run": _text(client.get("monitor_run"), 64),
                     "when": spec.when,
                     "cooldown_s": spec.cooldown,
-                    "metrics": _bounded(metrics),
+                    "metrics": bounded(metrics),
                 },
             )
             runs.append(PlannedRun(loaded.name, dict(loaded.pipeline.params), trigger))
