@@ -388,17 +388,17 @@ def _execute(
 ) -> RunManifest:
     """Run with the real adapters and signal handling, then what its drift bindings start;
     exit like `sluice run` (the worst of the runs decides)."""
-    from engine.launch import execute_following
+    from engine.launch import DriftFollower, execute_following
     from engine.manifest import RunStatus
     from engine.progress import make_reporter
 
+    follower = DriftFollower(
+        state.repo, state.config, push=push, log=lambda line: click.echo(line, err=True)
+    )
     manifests = execute_following(
-        state.repo,
-        state.config,
         loaded,
         options,
-        push=push,
-        log=lambda line: click.echo(line, err=True),
+        follower=follower,
         reporter=lambda: make_reporter(quiet=quiet),
         on_executor=lambda executor: _install_signal_handlers(executor.cancel),
     )

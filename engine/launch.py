@@ -101,13 +101,10 @@ DRIFT_EVENT = "sluice-drift"
 
 
 def execute_following(
-    repo: Path,
-    config: RepoConfig,
     loaded: LoadedPipeline,
     options: RunOptions,
     *,
-    push: bool | str | None,
-    log: Callable[[str], None],
+    follower: DriftFollower,
     reporter: Callable[[], Reporter | None] = lambda: None,
     runtime: ContainerRuntime | None = None,
     on_executor: Callable[[Executor], None] | None = None,
@@ -115,9 +112,10 @@ def execute_following(
 ) -> list[RunManifest]:
     """Run, then the runs its drift bindings start (theirs too, `MAX_DRIFT_DEPTH` deep).
 
-    The first manifest is the requested run's; `on_finished` sees each as it ends.
+    The first manifest is the requested run's; `on_finished` sees each as it ends. One
+    `follower` can serve many runs (it loads the repository's pipelines once).
     """
-    follower = DriftFollower(repo, config, push=push, log=log)
+    repo = follower.repo
     queue: list[tuple[LoadedPipeline, RunOptions, int]] = [(loaded, options, 0)]
     done: list[RunManifest] = []
     while queue:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from engine.errors import InvalidInput, SluiceError, UsageError
 from engine.executor import Executor, new_run_id
-from engine.launch import execute_following, run_options
+from engine.launch import DriftFollower, execute_following, run_options
 from engine.loader import LoadedPipeline, coerce_params
 from engine.manifest import RunManifest, Trigger
 from engine.results import ResultsStore
@@ -301,12 +301,9 @@ class Receiver:
             options.run_id = job.run_id
             # The run, then whatever its drift bindings start (a monitor fed by webhook).
             done = execute_following(
-                self.repo,
-                self.config,
                 job.loaded,
                 options,
-                push=None,
-                log=self.log,
+                follower=DriftFollower(self.repo, self.config, push=None, log=self.log),
                 runtime=self.runtime,
                 on_executor=self._track,
                 on_finished=self._untrack,

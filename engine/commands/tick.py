@@ -228,7 +228,7 @@ def _run_due(
     """Claim and run each slot in turn; returns (a run or claim failed, interrupted)."""
     from engine.cli import _install_signal_handlers
     from engine.errors import EngineUnavailable, SluiceError
-    from engine.launch import OneAtATime, execute_following, run_options
+    from engine.launch import DriftFollower, OneAtATime, execute_following, run_options
     from engine.manifest import RunStatus, Trigger
     from engine.progress import make_reporter
     from engine.results import ClaimLost
@@ -236,6 +236,9 @@ def _run_due(
 
     runs = OneAtATime()
     _install_signal_handlers(runs.cancel)
+    follower = DriftFollower(
+        state.repo, state.config, push=push, log=lambda line: click.echo(line, err=True)
+    )
     failed = False
     host, pid = socket.gethostname(), os.getpid()
     for item in due:
@@ -278,12 +281,9 @@ def _run_due(
             )
             # The slot's run, then the runs its drift bindings start (a monitor's tick).
             done = execute_following(
-                state.repo,
-                state.config,
                 item.loaded,
                 options,
-                push=push,
-                log=lambda line: click.echo(line, err=True),
+                follower=follower,
                 reporter=make_reporter,
                 on_executor=runs.started,
             )

@@ -223,12 +223,9 @@ def _run_all(
         title = f"sluice: {loaded.name} ({why})"
         with github.group(title, os.environ, sys.stderr):
             done = execute_following(
-                state.repo,
-                state.config,
                 loaded,
                 options,
-                push=push,
-                log=say,
+                follower=follower,
                 reporter=make_reporter,
                 on_executor=runs.started,
             )
