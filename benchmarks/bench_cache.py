@@ -18,11 +18,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from engine.launch import execute, run_options
-from engine.loader import load_file
-from engine.manifest import Trigger
-from engine.runtime.docker import DockerRuntime
-from engine.spec import RepoConfig
+from engine.adapters.docker_runtime import DockerRuntime
+from engine.app.launch import execute, run_options
+from engine.core.manifest import Trigger
+from engine.core.parse import load_file
+from engine.core.spec import RepoConfig
 
 IMAGE = "sluice-test/busybox:1"
 

@@ -6,7 +6,7 @@
 The data is generated once (seeded; 3 of the features shifted) into a temporary folder as
 Parquet and as CSV. Timed, median of --rounds:
   end to end, a subprocess `sluice drift compute`     Parquet; CSV read by pyarrow  goal < 5 s
-  in this process, `engine.drift.compute.compute()`  the same two, and the stdlib CSV reader
+  in this process, `engine.app.drift_compute.compute()`  the same two, and the stdlib CSV reader
                                                       (the fallback without pyarrow; for
                                                       information, --fallback-rounds)
   where the time goes: reading both files, then comparing (sort, PSI, KS per feature);
@@ -37,8 +37,8 @@ if str(REPO) not in sys.path:  # run as a script from anywhere
 
 import numpy as np  # noqa: E402
 
-from engine.drift import tables  # noqa: E402
-from engine.drift.compute import compare, compute  # noqa: E402
+from engine.adapters import drift_tables as tables  # noqa: E402
+from engine.app.drift_compute import compare, compute  # noqa: E402
 
 GOAL_S = 5.0
 SHIFTED = 3  # features whose current data is shifted by 0.1 to 0.3 standard deviations

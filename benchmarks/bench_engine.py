@@ -23,9 +23,9 @@ from pathlib import Path
 
 import docker
 
-from engine.executor import Executor, RunOptions
-from engine.loader import load_file
-from engine.runtime.docker import DockerRuntime
+from engine.adapters.docker_runtime import DockerRuntime
+from engine.core.parse import load_file
+from engine.run.executor import Executor, RunOptions
 
 IMAGE = "sluice-test/busybox:1"
 

@@ -26,9 +26,9 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(REPO))
 
-from engine.loader import load_text  # noqa: E402
-from engine.manifest import StepStatus  # noqa: E402
-from engine.planner import Planner  # noqa: E402
+from engine.core.manifest import StepStatus  # noqa: E402
+from engine.core.parse import load_text  # noqa: E402
+from engine.core.planner import Planner  # noqa: E402
 
 
 @dataclass

@@ -17,8 +17,8 @@ from datetime import UTC, datetime, timedelta
 from itertools import count
 from pathlib import Path
 
-from engine.manifest import RunManifest
-from engine.results import ResultsStore
+from engine.adapters.git_results import ResultsStore
+from engine.core.manifest import RunManifest
 
 REPS = 20
 BRANCH = "refs/heads/sluice-results"
@@ -170,7 +170,7 @@ def main() -> None:
         results = measure(small, big)
         sluice_runs = [sys.executable, "-m", "engine", "--repo", str(big), "runs", "--limit", "20"]
         imports, cli = paired_ms(
-            python_c("import engine.results"),
+            python_c("import engine.adapters.git_results"),
             lambda: subprocess.run(sluice_runs, check=True, capture_output=True),
             reps=9,
         )
@@ -192,7 +192,7 @@ def main() -> None:
         a, b = results[key]
         print(f"{label:34}{a:>9.1f} ms{b:>11.1f} ms{b / a:>7.2f}x")
     print(f"\n{'sluice runs --limit 20 (10,000 runs)':34}{cli:>23.0f} ms   (goal < 500 ms)")
-    print(f"{'python -c: import engine.results':34}{imports:>23.0f} ms   (of which)")
+    print(f"{'python -c: import engine.adapters.git_results':34}{imports:>23.0f} ms   (of which)")
 
 
 if __name__ == "__main__":

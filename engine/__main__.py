@@ -1,6 +1,6 @@
 """`python -m engine` runs the `sluice` command line."""
 
-from engine.cli import main
+from engine.cli.main import main
 
 if __name__ == "__main__":
     main()

@@ -348,9 +348,9 @@ def _manifests(text: str) -> list[dict[str, Any]]:
 def _summary(manifests: list[dict[str, Any]], workspace: Path, heading: str) -> str | None:
     """The job summary of runs the command did not summarise itself."""
     try:
-        from engine import github
-        from engine.loader import find_pipeline, load_repo_config
-        from engine.manifest import RunManifest
+        from engine.adapters import github_env as github
+        from engine.core.manifest import RunManifest
+        from engine.core.parse import find_pipeline, load_repo_config
 
         runs = [RunManifest.model_validate(m) for m in manifests]
         config = load_repo_config(workspace)
@@ -377,7 +377,7 @@ def _publish(
     heading: str,
 ) -> None:
     """Outputs and summary, where the command did not write them itself."""
-    from engine import github
+    from engine.adapters import github_env as github
 
     names, summarised = written
     outputs = {"run-ids": " ".join(str(m["run_id"]) for m in manifests), "status": status}

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from engine import archives
-from engine.archives import TarBuilder, UnsafeArchive, concatenated, extract_tar, pack_dir
+from engine.local import archives
+from engine.local.archives import TarBuilder, UnsafeArchive, concatenated, extract_tar, pack_dir
 
 Member = tuple[str, bytes, bytes | None, str]  # name, type, data, linkname
 

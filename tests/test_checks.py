@@ -6,10 +6,10 @@ from typing import Any
 
 import pytest
 
-from engine.checks import CheckResult, check_pipeline, coerce_param
+from engine.core.checks import CheckResult, check_pipeline, coerce_param
+from engine.core.parse import coerce_params
+from engine.core.spec import Pipeline
 from engine.errors import InvalidInput
-from engine.loader import coerce_params
-from engine.spec import Pipeline
 
 DECLARED: dict[str, Any] = {"n_estimators": 100, "min_accuracy": 0.9, "fast": False, "tag": "v1"}
 

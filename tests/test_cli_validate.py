@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from engine.cli import cli, main
+from engine.cli.main import cli, main
 
 GOOD = """\
 name: churn-retrain

@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from engine.triggers.cron import (
+from engine.core.triggers.cron import (
     MAX_CATCHUP,
     claim_path,
     claim_record,

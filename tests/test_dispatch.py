@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from conftest import FakeGitHub
 
-from engine.cli import main
-from engine.dispatch import API_VERSION, HOPS_KEY
+from engine.adapters.github_api import API_VERSION, HOPS_KEY
+from engine.cli.main import main
 
 
 @pytest.fixture(autouse=True)

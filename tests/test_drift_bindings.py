@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 from conftest import git
 
-from engine.expressions import ExpressionError
-from engine.loader import LoadedPipeline, load_text
-from engine.manifest import RunManifest, StepRecord, StepStatus
-from engine.monitors import DriftLedger, Signal
-from engine.results import ResultsStore
-from engine.spec import DriftSpec
-from engine.triggers.drift import Binding, bindings, bounded, decide, monitor_metrics
+from engine.adapters.git_results import ResultsStore
+from engine.app.drift_ledger import DriftLedger, Signal
+from engine.core.expressions import ExpressionError
+from engine.core.manifest import RunManifest, StepRecord, StepStatus
+from engine.core.parse import LoadedPipeline, load_text
+from engine.core.spec import DriftSpec
+from engine.core.triggers.drift import Binding, bindings, bounded, decide, monitor_metrics
 
 NOW = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
 SPEC = DriftSpec(monitor="churn-drift", when="metrics.drift_score > 0.2", cooldown=3600)

@@ -13,10 +13,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from engine import expressions
-from engine.cli import main
-from engine.drift import tables
-from engine.drift.compute import compute
+from engine.adapters import drift_tables as tables
+from engine.app.drift_compute import compute
+from engine.cli.main import main
+from engine.core import expressions
 
 HAVE_PYARROW = tables.have_pyarrow()
 needs_pyarrow = pytest.mark.skipif(not HAVE_PYARROW, reason="pyarrow is not installed")
@@ -255,7 +255,7 @@ def test_out_defaults_to_sluice_outputs_then_drift_report(
 
 def test_help_does_not_import_numpy_or_pyarrow() -> None:
     code = (
-        "import sys, engine.cli; "
+        "import sys, engine.cli.main; "
         "assert 'numpy' not in sys.modules and 'pyarrow' not in sys.modules, sorted(sys.modules)"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
@@ -274,7 +274,7 @@ EDGE_VALUES = [
 def test_the_number_rule_is_pyarrows_float_parser() -> None:
     import pyarrow as pa
 
-    from engine.drift import arrow
+    from engine.adapters import drift_arrow as arrow
 
     def arrow_numbers(values: list[str]) -> Any:
         return arrow.as_numbers(pa.chunked_array([pa.array(values, pa.string())]))
@@ -301,7 +301,7 @@ def _both_readers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *args: str) -
         except tables.DataError as exc:
             found.append(f"error: {exc}")
         else:
-            from engine.drift import report
+            from engine.app import drift_report as report
 
             found.append(json.dumps(report.details(result), sort_keys=True))
     return found

@@ -1,4 +1,4 @@
-"""engine.drift.stats: PSI by hand, quantile bins, KS against scipy, the Kolmogorov tail."""
+"""engine.core.drift_stats: PSI by hand, quantile bins, KS against scipy, the Kolmogorov tail."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from engine.drift import stats
+from engine.core import drift_stats as stats
 
 
 def test_psi_matches_a_hand_computation() -> None:

@@ -13,13 +13,13 @@ from typing import Any
 
 import pytest
 
+from engine.adapters.fake_runtime import FakeOutcome, FakeRuntime
+from engine.core.manifest import RunManifest, RunStatus, StepStatus, Trigger
+from engine.core.parse import load_text
+from engine.core.spec import Outcome
 from engine.errors import SluiceError
-from engine.executor import Executor, RunOptions, new_run_id, read_metrics
-from engine.loader import load_text
-from engine.manifest import RunManifest, RunStatus, StepStatus, Trigger
-from engine.runtime.base import ContainerSpec
-from engine.runtime.fake import FakeOutcome, FakeRuntime
-from engine.spec import Outcome
+from engine.ports import ContainerSpec
+from engine.run.executor import Executor, RunOptions, new_run_id, read_metrics
 
 
 def execute(

@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 
-from engine.executor import Executor, RunOptions
-from engine.loader import load_file
-from engine.manifest import RunManifest, RunStatus, StepStatus
-from engine.runtime.docker import DockerRuntime
-from engine.spec import Outcome
+from engine.adapters.docker_runtime import DockerRuntime
+from engine.core.manifest import RunManifest, RunStatus, StepStatus
+from engine.core.parse import load_file
+from engine.core.spec import Outcome
+from engine.run.executor import Executor, RunOptions
 
 pytestmark = pytest.mark.docker
 

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.expressions import (
+from engine.core.expressions import (
     MAX_DEPTH,
     MAX_LENGTH,
     Arithmetic,

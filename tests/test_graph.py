@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine import graph
-from engine.graph import CycleError, Dag, build, find_cycle, render
+from engine.core import graph
+from engine.core.graph import CycleError, Dag, build, find_cycle, render
 
 DIAMOND = {"prepare": [], "train": ["prepare"], "tune": ["prepare"], "evaluate": ["train", "tune"]}
 

@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.errors import NotFound, PipelineInvalid, Problem
-from engine.loader import (
+from engine.core.parse import (
     find_pipeline,
     find_pipeline_files,
     load_file,
@@ -20,7 +19,8 @@ from engine.loader import (
     load_repo_config,
     load_text,
 )
-from engine.spec import DEFAULT_TIMEOUT_S, StepType
+from engine.core.spec import DEFAULT_TIMEOUT_S, StepType
+from engine.errors import NotFound, PipelineInvalid, Problem
 
 REPO = Path(__file__).resolve().parents[1]
 INVALID = REPO / "tests" / "invalid"

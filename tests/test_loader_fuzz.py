@@ -13,8 +13,8 @@ import yaml
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from engine.core.parse import LoadedPipeline, load_text
 from engine.errors import PipelineInvalid
-from engine.loader import LoadedPipeline, load_text
 
 _SCALE = float(os.environ.get("SLUICE_FUZZ_SCALE", "1"))
 

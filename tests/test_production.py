@@ -19,10 +19,16 @@ from typing import Any
 
 import pytest
 
-from engine.cli import State, main
-from engine.commands.production import _who
-from engine.config import RepoConfig
-from engine.history import (
+from engine.adapters.fake_runtime import FakeOutcome, FakeRuntime
+from engine.adapters.git_results import ResultsStore
+from engine.app.launch import execute, run_options
+from engine.cli.main import State, main
+from engine.cli.production import _who
+from engine.core.config import RepoConfig
+from engine.core.manifest import RunManifest, RunStatus, StepRecord, StepStatus, Trigger
+from engine.core.parse import find_pipeline
+from engine.ports import ContainerSpec
+from engine.run.records import (
     KEPT,
     Action,
     History,
@@ -31,12 +37,6 @@ from engine.history import (
     advance,
     production_entry_path,
 )
-from engine.launch import execute, run_options
-from engine.loader import find_pipeline
-from engine.manifest import RunManifest, RunStatus, StepRecord, StepStatus, Trigger
-from engine.results import ResultsStore
-from engine.runtime.base import ContainerSpec
-from engine.runtime.fake import FakeOutcome, FakeRuntime
 
 BRANCH = "sluice-results"
 GIT_ENV = {

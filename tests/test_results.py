@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from engine.adapters.git_results import ClaimLost, ResultsNotPushed, ResultsStore
+from engine.core.manifest import RunManifest, RunStatus
 from engine.errors import SluiceError, UsageError
-from engine.manifest import RunManifest, RunStatus
-from engine.results import ClaimLost, ResultsNotPushed, ResultsStore
 
 BRANCH = "sluice-results"
 SETUP = [

@@ -14,8 +14,9 @@ from pathlib import Path
 import docker
 import pytest
 
-from engine.archives import TarBuilder, extract_tar
-from engine.runtime.base import (
+from engine.adapters.docker_runtime import DockerRuntime, ImageBuildFailed
+from engine.local.archives import TarBuilder, extract_tar
+from engine.ports import (
     LABEL_ATTEMPT,
     LABEL_ENGINE,
     LABEL_RUN,
@@ -27,7 +28,6 @@ from engine.runtime.base import (
     RuntimeUnavailable,
     Transfer,
 )
-from engine.runtime.docker import DockerRuntime, ImageBuildFailed
 
 pytestmark = pytest.mark.docker
 

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from engine.archives import TarBuilder, extract_tar
-from engine.runtime.base import (
+from engine.adapters.fake_runtime import FakeOutcome, FakeRuntime
+from engine.local.archives import TarBuilder, extract_tar
+from engine.ports import (
     LABEL_ATTEMPT,
     LABEL_RUN,
     LABEL_STEP,
@@ -19,7 +20,6 @@ from engine.runtime.base import (
     ImageMissing,
     Transfer,
 )
-from engine.runtime.fake import FakeOutcome, FakeRuntime
 
 
 def _spec(step: str, attempt: int, run_id: str = "r1", image: str = "img:1") -> ContainerSpec:

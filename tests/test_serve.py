@@ -23,7 +23,7 @@ import docker
 import pytest
 
 import engine
-from engine.serve import MAX_BODY, sign, verify
+from engine.app.webhooks import MAX_BODY, sign, verify
 
 SECRET = "test-webhook-secret"
 ROOT = Path(engine.__file__).resolve().parents[1]  # the checkout under test, whatever the cwd

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from engine.spec import (
+from engine.core.spec import (
     DEFAULT_BACKOFF_S,
     DEFAULT_MAX_BACKOFF_S,
     DEFAULT_TIMEOUT_S,

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from engine.templating import check_reference, substitute, substitute_text, templates_in
+from engine.core.templating import check_reference, substitute, substitute_text, templates_in
 
 PARAMS: dict[str, Any] = {"n": 100, "lr": 0.01, "fast": True, "tag": "v1", "empty": ""}
 TRIGGER: dict[str, Any] = {

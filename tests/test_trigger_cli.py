@@ -1,5 +1,5 @@
 """`sluice trigger` as a GitHub job runs it (real git with a bare origin on disk, real Docker),
-and engine.github's edges: event files, changed files, outputs, summaries, annotations."""
+and engine.adapters.github_env's edges: event files, changed files, outputs, summaries, annotations."""
 
 from __future__ import annotations
 
@@ -350,7 +350,7 @@ def test_a_schedule_event_is_handed_to_tick_or_explained(tmp_path: Path, repo: P
         assert [(r["pipeline"], r["trigger"]["kind"]) for r in runs] == [("exits", "cron")]
 
 
-# --- engine.github: the edges, without Docker ---------------------------------------------
+# --- engine.adapters.github_env: the edges, without Docker ---------------------------------------------
 
 
 @pytest.fixture
@@ -377,7 +377,7 @@ def history(tmp_path: Path) -> tuple[Path, list[str]]:
 def test_changed_files_asks_git_and_lists_both_sides_of_a_rename(
     history: tuple[Path, list[str]],
 ) -> None:
-    from engine.github import changed_files
+    from engine.adapters.github_env import changed_files
 
     work, (first, second) = history
     assert changed_files(work, first, second) == ["docs/new.md", "docs/old.md", "src/a.py"]
@@ -397,7 +397,7 @@ def test_changed_files_asks_git_and_lists_both_sides_of_a_rename(
 def test_changed_files_is_none_whenever_git_cannot_say(
     history: tuple[Path, list[str]], before: object
 ) -> None:
-    from engine.github import changed_files
+    from engine.adapters.github_env import changed_files
 
     work, (_, second) = history
     assert changed_files(work, before, second) is None
@@ -405,14 +405,14 @@ def test_changed_files_is_none_whenever_git_cannot_say(
 
 
 def test_changed_files_outside_a_git_repository_is_none(tmp_path: Path) -> None:
-    from engine.github import changed_files
+    from engine.adapters.github_env import changed_files
 
     assert changed_files(tmp_path, "1" * 40, "2" * 40) is None
 
 
 def test_read_event_takes_overrides_then_the_runner_variables(tmp_path: Path) -> None:
+    from engine.adapters.github_env import read_event
     from engine.errors import InvalidInput, NotFound, UsageError
-    from engine.github import read_event
 
     path = tmp_path / "event.json"
     path.write_text('{"action": "go"}')
@@ -433,7 +433,7 @@ def test_read_event_takes_overrides_then_the_runner_variables(tmp_path: Path) ->
 
 
 def test_outputs_use_the_heredoc_form_for_several_lines(tmp_path: Path) -> None:
-    from engine.github import output_text, write_outputs
+    from engine.adapters.github_env import output_text, write_outputs
 
     assert output_text({"status": "succeeded", "run-ids": "a b"}) == (
         "status=succeeded\nrun-ids=a b\n"
@@ -451,8 +451,8 @@ def test_outputs_use_the_heredoc_form_for_several_lines(tmp_path: Path) -> None:
 def test_annotations_escape_as_github_documents() -> None:
     import io
 
+    from engine.adapters.github_env import annotate, annotation, group
     from engine.errors import Problem
-    from engine.github import annotate, annotation, group
 
     problem = Problem("pipelines/a,b:c.yaml", 0, "100% wrong\r\nsee: docs")
     line = annotation(problem)
@@ -474,8 +474,8 @@ def test_annotations_escape_as_github_documents() -> None:
 
 
 def test_summary_escapes_untrusted_text_and_says_when_nothing_ran() -> None:
-    from engine.github import summary
-    from engine.manifest import RunManifest, RunStatus, StepRecord
+    from engine.adapters.github_env import summary
+    from engine.core.manifest import RunManifest, RunStatus, StepRecord
 
     assert "nothing to run" in summary([], {}, {})
     manifest = RunManifest(
@@ -494,8 +494,8 @@ def test_summary_escapes_untrusted_text_and_says_when_nothing_ran() -> None:
 
 
 def test_summary_notes_say_where_a_step_came_from_or_why_it_did_not_run() -> None:
-    from engine.github import summary
-    from engine.manifest import RunManifest, StepRecord
+    from engine.adapters.github_env import summary
+    from engine.core.manifest import RunManifest, StepRecord
 
     manifest = RunManifest(
         run_id="20261124T100000Z-abcdef",
@@ -516,7 +516,7 @@ def test_summary_notes_say_where_a_step_came_from_or_why_it_did_not_run() -> Non
 
 
 def test_a_dispatched_run_carries_the_hop_count_on(tmp_path: Path) -> None:
-    from engine.commands.trigger import _carry_hops
+    from engine.cli.trigger import _carry_hops
 
     github_env = tmp_path / "github_env"
     env = {"GITHUB_ENV": str(github_env)}

@@ -1,4 +1,4 @@
-"""engine.triggers.github: GitHub event payloads -> planned runs (pure, no Docker, no git)."""
+"""engine.core.triggers.github: GitHub event payloads -> planned runs (pure, no Docker, no git)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,8 @@ from typing import Any
 
 import pytest
 
-from engine.errors import InvalidInput, NotFound
-from engine.loader import LoadedPipeline, load_text
-from engine.triggers.github import (
+from engine.core.parse import LoadedPipeline, load_text
+from engine.core.triggers.github import (
     PlannedRun,
     RunTick,
     files_from_commits,
@@ -20,6 +19,7 @@ from engine.triggers.github import (
     path_matches,
     plan,
 )
+from engine.errors import InvalidInput, NotFound
 
 EVENTS = Path(__file__).parent / "events"
 

@@ -1,4 +1,4 @@
-"""`sluice workflow generate|check` and engine.workflow: the GitHub workflow of a repository."""
+"""`sluice workflow generate|check` and engine.core.gh_workflow: the GitHub workflow of a repository."""
 
 from __future__ import annotations
 
@@ -15,9 +15,8 @@ from typing import Any
 import pytest
 import yaml
 
-from engine.cli import main
-from engine.loader import load_text
-from engine.workflow import (
+from engine.cli.main import main
+from engine.core.gh_workflow import (
     ACTION,
     CHECKOUT,
     TICK,
@@ -29,6 +28,7 @@ from engine.workflow import (
     render,
     to_yaml,
 )
+from engine.core.parse import load_text
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "github-workflow"

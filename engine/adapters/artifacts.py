@@ -1,0 +1,141 @@
+"""Content-addressed artifact store (sha256) over fsspec: file:// by default, s3/gs/az via extras."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+import shutil
+from pathlib import Path
+from typing import Any
+
+from engine.core.manifest import ArtifactPointer
+from engine.errors import EngineUnavailable, SluiceError, UsageError
+
+CHUNK = 1024 * 1024
+DEFAULT_URL = "file://.sluice/artifacts"
+
+
+class CorruptArtifact(SluiceError):
+    """A stored object is missing, or its bytes do not match its sha256."""
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _resolve_url(url: str, repo: Path) -> str:
+    """`file://relative/path` is relative to the repository root; other URLs pass through."""
+    if url.startswith("file://"):
+        path = url.removeprefix("file://")
+        return "file://" + str((repo / path).resolve() if not path.startswith("/") else Path(path))
+    if "://" not in url:
+        return "file://" + str((repo / url).resolve())
+    return url
+
+
+class ArtifactStore:
+    """Objects at `<root>/sha256/<ab>/<rest of digest>`; identical bytes are stored once."""
+
+    def __init__(self, url: str, repo: Path) -> None:
+        import fsspec
+
+        self.url = _resolve_url(url, repo)
+        try:
+            fs, root = fsspec.core.url_to_fs(self.url)
+        except ImportError as exc:
+            scheme = self.url.split("://", 1)[0]
+            extra = {"s3": "s3", "gs": "gcs", "gcs": "gcs", "az": "azure", "abfs": "azure"}.get(
+                scheme, scheme
+            )
+            raise UsageError(
+                f"artifact store {url!r} needs an extra package: {exc}",
+                hint=f"pip install 'sluice[{extra}]'",
+            ) from None
+        except ValueError as exc:
+            raise UsageError(f"artifact store {url!r}: {exc}") from None
+        self.fs: Any = fs
+        self.root = root.rstrip("/")
+        self.local = self.url.startswith("file://")
+        if self.local:
+            Path(self.root).mkdir(parents=True, exist_ok=True)
+
+    def _path(self, sha256: str) -> str:
+        return f"{self.root}/sha256/{sha256[:2]}/{sha256[2:]}"
+
+    def uri(self, sha256: str) -> str:
+        path = self._path(sha256)
+        return f"file://{path}" if self.local else self.fs.unstrip_protocol(path)
+
+    def put_file(self, path: Path) -> ArtifactPointer:
+        """Store a file (if its content is new) and return its pointer."""
+        sha256 = sha256_file(path)
+        size = path.stat().st_size
+        target = self._path(sha256)
+        try:
+            if not self._present(target, size):
+                self._write(path, target)
+        except OSError as exc:
+            raise EngineUnavailable(f"cannot write to artifact store {self.url}: {exc}") from None
+        return ArtifactPointer(uri=self.uri(sha256), sha256=sha256, size=size)
+
+    def _present(self, target: str, size: int) -> bool:
+        try:
+            return bool(self.fs.exists(target)) and int(self.fs.size(target)) == size
+        except (OSError, ValueError):
+            return False
+
+    def _write(self, source: Path, target: str) -> None:
+        # A temporary name, then a rename: a reader never sees half an object.
+        tmp = f"{target}.tmp-{secrets.token_hex(4)}"
+        if self.local:
+            Path(target).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, tmp)
+            os.replace(tmp, target)
+            return
+        self.fs.makedirs(target.rsplit("/", 1)[0], exist_ok=True)
+        self.fs.put_file(str(source), tmp)
+        self.fs.mv(tmp, target)
+
+    def has(self, pointer: ArtifactPointer, *, verify: bool = False) -> bool:
+        """Whether the object is there with the right size (and, with `verify`, the right bytes)."""
+        target = self._path(pointer.sha256)
+        if not self._present(target, pointer.size):
+            return False
+        if not verify:
+            return True
+        digest = hashlib.sha256()
+        try:
+            with self.fs.open(target, "rb") as handle:
+                while chunk := handle.read(CHUNK):
+                    digest.update(chunk)
+        except OSError:
+            return False
+        return digest.hexdigest() == pointer.sha256
+
+    def get_file(self, pointer: ArtifactPointer, dest: Path) -> None:
+        """Copy an object to `dest`, checking its sha256; raises CorruptArtifact on a mismatch."""
+        target = self._path(pointer.sha256)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(f".{dest.name}.tmp-{secrets.token_hex(4)}")
+        digest = hashlib.sha256()
+        try:
+            with self.fs.open(target, "rb") as src, tmp.open("wb") as out:
+                while chunk := src.read(CHUNK):
+                    digest.update(chunk)
+                    out.write(chunk)
+        except (OSError, FileNotFoundError) as exc:
+            tmp.unlink(missing_ok=True)
+            raise CorruptArtifact(
+                f"artifact {pointer.sha256[:12]} is missing from {self.url}: {exc}"
+            ) from None
+        if digest.hexdigest() != pointer.sha256:
+            tmp.unlink(missing_ok=True)
+            raise CorruptArtifact(
+                f"artifact {pointer.sha256[:12]} in {self.url} does not match its sha256"
+            )
+        os.replace(tmp, dest)

@@ -1,0 +1,225 @@
+"""An in-memory ContainerRuntime for testing the executor's decisions without Docker."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import tarfile
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+from engine.local import archives
+from engine.ports import (
+    LABEL_ATTEMPT,
+    LABEL_RUN,
+    LABEL_STEP,
+    ContainerResult,
+    ContainerSpec,
+    ImageMissing,
+    LogSink,
+    Transfer,
+)
+
+OUTPUTS = "/sluice/outputs"
+
+
+@dataclass(frozen=True)
+class FakeOutcome:
+    """What one scripted attempt does.
+
+    `files`: container path -> content the step writes; a relative path is taken
+    under /sluice/outputs. `block`: run until `kill_run` (or the timeout) ends it.
+    """
+
+    exit_code: int = 0
+    logs: str = ""
+    files: Mapping[str, bytes] = field(default_factory=dict)
+    oom_killed: bool = False
+    error: str | None = None
+    max_memory_bytes: int | None = None
+    cpu_s: float | None = None
+    block: bool = False
+
+
+Script = Callable[[ContainerSpec, int, dict[str, bytes]], FakeOutcome]
+
+
+class FakeRuntime:
+    """Plays scripted outcomes per step name, with real tar files in and out.
+
+    `steps` maps a step name (label `sluice.step`) to a function of (spec, attempt,
+    files put into the container by absolute path) or to a list of outcomes, one per
+    attempt. Steps not named there get `default`; with `default=None` they fail the test.
+    """
+
+    def __init__(
+        self,
+        steps: Mapping[str, Script | Sequence[FakeOutcome]] | None = None,
+        *,
+        default: FakeOutcome | None = FakeOutcome(),  # frozen: one shared default is safe
+        missing_images: Sequence[str] = (),
+    ) -> None:
+        self.steps = dict(steps or {})
+        self.default = default
+        self.missing_images = set(missing_images)
+        self.calls: list[ContainerSpec] = []
+        self.builds: list[str] = []
+        self.killed_runs: list[str] = []
+        self._lock = threading.Lock()
+        self._running: dict[str, list[threading.Event]] = {}
+
+    def image_id(self, ref: str) -> str:
+        if ref in self.missing_images:
+            raise ImageMissing(f"image {ref!r} is missing (fake)")
+        return "sha256:" + hashlib.sha256(ref.encode()).hexdigest()
+
+    def build_image(
+        self,
+        context: Path,
+        dockerfile: str,
+        tag: str,
+        buildargs: dict[str, str],
+        target: str | None,
+    ) -> str:
+        self.builds.append(tag)
+        self.missing_images.discard(tag)
+        return self.image_id(tag)
+
+    def run(
+        self,
+        spec: ContainerSpec,
+        transfer: Transfer,
+        *,
+        timeout: float,
+        on_log: LogSink,
+        cancel: threading.Event,
+        grace: float = 5.0,
+    ) -> ContainerResult:
+        step = spec.labels.get(LABEL_STEP, "")
+        with self._lock:
+            self.calls.append(spec)
+            attempt = int(
+                spec.labels.get(LABEL_ATTEMPT)
+                or sum(1 for call in self.calls if call.labels.get(LABEL_STEP, "") == step)
+            )
+        if cancel.is_set():
+            return ContainerResult(exit_code=None, cancelled=True)
+        if spec.image in self.missing_images:
+            return ContainerResult(exit_code=None, error=f"image {spec.image!r} not found (fake)")
+        files: dict[str, bytes] = {}
+        dirs: set[str] = set()
+        if transfer.put:  # read as docker gets it: one concatenated stream
+            _read_tar(io.BytesIO(b"".join(archives.concatenated(transfer.put))), files, dirs)
+        outcome = self._outcome(step, spec, attempt, dict(files))
+        if outcome.error is not None:
+            return ContainerResult(exit_code=None, error=outcome.error)
+        killed = threading.Event()
+        run_id = spec.labels.get(LABEL_RUN, "")
+        with self._lock:  # running from here on, so the logs below mean "started"
+            self._running.setdefault(run_id, []).append(killed)
+        for line in outcome.logs.splitlines(keepends=True):
+            on_log(line)
+        # kill_run may have come before the attempt was registered: cancel says so
+        ended = not outcome.block or cancel.is_set() or killed.wait(timeout)
+        with self._lock:
+            self._running[run_id].remove(killed)
+        timed_out = not ended
+        if cancel.is_set():
+            return ContainerResult(exit_code=None, cancelled=True)
+        if killed.is_set():  # killed without a cancel, like a stray `docker rm`
+            return ContainerResult(exit_code=None, error="the container was removed while running")
+        for path, data in outcome.files.items():
+            files[str(PurePosixPath(OUTPUTS, path))] = data
+        succeeded = outcome.exit_code == 0 and not timed_out and not outcome.oom_killed
+        fetched, fetch_error = _fetch(files, dirs, transfer, succeeded)
+        return ContainerResult(
+            exit_code=143 if timed_out else outcome.exit_code,
+            timed_out=timed_out,
+            oom_killed=outcome.oom_killed,
+            max_memory_bytes=outcome.max_memory_bytes,
+            cpu_s=outcome.cpu_s,
+            fetched=fetched,
+            fetch_error=fetch_error,
+        )
+
+    def kill_run(self, run_id: str) -> int:
+        self.killed_runs.append(run_id)
+        with self._lock:
+            running = list(self._running.get(run_id, []))
+        for killed in running:
+            killed.set()
+        return len(running)
+
+    def gc(self, *, everything: bool = False) -> list[str]:
+        return []
+
+    def _outcome(
+        self, step: str, spec: ContainerSpec, attempt: int, files: dict[str, bytes]
+    ) -> FakeOutcome:
+        script = self.steps.get(step)
+        if script is None:
+            if self.default is None:
+                raise AssertionError(f"FakeRuntime: no outcome scripted for step {step!r}")
+            return self.default
+        if callable(script):
+            return script(spec, attempt, files)
+        if attempt > len(script):
+            raise AssertionError(
+                f"FakeRuntime: step {step!r} ran {attempt} times, scripted {len(script)}"
+            )
+        return script[attempt - 1]
+
+
+def _read_tar(archive: io.BytesIO, files: dict[str, bytes], dirs: set[str]) -> None:
+    """Add the files and folders of a tar put at `/`, by absolute container path."""
+    with tarfile.open(fileobj=archive) as tar:
+        for member in tar:
+            path = "/" + PurePosixPath(member.name).as_posix()
+            handle = tar.extractfile(member) if member.isreg() else None
+            if handle is not None:
+                files[path] = handle.read()
+            elif member.isdir():
+                dirs.add(path)
+
+
+def _fetch(
+    files: dict[str, bytes], dirs: set[str], transfer: Transfer, succeeded: bool
+) -> tuple[dict[str, Path], str | None]:
+    """Write each fetched path as docker does: a tar whose members start at its basename."""
+    fetched: dict[str, Path] = {}
+    total = 0
+    wanted = transfer.fetch if succeeded else transfer.fetch_on_failure
+    for path, local in wanted.items():
+        root = PurePosixPath(path)
+        inside = {p: data for p, data in files.items() if PurePosixPath(p).is_relative_to(root)}
+        folders = {d for d in dirs if PurePosixPath(d).is_relative_to(root)}
+        if not inside and not folders:
+            continue  # docker answers 404: the path does not exist
+        total += sum(len(data) for data in inside.values())
+        if total > transfer.max_fetch_bytes:
+            return fetched, f"{path}: more than {transfer.max_fetch_bytes} bytes to copy out"
+        local.parent.mkdir(parents=True, exist_ok=True)
+        with tarfile.open(local, mode="w") as tar:
+            added: set[PurePosixPath] = set()
+            for p in sorted([*inside, *folders]):
+                name = PurePosixPath(root.name, PurePosixPath(p).relative_to(root))
+                parents = [name, *name.parents][:-1] if p in folders else name.parents[:-1]
+                for folder in reversed(parents):
+                    if folder not in added:
+                        added.add(folder)
+                        tar.addfile(_info(folder.as_posix(), tarfile.DIRTYPE, 0o755))
+                if p in inside:
+                    info = _info(name.as_posix(), tarfile.REGTYPE, 0o644)
+                    info.size = len(inside[p])
+                    tar.addfile(info, io.BytesIO(inside[p]))
+        fetched[path] = local
+    return fetched, None
+
+
+def _info(name: str, kind: bytes, mode: int) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type = kind
+    info.mode = mode
+    return info

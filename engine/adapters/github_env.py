@@ -1,0 +1,287 @@
+"""The GitHub runner's edges: event payloads and changed files in; outputs, summaries, annotations out."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import subprocess
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from engine.core.graph import Dag, render_mermaid
+from engine.core.manifest import RunManifest, StepRecord
+from engine.errors import InvalidInput, NotFound, Problem, UsageError
+
+MAX_EVENT_BYTES = 25 * 1024**2  # GitHub caps webhook payloads at 25 MB
+_SHA = re.compile(r"^[0-9a-fA-F]{4,64}$")
+_ZERO = re.compile(r"^0+$")
+_GIT_TIMEOUT_S = 120
+
+
+@dataclass(frozen=True)
+class Event:
+    """A GitHub event: its name (`push`, ...) and its JSON payload."""
+
+    name: str
+    payload: dict[str, Any]
+
+
+def in_actions(env: Mapping[str, str]) -> bool:
+    """Whether we run inside a GitHub Actions job (workflow commands are understood)."""
+    return env.get("GITHUB_ACTIONS") == "true"
+
+
+def read_event(
+    env: Mapping[str, str], *, name: str | None = None, path: str | None = None
+) -> Event:
+    """The event named by `name`/`path`, else by GITHUB_EVENT_NAME / GITHUB_EVENT_PATH."""
+    name = name or env.get("GITHUB_EVENT_NAME")
+    where = path or env.get("GITHUB_EVENT_PATH")
+    if not name or not where:
+        missing = "--event-name" if not name else "--event-path"
+        raise UsageError(
+            f"no GitHub event: give {missing} (GITHUB_EVENT_NAME and GITHUB_EVENT_PATH "
+            "are set only inside a GitHub Actions job)"
+        )
+    file = Path(where)
+    try:
+        with file.open("rb") as handle:
+            raw = handle.read(MAX_EVENT_BYTES + 1)
+    except FileNotFoundError:
+        raise NotFound(f"event payload {where}: no such file") from None
+    except OSError as exc:
+        raise NotFound(f"event payload {where}: cannot read: {exc.strerror}") from None
+    if len(raw) > MAX_EVENT_BYTES:
+        raise InvalidInput(f"event payload {where} is larger than {MAX_EVENT_BYTES} bytes")
+    try:
+        payload = json.loads(raw)
+    except ValueError as exc:
+        raise InvalidInput(f"event payload {where} is not valid JSON: {exc}") from None
+    if not isinstance(payload, dict):
+        raise InvalidInput(f"event payload {where} is not a JSON object")
+    return Event(name, payload)
+
+
+def _git(repo: Path, *args: str) -> subprocess.CompletedProcess[bytes] | None:
+    try:
+        return subprocess.run(
+            ["git", "-C", str(repo), *args],
+            capture_output=True,
+            check=False,
+            timeout=_GIT_TIMEOUT_S,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+
+
+def _has_commit(repo: Path, sha: str) -> bool:
+    done = _git(repo, "cat-file", "-e", f"{sha}^{{commit}}")
+    return done is not None and done.returncode == 0
+
+
+def changed_files(repo: Path, before: object, after: object) -> list[str] | None:
+    """Paths changed from `before` to `after` (`git diff --name-only`), sorted.
+
+    None when git cannot say, and the caller should fall back to the event's commit list:
+    `before` missing or all zeros (a new branch), either commit absent (a shallow clone),
+    git itself missing or refusing the repository. Renames list both paths, so a pipeline
+    watching the old location runs too.
+    """
+    shas = (before, after)
+    if not all(isinstance(s, str) and _SHA.match(s) and not _ZERO.match(s) for s in shas):
+        return None  # also keeps untrusted text from ever being read as a git option
+    old, new = str(before), str(after)
+    if not (_has_commit(repo, old) and _has_commit(repo, new)):
+        return None
+    done = _git(repo, "diff", "--name-only", "--no-renames", "-z", old, new, "--")
+    if done is None or done.returncode != 0:
+        return None
+    names = done.stdout.decode("utf-8", "surrogateescape").split("\0")
+    return sorted(name for name in names if name)
+
+
+# --- outputs and summaries --------------------------------------------------------------
+
+
+def output_text(outputs: Mapping[str, str]) -> str:
+    """GITHUB_OUTPUT lines: `name=value`, or the heredoc form for values with line breaks."""
+    lines = []
+    for name, value in outputs.items():
+        if "\n" in value or "\r" in value:
+            delimiter = f"ghadelimiter_{uuid.uuid4()}"
+            while delimiter in value:  # a value must not be able to end the block early
+                delimiter = f"ghadelimiter_{uuid.uuid4()}"
+            lines.append(f"{name}<<{delimiter}\n{value}\n{delimiter}")
+        else:
+            lines.append(f"{name}={value}")
+    return "".join(line + "\n" for line in lines)
+
+
+def write_outputs(path: Path, outputs: Mapping[str, str]) -> None:
+    """Append step outputs to the GITHUB_OUTPUT file (other steps' lines stay)."""
+    with path.open("a", encoding="utf-8") as handle:
+        handle.write(output_text(outputs))
+
+
+def append_summary(path: Path, markdown: str) -> None:
+    """Append markdown to the GITHUB_STEP_SUMMARY file, ending in a blank line so that what
+    follows (another command's summary) starts a new block instead of extending a table."""
+    with path.open("a", encoding="utf-8") as handle:
+        handle.write(markdown.rstrip("\n") + "\n\n")
+
+
+_ICONS = {
+    "succeeded": "✅",
+    "cached": "💾",
+    "failed": "❌",
+    "upstream_failed": "⛔",
+    "skipped": "⏭️",
+    "waiting_approval": "⏸️",
+    "cancelled": "🚫",
+    "running": "⏳",
+    "pending": "⏳",
+}
+
+
+def _cell(value: object) -> str:
+    """Text safe inside a markdown table cell (step output names and metrics are untrusted)."""
+    text = str(value).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return text.replace("|", "\\|").replace("\r", " ").replace("\n", " ")
+
+
+def _status(value: str) -> str:
+    return f"{_ICONS.get(value, '')} {value}".strip()
+
+
+def _took(record: StepRecord) -> str:
+    if not record.attempts:
+        return ""
+    return f"{sum(a.duration_s or 0.0 for a in record.attempts):.1f}s"
+
+
+def _metric_rows(manifest: RunManifest, baseline: RunManifest | None) -> list[str]:
+    rows = []
+    for name, record in manifest.steps.items():
+        before = baseline.steps[name].metrics if baseline and name in baseline.steps else {}
+        for key in [*record.metrics, *(k for k in before if k not in record.metrics)]:
+            now = record.metrics.get(key, "")
+            cells = [_cell(name), f"`{_cell(key)}`", _cell(now)]
+            if baseline is not None:
+                cells.append(_cell(before.get(key, "")))
+            rows.append("| " + " | ".join(cells) + " |")
+    return rows
+
+
+def _note(record: StepRecord) -> str:
+    """Where a cached step came from; why a step did not run or failed (a false `when`...)."""
+    if record.cached_from:
+        return f"cached from `{record.cached_from}`"
+    if record.status.value in ("succeeded", "running", "pending") or not record.reason:
+        return ""
+    return _cell(record.reason)
+
+
+def run_summary(manifest: RunManifest, dag: Dag | None, baseline: RunManifest | None) -> str:
+    """One run as markdown: a steps table, the DAG coloured by status, metrics vs baseline."""
+    took = f" · {manifest.duration_s:.1f}s" if manifest.duration_s is not None else ""
+    lines = [
+        f"### {_status(manifest.status.value)}: {manifest.pipeline}",
+        "",
+        f"Run `{manifest.run_id}` · trigger `{_cell(manifest.trigger.kind)}`{took}",
+        "",
+    ]
+    if manifest.error:
+        lines += [f"> **Error:** {_cell(manifest.error)}", ""]
+    lines += [
+        "| Step | Status | Attempts | Duration | Note |",
+        "| --- | --- | ---: | ---: | --- |",
+    ]
+    for name, record in manifest.steps.items():
+        lines.append(
+            f"| {_cell(name)} | {_status(record.status.value)} | {len(record.attempts)} "
+            f"| {_took(record)} | {_note(record)} |"
+        )
+    if dag is not None:
+        statuses = {name: record.status.value for name, record in manifest.steps.items()}
+        lines += ["", "```mermaid", render_mermaid(dag, statuses).rstrip("\n"), "```"]
+    rows = _metric_rows(manifest, baseline)
+    if rows:
+        header = "| Step | Metric | Value |"
+        rule = "| --- | --- | ---: |"
+        if baseline is not None:
+            header += f" Baseline `{baseline.run_id}` |"
+            rule += " ---: |"
+        lines += ["", "**Metrics**", "", header, rule, *rows]
+    return "\n".join(lines) + "\n"
+
+
+def summary(
+    manifests: Sequence[RunManifest],
+    dags: Mapping[str, Dag],
+    baselines: Mapping[str, RunManifest],
+    *,
+    heading: str = "Sluice",
+    nothing: str = "nothing to run",
+) -> str:
+    """The job summary for several runs; `dags` by pipeline, `baselines` by run id."""
+    if not manifests:
+        return f"## {heading}\n\n{_cell(nothing)}\n"
+    parts = [f"## {heading}: {len(manifests)} run{'s' if len(manifests) != 1 else ''}\n"]
+    for manifest in manifests:
+        baseline = baselines.get(manifest.baseline_run) if manifest.baseline_run else None
+        parts.append(run_summary(manifest, dags.get(manifest.pipeline), baseline))
+    return "\n".join(parts)
+
+
+def problems_summary(problems: Sequence[Problem]) -> str:
+    """Invalid pipeline files as a markdown table, for a job that ran nothing because of them."""
+    rows = [f"| `{_cell(p.file)}` | {p.line or ''} | {_cell(p.message)} |" for p in problems]
+    table = ["| File | Line | Problem |", "| --- | ---: | --- |", *rows]
+    return "## Sluice: invalid pipelines, nothing was run\n\n" + "\n".join(table) + "\n"
+
+
+# --- workflow commands ------------------------------------------------------------------
+
+
+def _escape_data(text: str) -> str:
+    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+
+def _escape_property(text: str) -> str:
+    return _escape_data(text).replace(":", "%3A").replace(",", "%2C")
+
+
+def annotation(problem: Problem, level: str = "error") -> str:
+    """`::error file=F,line=L::message`: shows the problem on the file in the pull request."""
+    where = f"file={_escape_property(problem.file)},line={problem.line or 1}"
+    return f"::{level} {where}::{_escape_data(problem.message)}"
+
+
+def annotate(
+    problems: Sequence[Problem], env: Mapping[str, str], stream: IO[str], level: str = "error"
+) -> None:
+    """Write one annotation per problem, inside GitHub Actions only (elsewhere it is noise)."""
+    if not in_actions(env):
+        return
+    for problem in problems:
+        stream.write(annotation(problem, level) + "\n")
+    stream.flush()
+
+
+@contextlib.contextmanager
+def group(title: str, env: Mapping[str, str], stream: IO[str]) -> Iterator[None]:
+    """Fold what is printed inside into one collapsible log group (in GitHub Actions)."""
+    if not in_actions(env):
+        yield
+        return
+    stream.write(f"::group::{_escape_data(title)}\n")
+    stream.flush()
+    try:
+        yield
+    finally:
+        stream.write("::endgroup::\n")
+        stream.flush()

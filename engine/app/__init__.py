@@ -1,0 +1,1 @@
+"""Use cases: run, retry, approve, trigger, tick, drift follow-up, webhooks."""

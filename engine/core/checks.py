@@ -1,0 +1,394 @@
+"""Rules beyond the schema: names, needs, cycles, `when`, cron, `${{ }}` placement, params."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Collection, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from croniter import croniter
+
+from engine.core import expressions, graph, templating
+from engine.core.spec import NAME_RE, Pipeline, ResolvedStep, resolve_steps
+from engine.errors import InvalidInput
+
+Path_ = tuple[str | int, ...]
+
+_TEMPLATE_FIELDS = ("config", "env", "command")
+_RUN_HINT = (
+    "params can come from untrusted event payloads, so they reach steps as data: pass the value "
+    'through env or config (env: {N: "${{ params.n }}"}) and read it in the step ("$N")'
+)
+
+
+@dataclass
+class CheckResult:
+    problems: list[tuple[Path_, str]] = field(default_factory=list)
+    steps: list[ResolvedStep] = field(default_factory=list)
+    dag: graph.Dag | None = None
+
+    def add(self, path: Path_, message: str) -> None:
+        self.problems.append((path, message))
+
+
+def _suggest(word: str, options: list[str]) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _step_items(data: Mapping[str, Any]) -> Iterator[tuple[str, int, dict[str, Any]]]:
+    for section in ("steps", "finally"):
+        items = data.get(section)
+        if isinstance(items, list):
+            for index, item in enumerate(items):
+                if isinstance(item, dict):
+                    yield section, index, item
+
+
+def _strings(value: Any, path: Path_) -> Iterator[tuple[Path_, str]]:
+    """Every string inside `value` that holds a `${{`, with its path."""
+    if isinstance(value, str):
+        if "${{" in value:
+            yield path, value
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            if isinstance(item, list | dict) or (isinstance(item, str) and "${{" in item):
+                yield from _strings(item, (*path, index))
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if isinstance(item, list | dict) or (isinstance(item, str) and "${{" in item):
+                yield from _strings(item, (*path, key))
+
+
+def _check_templates(
+    fields: Mapping[str, Any], path: Path_, params: Mapping[str, Any], result: CheckResult
+) -> None:
+    for key, value in fields.items():
+        if not isinstance(value, list | dict) and not (isinstance(value, str) and "${{" in value):
+            continue  # most fields: no need to walk them
+        for where, text in _strings(value, (*path, key)):
+            if key == "run":
+                result.add(where, f"run strings cannot contain ${{{{ }}}}: {_RUN_HINT}")
+            elif key in _TEMPLATE_FIELDS:
+                for inner in templating.templates_in(text):
+                    message = templating.check_reference(inner, params)
+                    if message:
+                        result.add(where, message)
+            elif key == "approval":
+                _check_approval(text, where, params, result)
+            elif key != "when":
+                result.add(
+                    where,
+                    f"{key}: ${{{{ }}}} may appear only in config, env values, command "
+                    "and approval",
+                )
+
+
+def _check_approval(
+    text: str, where: Path_, params: Mapping[str, Any], result: CheckResult
+) -> None:
+    """`approval` takes true, false, or exactly `${{ params.<a boolean param> }}`."""
+    whole = templating.TEMPLATE_RE.fullmatch(text.strip())
+    inner = whole.group(1).strip() if whole else ""
+    name = inner.removeprefix("params.")
+    if not whole or not inner.startswith("params.") or "." in name:
+        result.add(where, "approval is true, false, or '${{ params.<name> }}' of a boolean param")
+        return
+    message = templating.check_reference(inner, params)
+    if message:
+        result.add(where, message)
+    elif not isinstance(params[name], bool):
+        result.add(
+            where, f"approval: param {name!r} must be a boolean (its default is true or false)"
+        )
+
+
+def _check_cron(trigger: Mapping[str, Any], path: Path_, result: CheckResult) -> None:
+    cron = trigger.get("cron")
+    schedule, timezone = (cron, None) if isinstance(cron, str) else (None, None)
+    if isinstance(cron, dict):
+        schedule, timezone = cron.get("schedule"), cron.get("timezone")
+        path = (*path, "cron", "schedule")
+    else:
+        path = (*path, "cron")
+    if isinstance(schedule, str):
+        fields = schedule.split()
+        if len(fields) != 5 or not croniter.is_valid(schedule):
+            result.add(
+                path,
+                f"invalid cron expression {schedule!r}: use 5 fields, minute hour day month "
+                "weekday, in UTC unless a timezone is given (e.g. '0 2 * * *')",
+            )
+    if isinstance(timezone, str):
+        try:
+            ZoneInfo(timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            result.add(
+                (*path[:-1], "timezone"),
+                f"unknown time zone {timezone!r}: use an IANA name such as 'Europe/Berlin' or 'UTC'",
+            )
+
+
+def _check_triggers(data: Mapping[str, Any], result: CheckResult) -> None:
+    triggers = data.get("triggers")
+    if not isinstance(triggers, list):
+        return
+    for index, trigger in enumerate(triggers):
+        if not isinstance(trigger, dict):
+            continue
+        path: Path_ = ("triggers", index)
+        if "cron" in trigger:
+            _check_cron(trigger, path, result)
+        drift = trigger.get("drift")
+        if isinstance(drift, dict):
+            monitor = drift.get("monitor")
+            if isinstance(monitor, str) and not NAME_RE.match(monitor):
+                result.add(
+                    (*path, "drift", "monitor"), f"monitor {monitor!r} is not a pipeline name"
+                )
+            when = drift.get("when")
+            if isinstance(when, str):
+                _check_when(
+                    when, (*path, "drift", "when"), result, steps=[], params=[], roots=("metrics",)
+                )
+
+
+def _check_when(
+    text: str,
+    path: Path_,
+    result: CheckResult,
+    *,
+    steps: Collection[str],
+    params: Collection[str],
+    roots: tuple[str, ...] = ("params", "steps", "baseline", "trigger"),
+) -> expressions.Expression | None:
+    try:
+        expr = expressions.parse(text)
+    except expressions.ExpressionError as exc:
+        result.add(path, f"when: {exc}")
+        return None
+    for message in expressions.check(expr, steps=steps, params=params, roots=roots):
+        result.add(path, f"when: {message}")
+    return expr
+
+
+def _check_needs(
+    data: Mapping[str, Any], names: dict[str, tuple[str, int]], result: CheckResult
+) -> dict[str, list[str]]:
+    needs: dict[str, list[str]] = {}
+    main = [n for n, (section, _) in names.items() if section == "steps"]
+    for section, index, item in _step_items(data):
+        name = item.get("name")
+        deps = item.get("needs", [])
+        if (
+            not isinstance(name, str)
+            or names.get(name) != (section, index)
+            or not isinstance(deps, list)
+        ):
+            continue
+        needs[name] = []
+        for position, dep in enumerate(deps):
+            if not isinstance(dep, str):
+                continue
+            where: Path_ = (section, index, "needs", position)
+            if dep not in names:
+                result.add(
+                    where, f"step {name!r} needs unknown step {dep!r}{_suggest(dep, list(names))}"
+                )
+            elif section == "steps" and names[dep][0] == "finally":
+                result.add(
+                    where, f"step {name!r} cannot need {dep!r}: finally steps run after all others"
+                )
+            elif dep == name:
+                result.add(where, f"step {name!r} needs itself")
+            elif section == "finally" and dep in main:
+                continue  # finally steps run after every main step anyway
+            else:
+                needs[name].append(dep)
+    return needs
+
+
+def check_pipeline(data: Mapping[str, Any], pipeline: Pipeline | None) -> CheckResult:
+    """Every rule the schema cannot express; also resolves steps and the DAG when all is well."""
+    result = CheckResult()
+    params_raw = data.get("params")
+    params: dict[str, Any] = params_raw if isinstance(params_raw, dict) else {}
+    names: dict[str, tuple[str, int]] = {}
+    for section, index, item in _step_items(data):
+        name = item.get("name")
+        if isinstance(name, str):
+            if name in names:
+                first = names[name]
+                result.add(
+                    (section, index, "name"),
+                    f"duplicate step name {name!r} (also {first[0]}[{first[1]}]); step names are unique",
+                )
+            else:
+                names[name] = (section, index)
+    needs = _check_needs(data, names, result)
+    main_needs = {n: d for n, d in needs.items() if names[n][0] == "steps"}
+    final_needs = {n: d for n, d in needs.items() if names[n][0] == "finally"}
+    dag: graph.Dag | None = None
+    cycle_free = True
+    for group in (main_needs, final_needs):
+        cycle = graph.find_cycle(group)
+        if cycle:
+            cycle_free = False
+            section, index = names[cycle[0]]
+            result.add((section, index, "needs"), "cycle in needs: " + " -> ".join(cycle))
+    if cycle_free:
+        main_dag, final_dag = graph.build(main_needs), graph.build(final_needs)
+        dag = graph.Dag(
+            needs={**main_dag.needs, **final_dag.needs},
+            order=main_dag.order,
+            levels=main_dag.levels,
+            finally_steps=final_dag.order,
+        )
+
+    has_baseline = isinstance(data.get("baseline"), dict)
+    level_of = {n: i for i, level in enumerate(dag.levels) for n in level} if dag else {}
+    reads = _WhenReads(dag, names, has_baseline, level_of) if dag else None
+    for section, index, item in _step_items(data):
+        name = item.get("name")
+        _check_templates(item, (section, index), params, result)
+        when = item.get("when")
+        if isinstance(when, str) and isinstance(name, str):
+            # names and params are dicts: membership stays O(1) in big pipelines
+            where = (section, index, "when")
+            expr = _check_when(when, where, result, steps=names, params=params)
+            if expr is not None and reads is not None and name in reads.dag.needs:
+                reads.check(expr, name, section, where, result)
+        workspace = item.get("workspace")
+        if isinstance(workspace, list):
+            for position, entry in enumerate(workspace):
+                if isinstance(entry, str) and (entry.startswith("/") or ".." in entry.split("/")):
+                    result.add(
+                        (section, index, "workspace", position),
+                        f"workspace path {entry!r} must be relative to the repository, without '..'",
+                    )
+    defaults = data.get("defaults")
+    if isinstance(defaults, dict):
+        _check_templates(defaults, ("defaults",), params, result)
+    baseline = data.get("baseline")
+    if isinstance(baseline, dict) and isinstance(baseline.get("step"), str):
+        step = baseline["step"]
+        section = names.get(step, ("",))[0]
+        if section == "finally":
+            result.add(
+                ("baseline", "step"),
+                f"baseline step {step!r} is a finally step; baseline names one of the main steps",
+            )
+        elif section != "steps":
+            result.add(
+                ("baseline", "step"),
+                f"baseline step {step!r} is not a step of this pipeline{_suggest(step, list(names))}",
+            )
+    _check_triggers(data, result)
+
+    if pipeline is not None and not result.problems:
+        try:
+            result.steps = resolve_steps(pipeline)
+        except ValueError as exc:
+            step_name = str(exc).split("'")[1] if "'" in str(exc) else ""
+            section, index = names.get(step_name, ("steps", 0))
+            result.add((section, index, "name"), str(exc))
+        result.dag = dag
+    return result
+
+
+@dataclass
+class _WhenReads:
+    """A step's `when` may read only steps that finish before it starts."""
+
+    dag: graph.Dag
+    names: dict[str, tuple[str, int]]
+    has_baseline: bool
+    level_of: dict[str, int]
+
+    def check(
+        self,
+        expr: expressions.Expression,
+        name: str,
+        section: str,
+        path: Path_,
+        result: CheckResult,
+    ) -> None:
+        for ref in sorted(expr.references()):
+            if ref[0] == "baseline" and not self.has_baseline:
+                result.add(
+                    path, "when reads baseline, but the pipeline declares no baseline: {step: ...}"
+                )
+            if ref[0] == "steps" and len(ref) > 1 and ref[1] in self.names:
+                other = ref[1]
+                if section == "finally" and self.names[other][0] == "steps":
+                    continue  # finally steps start after every main step
+                if not self._needs(name, other):
+                    result.add(
+                        path,
+                        f"when reads steps.{other}, which has not finished when {name!r} starts: "
+                        f"add {other!r} to {name}'s needs",
+                    )
+
+    def _needs(self, step: str, target: str) -> bool:
+        """Whether `step` needs `target`, directly or not.
+
+        Walks `needs` back from `step` only through levels above `target`'s (no path to it
+        leads through a lower level), so big pipelines do not take quadratic time.
+        """
+        floor = self.level_of.get(target, -1)
+        seen: set[str] = set()
+        stack = [step]
+        while stack:
+            for dep in self.dag.needs.get(stack.pop(), ()):
+                if dep == target:
+                    return True
+                if dep not in seen and self.level_of.get(dep, floor + 1) > floor:
+                    seen.add(dep)
+                    stack.append(dep)
+        return False
+
+
+_TRUE = {"true", "yes", "on", "1"}
+_FALSE = {"false", "no", "off", "0"}
+
+
+def coerce_param(key: str, default: Any, raw: Any, *, from_text: bool, source: str) -> Any:
+    """One override converted to (or checked against) the type of the param's default."""
+    kind = type(default)
+    want = {bool: "true or false", int: "a whole number", float: "a number", str: "text"}[kind]
+    bad = InvalidInput(
+        f"{source}: param {key!r} takes {want} (its default is {default!r}), got {raw!r}"
+    )
+    if from_text and isinstance(raw, str):
+        text = raw.strip()
+        if kind is bool:
+            if text.lower() in _TRUE | _FALSE:
+                return text.lower() in _TRUE
+            raise bad
+        if kind is int:
+            if re.fullmatch(r"[+-]?\d+", text):
+                return int(text)
+            raise bad
+        if kind is float:
+            try:
+                return float(text)
+            except ValueError:
+                raise bad from None
+        return raw
+    if kind is bool:
+        if isinstance(raw, bool):
+            return raw
+        raise bad
+    if isinstance(raw, bool):
+        raise bad
+    if kind is int and isinstance(raw, int):
+        return raw
+    if kind is float and isinstance(raw, int | float):
+        return float(raw)
+    if kind is str and isinstance(raw, str):
+        return raw
+    raise bad

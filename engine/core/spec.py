@@ -1,0 +1,409 @@
+"""Pipeline file models (pydantic v2) and the resolved step the executor runs.
+
+A `Pipeline` is exactly what the user wrote (validated); `resolve_steps` applies
+`defaults` and the engine's own defaults and returns `ResolvedStep`s with every field set.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
+
+from engine.core.config import RepoConfig as RepoConfig  # re-exported: part of the file format
+from engine.core.config import ResultsConfig as ResultsConfig
+from engine.core.manifest import Outcome as Outcome  # re-exported
+
+NAME_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
+NAME_RE = re.compile(NAME_PATTERN)
+PARAM_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+_DURATION_RE = re.compile(
+    r"^(?:(?P<d>\d+(?:\.\d+)?)d)?(?:(?P<h>\d+(?:\.\d+)?)h)?"
+    r"(?:(?P<m>\d+(?:\.\d+)?)m)?(?:(?P<s>\d+(?:\.\d+)?)s)?$"
+)
+_MEMORY_RE = re.compile(r"^(?P<n>\d+(?:\.\d+)?)\s*(?P<u>[bkmgt]?)(?:i?b)?$", re.IGNORECASE)
+_MEMORY_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
+
+# Engine defaults where neither the step nor `defaults` says.
+DEFAULT_TIMEOUT_S = 3600.0
+DEFAULT_BACKOFF_S = 10.0
+DEFAULT_MAX_BACKOFF_S = 300.0
+MAX_DURATION_S = 366 * 86400.0
+MIN_MEMORY = 6 * 1024**2  # Docker refuses less
+MAX_MEMORY = 2**63 - 1  # Docker's API takes an int64
+
+
+def parse_duration(value: object) -> float:
+    """'90s', '10m', '1h30m', '2d' or a number of seconds -> seconds (float, > 0)."""
+    if isinstance(value, bool):
+        raise ValueError(
+            "a duration is a string like '90s', '10m', '1h30m', or a number of seconds"
+        )
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str):
+        text = value.strip().lower()
+        match = _DURATION_RE.match(text) if text else None
+        if match is None or not any(match.groupdict().values()):
+            try:
+                seconds = float(text)
+            except ValueError:
+                raise ValueError(
+                    f"bad duration {value!r}: use '90s', '10m', '1h30m', or a number of seconds"
+                ) from None
+        else:
+            parts = {k: float(v) if v else 0.0 for k, v in match.groupdict().items()}
+            seconds = parts["d"] * 86400 + parts["h"] * 3600 + parts["m"] * 60 + parts["s"]
+    else:
+        raise ValueError(
+            "a duration is a string like '90s', '10m', '1h30m', or a number of seconds"
+        )
+    if not seconds > 0:  # also refuses NaN
+        raise ValueError(f"duration {value!r} must be more than zero")
+    if seconds > MAX_DURATION_S:  # also refuses inf; timers overflow long before
+        raise ValueError(f"duration {value!r} is longer than the limit of 366 days")
+    return seconds
+
+
+def parse_memory(value: object) -> int:
+    """'512m', '4g', '4GiB' or a number of bytes -> bytes."""
+    if isinstance(value, bool):
+        raise ValueError("memory is a size like '512m' or '4g', or a number of bytes")
+    if isinstance(value, int):
+        size = value
+    elif isinstance(value, str) and (match := _MEMORY_RE.match(value.strip())):
+        size = int(float(match["n"]) * _MEMORY_UNITS[match["u"].lower()])
+    else:
+        raise ValueError(f"bad memory size {value!r}: use a size like '512m' or '4g'")
+    if size < MIN_MEMORY:
+        raise ValueError(f"memory {value!r} is below Docker's minimum of 6m")
+    if size > MAX_MEMORY:
+        raise ValueError(f"memory {value!r} is too large")
+    return size
+
+
+def _env_name(key: str) -> str:
+    if not ENV_RE.match(key):
+        raise ValueError(f"env name {key!r} is not a valid variable name")
+    if key.startswith("SLUICE_"):
+        raise ValueError(f"env name {key!r}: the SLUICE_ prefix is the engine's own")
+    return key
+
+
+def _secret_name(key: str) -> str:
+    if not ENV_RE.match(key):
+        raise ValueError(f"secret name {key!r} is not a valid variable name")
+    return key
+
+
+def _param_name(key: str) -> str:
+    if not PARAM_RE.match(key):
+        raise ValueError(f"param name {key!r} must be a letter or _ followed by letters, digits, _")
+    return key
+
+
+Duration = Annotated[
+    float,
+    BeforeValidator(parse_duration, json_schema_input_type=str | float),
+    Field(description="'90s', '10m', '1h30m', '2d' or a number of seconds"),
+]
+Memory = Annotated[
+    int,
+    BeforeValidator(parse_memory, json_schema_input_type=str | int),
+    Field(description="'512m', '4g' or a number of bytes"),
+]
+ParamValue = bool | int | float | str
+# Names are checked one by one (not per mapping) so an error points at the offending line.
+EnvName = Annotated[str, AfterValidator(_env_name)]
+SecretName = Annotated[str, AfterValidator(_secret_name)]
+ParamName = Annotated[str, AfterValidator(_param_name)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+
+
+class StepType(StrEnum):
+    training = "training"
+    evaluation = "evaluation"
+    deployment = "deployment"
+    custom = "custom"
+
+
+RETRYABLE_DEFAULT = (Outcome.failed, Outcome.timed_out, Outcome.oom_killed)
+
+
+class CronSchedule(_Model):
+    schedule: str
+    timezone: str = "UTC"
+    catchup: Literal["latest", "all"] = "latest"
+
+
+class PushSpec(_Model):
+    paths: list[str] = Field(default_factory=list)
+
+
+class WebhookSpec(_Model):
+    event: Annotated[str, Field(min_length=1, max_length=100)]
+
+
+class DriftSpec(_Model):
+    monitor: str
+    when: str = "metrics.drift_detected"
+    cooldown: Duration = 6 * 3600.0
+
+
+class Trigger(_Model):
+    """One automatic trigger: exactly one of `cron`, `push`, `webhook`, `drift`."""
+
+    cron: str | CronSchedule | None = None
+    push: PushSpec | None = None
+    webhook: WebhookSpec | None = None
+    drift: DriftSpec | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Trigger:
+        given = [k for k in ("cron", "push", "webhook", "drift") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                "a trigger has exactly one of cron, push, webhook, drift"
+                + (f" (found {', '.join(given)})" if given else "")
+            )
+        return self
+
+    @property
+    def kind(self) -> str:
+        return next(k for k in ("cron", "push", "webhook", "drift") if getattr(self, k) is not None)
+
+    @property
+    def cron_schedule(self) -> CronSchedule | None:
+        if isinstance(self.cron, str):
+            return CronSchedule(schedule=self.cron)
+        return self.cron
+
+
+class RetryPolicy(_Model):
+    limit: Annotated[int, Field(ge=0, le=100)] = 0
+    backoff: Duration = DEFAULT_BACKOFF_S
+    factor: Annotated[float, Field(ge=1, le=10)] = 2.0
+    max_backoff: Duration = DEFAULT_MAX_BACKOFF_S
+    outcomes: list[Outcome] = Field(default_factory=lambda: list(RETRYABLE_DEFAULT))
+
+    @field_validator("outcomes")
+    @classmethod
+    def _no_cancelled(cls, value: list[Outcome]) -> list[Outcome]:
+        if Outcome.succeeded in value or Outcome.cancelled in value:
+            raise ValueError("outcomes may name failed, timed_out, oom_killed, error")
+        return value
+
+
+def _retries(value: object) -> object:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return {"limit": value}
+    return value
+
+
+Retries = Annotated[
+    RetryPolicy, BeforeValidator(_retries, json_schema_input_type=int | RetryPolicy)
+]
+
+
+class Resources(_Model):
+    cpus: Annotated[float, Field(gt=0, le=1024)] | None = None
+    memory: Memory | None = None
+    gpus: Annotated[int, Field(ge=-1, le=64)] = 0  # -1: all GPUs
+
+
+class BuildSpec(_Model):
+    context: str = "."
+    dockerfile: str = "Dockerfile"
+    args: dict[str, str] = Field(default_factory=dict)
+    target: str | None = None
+
+
+class ImageBuild(_Model):
+    build: BuildSpec
+
+
+ENGINE_IMAGE = "@engine"  # the Sluice engine image itself (SLUICE_ENGINE_IMAGE; the Action's own)
+
+
+def _image_name(value: str) -> str:
+    if value.startswith("@") and value != ENGINE_IMAGE:
+        raise ValueError(
+            f"{value!r} is not an image: the only name starting with '@' is {ENGINE_IMAGE!r} "
+            "(the Sluice engine image)"
+        )
+    return value
+
+
+def _approval_text(value: str) -> str:
+    if not value.strip().startswith("${{"):
+        raise ValueError(
+            f"expected true, false or '${{{{ params.<name> }}}}' (a boolean param), got {value!r}"
+        )
+    return value  # which param, and its type, are checked with the params (checks.py)
+
+
+ImageRef = Annotated[str, Field(min_length=1), AfterValidator(_image_name)] | ImageBuild
+EnvValue = str | int | float | bool
+
+
+class StepFields(_Model):
+    """Fields a step and `defaults` share; every one optional so `defaults` can omit it."""
+
+    type: StepType | None = None
+    image: ImageRef | None = None
+    run: str | None = None
+    command: list[str] | None = None
+    config: dict[str, Any] | None = None
+    env: dict[EnvName, EnvValue] | None = None
+    secrets: list[SecretName] | None = None
+    timeout: Duration | None = None
+    retries: Retries | None = None
+    when: str | None = None
+    approval: bool | Annotated[str, AfterValidator(_approval_text)] | None = None
+    resources: Resources | None = None
+    network: Literal["none", "bridge", "host"] | None = None
+    cache: bool | None = None
+    workspace: bool | list[str] | None = None
+
+
+class Defaults(StepFields):
+    """`defaults:`: any step field, applied where a step leaves it out."""
+
+
+class Step(StepFields):
+    name: Annotated[str, Field(pattern=NAME_PATTERN)]
+    needs: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _run_or_command(self) -> Step:
+        if self.run is not None and self.command is not None:
+            raise ValueError("give either run (a shell string) or command (exec form), not both")
+        return self
+
+
+class Baseline(_Model):
+    step: str
+
+
+class Pipeline(_Model):
+    name: Annotated[str, Field(pattern=NAME_PATTERN)]
+    description: str = ""
+    triggers: list[Trigger] = Field(default_factory=list)
+    params: dict[ParamName, ParamValue] = Field(default_factory=dict)
+    baseline: Baseline | None = None
+    defaults: Defaults = Field(default_factory=Defaults)
+    steps: Annotated[list[Step], Field(min_length=1)]
+    finally_: list[Step] = Field(default_factory=list, alias="finally")
+
+    @property
+    def all_steps(self) -> list[Step]:
+        return [*self.steps, *self.finally_]
+
+
+class ResolvedStep(BaseModel):
+    """A step with `defaults` and engine defaults applied: what the executor runs."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    is_finally: bool
+    type: StepType
+    image: str | ImageBuild
+    run: str | None
+    command: list[str] | None
+    needs: list[str]
+    config: dict[str, Any]
+    env: dict[str, str]
+    secrets: list[str]
+    timeout: float
+    retries: RetryPolicy
+    when: str | None
+    approval: bool | str  # str: `${{ params.x }}`, decided when the run's params are known
+    resources: Resources
+    network: Literal["none", "bridge", "host"]
+    cache: bool
+    workspace: bool | list[str]
+
+    @property
+    def argv(self) -> list[str] | None:
+        """The container command: `sh -c RUN`, the exec form, or None for the image's own."""
+        if self.run is not None:
+            return ["sh", "-c", self.run]
+        return self.command
+
+
+def _env_text(value: EnvValue) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+_NO_RETRIES = RetryPolicy()  # frozen models: one shared instance is safe
+_NO_LIMITS = Resources()
+
+
+def resolve_step(step: Step, defaults: Defaults, *, is_finally: bool) -> ResolvedStep:
+    """Apply `defaults` then the engine's defaults to one step.
+
+    `env` and `config` merge (the step wins per key); `secrets` are the union.
+    Raises ValueError when no image is given anywhere.
+    """
+
+    def pick(field: str) -> Any:
+        own = getattr(step, field)
+        return own if own is not None else getattr(defaults, field)
+
+    # run and command are one choice: a step's own command is not overridden by defaults.run
+    own_argv = step.run is not None or step.command is not None
+    run = step.run if own_argv else defaults.run
+    command = step.command if own_argv else defaults.command
+    image = pick("image")
+    if image is None:
+        raise ValueError(f"step {step.name!r} has no image: set image on the step or in defaults")
+    step_type = pick("type") or StepType.custom
+    cache = pick("cache")
+    env = {**(defaults.env or {}), **(step.env or {})}
+    secrets = list(dict.fromkeys([*(defaults.secrets or []), *(step.secrets or [])]))
+    # The parts were validated already; construct without validating them a second time.
+    return ResolvedStep.model_construct(
+        name=step.name,
+        is_finally=is_finally,
+        type=step_type,
+        image=image,
+        run=run,
+        command=command,
+        needs=list(step.needs),
+        config={**(defaults.config or {}), **(step.config or {})},
+        env={k: _env_text(v) for k, v in env.items()},
+        secrets=secrets,
+        timeout=pick("timeout") or DEFAULT_TIMEOUT_S,
+        retries=pick("retries") or _NO_RETRIES,
+        when=pick("when"),
+        approval=pick("approval") or False,
+        resources=pick("resources") or _NO_LIMITS,
+        network=pick("network") or "none",
+        cache=cache if cache is not None else step_type != StepType.deployment,
+        workspace=pick("workspace") if pick("workspace") is not None else True,
+    )
+
+
+def resolve_steps(pipeline: Pipeline) -> list[ResolvedStep]:
+    """Every step of the pipeline (main steps, then `finally`), defaults applied."""
+    main = [resolve_step(s, pipeline.defaults, is_finally=False) for s in pipeline.steps]
+    fin = [resolve_step(s, pipeline.defaults, is_finally=True) for s in pipeline.finally_]
+    return main + fin

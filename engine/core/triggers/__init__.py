@@ -1,0 +1,1 @@
+"""From events to runs: cron slots, GitHub events, drift signals (pure)."""

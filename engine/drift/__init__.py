@@ -1,1 +1,0 @@
-"""Data drift: reading data (`tables`, `arrow`), statistics (`stats`), comparing (`compute`), outputs (`report`)."""

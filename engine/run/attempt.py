@@ -1,0 +1,337 @@
+"""One attempt of one step: files in, container run, outputs to the artifact store (worker side)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from engine.adapters.artifacts import ArtifactStore
+from engine.adapters.console import Reporter
+from engine.core.manifest import ArtifactPointer, Attempt, utc_iso
+from engine.core.spec import Outcome, ResolvedStep
+from engine.errors import SluiceError
+from engine.local import archives
+from engine.local.logs import CappedLog, Masker
+from engine.local.workspace import WorkspaceSnapshot
+from engine.ports import (
+    LABEL_ATTEMPT,
+    LABEL_ENGINE,
+    LABEL_PIPELINE,
+    LABEL_RUN,
+    LABEL_STEP,
+    ContainerResult,
+    ContainerRuntime,
+    ContainerSpec,
+    Transfer,
+)
+
+MAX_METRICS_BYTES = 1024**2
+COMPLETE = ".sluice-complete"  # marks a local copy of a step's outputs as whole
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A step made concrete for this run (computed once, before its first attempt)."""
+
+    step: ResolvedStep
+    image_id: str | None  # None: `error` says why the image is missing
+    argv: list[str] | None
+    config: Any
+    env: dict[str, str]  # the step's env, resolved; secrets are added per attempt
+    components: dict[str, Any] = field(default_factory=dict)
+    key: str | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class AttemptReport:
+    """What a worker hands back to the scheduler: data only, applied by the main thread."""
+
+    step: str
+    attempt: Attempt
+    image_id: str | None = None
+    outputs: dict[str, ArtifactPointer] = field(default_factory=dict)
+    metrics: dict[str, float | int | bool] = field(default_factory=dict)
+    checkpoints: ArtifactPointer | None = None
+
+
+def read_metrics(path: Path) -> dict[str, float | int | bool]:
+    """`metrics.json`: a flat JSON object of numbers and booleans (absent: no metrics)."""
+    import math
+
+    if not path.is_file():
+        return {}
+    if path.stat().st_size > MAX_METRICS_BYTES:
+        raise SluiceError(f"metrics.json is larger than {MAX_METRICS_BYTES} bytes")
+    try:
+        data = json.loads(path.read_bytes())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise SluiceError(f"metrics.json is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise SluiceError("metrics.json must be a JSON object of numbers and booleans")
+    bad = [
+        k for k, v in data.items() if not isinstance(v, int | float | bool) or not math.isfinite(v)
+    ]
+    if bad:
+        raise SluiceError(
+            f"metrics.json: {bad[0]!r} is not a number or boolean; metrics are a flat object "
+            'such as {"accuracy": 0.93}'
+        )
+    return data
+
+
+@dataclass
+class AttemptRunner:
+    """Everything attempts of one run share; `run` is called on worker threads."""
+
+    runtime: ContainerRuntime
+    store: ArtifactStore
+    run_dir: Path
+    run_id: str
+    pipeline: str
+    workspace: WorkspaceSnapshot
+    params: dict[str, Any]
+    secrets: Mapping[str, str]
+    mask: Masker
+    reporter: Reporter
+    cancel: threading.Event
+    clock: Callable[[], datetime]
+    log_cap: int
+    grace_s: float
+    baseline_json: bytes | None = None
+    _locks: dict[str, threading.Lock] = field(default_factory=dict)
+    _guard: threading.Lock = field(default_factory=threading.Lock)
+
+    def step_dir(self, name: str) -> Path:
+        return self.run_dir / "steps" / name
+
+    def materialize(self, name: str, outputs: Mapping[str, ArtifactPointer]) -> Path:
+        """A local copy of a step's outputs (from the store unless this process made them)."""
+        with self._guard:
+            lock = self._locks.setdefault(name, threading.Lock())
+        dest = self.step_dir(name) / "outputs"
+        with lock:
+            if not (dest / COMPLETE).exists():
+                shutil.rmtree(dest, ignore_errors=True)
+                for rel, pointer in outputs.items():
+                    self.store.get_file(pointer, dest / rel)
+                dest.mkdir(parents=True, exist_ok=True)
+                (dest / COMPLETE).touch()
+        return dest
+
+    def restore_checkpoints(self, name: str, pointer: ArtifactPointer) -> None:
+        """Checkpoints of an earlier run's failed attempt, for the first attempt of a retry."""
+        work = self.step_dir(name) / "restore"
+        work.mkdir(parents=True, exist_ok=True)
+        try:
+            self.store.get_file(pointer, work / "checkpoints.tar")
+            self._keep_checkpoints(work / "checkpoints.tar", self.step_dir(name) / "checkpoints")
+        except SluiceError:
+            pass  # a lost checkpoint only costs time: the attempt starts from scratch
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+
+    def run(
+        self, prepared: Prepared, number: int, inputs: Mapping[str, Mapping[str, ArtifactPointer]]
+    ) -> AttemptReport:
+        step = prepared.step
+        name = step.name
+        step_dir = self.step_dir(name)
+        work = step_dir / f"attempt-{number}"
+        work.mkdir(parents=True, exist_ok=True)
+        log_rel = f"logs/{name}.{number}.log"
+        log = CappedLog(self.run_dir / log_rel, self.log_cap)
+        started, mono = self.clock(), time.monotonic()
+
+        def finish(
+            outcome: Outcome,
+            result: ContainerResult | None = None,
+            error: str | None = None,
+            **extra: Any,
+        ) -> AttemptReport:
+            if error:
+                log.write(f"sluice: {self.mask(error)}")
+            log.close()
+            shutil.rmtree(work, ignore_errors=True)
+            attempt = Attempt(
+                number=number,
+                outcome=outcome,
+                exit_code=result.exit_code if result else None,
+                started_at=utc_iso(started),
+                finished_at=utc_iso(self.clock()),
+                duration_s=round(time.monotonic() - mono, 3),
+                log=log_rel,
+                max_memory_bytes=result.max_memory_bytes if result else None,
+                cpu_s=result.cpu_s if result else None,
+                error=self.mask(error) if error else None,
+            )
+            return AttemptReport(name, attempt, image_id=prepared.image_id, **extra)
+
+        if prepared.image_id is None:
+            return finish(Outcome.error, error=prepared.error or "no image")
+        missing = [s for s in step.secrets if s not in self.secrets]
+        if missing:
+            return finish(
+                Outcome.error, error=f"secret {missing[0]} is not set in the engine's environment"
+            )
+        if self.cancel.is_set():
+            return finish(Outcome.cancelled)
+
+        def on_log(line: str) -> None:
+            masked = self.mask(line)
+            log.write(masked)
+            self.reporter.log(name, masked)
+
+        try:
+            puts = [self._inputs_tar(prepared, inputs, work / "in.tar")]
+        except SluiceError as exc:
+            return finish(Outcome.error, error=f"could not prepare the step's inputs: {exc}")
+        if step.workspace is True and self.workspace.tar is not None:
+            puts.insert(0, self.workspace.tar)
+        elif isinstance(step.workspace, list):
+            puts.insert(0, self.workspace.subset_tar(step.workspace, work / "workspace.tar"))
+        outputs_tar, checkpoints_tar = work / "outputs.tar", work / "checkpoints.tar"
+        result = self.runtime.run(
+            self._spec(prepared, number),
+            # Outputs matter only when the attempt succeeded, checkpoints only when it did not
+            # (a succeeded step is reused, never resumed): one archive call either way.
+            Transfer(
+                put=puts,
+                fetch={"/sluice/outputs": outputs_tar},
+                fetch_on_failure={"/sluice/checkpoints": checkpoints_tar},
+            ),
+            timeout=step.timeout,
+            on_log=on_log,
+            cancel=self.cancel,
+            grace=self.grace_s,
+        )
+        if result.error:
+            return finish(Outcome.error, result, result.error)
+        checkpoints = None
+        if checkpoints_tar in result.fetched.values():
+            checkpoints = self._save_checkpoints(checkpoints_tar, step_dir / "checkpoints")
+        if result.cancelled:
+            return finish(Outcome.cancelled, result, checkpoints=checkpoints)
+        if result.timed_out:
+            why = f"timed out after {step.timeout:g} s"
+            return finish(Outcome.timed_out, result, why, checkpoints=checkpoints)
+        if result.oom_killed:
+            why = f"killed: out of memory (limit {step.resources.memory} bytes)"
+            return finish(Outcome.oom_killed, result, why, checkpoints=checkpoints)
+        if result.exit_code != 0:
+            why = f"exited with code {result.exit_code}"
+            return finish(Outcome.failed, result, why, checkpoints=checkpoints)
+        if result.fetch_error:
+            return finish(Outcome.failed, result, result.fetch_error)
+        try:
+            outputs, metrics = self._collect(outputs_tar, result, step_dir / "outputs")
+        except SluiceError as exc:
+            return finish(Outcome.failed, result, str(exc))
+        return finish(Outcome.succeeded, result, outputs=outputs, metrics=metrics)
+
+    def _spec(self, prepared: Prepared, number: int) -> ContainerSpec:
+        step = prepared.step
+        env = {
+            "SLUICE_RUN_ID": self.run_id,
+            "SLUICE_PIPELINE": self.pipeline,
+            "SLUICE_STEP": step.name,
+            "SLUICE_ATTEMPT": str(number),
+            "SLUICE_CONFIG": "/sluice/config.json",
+            "SLUICE_INPUTS": "/sluice/inputs",
+            "SLUICE_OUTPUTS": "/sluice/outputs",
+            **prepared.env,
+            **{name: self.secrets[name] for name in step.secrets},
+        }
+        resources = step.resources
+        assert prepared.image_id is not None
+        return ContainerSpec(
+            image=prepared.image_id,
+            command=prepared.argv,
+            env=env,
+            labels={
+                LABEL_RUN: self.run_id,
+                LABEL_PIPELINE: self.pipeline,
+                LABEL_STEP: step.name,
+                LABEL_ATTEMPT: str(number),
+                LABEL_ENGINE: f"{socket.gethostname()}:{os.getpid()}",
+            },
+            network=step.network,
+            nano_cpus=int(resources.cpus * 1e9) if resources.cpus else None,
+            mem_limit=resources.memory,
+            gpus=resources.gpus,
+        )
+
+    def _inputs_tar(
+        self, prepared: Prepared, inputs: Mapping[str, Mapping[str, ArtifactPointer]], out: Path
+    ) -> Path:
+        step = prepared.step
+        with archives.TarBuilder(out) as tar:
+            tar.add_dir("sluice")
+            tar.add_bytes("sluice/config.json", json.dumps(prepared.config, indent=2).encode())
+            tar.add_bytes("sluice/params.json", json.dumps(self.params, indent=2).encode())
+            if self.baseline_json is not None:
+                tar.add_bytes("sluice/baseline.json", self.baseline_json)
+            tar.add_dir("sluice/inputs")
+            for dep in step.needs:
+                tar.add_dir(f"sluice/inputs/{dep}")
+                if dep in inputs:
+                    local = self.materialize(dep, inputs[dep])
+                    tar.add_tree(local, f"sluice/inputs/{dep}", paths=list(inputs[dep]))
+            tar.add_dir("sluice/outputs")
+            tar.add_dir("sluice/checkpoints")
+            checkpoints = self.step_dir(step.name) / "checkpoints"
+            if checkpoints.is_dir():
+                tar.add_tree(checkpoints, "sluice/checkpoints")
+        return out
+
+    def _keep_checkpoints(self, archive: Path, dest: Path) -> bool:
+        fresh = dest.with_name("checkpoints.new")
+        shutil.rmtree(fresh, ignore_errors=True)
+        fresh.mkdir(parents=True)
+        try:
+            archives.extract_tar(archive, fresh, strip="checkpoints")
+        except SluiceError:
+            shutil.rmtree(fresh, ignore_errors=True)
+            return False  # unsafe checkpoints are dropped: the next attempt starts clean
+        shutil.rmtree(dest, ignore_errors=True)
+        fresh.rename(dest)
+        return True
+
+    def _save_checkpoints(self, archive: Path, dest: Path) -> ArtifactPointer | None:
+        """Keep them for the next attempt here, and in the store for a later `sluice retry`."""
+        if not self._keep_checkpoints(archive, dest):
+            return None
+        try:
+            return self.store.put_file(archive)
+        except SluiceError:
+            return None
+
+    def _collect(
+        self, archive: Path, result: ContainerResult, dest: Path
+    ) -> tuple[dict[str, ArtifactPointer], dict[str, float | int | bool]]:
+        shutil.rmtree(dest, ignore_errors=True)
+        dest.mkdir(parents=True)
+        written: list[Path] = []
+        if archive in result.fetched.values():
+            try:
+                written = archives.extract_tar(archive, dest, strip="outputs")
+            except SluiceError:
+                shutil.rmtree(dest, ignore_errors=True)
+                raise
+        metrics = read_metrics(dest / "metrics.json")
+        outputs = {
+            rel.as_posix(): self.store.put_file(dest / rel)
+            for rel in sorted(written)
+            if (dest / rel).is_file() and not (dest / rel).is_symlink()
+        }
+        (dest / COMPLETE).touch()
+        return outputs, metrics

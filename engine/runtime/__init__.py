@@ -1,1 +1,0 @@
-"""Container runtimes behind one small port (`base.ContainerRuntime`)."""

@@ -1,1 +1,0 @@
-"""From events to runs: cron slots, GitHub events, drift signals (pure; the clock is passed in)."""
