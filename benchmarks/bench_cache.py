@@ -19,9 +19,9 @@ import time
 from pathlib import Path
 
 from engine.adapters.docker_runtime import DockerRuntime
+from engine.adapters.pipeline_files import load_file
 from engine.app.launch import execute, run_options
 from engine.core.manifest import Trigger
-from engine.core.parse import load_file
 from engine.core.spec import RepoConfig
 
 IMAGE = "sluice-test/busybox:1"

@@ -24,7 +24,7 @@ from pathlib import Path
 import docker
 
 from engine.adapters.docker_runtime import DockerRuntime
-from engine.core.parse import load_file
+from engine.adapters.pipeline_files import load_file
 from engine.run.executor import Executor, RunOptions
 
 IMAGE = "sluice-test/busybox:1"

@@ -29,7 +29,7 @@ SOURCE = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(SOURCE))
 
 from engine.adapters.git_results import ResultsStore  # noqa: E402
-from engine.core.parse import find_pipeline_files, load_many  # noqa: E402
+from engine.adapters.pipeline_files import find_pipeline_files, load_many  # noqa: E402
 from engine.core.triggers.cron import claim_path, claim_record, due_slots  # noqa: E402
 
 NOW = "2026-11-25T12:07:00Z"
@@ -162,7 +162,7 @@ def tick_wall(repo: Path, rounds: int) -> float:
 
 def startup_wall(rounds: int) -> dict[str, float]:
     """Python start-up with the engine's --help, and with every module a tick imports."""
-    imports = "import engine.cli.main, engine.core.parse, engine.adapters.git_results, engine.core.triggers.cron"
+    imports = "import engine.cli.main, engine.adapters.pipeline_files, engine.adapters.git_results, engine.core.triggers.cron"
     found = {}
     for key, command in (
         ("startup_help_s", [sys.executable, "-m", "engine", "--help"]),

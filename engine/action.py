@@ -349,8 +349,8 @@ def _summary(manifests: list[dict[str, Any]], workspace: Path, heading: str) -> 
     """The job summary of runs the command did not summarise itself."""
     try:
         from engine.adapters import github_env as github
+        from engine.adapters.pipeline_files import find_pipeline, load_repo_config
         from engine.core.manifest import RunManifest
-        from engine.core.parse import find_pipeline, load_repo_config
 
         runs = [RunManifest.model_validate(m) for m in manifests]
         config = load_repo_config(workspace)

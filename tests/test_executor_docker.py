@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from engine.adapters.docker_runtime import DockerRuntime
+from engine.adapters.pipeline_files import load_file
 from engine.core.manifest import RunManifest, RunStatus, StepStatus
-from engine.core.parse import load_file
 from engine.core.spec import Outcome
 from engine.run.executor import Executor, RunOptions
 

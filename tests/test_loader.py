@@ -11,14 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from engine.core.parse import (
+from engine.adapters.pipeline_files import (
     find_pipeline,
     find_pipeline_files,
     load_file,
     load_many,
     load_repo_config,
-    load_text,
 )
+from engine.core.parse import load_text
 from engine.core.spec import DEFAULT_TIMEOUT_S, StepType
 from engine.errors import NotFound, PipelineInvalid, Problem
 

@@ -21,12 +21,12 @@ import pytest
 
 from engine.adapters.fake_runtime import FakeOutcome, FakeRuntime
 from engine.adapters.git_results import ResultsStore
+from engine.adapters.pipeline_files import find_pipeline
 from engine.app.launch import execute, run_options
 from engine.cli.main import State, main
 from engine.cli.production import _who
 from engine.core.config import RepoConfig
 from engine.core.manifest import RunManifest, RunStatus, StepRecord, StepStatus, Trigger
-from engine.core.parse import find_pipeline
 from engine.ports import ContainerSpec
 from engine.run.records import (
     KEPT,

@@ -19,6 +19,7 @@ import numpy as np
 
 from engine.adapters.drift_tables import Column, DataError, Source, Table
 from engine.core import drift_stats as stats
+from engine.core.suggest import suggest
 from engine.errors import UsageError
 
 METHODS = ("auto", "psi", "ks")
@@ -145,8 +146,6 @@ def resolve_features(
     for src, header in (reference, current):
         missing = [name for name in names if name not in header]
         if missing:
-            from engine.core.parse import suggest  # an error path: the loader is not light
-
             name = missing[0]
             shown = ", ".join(header[:12]) + (", ..." if len(header) > 12 else "")
             where = "" if requested else " (the features default to the reference's columns)"

@@ -157,7 +157,7 @@ class DriftFollower:
     def pipelines(self) -> list[LoadedPipeline]:
         """The repository's sound pipelines (a broken file elsewhere blocks no binding)."""
         if self._pipelines is None:
-            from engine.core.parse import find_pipeline_files, load_many
+            from engine.adapters.pipeline_files import find_pipeline_files, load_many
             from engine.errors import PipelineInvalid
 
             found: list[LoadedPipeline] = []

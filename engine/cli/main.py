@@ -53,7 +53,7 @@ class State:
 
                 self._config = RepoConfig()
             else:
-                from engine.core.parse import load_repo_config
+                from engine.adapters.pipeline_files import load_repo_config
 
                 self._config = load_repo_config(self.repo, path)
         return self._config
@@ -75,7 +75,7 @@ class State:
         return store
 
     def pipeline(self, ref: str) -> LoadedPipeline:
-        from engine.core.parse import find_pipeline
+        from engine.adapters.pipeline_files import find_pipeline
 
         found = find_pipeline(self.repo, self.pipelines_dir, ref)
         assert found is not None
@@ -143,7 +143,7 @@ def validate(state: State, paths: tuple[str, ...], as_json: bool) -> None:
       sluice validate
       sluice validate pipelines/train.yaml --json
     """
-    from engine.core.parse import display_path, find_pipeline_files, load_many
+    from engine.adapters.pipeline_files import display_path, find_pipeline_files, load_many
 
     repo = state.repo
     targets = [Path(p) for p in paths] or [state.pipelines_dir]

@@ -158,7 +158,7 @@ def _pipeline_and_step(state: State, history: History, ref: str) -> tuple[str, s
     Without the file (deleted, renamed, or a clone of only the results branch) the step
     is the one production was last recorded with, or the one the succeeded index names.
     """
-    from engine.core.parse import find_pipeline
+    from engine.adapters.pipeline_files import find_pipeline
     from engine.errors import NotFound, UsageError
 
     loaded = find_pipeline(state.repo, state.pipelines_dir, ref, must_exist=False)

@@ -76,9 +76,9 @@ def command(state: State, host: str, port: int, workers: int, queue_size: int) -
       sig=$(printf %s "$body" | openssl dgst -sha256 -hmac "$SLUICE_WEBHOOK_SECRET" | cut -d' ' -f2)
       curl -d "$body" -H "X-Sluice-Signature-256: sha256=$sig" localhost:8080/hooks/retrain-churn
     """
+    from engine.adapters.pipeline_files import find_pipeline_files, load_many
     from engine.app.webhooks import Receiver, make_server
     from engine.cli.main import EXIT_INTERRUPTED, _exit
-    from engine.core.parse import find_pipeline_files, load_many
     from engine.errors import UsageError
 
     secret = os.environ.get("SLUICE_WEBHOOK_SECRET", "")

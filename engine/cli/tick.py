@@ -146,8 +146,9 @@ def _parse_window(text: str) -> timedelta:
 
 def _load(state: State, names: tuple[str, ...]) -> list[LoadedPipeline]:
     """Every pipeline of the pipelines folder (all must be valid), or the ones named."""
+    from engine.adapters.pipeline_files import display_path, find_pipeline_files, load_many
     from engine.cli.main import EXIT_INVALID, _annotate, _exit
-    from engine.core.parse import display_path, find_pipeline_files, load_many, suggest
+    from engine.core.suggest import suggest
     from engine.errors import NotFound, PipelineInvalid
 
     folder = state.pipelines_dir

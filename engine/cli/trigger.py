@@ -137,8 +137,8 @@ def _load(state: State, *, strict: bool) -> list[LoadedPipeline]:
     with a warning, and so are pipelines sharing a name (a reference would be ambiguous).
     """
     from engine.adapters import github_env as github
+    from engine.adapters.pipeline_files import find_pipeline_files, load_many
     from engine.cli.main import EXIT_INVALID, _exit
-    from engine.core.parse import find_pipeline_files, load_many
     from engine.errors import PipelineInvalid, Problem
 
     files = find_pipeline_files(state.pipelines_dir)

@@ -60,8 +60,8 @@ def _target(state: State, output: str | None) -> Path:
 
 def _wanted(state: State, existing: str, uses: str | None, tick: str | None) -> str:
     """The workflow as `generate` writes it, keeping the existing file's `uses:` lines."""
+    from engine.adapters.pipeline_files import display_path, find_pipeline_files, load_many
     from engine.core.gh_workflow import WorkflowOptions, keep_uses, render
-    from engine.core.parse import display_path, find_pipeline_files, load_many
     from engine.errors import UsageError
 
     files = find_pipeline_files(state.pipelines_dir)
@@ -150,9 +150,9 @@ def check(state: State, output: str | None, uses: str | None, tick: str | None) 
     Example (in CI):
       sluice workflow check || { echo 'run: sluice workflow generate'; exit 1; }
     """
+    from engine.adapters.pipeline_files import display_path
     from engine.cli.main import EXIT_FAILED, _exit
     from engine.core.gh_workflow import diff
-    from engine.core.parse import display_path
 
     path = _target(state, output)
     existing = _read(path)

@@ -11,7 +11,8 @@ from typing import Any
 
 from engine.core.expressions import ExpressionError
 from engine.core.manifest import Trigger
-from engine.core.parse import LoadedPipeline, coerce_params, suggest
+from engine.core.parse import LoadedPipeline, coerce_params
+from engine.core.suggest import suggest
 from engine.core.triggers.drift import bounded, holds_over
 from engine.errors import InvalidInput, NotFound, json_object
 
