@@ -20,7 +20,7 @@ from typing import IO, Any, NoReturn
 
 import yaml
 
-from engine.errors import json_object
+from engine.errors import ActionError, json_object
 
 COMMANDS = ("trigger", "run", "tick", "validate", "retry", "approve", "reject", "drift")
 JSON_COMMANDS = ("trigger", "tick", "run", "retry")  # take --json: manifests on stdout
@@ -29,10 +29,6 @@ FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 # The order in which one run's status decides the status of several (as `sluice trigger`).
 PRECEDENCE = ("cancelled", "failed", "waiting_approval", "succeeded")
 _BRANCH = re.compile(r"^(?!-)(?!.*\.\.)(?!.*//)[A-Za-z0-9._/-]{1,200}(?<![./])$")
-
-
-class ActionError(Exception):
-    """Inputs that cannot make a command; the action exits 2 with an error annotation."""
 
 
 @dataclass(frozen=True)

@@ -1,11 +1,29 @@
 """The engine's one exception tree; the CLI maps it to exit codes, never to a traceback.
 
+Every error the engine raises on purpose is a SluiceError. Classes defined in another
+module name it in brackets; tests/test_errors.py holds this drawing to the code. Errors
+carry their facts as fields (`PipelineInvalid.problems` with file and line,
+`CycleError.cycle`, `ExpressionError.column`), so that no caller has to parse a message.
+
 SluiceError                 exit 1 unless a subclass says otherwise
-├── InvalidInput            exit 2: the user's files, flags or payloads are wrong
-│   ├── PipelineInvalid     one or more `file:line: message` problems
-│   └── UsageError          a flag, argument or reference that does not fit
-├── NotFound                exit 2: a named pipeline, run or step does not exist
-└── EngineUnavailable       exit 1: Docker, git or a store cannot be reached
+├── InvalidInput            exit 2: the user's files, flags, names or payloads are wrong
+│   ├── PipelineInvalid     one or more Problems: file, line, message
+│   ├── UsageError          a flag, argument or reference that does not fit
+│   ├── NotFound            a named pipeline, run, step or file does not exist
+│   ├── ActionError         the Action's inputs cannot make a command
+│   ├── CycleError          [core.graph] `needs` form a cycle, listed in `cycle`
+│   ├── ExpressionError     [core.expressions] a `when` that does not parse or evaluate
+│   └── DataError           [adapters.drift_tables] a data file drift cannot compare
+├── EngineUnavailable       exit 3: the engine could not run (Docker, git, the artifact store)
+│   ├── RuntimeUnavailable  [ports] the Docker daemon does not answer
+│   └── ResultsNotPushed    [adapters.git_results] committed here, refused by the remote
+├── ImageMissing            [ports] an image that is not there and cannot be pulled or built
+│   └── ImageBuildFailed    [adapters.docker_runtime] building a step's image failed
+├── ClaimLost               [ports] another runner created a claimed path first
+├── UnsafeArchive           [local.archives] an archive that writes where it must not
+├── CorruptArtifact         [adapters.artifacts] a stored object missing or not matching
+├── DispatchFailed          [adapters.github_api] GitHub did not accept a dispatch
+└── DispatchLoop            [adapters.github_api] a dispatch chain already too deep
 """
 
 from __future__ import annotations
@@ -72,11 +90,17 @@ class UsageError(InvalidInput):
 
 
 class NotFound(InvalidInput):
-    """A named pipeline, run, step or file does not exist."""
+    """A named pipeline, run, step or file does not exist (a wrong name is wrong input)."""
+
+
+class ActionError(InvalidInput):
+    """The Action's inputs cannot make a command: it exits 2 with an error annotation."""
 
 
 class EngineUnavailable(SluiceError):
     """Something the engine needs (Docker, git, an artifact store) cannot be reached."""
+
+    exit_code = 3
 
 
 def json_object(

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from engine.errors import SluiceError
+from engine.errors import EngineUnavailable, SluiceError
 
 LABEL_RUN = "sluice.run-id"
 LABEL_PIPELINE = "sluice.pipeline"
@@ -21,7 +21,7 @@ class ImageMissing(SluiceError):
     """An image is not present locally and could not be pulled or built."""
 
 
-class RuntimeUnavailable(SluiceError):
+class RuntimeUnavailable(EngineUnavailable):
     """The container runtime (the Docker daemon) does not answer."""
 
 

@@ -30,6 +30,8 @@ from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeAlias, TypeGuard
 
+from engine.errors import InvalidInput
+
 MAX_LENGTH = 4096
 MAX_DEPTH = 64  # nesting levels; keeps parser and evaluator far below Python's recursion limit
 ROOTS = ("params", "steps", "baseline", "trigger", "metrics")
@@ -56,15 +58,18 @@ _ARITH["%"] = operator.mod
 _ORDER = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
 
 
-class ExpressionError(ValueError):
+class ExpressionError(InvalidInput, ValueError):
     """A `when` expression that does not parse or cannot be evaluated, located by column."""
 
     def __init__(self, message: str, column: int, hint: str = "") -> None:
-        self.message = message
-        self.column = column
-        self.hint = hint
         located = f"{message} at column {column}"
         super().__init__(f"{located}: {hint}" if hint else located)
+        self.message = message  # without the column and hint, which str() includes
+        self.column = column
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return str(self.args[0])
 
     def __reduce__(self) -> tuple[Any, ...]:
         # The default would re-call __init__ with the formatted string only.

@@ -7,8 +7,10 @@ from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from engine.errors import InvalidInput
 
-class CycleError(ValueError):
+
+class CycleError(InvalidInput, ValueError):
     """`needs` form a cycle; `cycle` lists it closed, e.g. ['a', 'b', 'c', 'a']."""
 
     def __init__(self, cycle: list[str]) -> None:
