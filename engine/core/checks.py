@@ -11,7 +11,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from croniter import croniter
 
 from engine.core import expressions, graph, templating
-from engine.core.spec import NAME_RE, Pipeline, ResolvedStep, resolve_steps
+from engine.core.spec import NAME_RE, Pipeline, ResolvedStep, StepWithoutImage, resolve_steps
+from engine.core.suggest import suggest
 from engine.errors import InvalidInput
 
 Path_ = tuple[str | int, ...]
@@ -31,13 +32,6 @@ class CheckResult:
 
     def add(self, path: Path_, message: str) -> None:
         self.problems.append((path, message))
-
-
-def _suggest(word: str, options: list[str]) -> str:
-    import difflib
-
-    close = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def _step_items(data: Mapping[str, Any]) -> Iterator[tuple[str, int, dict[str, Any]]]:
@@ -197,7 +191,7 @@ def _check_needs(
             where: Path_ = (section, index, "needs", position)
             if dep not in names:
                 result.add(
-                    where, f"step {name!r} needs unknown step {dep!r}{_suggest(dep, list(names))}"
+                    where, f"step {name!r} needs unknown step {dep!r}{suggest(dep, list(names))}"
                 )
             elif section == "steps" and names[dep][0] == "finally":
                 result.add(
@@ -285,16 +279,15 @@ def check_pipeline(data: Mapping[str, Any], pipeline: Pipeline | None) -> CheckR
         elif section != "steps":
             result.add(
                 ("baseline", "step"),
-                f"baseline step {step!r} is not a step of this pipeline{_suggest(step, list(names))}",
+                f"baseline step {step!r} is not a step of this pipeline{suggest(step, list(names))}",
             )
     _check_triggers(data, result)
 
     if pipeline is not None and not result.problems:
         try:
             result.steps = resolve_steps(pipeline)
-        except ValueError as exc:
-            step_name = str(exc).split("'")[1] if "'" in str(exc) else ""
-            section, index = names.get(step_name, ("steps", 0))
+        except StepWithoutImage as exc:
+            section, index = names.get(exc.step, ("steps", 0))
             result.add((section, index, "name"), str(exc))
         result.dag = dag
     return result

@@ -357,11 +357,19 @@ _NO_RETRIES = RetryPolicy()  # frozen models: one shared instance is safe
 _NO_LIMITS = Resources()
 
 
+class StepWithoutImage(ValueError):
+    """A step that names no image, neither itself nor through `defaults`."""
+
+    def __init__(self, step: str) -> None:
+        super().__init__(f"step {step!r} has no image: set image on the step or in defaults")
+        self.step = step
+
+
 def resolve_step(step: Step, defaults: Defaults, *, is_finally: bool) -> ResolvedStep:
     """Apply `defaults` then the engine's defaults to one step.
 
     `env` and `config` merge (the step wins per key); `secrets` are the union.
-    Raises ValueError when no image is given anywhere.
+    Raises StepWithoutImage (a ValueError) when no image is given anywhere.
     """
 
     def pick(field: str) -> Any:
@@ -374,7 +382,7 @@ def resolve_step(step: Step, defaults: Defaults, *, is_finally: bool) -> Resolve
     command = step.command if own_argv else defaults.command
     image = pick("image")
     if image is None:
-        raise ValueError(f"step {step.name!r} has no image: set image on the step or in defaults")
+        raise StepWithoutImage(step.name)
     step_type = pick("type") or StepType.custom
     cache = pick("cache")
     env = {**(defaults.env or {}), **(step.env or {})}
