@@ -1,4 +1,5 @@
-"""Shared fixtures: a Docker daemon (never skipped under CI), test images, run ids."""
+"""Shared test helpers: git(), make_repo(), poll(), sluice() (the CLI, in process or not);
+fixtures: a Docker daemon (never skipped under CI), test images, run ids, a fake GitHub API."""
 
 from __future__ import annotations
 
@@ -8,21 +9,27 @@ import os
 import secrets
 import socket
 import subprocess
+import sys
+import textwrap
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import NoReturn
+from typing import NoReturn, TypeVar
 
 import docker
 import pytest
+from click.testing import CliRunner
 
+ROOT = Path(__file__).resolve().parent.parent  # the checkout under test
 BUSYBOX = "sluice-test/busybox:1"
 PYTHON = "python:3.11-slim"
 RUN_LABEL = "sluice.run-id"
 ENGINE_LABEL = "sluice.engine"
+T = TypeVar("T")
 _RUN_IDS: set[str] = set()  # handed out by the run_id fixture in this session
 
 
@@ -118,15 +125,119 @@ def run_id() -> str:
 
 
 def git(cwd: Path, *args: str) -> str:
-    """Run git in `cwd` with a throwaway identity; fail the test when git fails."""
+    """Run git in `cwd` with a throwaway identity; fail the test when git fails.
+
+    Returns stdout without its surrounding whitespace.
+    """
     done = subprocess.run(
         ["git", "-c", "user.name=t", "-c", "user.email=t@example.com", *args],
         cwd=cwd,
         capture_output=True,
         text=True,
     )
-    assert done.returncode == 0, done.stderr
+    assert done.returncode == 0, f"git {' '.join(args)}: {done.stderr}"
     return done.stdout.strip()
+
+
+def make_repo(
+    root: Path,
+    pipelines: Mapping[str, str] | None = None,
+    files: Mapping[str, str] | None = None,
+    *,
+    name: str = "repo",
+    commit: str | None = None,
+    origin: bool = False,
+    object_format: str | None = None,
+) -> Path:
+    """A git repository at `root / name`: `pipelines/<file>` (dedented) and other `files`.
+
+    Plain `git init` by default (nothing committed). `commit`: commit everything with that
+    message on branch main. `origin`: also a bare `root / "origin.git"` (branch main) as its
+    remote `origin`, with main pushed there (implies a commit, "pipelines" unless named).
+    """
+    repo = root / name
+    repo.mkdir(parents=True, exist_ok=True)
+    for file, text in (pipelines or {}).items():
+        path = repo / "pipelines" / file
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text))
+    for file, text in (files or {}).items():
+        (repo / file).parent.mkdir(parents=True, exist_ok=True)
+        (repo / file).write_text(text)
+    if origin:
+        git(root, "init", "-q", "--bare", "-b", "main", str(root / "origin.git"))
+        commit = commit or "pipelines"
+    init = ["init", "-q"] + (["-b", "main"] if commit else [])
+    init += [f"--object-format={object_format}"] if object_format else []
+    git(root, *init, str(repo))
+    if commit:
+        git(repo, "add", "-A")
+        git(repo, "commit", "-q", "-m", commit)
+    if origin:
+        git(repo, "remote", "add", "origin", str(root / "origin.git"))
+        git(repo, "push", "-q", "origin", "main")
+    return repo
+
+
+def poll(predicate: Callable[[], T], timeout: float, what: str, every: float = 0.05) -> T:
+    """`predicate()`'s first truthy value, checked every `every` seconds until `timeout` runs out.
+
+    The one way a test waits: never a bare sleep.
+    """
+    deadline = time.monotonic() + timeout
+    while not (value := predicate()):
+        assert time.monotonic() < deadline, f"timed out after {timeout}s waiting for {what}"
+        time.sleep(every)  # poll
+    return value
+
+
+def sluice(
+    *args: str,
+    repo: Path | None = None,
+    env: Mapping[str, str | None] | None = None,
+    cwd: Path | None = None,
+    process: bool = False,
+    timeout: float = 300,
+) -> subprocess.CompletedProcess[str]:
+    """`sluice [--repo REPO] ARGS` as the console script runs it: exit code, stdout, stderr.
+
+    In this process by default (click's CliRunner isolates stdin/stdout/stderr and `env`;
+    a `None` value unsets a variable). `process=True` runs `python -m engine` in a child
+    process of this checkout instead, for tests that need one (signals, a cwd, real stdio,
+    timeouts); its environment is this one plus `env`.
+    """
+    argv = [*(["--repo", str(repo)] if repo is not None else []), *args]
+    if process:
+        base = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+        }
+        merged = {k: v for k, v in {**base, **(env or {})}.items() if v is not None}
+        return subprocess.run(
+            [sys.executable, "-m", "engine", *argv],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=cwd,
+            env=merged,
+            check=False,
+        )
+    assert cwd is None, "a cwd needs process=True"
+    from engine.cli.main import main  # here: a conftest that imports no engine module loads fast
+
+    runner = CliRunner()
+    with runner.isolation(env=dict(env or {}), color=False) as (out, err, _):
+        try:
+            main(argv)
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        else:
+            code = 0
+        sys.stdout.flush()
+        sys.stderr.flush()
+        return subprocess.CompletedProcess(
+            ["sluice", *argv], code, out.getvalue().decode(), err.getvalue().decode()
+        )
 
 
 # --- a loopback stand-in for GitHub's REST API ---------------------------------------------

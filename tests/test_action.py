@@ -8,13 +8,15 @@ import secrets
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import conftest
 import docker
 import pytest
+from conftest import poll
 
 from engine.action import (
     ActionError,
@@ -35,32 +37,9 @@ RUNNER_UID = 1001  # the user GitHub's hosted runners run jobs as
 SOCKET = "/var/run/docker.sock"
 
 
-def poll(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)  # poll
-
-
 def git(cwd: Path, *args: str) -> str:
-    done = subprocess.run(
-        # safe.directory: the test (root) works in a workspace that the runner's user owns
-        [
-            "git",
-            "-c",
-            "safe.directory=*",
-            "-c",
-            "user.name=Mona",
-            "-c",
-            "user.email=m@x.org",
-            *args,
-        ],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return done.stdout.strip()
+    # safe.directory: the test (root) works in a workspace that the runner's user owns
+    return conftest.git(cwd, "-c", "safe.directory=*", *args)
 
 
 # --- the entrypoint's decisions (no Docker) ------------------------------------------------

@@ -3,46 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import docker
 import pytest
+from conftest import make_repo, poll, sluice
 
 pytestmark = pytest.mark.docker
-
-
-def make_repo(root: Path, pipeline: str) -> Path:
-    repo = root / "repo"
-    (repo / "pipelines").mkdir(parents=True)
-    (repo / "pipelines" / "p.yaml").write_text(textwrap.dedent(pipeline))
-    subprocess.run(["git", "init", "-q", str(repo)], check=True)
-    return repo
-
-
-def sluice(
-    repo: Path, *args: str, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "engine", "--repo", str(repo), *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, **(env or {})},
-    )
-
-
-def poll(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)  # poll
 
 
 def containers(client: docker.DockerClient, pipeline: str) -> list[object]:
@@ -58,7 +29,8 @@ def test_json_prints_the_manifest_and_exit_codes_follow_the_run(
 ) -> None:
     repo = make_repo(
         tmp_path,
-        f"""
+        {
+            "p.yaml": f"""
         name: json-out
         params: {{fail: false}}
         steps:
@@ -66,25 +38,26 @@ def test_json_prints_the_manifest_and_exit_codes_follow_the_run(
             image: {busybox_image}
             env: {{FAIL: "${{{{ params.fail }}}}"}}
             run: 'echo working; [ "$FAIL" = false ]'
-        """,
+        """
+        },
     )
-    ok = sluice(repo, "run", "json-out", "--json")
+    ok = sluice("run", "json-out", "--json", repo=repo, process=True)
     assert ok.returncode == 0, ok.stderr
     manifest = json.loads(ok.stdout)
     assert manifest["status"] == "succeeded"
     assert manifest["steps"]["only"]["status"] == "succeeded"
     assert "[only] working" in ok.stderr
 
-    failed = sluice(repo, "run", "json-out", "--json", "-p", "fail=true")
+    failed = sluice("run", "json-out", "--json", "-p", "fail=true", repo=repo, process=True)
     assert failed.returncode == 1
     assert json.loads(failed.stdout)["status"] == "failed"
 
-    bad = sluice(repo, "run", "json-out", "-p", "fail=maybe")
+    bad = sluice("run", "json-out", "-p", "fail=maybe", repo=repo, process=True)
     assert bad.returncode == 2
     assert "param 'fail' takes true or false" in bad.stderr
     assert "Traceback" not in bad.stderr
 
-    unknown = sluice(repo, "run", "json-outt")
+    unknown = sluice("run", "json-outt", repo=repo, process=True)
     assert unknown.returncode == 2
     assert "did you mean 'json-out'?" in unknown.stderr
 
@@ -94,7 +67,8 @@ def test_sigterm_removes_the_runs_containers_and_exits_130(
 ) -> None:
     repo = make_repo(
         tmp_path,
-        f"""
+        {
+            "p.yaml": f"""
         name: cancel-me
         defaults: {{image: {busybox_image}}}
         steps:
@@ -108,7 +82,8 @@ def test_sigterm_removes_the_runs_containers_and_exits_130(
         finally:
           - name: tidy
             run: echo tidy
-        """,
+        """
+        },
     )
     proc = subprocess.Popen(
         [sys.executable, "-m", "engine", "--repo", str(repo), "run", "cancel-me", "--json"],
@@ -158,7 +133,7 @@ def test_gc_removes_containers_of_a_dead_engine(
         network_mode="none",
     )
     orphan.start()
-    result = sluice(tmp_path, "gc")
+    result = sluice("gc", repo=tmp_path, process=True)
     assert result.returncode == 0, result.stderr
     assert containers(docker_client, "orphaned") == []
     assert "removed 1 container" in result.stderr

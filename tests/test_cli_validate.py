@@ -1,4 +1,4 @@
-"""`sluice validate`, `graph` and `schema` through click's CliRunner (and `main` for exit codes)."""
+"""`sluice validate`, `graph` and `schema` in this process (conftest's sluice: `main` under click's CliRunner)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner, Result
-
-from engine.cli.main import cli, main
+from conftest import sluice
 
 GOOD = """\
 name: churn-retrain
@@ -61,40 +59,32 @@ def repo(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def invoke(*args: str, env: dict[str, str] | None = None) -> Result:
-    return CliRunner().invoke(cli, list(args), env=env, catch_exceptions=False)
-
-
-def run_main(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+def run_main(*args: str) -> tuple[int, str, str]:
     """`main` as the console script runs it: exceptions mapped to exit codes."""
-    with pytest.raises(SystemExit) as caught:
-        main(args)
-    out, err = capsys.readouterr()
-    code = caught.value.code
-    assert isinstance(code, int)
-    return code, out, err
+    done = sluice(*args)
+    return done.returncode, done.stdout, done.stderr
 
 
 # validate ---------------------------------------------------------------------------------
 
 
 def test_validate_ok(repo: Path) -> None:
-    result = invoke("--repo", str(repo), "validate")
-    assert result.exit_code == 0
+    result = sluice("--repo", str(repo), "validate")
+    assert result.returncode == 0
     assert result.stdout == ""
     assert result.stderr == "sluice: 2 pipeline(s) valid\n"
 
 
 def test_validate_ok_json_is_an_empty_list(repo: Path) -> None:
-    result = invoke("--repo", str(repo), "validate", "--json")
-    assert result.exit_code == 0
+    result = sluice("--repo", str(repo), "validate", "--json")
+    assert result.returncode == 0
     assert json.loads(result.stdout) == []
 
 
 def test_validate_invalid(repo: Path) -> None:
     (repo / "pipelines" / "broken.yaml").write_text(BAD)
-    result = invoke("--repo", str(repo), "validate")
-    assert result.exit_code == 2
+    result = sluice("--repo", str(repo), "validate")
+    assert result.returncode == 2
     assert result.stdout == ""
     assert result.stderr.splitlines() == [
         "pipelines/broken.yaml:5: unknown key 'timout' in steps.a (did you mean 'timeout'?)",
@@ -108,8 +98,8 @@ def test_validate_json_shape(repo: Path) -> None:
     (repo / "pipelines" / "monitoring" / "cycle.yaml").write_text(
         "name: cyc\ndefaults: {image: x}\nsteps:\n  - {name: a, needs: [b]}\n  - {name: b, needs: [a]}\n"
     )
-    result = invoke("--repo", str(repo), "validate", "--json")
-    assert result.exit_code == 2
+    result = sluice("--repo", str(repo), "validate", "--json")
+    assert result.returncode == 2
     document = json.loads(result.stdout)
     assert document == [
         {
@@ -129,23 +119,23 @@ def test_validate_json_shape(repo: Path) -> None:
 
 def test_validate_recurses_into_folders(repo: Path) -> None:
     (repo / "pipelines" / "monitoring" / "deep" / "bad.yml").write_text("name: x\nsteps: []\n")
-    result = invoke("--repo", str(repo), "validate", str(repo / "pipelines" / "monitoring"))
-    assert result.exit_code == 2
+    result = sluice("--repo", str(repo), "validate", str(repo / "pipelines" / "monitoring"))
+    assert result.returncode == 2
     assert "pipelines/monitoring/deep/bad.yml:2: steps: " in result.stderr
     assert "churn.yaml" not in result.stderr
 
 
 def test_validate_several_paths(repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(repo)
-    result = invoke("validate", "pipelines/churn.yaml", "pipelines/monitoring")
-    assert result.exit_code == 0
+    result = sluice("validate", "pipelines/churn.yaml", "pipelines/monitoring")
+    assert result.returncode == 0
     assert result.stderr == "sluice: 2 pipeline(s) valid\n"
 
 
 def test_validate_same_name_in_two_files(repo: Path) -> None:
     (repo / "pipelines" / "zz-copy.yaml").write_text(GOOD)
-    result = invoke("--repo", str(repo), "validate", "--json")
-    assert result.exit_code == 2
+    result = sluice("--repo", str(repo), "validate", "--json")
+    assert result.returncode == 2
     assert json.loads(result.stdout) == [
         {
             "file": "pipelines/zz-copy.yaml",
@@ -157,24 +147,24 @@ def test_validate_same_name_in_two_files(repo: Path) -> None:
 
 
 def test_validate_missing_path(repo: Path) -> None:
-    result = invoke("--repo", str(repo), "validate", str(repo / "nope.yaml"))
-    assert result.exit_code == 2
+    result = sluice("--repo", str(repo), "validate", str(repo / "nope.yaml"))
+    assert result.returncode == 2
     assert result.stderr.splitlines() == [
         "nope.yaml: no such file or folder",
         "sluice: 1 problem(s) in 1 file(s)",
     ]
-    assert "Traceback" not in result.output
+    assert "Traceback" not in result.stdout + result.stderr
 
 
 def test_validate_folder_without_pipelines(repo: Path) -> None:
     (repo / "empty").mkdir()
-    result = invoke("--repo", str(repo), "validate", str(repo / "empty"))
-    assert result.exit_code == 2
+    result = sluice("--repo", str(repo), "validate", str(repo / "empty"))
+    assert result.returncode == 2
     assert "empty: no *.yaml pipeline files here" in result.stderr
 
 
 def test_validate_missing_path_through_main(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, err = run_main(["--repo", str(repo), "validate", str(repo / "gone")], capsys)
+    code, out, err = run_main("--repo", str(repo), "validate", str(repo / "gone"))
     assert code == 2
     assert out == ""
     assert "gone: no such file or folder" in err
@@ -182,8 +172,8 @@ def test_validate_missing_path_through_main(repo: Path, capsys: pytest.CaptureFi
 
 def test_validate_annotations_under_github_actions(repo: Path) -> None:
     (repo / "pipelines" / "broken.yaml").write_text(BAD.replace("echo", "${{ x }}"))
-    result = invoke("--repo", str(repo), "validate", env={"GITHUB_ACTIONS": "true"})
-    assert result.exit_code == 2
+    result = sluice("--repo", str(repo), "validate", env={"GITHUB_ACTIONS": "true"})
+    assert result.returncode == 2
     annotations = [line for line in result.stderr.splitlines() if line.startswith("::error ")]
     assert len(annotations) == 2
     assert annotations[0] == (
@@ -202,8 +192,8 @@ def test_annotations_escape_percent_and_newlines(repo: Path) -> None:
         "name: pct\nsteps:\n  - name: a\n    image: x\n    resources: {memory: 50%}\n"
     )
     pct = str(repo / "pipelines" / "pct.yaml")
-    result = invoke("--repo", str(repo), "validate", pct, env={"GITHUB_ACTIONS": "true"})
-    assert result.exit_code == 2
+    result = sluice("--repo", str(repo), "validate", pct, env={"GITHUB_ACTIONS": "true"})
+    assert result.returncode == 2
     (annotation,) = [line for line in result.stderr.splitlines() if line.startswith("::error ")]
     assert annotation == (
         "::error file=pipelines/pct.yaml,line=5::steps.a.resources.memory: "
@@ -212,7 +202,7 @@ def test_annotations_escape_percent_and_newlines(repo: Path) -> None:
 
 
 def test_missing_path_annotation_points_at_line_1(repo: Path) -> None:
-    result = invoke(
+    result = sluice(
         "--repo", str(repo), "validate", str(repo / "nope"), env={"GITHUB_ACTIONS": "true"}
     )
     assert "::error file=nope,line=1::no such file or folder" in result.stderr.splitlines()
@@ -220,7 +210,7 @@ def test_missing_path_annotation_points_at_line_1(repo: Path) -> None:
 
 def test_no_annotations_outside_github_actions(repo: Path) -> None:
     (repo / "pipelines" / "broken.yaml").write_text(BAD)
-    result = invoke("--repo", str(repo), "validate", env={"GITHUB_ACTIONS": "false"})
+    result = sluice("--repo", str(repo), "validate", env={"GITHUB_ACTIONS": "false"})
     assert "::error" not in result.stderr
 
 
@@ -229,13 +219,13 @@ def test_no_annotations_outside_github_actions(repo: Path) -> None:
 
 def test_repo_defaults_to_the_git_top_level(repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(repo / "pipelines" / "monitoring")
-    result = invoke("validate")
-    assert result.exit_code == 0
+    result = sluice("validate")
+    assert result.returncode == 0
     assert result.stderr == "sluice: 2 pipeline(s) valid\n"
 
 
 def test_repo_option_must_be_a_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, _, err = run_main(["--repo", str(tmp_path / "nowhere"), "validate"], capsys)
+    code, _, err = run_main("--repo", str(tmp_path / "nowhere"), "validate")
     assert code == 2
     assert f"--repo {tmp_path / 'nowhere'}: no such folder" in err
 
@@ -244,22 +234,22 @@ def test_config_sets_the_pipelines_folder(repo: Path) -> None:
     (repo / "ml").mkdir()
     (repo / "ml" / "only.yaml").write_text(OTHER)
     (repo / "sluice.yaml").write_text("pipelines: ml/\n")
-    result = invoke("--repo", str(repo), "validate")
+    result = sluice("--repo", str(repo), "validate")
     assert result.stderr == "sluice: 1 pipeline(s) valid\n"
     (repo / "ci.yaml").write_text("pipelines: pipelines/\n")
-    result = invoke("--repo", str(repo), "--config", str(repo / "ci.yaml"), "validate")
+    result = sluice("--repo", str(repo), "--config", str(repo / "ci.yaml"), "validate")
     assert result.stderr == "sluice: 2 pipeline(s) valid\n"
 
 
 def test_config_that_is_invalid(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (repo / "sluice.yaml").write_text("pipelnes: ml/\n")
-    code, _, err = run_main(["--repo", str(repo), "validate"], capsys)
+    code, _, err = run_main("--repo", str(repo), "validate")
     assert code == 2
     assert "sluice.yaml:1: unknown key 'pipelnes' in the file (did you mean 'pipelines'?)" in err
 
 
 def test_config_that_does_not_exist(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, _, err = run_main(["--repo", str(repo), "--config", "missing.yaml", "validate"], capsys)
+    code, _, err = run_main("--repo", str(repo), "--config", "missing.yaml", "validate")
     assert code == 2
     assert "missing.yaml: no such config file" in err
 
@@ -268,8 +258,8 @@ def test_config_that_does_not_exist(repo: Path, capsys: pytest.CaptureFixture[st
 
 
 def test_graph_text_by_name(repo: Path) -> None:
-    result = invoke("--repo", str(repo), "graph", "churn-retrain")
-    assert result.exit_code == 0
+    result = sluice("--repo", str(repo), "graph", "churn-retrain")
+    assert result.returncode == 0
     assert result.stdout == (
         "level 0:\n"
         "  prepare\n"
@@ -284,8 +274,8 @@ def test_graph_text_by_name(repo: Path) -> None:
 
 
 def test_graph_json(repo: Path) -> None:
-    result = invoke("--repo", str(repo), "graph", "churn-retrain", "--format", "json")
-    assert result.exit_code == 0
+    result = sluice("--repo", str(repo), "graph", "churn-retrain", "--format", "json")
+    assert result.returncode == 0
     assert json.loads(result.stdout) == {
         "levels": [["prepare"], ["train", "tune"], ["evaluate"], ["notify"]],
         "edges": [
@@ -298,8 +288,8 @@ def test_graph_json(repo: Path) -> None:
 
 
 def test_graph_mermaid(repo: Path) -> None:
-    result = invoke("--repo", str(repo), "graph", "churn-retrain", "--format", "mermaid")
-    assert result.exit_code == 0
+    result = sluice("--repo", str(repo), "graph", "churn-retrain", "--format", "mermaid")
+    assert result.returncode == 0
     lines = result.stdout.splitlines()
     assert lines[0] == "flowchart LR"
     assert '  s_prepare["prepare"]' in lines
@@ -308,8 +298,8 @@ def test_graph_mermaid(repo: Path) -> None:
 
 
 def test_graph_dot(repo: Path) -> None:
-    result = invoke("--repo", str(repo), "graph", "churn-retrain", "--format", "dot")
-    assert result.exit_code == 0
+    result = sluice("--repo", str(repo), "graph", "churn-retrain", "--format", "dot")
+    assert result.returncode == 0
     assert result.stdout.startswith("digraph pipeline {\n  rankdir=LR;\n")
     assert '  "tune" -> "evaluate";\n' in result.stdout
     assert '  "notify" [style=dashed];\n' in result.stdout
@@ -317,25 +307,23 @@ def test_graph_dot(repo: Path) -> None:
 
 
 def test_graph_by_path(repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    by_repo_path = invoke("--repo", str(repo), "graph", "pipelines/monitoring/deep/drift.yml")
+    by_repo_path = sluice("--repo", str(repo), "graph", "pipelines/monitoring/deep/drift.yml")
     assert by_repo_path.stdout == "level 0:\n  compute\n"
     monkeypatch.chdir(repo / "pipelines")
-    by_cwd_path = invoke(
+    by_cwd_path = sluice(
         "--repo", str(repo), "graph", "monitoring/deep/drift.yml", "--format", "json"
     )
     assert json.loads(by_cwd_path.stdout) == {"levels": [["compute"]], "edges": []}
 
 
 def test_graph_unknown_format(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, _, err = run_main(
-        ["--repo", str(repo), "graph", "churn-retrain", "--format", "svg"], capsys
-    )
+    code, _, err = run_main("--repo", str(repo), "graph", "churn-retrain", "--format", "svg")
     assert code == 2
     assert "'svg' is not one of 'text', 'mermaid', 'dot', 'json'" in err
 
 
 def test_graph_unknown_pipeline(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, err = run_main(["--repo", str(repo), "graph", "churn-retrian"], capsys)
+    code, out, err = run_main("--repo", str(repo), "graph", "churn-retrian")
     assert code == 2
     assert out == ""
     assert "sluice: error: no pipeline named 'churn-retrian'" in err
@@ -345,14 +333,14 @@ def test_graph_unknown_pipeline(repo: Path, capsys: pytest.CaptureFixture[str]) 
 
 def test_graph_of_an_invalid_pipeline(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (repo / "pipelines" / "broken.yaml").write_text(BAD)
-    code, out, err = run_main(["--repo", str(repo), "graph", "broken"], capsys)
+    code, out, err = run_main("--repo", str(repo), "graph", "broken")
     assert code == 2
     assert out == ""
     assert "pipelines/broken.yaml:5: unknown key 'timout'" in err
 
 
 def test_graph_needs_a_pipeline(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, _, err = run_main(["--repo", str(repo), "graph"], capsys)
+    code, _, err = run_main("--repo", str(repo), "graph")
     assert code == 2
     assert "Missing argument 'PIPELINE'" in err
 
@@ -361,8 +349,8 @@ def test_graph_needs_a_pipeline(repo: Path, capsys: pytest.CaptureFixture[str]) 
 
 
 def test_schema_is_json_schema_of_the_format() -> None:
-    result = invoke("schema")
-    assert result.exit_code == 0
+    result = sluice("schema")
+    assert result.returncode == 0
     document = json.loads(result.stdout)
     assert document["$schema"] == "https://json-schema.org/draft/2020-12/schema"
     assert document["title"] == "Sluice pipeline"
@@ -381,13 +369,13 @@ def test_schema_is_json_schema_of_the_format() -> None:
     "args", [["--help"], ["validate", "--help"], ["graph", "-h"], ["schema", "--help"]]
 )
 def test_help_has_examples(args: list[str]) -> None:
-    result = invoke(*args)
-    assert result.exit_code == 0
+    result = sluice(*args)
+    assert result.returncode == 0
     assert "Example" in result.stdout
 
 
 def test_top_level_help_lists_the_commands() -> None:
-    result = invoke("--help")
+    result = sluice("--help")
     assert "Examples:" in result.stdout
     for command in ("validate", "graph", "schema"):
         assert command in result.stdout

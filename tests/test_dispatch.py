@@ -8,10 +8,9 @@ import threading
 from pathlib import Path
 
 import pytest
-from conftest import FakeGitHub
+from conftest import FakeGitHub, sluice
 
 from engine.adapters.github_api import API_VERSION, HOPS_KEY
-from engine.cli.main import main
 
 
 @pytest.fixture(autouse=True)
@@ -34,12 +33,10 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("NO_PROXY", "127.0.0.1")
 
 
-def sluice(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
+def dispatch(*args: str) -> tuple[int, str]:
     """Run the real entry point in-process: (exit code, stderr)."""
-    with pytest.raises(SystemExit) as exited:
-        main(["dispatch", *args])
-    code = exited.value.code
-    return (code if isinstance(code, int) else 0), capsys.readouterr().err
+    done = sluice("dispatch", *args)
+    return done.returncode, done.stderr
 
 
 @pytest.fixture
@@ -52,8 +49,7 @@ def token(monkeypatch: pytest.MonkeyPatch, github: FakeGitHub) -> str:
 def test_sends_githubs_documented_request(
     capsys: pytest.CaptureFixture[str], github: FakeGitHub, token: str
 ) -> None:
-    code, err = sluice(
-        capsys,
+    code, err = dispatch(
         "octo-org/churn",
         "--event-type",
         "retrain-churn",
@@ -101,7 +97,7 @@ def test_refusals_become_clear_errors_and_exit_1(
     expected: str,
 ) -> None:
     github.status, github.reply = status, reply
-    code, err = sluice(capsys, "octo-org/churn", "--event-type", "retrain")
+    code, err = dispatch("octo-org/churn", "--event-type", "retrain")
     assert code == 1
     assert expected in err
     assert "Traceback" not in err
@@ -114,7 +110,7 @@ def test_a_redirect_is_not_followed_with_the_token(
 ) -> None:
     github.status = 301
     github.headers = {"Location": "http://127.0.0.1:9/repos/someone-else/churn/dispatches"}
-    code, err = sluice(capsys, "octo-org/churn", "--event-type", "retrain")
+    code, err = dispatch("octo-org/churn", "--event-type", "retrain")
     assert code == 1
     assert "not followed" in err
     assert "someone-else" in err
@@ -129,7 +125,7 @@ def test_connection_refused_exits_1_naming_the_url(
         url = f"http://127.0.0.1:{bound.getsockname()[1]}"
         monkeypatch.setenv("GITHUB_TOKEN", "t")
         monkeypatch.setenv("GITHUB_API_URL", url)
-        code, err = sluice(capsys, "octo-org/churn", "--event-type", "retrain")
+        code, err = dispatch("octo-org/churn", "--event-type", "retrain")
     assert code == 1
     assert f"cannot reach {url}/repos/octo-org/churn/dispatches" in err
 
@@ -138,7 +134,7 @@ def test_no_answer_within_the_timeout_exits_1(
     capsys: pytest.CaptureFixture[str], github: FakeGitHub, token: str
 ) -> None:
     github.stall = threading.Event()
-    code, err = sluice(capsys, "octo-org/churn", "--event-type", "retrain", "--timeout", "0.3")
+    code, err = dispatch("octo-org/churn", "--event-type", "retrain", "--timeout", "0.3")
     assert code == 1
     assert "within 0.3s" in err
 
@@ -147,7 +143,7 @@ def test_missing_token_exits_2_before_sending(
     capsys: pytest.CaptureFixture[str], github: FakeGitHub, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("GITHUB_API_URL", github.url)
-    code, err = sluice(capsys, "octo-org/churn", "--event-type", "retrain")
+    code, err = dispatch("octo-org/churn", "--event-type", "retrain")
     assert code == 2
     assert "GITHUB_TOKEN is not set" in err
     assert github.requests == []
@@ -175,7 +171,7 @@ def test_invalid_input_exits_2_before_sending(
 ) -> None:
     if "--event-type" not in args:
         args = [*args, "--event-type", "retrain"]
-    code, err = sluice(capsys, "octo-org/churn", *args)
+    code, err = dispatch("octo-org/churn", *args)
     assert code == 2
     assert expected in err
     assert github.requests == []
@@ -185,7 +181,7 @@ def test_nine_keys_go_out_as_ten(
     capsys: pytest.CaptureFixture[str], github: FakeGitHub, token: str
 ) -> None:
     nine = {f"k{i}": i for i in range(9)}
-    code, err = sluice(capsys, "o/r", "--event-type", "e", "--payload", json.dumps(nine))
+    code, err = dispatch("o/r", "--event-type", "e", "--payload", json.dumps(nine))
     assert code == 0, err
     sent = github.requests[0].json()
     assert isinstance(sent, dict)
@@ -196,7 +192,7 @@ def test_nine_keys_go_out_as_ten(
 def test_a_malformed_repository_exits_2(
     capsys: pytest.CaptureFixture[str], github: FakeGitHub, token: str, repository: str
 ) -> None:
-    code, err = sluice(capsys, repository, "--event-type", "retrain")
+    code, err = dispatch(repository, "--event-type", "retrain")
     assert code == 2
     assert "OWNER/NAME" in err
     assert github.requests == []
@@ -209,24 +205,24 @@ def test_hop_guard_counts_up_then_refuses(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("SLUICE_DISPATCH_HOPS", "2")
-    code, err = sluice(capsys, "octo-org/churn", "--event-type", "retrain")
+    code, err = dispatch("octo-org/churn", "--event-type", "retrain")
     assert code == 0, err
     sent = github.requests[0].json()
     assert isinstance(sent, dict)
     assert sent["client_payload"][HOPS_KEY] == 3
 
     monkeypatch.setenv("SLUICE_DISPATCH_HOPS", "3")
-    code, err = sluice(capsys, "octo-org/churn", "--event-type", "retrain")
+    code, err = dispatch("octo-org/churn", "--event-type", "retrain")
     assert code == 1
     assert "refusing to dispatch" in err
     assert len(github.requests) == 1
 
-    code, err = sluice(capsys, "octo-org/churn", "--event-type", "retrain", "--max-hops", "4")
+    code, err = dispatch("octo-org/churn", "--event-type", "retrain", "--max-hops", "4")
     assert code == 0, err
     assert len(github.requests) == 2
 
     monkeypatch.setenv("SLUICE_DISPATCH_HOPS", "many")
-    code, err = sluice(capsys, "octo-org/churn", "--event-type", "retrain")
+    code, err = dispatch("octo-org/churn", "--event-type", "retrain")
     assert code == 2
     assert "SLUICE_DISPATCH_HOPS='many'" in err
 
@@ -245,11 +241,11 @@ def test_hop_guard_reads_the_dispatch_that_started_the_workflow(
     )
     monkeypatch.setenv("GITHUB_EVENT_PATH", str(event))
     monkeypatch.setenv("GITHUB_EVENT_NAME", "repository_dispatch")
-    code, err = sluice(capsys, "octo-org/churn", "--event-type", "retrain")
+    code, err = dispatch("octo-org/churn", "--event-type", "retrain")
     assert code == 1
     assert "a chain of 3 dispatch(es)" in err
     assert github.requests == []
 
     monkeypatch.setenv("GITHUB_EVENT_NAME", "push")  # the file is only a dispatch's in a dispatch
-    code, err = sluice(capsys, "octo-org/churn", "--event-type", "retrain")
+    code, err = dispatch("octo-org/churn", "--event-type", "retrain")
     assert code == 0, err

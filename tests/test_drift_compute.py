@@ -12,10 +12,10 @@ from typing import Any
 
 import numpy as np
 import pytest
+from conftest import sluice
 
 from engine.adapters import drift_tables as tables
 from engine.app.drift_compute import compute
-from engine.cli.main import main
 from engine.core import expressions
 
 HAVE_PYARROW = tables.have_pyarrow()
@@ -60,20 +60,16 @@ def reader(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> s
     return str(request.param)
 
 
-def sluice(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+def compute_cli(*args: str) -> tuple[int, str, str]:
     """Run `sluice drift compute ARGS` in-process: (exit code, stdout, stderr)."""
-    with pytest.raises(SystemExit) as ended:
-        main(["drift", "compute", *args])
-    out = capsys.readouterr()
-    code = ended.value.code
-    assert isinstance(code, int)
-    assert "Traceback" not in out.out + out.err
-    return code, out.out, out.err
+    done = sluice("drift", "compute", *args)
+    assert "Traceback" not in done.stdout + done.stderr
+    return done.returncode, done.stdout, done.stderr
 
 
-def refused(capsys: pytest.CaptureFixture[str], *args: str) -> str:
+def refused(*args: str) -> str:
     """The error of a run that must exit 2, on one line-joined string."""
-    code, out, err = sluice(capsys, *args)
+    code, out, err = compute_cli(*args)
     assert code == 2, (out, err)
     assert err.startswith("sluice: error: "), err
     return err
@@ -92,8 +88,8 @@ def test_two_draws_of_one_distribution_do_not_drift(
 ) -> None:
     ref = write_csv(tmp_path / "ref.csv", normal_columns(1, 5000))
     cur = write_csv(tmp_path / "cur.csv", normal_columns(2, 5000))
-    code, out, _ = sluice(
-        capsys, "--reference", str(ref), "--current", str(cur), "--out", str(out_dir)
+    code, out, _ = compute_cli(
+        "--reference", str(ref), "--current", str(cur), "--out", str(out_dir)
     )
     assert code == 0
     metrics = json.loads((out_dir / "metrics.json").read_text())
@@ -108,9 +104,7 @@ def test_a_two_sigma_shift_in_one_feature_flags_that_feature_only(
 ) -> None:
     ref = write_csv(tmp_path / "ref.csv", normal_columns(1, 5000))
     cur = write_csv(tmp_path / "cur.csv", normal_columns(2, 5000, shift={"x3": 2.0}))
-    code, _, _ = sluice(
-        capsys, "--reference", str(ref), "--current", str(cur), "--out", str(out_dir)
-    )
+    code, _, _ = compute_cli("--reference", str(ref), "--current", str(cur), "--out", str(out_dir))
     assert code == 0  # drift is a finding, not a failure
     details = json.loads((out_dir / "drift.json").read_text())
     assert details["drift_detected"] is True
@@ -146,7 +140,7 @@ def test_a_new_category_is_caught(
     }
     args = ["--reference", str(write_csv(tmp_path / "r.csv", ref))]
     args += ["--current", str(write_csv(tmp_path / "c.csv", cur)), "--out", str(out_dir), "--json"]
-    code, out, _ = sluice(capsys, *args)
+    code, out, _ = compute_cli(*args)
     assert code == 0
     details = json.loads(out)
     assert details == json.loads((out_dir / "drift.json").read_text())
@@ -164,11 +158,11 @@ def test_fail_on_drift_exits_1_after_writing_the_report(
     ref = write_csv(tmp_path / "ref.csv", normal_columns(1, 500))
     cur = write_csv(tmp_path / "cur.csv", normal_columns(2, 500, shift={"x1": 3.0}))
     args = ["--reference", str(ref), "--current", str(cur), "--out", str(out_dir)]
-    assert sluice(capsys, *args, "--fail-on-drift")[0] == 1
+    assert compute_cli(*args, "--fail-on-drift")[0] == 1
     assert json.loads((out_dir / "metrics.json").read_text())["drift_detected"] is True
     same = write_csv(tmp_path / "same.csv", normal_columns(1, 500))
     args = ["--reference", str(ref), "--current", str(same), "--out", str(out_dir)]
-    assert sluice(capsys, *args, "--fail-on-drift")[0] == 0
+    assert compute_cli(*args, "--fail-on-drift")[0] == 0
 
 
 def test_method_psi_scores_numbers_by_psi_and_thresholds_apply_per_method(
@@ -177,15 +171,15 @@ def test_method_psi_scores_numbers_by_psi_and_thresholds_apply_per_method(
     ref = write_csv(tmp_path / "ref.csv", normal_columns(1, 2000))
     cur = write_csv(tmp_path / "cur.csv", normal_columns(2, 2000, shift={"x2": 0.5}))
     base = ["--reference", str(ref), "--current", str(cur), "--out", str(out_dir), "--json"]
-    psi = json.loads(sluice(capsys, *base, "--method", "psi")[1])
+    psi = json.loads(compute_cli(*base, "--method", "psi")[1])
     x2 = psi["features"]["x2"]
     assert x2["method"] == "psi" and x2["score"] == x2["psi"] and x2["threshold"] == 0.2
     assert psi["drifted_features"] == ["x2"]
     # A bare --threshold sets every method; a per-method one wins whatever the order.
-    mixed = json.loads(sluice(capsys, *base, "--threshold", "ks=0.9", "--threshold", "0.5")[1])
+    mixed = json.loads(compute_cli(*base, "--threshold", "ks=0.9", "--threshold", "0.5")[1])
     assert mixed["thresholds"] == {"psi": 0.5, "ks": 0.9}
     assert mixed["drift_detected"] is False
-    strict = json.loads(sluice(capsys, *base, "--threshold", "ks=0.001", "--bins", "4")[1])
+    strict = json.loads(compute_cli(*base, "--threshold", "ks=0.001", "--bins", "4")[1])
     assert strict["drifted_features"] == ["x0", "x1", "x2", "x3", "x4"]
     assert len(strict["features"]["x0"]["bins"]) == 4
 
@@ -196,7 +190,7 @@ def test_features_select_columns_repeated_or_comma_separated(
     ref = write_csv(tmp_path / "ref.csv", normal_columns(1, 300))
     cur = write_csv(tmp_path / "cur.csv", normal_columns(2, 300))
     args = ["--reference", str(ref), "--current", str(cur), "--out", str(out_dir), "--json"]
-    found = json.loads(sluice(capsys, *args, "--features", "x4, x1", "--features", "x0,x4")[1])
+    found = json.loads(compute_cli(*args, "--features", "x4, x1", "--features", "x0,x4")[1])
     assert list(found["features"]) == ["x4", "x1", "x0"]
 
 
@@ -210,9 +204,7 @@ def test_metrics_are_flat_numbers_whose_keys_work_in_when_expressions(
     rng = np.random.default_rng(11)
     data = {name: rng.normal(size=200).tolist() for name in names}
     ref, cur = write_csv(tmp_path / "r.csv", data), write_csv(tmp_path / "c.csv", data)
-    code, _, _ = sluice(
-        capsys, "--reference", str(ref), "--current", str(cur), "--out", str(out_dir)
-    )
+    code, _, _ = compute_cli("--reference", str(ref), "--current", str(cur), "--out", str(out_dir))
     assert code == 0
     metrics = json.loads((out_dir / "metrics.json").read_text())
     assert list(metrics)[:4] == ["drift_detected", "drift_score", "drifted_features", "features"]
@@ -242,14 +234,14 @@ def test_out_defaults_to_sluice_outputs_then_drift_report(
     ref = write_csv(tmp_path / "ref.csv", normal_columns(1, 100))
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("SLUICE_OUTPUTS", str(tmp_path / "outputs"))
-    assert sluice(capsys, "--reference", "ref.csv", "--current", "ref.csv")[0] == 0
+    assert compute_cli("--reference", "ref.csv", "--current", "ref.csv")[0] == 0
     assert sorted(p.name for p in (tmp_path / "outputs").iterdir()) == [
         "drift.json",
         "metrics.json",
         "report.md",
     ]
     monkeypatch.delenv("SLUICE_OUTPUTS")
-    assert sluice(capsys, "--reference", str(ref), "--current", str(ref))[0] == 0
+    assert compute_cli("--reference", str(ref), "--current", str(ref))[0] == 0
     assert (tmp_path / "drift-report" / "metrics.json").is_file()
 
 
@@ -418,7 +410,7 @@ def test_missing_values_are_counted_and_located(
     tmp_path: Path, good: Path, reader: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     bad = write_lines(tmp_path / "bad.csv", "age,plan", "31,basic", ",pro", "52,basic", "NaN,pro")
-    err = refused(capsys, "--reference", str(good), "--current", str(bad))
+    err = refused("--reference", str(good), "--current", str(bad))
     assert f"{bad}:3: column 'age': 2 missing value(s)" in err
     assert "hint:" in err and "--features" in err
 
@@ -428,7 +420,7 @@ def test_a_constant_reference_feature_is_refused(
 ) -> None:
     ref = write_lines(tmp_path / "ref.csv", "age,level", "31,3", "45,3", "52,3")
     cur = write_lines(tmp_path / "cur.csv", "age,level", "30,3", "40,4", "50,3")
-    err = refused(capsys, "--reference", str(ref), "--current", str(cur))
+    err = refused("--reference", str(ref), "--current", str(cur))
     assert f"{ref}: column 'level': every value is 3" in err
     assert "--features age" in err
 
@@ -437,9 +429,9 @@ def test_a_feature_missing_from_a_file_is_named_with_a_suggestion(
     tmp_path: Path, good: Path, reader: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     other = write_lines(tmp_path / "other.csv", "age,plans", "31,basic")
-    err = refused(capsys, "--reference", str(good), "--current", str(other))
+    err = refused("--reference", str(good), "--current", str(other))
     assert f"{other}: has no column 'plan' (did you mean 'plans'?)" in err
-    err = refused(capsys, "--reference", str(good), "--current", str(good), "--features", "agee")
+    err = refused("--reference", str(good), "--current", str(good), "--features", "agee")
     assert f"{good}: has no column 'agee' (did you mean 'age'?)" in err
 
 
@@ -447,7 +439,7 @@ def test_numbers_in_one_file_and_text_in_the_other_name_the_first_text_line(
     tmp_path: Path, good: Path, reader: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     bad = write_lines(tmp_path / "bad.csv", "age,plan", "31,basic", "45,pro", "fifty,pro")
-    err = refused(capsys, "--reference", str(good), "--current", str(bad))
+    err = refused("--reference", str(good), "--current", str(bad))
     assert f"{bad}:4: column 'age': 'fifty' is not a number, but every value" in err
     assert str(good) in err
 
@@ -470,7 +462,7 @@ def test_malformed_csv_files_are_refused(
     message: str,
 ) -> None:
     bad = write_lines(tmp_path / "bad.csv", *lines)
-    err = refused(capsys, "--reference", str(good), "--current", str(bad))
+    err = refused("--reference", str(good), "--current", str(bad))
     assert f"{bad}{message}" in err or f"{bad}: {message}" in err
 
 
@@ -478,18 +470,18 @@ def test_unknown_unreadable_and_absent_files_are_refused(
     tmp_path: Path, good: Path, reader: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     text = write_lines(tmp_path / "data.txt", "age", "1")
-    err = refused(capsys, "--reference", str(text), "--current", str(good))
+    err = refused("--reference", str(text), "--current", str(good))
     assert f"{text}: unknown file type '.txt'" in err
-    err = refused(capsys, "--reference", str(good), "--current", str(tmp_path / "nope.csv"))
+    err = refused("--reference", str(good), "--current", str(tmp_path / "nope.csv"))
     assert f"{tmp_path / 'nope.csv'}: no such file" in err
     latin = tmp_path / "latin.csv"
     latin.write_bytes("age,plan\n31,caf\xe9\n".encode("latin-1"))
     assert f"{latin}: is not UTF-8 text" in refused(
-        capsys, "--reference", str(good), "--current", str(latin)
+        "--reference", str(good), "--current", str(latin)
     )
     broken = tmp_path / "broken.parquet"
     broken.write_bytes(b"not parquet at all")
-    err = refused(capsys, "--reference", str(good), "--current", str(broken))
+    err = refused("--reference", str(good), "--current", str(broken))
     if reader == "stdlib":
         assert f"{broken}: reading Parquet files needs pyarrow" in err
         assert "pip install 'sluice[drift]'" in err
@@ -500,7 +492,7 @@ def test_unknown_unreadable_and_absent_files_are_refused(
 def test_categorical_features_under_ks_suggest_another_method(
     good: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    err = refused(capsys, "--reference", str(good), "--current", str(good), "--method", "ks")
+    err = refused("--reference", str(good), "--current", str(good), "--method", "ks")
     assert "column 'plan': holds text (categories); KS needs numbers" in err
     assert "--method auto" in err and "--method psi" in err
 
@@ -518,4 +510,4 @@ def test_bad_thresholds_are_usage_errors(
     good: Path, capsys: pytest.CaptureFixture[str], value: str, message: str
 ) -> None:
     args = ["--reference", str(good), "--current", str(good), "--threshold", "ks=0.2"]
-    assert message in refused(capsys, *args, "--threshold", value)
+    assert message in refused(*args, "--threshold", value)

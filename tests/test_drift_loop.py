@@ -7,16 +7,14 @@ Everything goes through the `sluice` command line, against clones of a bare orig
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import textwrap
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from conftest import FakeGitHub, git
+from conftest import FakeGitHub, git, sluice
 
 import engine
 
@@ -95,16 +93,10 @@ def repo(tmp_path: Path, busybox_image: str) -> Path:
     return work
 
 
-def sluice(
+def cli(
     repo: Path, *args: str, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "engine", "--repo", str(repo), *args],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**os.environ, "PYTHONPATH": str(SOURCE), "NO_COLOR": "1", **(env or {})},
-    )
+    return sluice(*args, repo=repo, env={"NO_COLOR": "1", **(env or {})}, process=True, timeout=600)
 
 
 def manifests(done: subprocess.CompletedProcess[str]) -> list[dict[str, Any]]:
@@ -134,7 +126,7 @@ def test_a_monitor_tick_on_drifted_data_retrains_once_per_cooldown(
     env = {"SLUICE_ENGINE_IMAGE": engine_image}
 
     # 1. The hourly tick runs the monitor in the engine image; it finds drift in `a`.
-    first = manifests(sluice(repo, "tick", "--now", "2026-11-25T10:05:00Z", "--json", env=env))
+    first = manifests(cli(repo, "tick", "--now", "2026-11-25T10:05:00Z", "--json", env=env))
     assert [m["pipeline"] for m in first] == ["churn-drift", "retrain"]
     monitor, retrained = first
     assert monitor["trigger"]["kind"] == "cron"
@@ -147,12 +139,12 @@ def test_a_monitor_tick_on_drifted_data_retrains_once_per_cooldown(
     assert retrained["trigger"]["payload"]["monitor"] == "churn-drift"
     assert retrained["trigger"]["payload"]["monitor_run"] == monitor["run_id"]
     assert retrained["trigger"]["payload"]["metrics"]["drift_detected"] is True
-    log = sluice(repo, "logs", retrained["run_id"], "train")
+    log = cli(repo, "logs", retrained["run_id"], "train")
     assert "retraining on drift from churn-drift" in log.stdout
 
     # 3. New drifted data an hour later: the monitor runs, the retrain is suppressed.
     commit(repo, {"data/current.csv": table(3.0, seed=3)}, "more drift")
-    second = manifests(sluice(repo, "tick", "--now", "2026-11-25T11:05:00Z", "--json", env=env))
+    second = manifests(cli(repo, "tick", "--now", "2026-11-25T11:05:00Z", "--json", env=env))
     assert [m["pipeline"] for m in second] == ["churn-drift"]
     assert second[0]["steps"]["check"]["metrics"]["drift_detected"] is True
     records = signals(repo, "retrain", "churn-drift")
@@ -177,7 +169,7 @@ def test_a_monitor_tick_on_drifted_data_retrains_once_per_cooldown(
                 }
             )
         )
-        done = sluice(
+        done = cli(
             repo,
             "trigger",
             "--event-name",
@@ -198,7 +190,7 @@ def test_a_monitor_tick_on_drifted_data_retrains_once_per_cooldown(
     assert last["decision"] == "suppressed" and last["source"] == "repository_dispatch"
 
     # 5. `sluice drift signals` reads it all back, newest first.
-    listed = sluice(repo, "drift", "signals", "--json")
+    listed = cli(repo, "drift", "signals", "--json")
     assert listed.returncode == 0, listed.stderr
     newest_first = [(r["pipeline"], r["decision"]) for r in json.loads(listed.stdout)]
     assert newest_first == [
@@ -207,18 +199,18 @@ def test_a_monitor_tick_on_drifted_data_retrains_once_per_cooldown(
         ("retrain", "suppressed"),
         ("retrain", "fired"),
     ]
-    text = sluice(repo, "drift", "signals", "--pipeline", "retrain", "--limit", "1").stdout
+    text = cli(repo, "drift", "signals", "--pipeline", "retrain", "--limit", "1").stdout
     assert "churn-drift -> retrain" in text and "suppressed" in text
     assert "retrain-vendor" not in text
 
 
 def test_a_monitor_without_drift_starts_nothing(repo: Path, engine_image: str) -> None:
     commit(repo, {"data/current.csv": table(0.0, seed=4)}, "calm data")
-    done = sluice(repo, "run", "churn-drift", "--json", env={"SLUICE_ENGINE_IMAGE": engine_image})
+    done = cli(repo, "run", "churn-drift", "--json", env={"SLUICE_ENGINE_IMAGE": engine_image})
     assert done.returncode == 0, done.stderr
     monitor = json.loads(done.stdout)
     assert monitor["steps"]["check"]["metrics"]["drift_detected"] is False
-    listed = manifests(sluice(repo, "runs", "--json"))
+    listed = manifests(cli(repo, "runs", "--json"))
     assert [m["pipeline"] for m in listed] == ["churn-drift"]
     assert signals(repo, "retrain", "churn-drift") == []  # quiet signals leave no record
 
@@ -247,7 +239,7 @@ def test_dispatch_mode_sends_one_sluice_drift_event_instead_of_running(
         "GITHUB_TOKEN": "t0ken",
         "SLUICE_DISPATCH_HOPS": "0",
     }
-    done = sluice(repo, "run", "churn-drift", "--json", env=env)
+    done = cli(repo, "run", "churn-drift", "--json", env=env)
     assert done.returncode == 0, done.stderr
     monitor = json.loads(done.stdout)
     assert "sent sluice-drift to octo/churn" in done.stderr
@@ -261,5 +253,5 @@ def test_dispatch_mode_sends_one_sluice_drift_event_instead_of_running(
     assert body["client_payload"]["metrics"] == {"drift_detected": True, "drift_score": 0.7}
     assert body["client_payload"]["sluice_hops"] == 1
     # Nothing ran here: the receiving workflow runs the bound pipeline.
-    listed = manifests(sluice(repo, "runs", "--json"))
+    listed = manifests(cli(repo, "runs", "--json"))
     assert [m["pipeline"] for m in listed] == ["churn-drift"]

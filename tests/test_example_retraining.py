@@ -18,28 +18,23 @@ from typing import Any
 
 import docker
 import pytest
+from conftest import sluice
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "retraining"
 RETRAIN_STEPS = ["ingest", "validate-data", "train", "evaluate", "deploy", "notify"]
 
 
-def sluice(repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "engine", "--repo", str(repo), *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+def cli(repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return sluice(*args, repo=repo)
 
 
 def test_the_example_validates_and_its_workflow_is_up_to_date() -> None:
-    valid = sluice(EXAMPLE, "validate", "--json")
+    valid = cli(EXAMPLE, "validate", "--json")
     assert valid.returncode == 0, valid.stdout + valid.stderr
-    check = sluice(EXAMPLE, "workflow", "check")
+    check = cli(EXAMPLE, "workflow", "check")
     assert check.returncode == 0, check.stdout + check.stderr
-    graph = json.loads(sluice(EXAMPLE, "graph", "retrain", "--format", "json").stdout)
+    graph = json.loads(cli(EXAMPLE, "graph", "retrain", "--format", "json").stdout)
     assert graph["levels"][:5] == [
         ["ingest"],
         ["validate-data"],
@@ -85,14 +80,14 @@ def scenario(
 
 def runs(repo: Path, pipeline: str | None = None) -> list[dict[str, Any]]:
     args = ["runs", "--limit", "100", "--json"] + (["--pipeline", pipeline] if pipeline else [])
-    listed = sluice(repo, *args)
+    listed = cli(repo, *args)
     assert listed.returncode == 0, listed.stderr
     found: list[dict[str, Any]] = json.loads(listed.stdout)
     return found
 
 
 def show(repo: Path, run_id: str) -> dict[str, Any]:
-    shown = sluice(repo, "show", run_id, "--json")
+    shown = cli(repo, "show", run_id, "--json")
     assert shown.returncode == 0, shown.stderr
     manifest: dict[str, Any] = json.loads(shown.stdout)
     return manifest
@@ -191,7 +186,7 @@ def test_drift_starts_one_retrain_and_the_cooldown_suppresses_the_next(
         "drift drift-monitor -> retrain: suppressed"
         in (scenario["workdir"] / "logs" / "tick3.log").read_text()
     )
-    listed = sluice(repo, "drift", "signals", "--pipeline", "retrain", "--json")
+    listed = cli(repo, "drift", "signals", "--pipeline", "retrain", "--json")
     assert listed.returncode == 0, listed.stderr
     signals = [(s["decision"], s["monitor_run"], s["run_id"]) for s in json.loads(listed.stdout)]
     assert signals == [  # newest first
@@ -228,9 +223,9 @@ def test_rollback_and_promote_move_production_on_the_record(scenario: dict[str, 
     assert (promote["previous"], promote["production"]) == (drifted, reviewed)
     assert promote["entry"]["action"] == "promote"
 
-    assert "production of retrain (promote at" in sluice(repo, "show", reviewed).stdout
+    assert "production of retrain (promote at" in cli(repo, "show", reviewed).stdout
     for other in (scenario["first"], drifted):
-        assert "production of retrain" not in sluice(repo, "show", other).stdout
+        assert "production of retrain" not in cli(repo, "show", other).stdout
     log = subprocess.run(
         ["git", "-C", str(repo), "log", "--format=%s", "sluice-results"],
         capture_output=True,

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 import textwrap
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import make_repo, poll
 
 from engine.adapters.fake_runtime import FakeOutcome, FakeRuntime
 from engine.core.manifest import RunManifest, RunStatus, StepStatus, Trigger
@@ -31,10 +30,7 @@ def execute(
     secrets: dict[str, str] | None = None,
     start: bool = True,
 ) -> tuple[Executor, RunManifest | None]:
-    repo = tmp_path / "repo"
-    repo.mkdir(parents=True, exist_ok=True)
-    (repo / "data.txt").write_text("data\n")
-    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    repo = make_repo(tmp_path, files={"data.txt": "data\n"})
     loaded = load_text(textwrap.dedent(text), "pipelines/p.yaml")
     options = RunOptions(
         params={**loaded.pipeline.params, **(params or {})},
@@ -320,10 +316,12 @@ def test_cancel_stops_the_run_and_kills_its_containers(tmp_path: Path) -> None:
     result: list[RunManifest] = []
     worker = threading.Thread(target=lambda: result.append(executor.run()))
     worker.start()
-    deadline = time.monotonic() + 10
-    while executor.manifest.steps["b"].status is not StepStatus.running:
-        assert time.monotonic() < deadline, "step b never started"
-        time.sleep(0.01)  # poll
+    poll(
+        lambda: executor.manifest.steps["b"].status is StepStatus.running,
+        10,
+        "step b to start",
+        0.01,
+    )
     executor.cancel()
     worker.join(timeout=10)
     assert not worker.is_alive()

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import textwrap
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import make_repo
 
 from engine.adapters.docker_runtime import DockerRuntime
 from engine.adapters.pipeline_files import load_file
@@ -20,18 +19,6 @@ from engine.run.executor import Executor, RunOptions
 pytestmark = pytest.mark.docker
 
 BUSYBOX = "sluice-test/busybox:1"
-
-
-def make_repo(root: Path, pipeline: str, files: dict[str, str] | None = None) -> Path:
-    """A real git repository holding one pipeline (and any extra files)."""
-    repo = root / "repo"
-    (repo / "pipelines").mkdir(parents=True)
-    (repo / "pipelines" / "p.yaml").write_text(textwrap.dedent(pipeline))
-    for name, text in (files or {}).items():
-        (repo / name).parent.mkdir(parents=True, exist_ok=True)
-        (repo / name).write_text(text)
-    subprocess.run(["git", "init", "-q", str(repo)], check=True)
-    return repo
 
 
 def run_pipeline(
@@ -61,14 +48,16 @@ def log_of(repo: Path, manifest: RunManifest, step: str, attempt: int = 1) -> st
 def test_flaky_step_retries_with_backoff(tmp_path: Path, busybox_image: str) -> None:
     repo = make_repo(
         tmp_path,
-        f"""
+        {
+            "p.yaml": f"""
         name: flaky
         steps:
           - name: flaky
             image: {busybox_image}
             run: 'echo "attempt $SLUICE_ATTEMPT"; [ "$SLUICE_ATTEMPT" -ge 3 ]'
             retries: {{limit: 3, backoff: 1s, factor: 2}}
-        """,
+        """
+        },
     )
     manifest = run_pipeline(repo)
     step = manifest.steps["flaky"]
@@ -87,7 +76,8 @@ def test_permanent_failure_fails_dependents_and_finally_runs(
 ) -> None:
     repo = make_repo(
         tmp_path,
-        f"""
+        {
+            "p.yaml": f"""
         name: permanent
         defaults: {{image: {busybox_image}}}
         steps:
@@ -103,7 +93,8 @@ def test_permanent_failure_fails_dependents_and_finally_runs(
         finally:
           - name: cleanup
             run: echo cleaned
-        """,
+        """
+        },
     )
     manifest = run_pipeline(repo)
     assert manifest.status is RunStatus.failed
@@ -120,14 +111,16 @@ def test_permanent_failure_fails_dependents_and_finally_runs(
 def test_timeout_kills_the_step(tmp_path: Path, busybox_image: str) -> None:
     repo = make_repo(
         tmp_path,
-        f"""
+        {
+            "p.yaml": f"""
         name: slow
         steps:
           - name: sleeper
             image: {busybox_image}
             run: sleep 60
             timeout: 2s
-        """,
+        """
+        },
     )
     manifest = run_pipeline(repo)
     step = manifest.steps["sleeper"]
@@ -140,7 +133,8 @@ def test_timeout_kills_the_step(tmp_path: Path, busybox_image: str) -> None:
 def test_out_of_memory_is_oom_killed(tmp_path: Path, python_image: str) -> None:
     repo = make_repo(
         tmp_path,
-        f"""
+        {
+            "p.yaml": f"""
         name: hungry
         steps:
           - name: hog
@@ -148,7 +142,8 @@ def test_out_of_memory_is_oom_killed(tmp_path: Path, python_image: str) -> None:
             command: [python3, -c, "b = bytearray(200 * 1024 * 1024); print(len(b))"]
             resources: {{memory: 32m}}
             workspace: false
-        """,
+        """
+        },
     )
     manifest = run_pipeline(repo)
     step = manifest.steps["hog"]
@@ -160,13 +155,15 @@ def test_out_of_memory_is_oom_killed(tmp_path: Path, python_image: str) -> None:
 def test_missing_image_is_an_error_with_a_clear_message(tmp_path: Path, busybox_image: str) -> None:
     repo = make_repo(
         tmp_path,
-        """
+        {
+            "p.yaml": """
         name: noimage
         steps:
           - name: ghost
             image: sluice-test/does-not-exist:42
             run: echo hi
-        """,
+        """
+        },
     )
     manifest = run_pipeline(repo)
     attempt = manifest.steps["ghost"].attempts[0]
@@ -178,7 +175,7 @@ def test_missing_image_is_an_error_with_a_clear_message(tmp_path: Path, busybox_
 def test_parallelism_is_capped(tmp_path: Path, busybox_image: str) -> None:
     steps = "\n".join(f"  - name: s{i}\n    run: sleep 1" for i in range(8))
     repo = make_repo(
-        tmp_path, f"name: wide\ndefaults: {{image: {busybox_image}}}\nsteps:\n{steps}\n"
+        tmp_path, {"p.yaml": f"name: wide\ndefaults: {{image: {busybox_image}}}\nsteps:\n{steps}\n"}
     )
     manifest = run_pipeline(repo, max_parallel=4)
     assert manifest.status is RunStatus.succeeded
@@ -200,7 +197,8 @@ def test_outputs_reach_dependents_and_metrics_reach_the_manifest(
 ) -> None:
     repo = make_repo(
         tmp_path,
-        f"""
+        {
+            "p.yaml": f"""
         name: data
         params: {{rows: 3}}
         defaults: {{image: {busybox_image}}}
@@ -217,7 +215,8 @@ def test_outputs_reach_dependents_and_metrics_reach_the_manifest(
               cat /sluice/inputs/produce/sub/greeting.txt
               cat /sluice/config.json
               cat data.txt
-        """,
+        """
+        },
         files={"data.txt": "workspace file\n"},
     )
     manifest = run_pipeline(repo, rows=7)
@@ -233,7 +232,8 @@ def test_outputs_reach_dependents_and_metrics_reach_the_manifest(
 def test_checkpoints_survive_a_failed_attempt(tmp_path: Path, busybox_image: str) -> None:
     repo = make_repo(
         tmp_path,
-        f"""
+        {
+            "p.yaml": f"""
         name: resume
         steps:
           - name: train
@@ -246,7 +246,8 @@ def test_checkpoints_survive_a_failed_attempt(tmp_path: Path, busybox_image: str
               fi
               echo 5 > /sluice/checkpoints/epoch
               exit 1
-        """,
+        """
+        },
     )
     manifest = run_pipeline(repo)
     assert manifest.status is RunStatus.succeeded
@@ -257,7 +258,8 @@ def test_checkpoints_survive_a_failed_attempt(tmp_path: Path, busybox_image: str
 def test_when_conditions_skip_and_propagate(tmp_path: Path, busybox_image: str) -> None:
     repo = make_repo(
         tmp_path,
-        f"""
+        {
+            "p.yaml": f"""
         name: gates
         params: {{threshold: 0.9}}
         defaults: {{image: {busybox_image}}}
@@ -275,7 +277,8 @@ def test_when_conditions_skip_and_propagate(tmp_path: Path, busybox_image: str) 
             needs: [evaluate]
             when: steps.evaluate.metrics.accuracy < params.threshold
             run: echo reporting
-        """,
+        """
+        },
     )
     manifest = run_pipeline(repo)
     assert manifest.status is RunStatus.succeeded
@@ -301,13 +304,15 @@ def test_unsafe_output_archives_are_refused(
 ) -> None:
     repo = make_repo(
         tmp_path,
-        f"""
+        {
+            "p.yaml": f"""
         name: unsafe
         steps:
           - name: evil
             image: {busybox_image}
             run: "echo fine > /sluice/outputs/ok.txt; {script}"
-        """,
+        """
+        },
     )
     before = {p for p in tmp_path.rglob("*")}
     manifest = run_pipeline(repo)
@@ -331,14 +336,16 @@ def test_engine_environment_never_reaches_steps(
     monkeypatch.setenv("ACTIONS_RUNTIME_TOKEN", "runtime-token-456")
     repo = make_repo(
         tmp_path,
-        f"""
+        {
+            "p.yaml": f"""
         name: isolated
         steps:
           - name: show
             image: {busybox_image}
             env: {{MODEL_NAME: churn}}
             run: env | sort
-        """,
+        """
+        },
     )
     manifest = run_pipeline(repo)
     log = log_of(repo, manifest, "show")
@@ -362,14 +369,16 @@ def test_secrets_are_masked_in_logs_and_manifest(tmp_path: Path, busybox_image: 
     secret = "s3cr3t-value-987"
     repo = make_repo(
         tmp_path,
-        f"""
+        {
+            "p.yaml": f"""
         name: secretive
         steps:
           - name: leak
             image: {busybox_image}
             secrets: [API_TOKEN]
             run: 'echo "token is $API_TOKEN"; echo "$API_TOKEN" >&2; exit 1'
-        """,
+        """
+        },
     )
     manifest = run_pipeline(repo, secrets={"API_TOKEN": secret})
     run_dir = repo / ".sluice" / "runs" / manifest.run_id

@@ -10,20 +10,19 @@ import getpass
 import json
 import os
 import subprocess
-import sys
-import textwrap
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import git, make_repo, sluice
 
 from engine.adapters.fake_runtime import FakeOutcome, FakeRuntime
 from engine.adapters.git_results import ResultsStore
 from engine.adapters.pipeline_files import find_pipeline
 from engine.app.launch import execute, run_options
-from engine.cli.main import State, main
+from engine.cli.main import State
 from engine.cli.production import _who
 from engine.core.config import RepoConfig
 from engine.core.manifest import RunManifest, RunStatus, StepRecord, StepStatus, Trigger
@@ -39,13 +38,6 @@ from engine.run.records import (
 )
 
 BRANCH = "sluice-results"
-GIT_ENV = {
-    "GIT_AUTHOR_NAME": "t",
-    "GIT_AUTHOR_EMAIL": "t@example.invalid",
-    "GIT_COMMITTER_NAME": "t",
-    "GIT_COMMITTER_EMAIL": "t@example.invalid",
-}
-
 GATE = """
 name: gate
 params: {accuracy: 0.8, ship: true, fail_deploy: false}
@@ -70,33 +62,6 @@ steps:
     type: deployment
     run: deploy
 """
-
-
-def git(repo: Path, *args: str) -> str:
-    done = subprocess.run(
-        ["git", "-C", str(repo), *args],
-        capture_output=True,
-        text=True,
-        check=True,
-        env={**os.environ, **GIT_ENV},
-    )
-    return done.stdout.strip()
-
-
-def make_repo(root: Path, pipelines: dict[str, str]) -> Path:
-    """A committed repository whose origin is a bare repository on disk."""
-    origin = root / "origin.git"
-    subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(origin)], check=True)
-    repo = root / "repo"
-    (repo / "pipelines").mkdir(parents=True)
-    for name, text in pipelines.items():
-        (repo / "pipelines" / name).write_text(textwrap.dedent(text))
-    git(root, "init", "-q", "-b", "main", str(repo))
-    git(repo, "add", "-A")
-    git(repo, "commit", "-qm", "pipelines")
-    git(repo, "remote", "add", "origin", str(origin))
-    git(repo, "push", "-q", "origin", "main")
-    return repo
 
 
 class Gate:
@@ -131,20 +96,16 @@ class Gate:
         return execute(self.repo, loaded, options, runtime=self.runtime)
 
 
-def sluice(
-    capsys: pytest.CaptureFixture[str], repo: Path, *args: str, code: int = 0
-) -> tuple[str, str]:
+def cli(repo: Path, *args: str, code: int = 0) -> tuple[str, str]:
     """The CLI in this process, as the console script runs it; (stdout, stderr)."""
-    with pytest.raises(SystemExit) as caught:
-        main(["--repo", str(repo), *args])
-    out, err = capsys.readouterr()
-    assert caught.value.code == code, err
-    assert "Traceback" not in err
-    return out, err
+    done = sluice(*args, repo=repo)
+    assert done.returncode == code, done.stderr
+    assert "Traceback" not in done.stderr
+    return done.stdout, done.stderr
 
 
-def changed(capsys: pytest.CaptureFixture[str], repo: Path, *args: str) -> dict[str, Any]:
-    out, _ = sluice(capsys, repo, *args, "--json")
+def changed(repo: Path, *args: str) -> dict[str, Any]:
+    out, _ = cli(repo, *args, "--json")
     result: dict[str, Any] = json.loads(out)
     return result
 
@@ -204,7 +165,7 @@ def test_the_pointer_keeps_a_bounded_history() -> None:
 
 
 def test_a_succeeded_deploy_becomes_production_and_is_pushed(tmp_path: Path) -> None:
-    repo = make_repo(tmp_path, {"gate.yaml": GATE})
+    repo = make_repo(tmp_path, {"gate.yaml": GATE}, origin=True)
     gate = Gate(repo)
     first, second = gate.run(), gate.run(accuracy=0.9)
     held = gate.run(ship=False)  # the deploy is skipped: production stays
@@ -230,11 +191,11 @@ def test_a_succeeded_deploy_becomes_production_and_is_pushed(tmp_path: Path) -> 
 def test_promote_makes_an_older_run_the_next_runs_baseline(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    repo = make_repo(tmp_path, {"gate.yaml": GATE})
+    repo = make_repo(tmp_path, {"gate.yaml": GATE}, origin=True)
     gate = Gate(repo)
     older, newer = gate.run(), gate.run(accuracy=0.9)
     before = datetime.now(UTC)
-    result = changed(capsys, repo, "promote", older.run_id, "--by", "alice")
+    result = changed(repo, "promote", older.run_id, "--by", "alice")
     after = datetime.now(UTC)
     assert result["changed"] is True
     assert (result["previous"], result["production"]) == (newer.run_id, older.run_id)
@@ -250,11 +211,11 @@ def test_promote_makes_an_older_run_the_next_runs_baseline(
 
     pointer = on_origin(repo)  # pushed
     assert (pointer.run_id, pointer.by, pointer.at) == (older.run_id, "alice", entry["at"])
-    shown, _ = sluice(capsys, repo, "show", older.run_id)
+    shown, _ = cli(repo, "show", older.run_id)
     assert "production of gate (promote at" in shown
-    assert "production of" not in sluice(capsys, repo, "show", newer.run_id)[0]
+    assert "production of" not in cli(repo, "show", newer.run_id)[0]
 
-    text, _ = sluice(capsys, repo, "promote", older.run_id)  # already production
+    text, _ = cli(repo, "promote", older.run_id)  # already production
     assert "production stays" in text and "nothing recorded" in text
     assert on_origin(repo).seq == 3
 
@@ -267,7 +228,7 @@ def test_promote_makes_an_older_run_the_next_runs_baseline(
 def test_promote_refuses_runs_that_cannot_be_production(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    repo = make_repo(tmp_path, {"gate.yaml": GATE, "plain.yaml": PLAIN})
+    repo = make_repo(tmp_path, {"gate.yaml": GATE, "plain.yaml": PLAIN}, origin=True)
     gate = Gate(repo)
     good = gate.run()
     skipped = gate.run(ship=False)
@@ -276,19 +237,19 @@ def test_promote_refuses_runs_that_cannot_be_production(
     plain = gate.run("plain")
     tip = git(repo, "rev-parse", BRANCH)
 
-    _, err = sluice(capsys, repo, "promote", skipped.run_id, code=2)
+    _, err = cli(repo, "promote", skipped.run_id, code=2)
     assert f"run {skipped.run_id}'s deploy step was skipped (when is false: params.ship)" in err
     assert "promote a run whose deploy succeeded" in err
     assert "sluice runs --pipeline gate" in err
-    _, err = sluice(capsys, repo, "promote", failed.run_id, code=2)
+    _, err = cli(repo, "promote", failed.run_id, code=2)
     assert "deploy step failed" in err
-    _, err = sluice(capsys, repo, "promote", "20200101T000000Z-000000", code=2)
+    _, err = cli(repo, "promote", "20200101T000000Z-000000", code=2)
     assert "no run '20200101T000000Z-000000'" in err
-    _, err = sluice(capsys, repo, "promote", plain.run_id, code=2)
+    _, err = cli(repo, "promote", plain.run_id, code=2)
     assert "pipeline plain (pipelines/plain.yaml) has no `baseline:`" in err
-    _, err = sluice(capsys, repo, "rollback", "gate", "--to", plain.run_id, code=2)
+    _, err = cli(repo, "rollback", "gate", "--to", plain.run_id, code=2)
     assert "is a run of plain, not of gate" in err
-    _, err = sluice(capsys, repo, "rollback", "plain", code=2)
+    _, err = cli(repo, "rollback", "plain", code=2)
     assert "has no `baseline:`" in err
     assert git(repo, "rev-parse", BRANCH) == tip  # nothing recorded
     assert on_origin(repo).run_id == good.run_id
@@ -297,27 +258,27 @@ def test_promote_refuses_runs_that_cannot_be_production(
 def test_rollback_walks_back_one_production_at_a_time(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    repo = make_repo(tmp_path, {"gate.yaml": GATE})
-    _, err = sluice(capsys, repo, "rollback", "gate", code=2)
+    repo = make_repo(tmp_path, {"gate.yaml": GATE}, origin=True)
+    _, err = cli(repo, "rollback", "gate", code=2)
     assert "gate has no production run yet" in err
 
     gate = Gate(repo)
     one = gate.run()
-    _, err = sluice(capsys, repo, "rollback", "gate", code=2)
+    _, err = cli(repo, "rollback", "gate", code=2)
     assert f"nothing earlier to roll back to: {one.run_id} is the first" in err
     two, three = gate.run(), gate.run()
 
-    back = changed(capsys, repo, "rollback", "gate")
+    back = changed(repo, "rollback", "gate")
     assert (back["previous"], back["production"]) == (three.run_id, two.run_id)
     assert back["entry"]["action"] == "rollback" and back["entry"]["by"] == "ci-bot"
-    back = changed(capsys, repo, "rollback", "pipelines/gate.yaml")  # a file path works too
+    back = changed(repo, "rollback", "pipelines/gate.yaml")  # a file path works too
     assert (back["previous"], back["production"]) == (two.run_id, one.run_id)
-    _, err = sluice(capsys, repo, "rollback", "gate", code=2)
+    _, err = cli(repo, "rollback", "gate", code=2)
     assert "nothing earlier to roll back to" in err and "sluice promote RUN_ID" in err
 
-    text, _ = sluice(capsys, repo, "rollback", "gate", "--to", three.run_id)
+    text, _ = cli(repo, "rollback", "gate", "--to", three.run_id)
     assert f"gate: production {one.run_id} -> {three.run_id}" in text
-    assert changed(capsys, repo, "rollback", "gate")["production"] == one.run_id
+    assert changed(repo, "rollback", "gate")["production"] == one.run_id
 
     pointer = on_origin(repo)
     assert [(e.action, e.run_id) for e in reversed(pointer.history)] == [
@@ -335,7 +296,7 @@ def test_rollback_walks_back_one_production_at_a_time(
 def test_a_clone_with_only_the_results_branch_can_promote(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    repo = make_repo(tmp_path, {"gate.yaml": GATE})
+    repo = make_repo(tmp_path, {"gate.yaml": GATE}, origin=True)
     gate = Gate(repo)
     older, newer = gate.run(), gate.run()
     clone = tmp_path / "results-only"
@@ -343,19 +304,19 @@ def test_a_clone_with_only_the_results_branch_can_promote(
     git(clone, "checkout", "-q", "--detach")  # Sluice never moves a checked-out branch
     files = sorted(p.name for p in clone.iterdir())
 
-    result = changed(capsys, clone, "promote", older.run_id)  # no pipeline file: step recorded
+    result = changed(clone, "promote", older.run_id)  # no pipeline file: step recorded
     assert (result["previous"], result["production"]) == (newer.run_id, older.run_id)
     assert on_origin(repo).run_id == older.run_id
     assert sorted(p.name for p in clone.iterdir()) == files
 
-    sluice(capsys, repo, "runs", "--fetch")  # the first repository catches up
+    cli(repo, "runs", "--fetch")  # the first repository catches up
     assert gate.run().baseline_run == older.run_id
 
 
 def test_a_results_branch_from_before_production_history(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    repo = make_repo(tmp_path, {"gate.yaml": GATE})
+    repo = make_repo(tmp_path, {"gate.yaml": GATE}, origin=True)
     runs = [f"20261124T10000{n}Z-00000{n}" for n in range(3)]
     with ResultsStore(repo) as store:  # as older engines recorded: no production pointer
         for n, rid in enumerate(runs):
@@ -377,13 +338,13 @@ def test_a_results_branch_from_before_production_history(
         implied = history.production_state("gate", "deploy")
         assert implied is not None and (implied.seq, implied.lineage) == (0, [runs[0], runs[2]])
 
-    back = changed(capsys, repo, "rollback", "gate")
+    back = changed(repo, "rollback", "gate")
     assert (back["previous"], back["production"], back["entry"]["seq"]) == (runs[2], runs[0], 1)
     assert on_origin(repo).lineage == [runs[0]]
 
 
 def test_racing_runners_record_every_change(tmp_path: Path) -> None:
-    repo = make_repo(tmp_path, {"gate.yaml": GATE})
+    repo = make_repo(tmp_path, {"gate.yaml": GATE}, origin=True)
     wanted = [f"20261124T1000{n:02d}Z-{n:06x}" for n in range(5)]
     clones = [tmp_path / f"runner{n}" for n in range(len(wanted))]
     for path in clones:
@@ -417,7 +378,7 @@ def test_racing_runners_record_every_change(tmp_path: Path) -> None:
 def test_who_is_github_actor_then_git_user_then_the_os_user(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    repo = make_repo(tmp_path, {"gate.yaml": GATE})
+    repo = make_repo(tmp_path, {"gate.yaml": GATE}, origin=True)
     monkeypatch.setenv("GIT_CONFIG_GLOBAL", str(tmp_path / "no-global"))
     monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
     state = State(str(repo), None)
@@ -450,18 +411,12 @@ def test_deploy_promote_rollback_and_the_next_baseline_through_docker(
         when: "not baseline or steps.evaluate.metrics.accuracy > baseline.steps.evaluate.metrics.accuracy"
         run: 'grep -o "\\"run_id\\": \\"[^\\"]*\\"" /sluice/baseline.json || echo "no baseline"'
     """
-    repo = make_repo(tmp_path, {"gate.yaml": pipeline})
+    repo = make_repo(tmp_path, {"gate.yaml": pipeline}, origin=True)
     env = {**os.environ, "GITHUB_ACTOR": "", "LOGNAME": "docker-test", "USER": "docker-test"}
     env |= {"GIT_CONFIG_GLOBAL": str(tmp_path / "no-global"), "GIT_CONFIG_NOSYSTEM": "1"}
 
     def cli(*args: str, code: int = 0) -> subprocess.CompletedProcess[str]:
-        done = subprocess.run(
-            [sys.executable, "-m", "engine", "--repo", str(repo), *args],
-            capture_output=True,
-            text=True,
-            timeout=600,
-            env=env,
-        )
+        done = sluice(*args, repo=repo, env=env, process=True, timeout=600)
         assert "Traceback" not in done.stderr, done.stderr
         assert done.returncode == code, done.stderr
         return done

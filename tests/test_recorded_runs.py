@@ -7,48 +7,23 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import signal
 import subprocess
 import sys
-import textwrap
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import docker
 import pytest
+from conftest import git, make_repo, poll, sluice
 
 pytestmark = pytest.mark.docker
 
-GIT_ENV = {
-    "GIT_AUTHOR_NAME": "t",
-    "GIT_AUTHOR_EMAIL": "t@example.invalid",
-    "GIT_COMMITTER_NAME": "t",
-    "GIT_COMMITTER_EMAIL": "t@example.invalid",
-}
 
-
-def git(repo: Path, *args: str) -> str:
-    done = subprocess.run(
-        ["git", "-C", str(repo), *args],
-        capture_output=True,
-        text=True,
-        check=True,
-        env={**os.environ, **GIT_ENV},
-    )
-    return done.stdout
-
-
-def sluice(repo: Path, *args: str, check: int | None = 0) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run(
-        [sys.executable, "-m", "engine", "--repo", str(repo), *args],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+def cli(repo: Path, *args: str, check: int | None = 0) -> subprocess.CompletedProcess[str]:
+    done = sluice(*args, repo=repo, process=True, timeout=600)
     assert "Traceback" not in done.stderr, done.stderr
     if check is not None:
         assert done.returncode == check, done.stderr
@@ -56,34 +31,8 @@ def sluice(repo: Path, *args: str, check: int | None = 0) -> subprocess.Complete
 
 
 def run_json(repo: Path, *args: str, check: int | None = 0) -> dict[str, Any]:
-    result: dict[str, Any] = json.loads(sluice(repo, *args, "--json", check=check).stdout)
+    result: dict[str, Any] = json.loads(cli(repo, *args, "--json", check=check).stdout)
     return result
-
-
-def poll(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)  # poll
-
-
-def make_repo(root: Path, pipelines: dict[str, str], files: dict[str, str] | None = None) -> Path:
-    """A committed repository with a bare origin on disk."""
-    origin = root / "origin.git"
-    subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(origin)], check=True)
-    repo = root / "repo"
-    (repo / "pipelines").mkdir(parents=True)
-    for name, text in pipelines.items():
-        (repo / "pipelines" / name).write_text(textwrap.dedent(text))
-    for name, text in (files or {}).items():
-        (repo / name).parent.mkdir(parents=True, exist_ok=True)
-        (repo / name).write_text(text)
-    git(root, "init", "-q", "-b", "main", str(repo))
-    git(repo, "add", "-A")
-    git(repo, "commit", "-qm", "pipelines")
-    git(repo, "remote", "add", "origin", str(origin))
-    git(repo, "push", "-q", "origin", "main")
-    return repo
 
 
 def five_steps(busybox: str) -> str:
@@ -129,7 +78,10 @@ def containers_created(client: docker.DockerClient, run_id: str, since: float) -
 
 def test_a_run_leaves_the_users_repository_untouched(tmp_path: Path, busybox_image: str) -> None:
     repo = make_repo(
-        tmp_path, {"five.yaml": five_steps(busybox_image)}, {"data/input.txt": "rows\n"}
+        tmp_path,
+        {"five.yaml": five_steps(busybox_image)},
+        {"data/input.txt": "rows\n"},
+        origin=True,
     )
     git(repo, "checkout", "-qb", "feature")
     (repo / "data/input.txt").write_text("stashed edit\n")
@@ -160,7 +112,7 @@ def test_a_run_leaves_the_users_repository_untouched(tmp_path: Path, busybox_ima
     assert manifest["commit"] == before["head"].strip()
     assert state() == before
     # the step saw the working tree as it was (unstaged edit), never the stash
-    assert "unstaged edit" in sluice(repo, "logs", manifest["run_id"], "s5").stdout
+    assert "unstaged edit" in cli(repo, "logs", manifest["run_id"], "s5").stdout
     remote = git(repo, "ls-remote", "origin", "sluice-results")
     assert remote.strip(), "the results branch was pushed"
 
@@ -171,6 +123,7 @@ def test_concurrent_runs_from_twelve_clones_all_land(tmp_path: Path, busybox_ima
         {
             "one.yaml": f"name: one\nsteps:\n  - name: only\n    image: {busybox_image}\n    run: 'true'\n"
         },
+        origin=True,
     )
     origin = tmp_path / "origin.git"
     git(origin, "config", "receive.denyNonFastForwards", "true")
@@ -184,7 +137,7 @@ def test_concurrent_runs_from_twelve_clones_all_land(tmp_path: Path, busybox_ima
 
     def one(clone: Path) -> None:
         barrier.wait()
-        results.append(sluice(clone, "run", "one", "-q", check=None))
+        results.append(cli(clone, "run", "one", "-q", check=None))
 
     threads = [threading.Thread(target=one, args=(c,)) for c in clones]
     for thread in threads:
@@ -211,7 +164,7 @@ def test_artifact_pointers_match_the_stored_bytes(tmp_path: Path, busybox_image:
       - name: right
         run: printf same > /sluice/outputs/b.txt; printf other > /sluice/outputs/c.txt
     """
-    repo = make_repo(tmp_path, {"twins.yaml": pipeline})
+    repo = make_repo(tmp_path, {"twins.yaml": pipeline}, origin=True)
     manifest = run_json(repo, "run", "twins")
     pointers = [
         *manifest["steps"]["left"]["outputs"].values(),
@@ -236,7 +189,10 @@ def test_caching_behaves_exactly_as_specified(
     tmp_path: Path, busybox_image: str, docker_client: docker.DockerClient
 ) -> None:
     repo = make_repo(
-        tmp_path, {"five.yaml": five_steps(busybox_image)}, {"data/input.txt": "rows\n"}
+        tmp_path,
+        {"five.yaml": five_steps(busybox_image)},
+        {"data/input.txt": "rows\n"},
+        origin=True,
     )
     first = run_json(repo, "run", "five")
     assert all(s["status"] == "succeeded" for s in first["steps"].values())
@@ -288,29 +244,33 @@ def test_caching_behaves_exactly_as_specified(
 
 def test_dry_run_says_why_a_step_misses(tmp_path: Path, busybox_image: str) -> None:
     repo = make_repo(
-        tmp_path, {"five.yaml": five_steps(busybox_image)}, {"data/input.txt": "rows\n"}
+        tmp_path,
+        {"five.yaml": five_steps(busybox_image)},
+        {"data/input.txt": "rows\n"},
+        origin=True,
     )
     run_json(repo, "run", "five")
     (repo / "data/input.txt").write_text("changed\n")
     verdicts = {
         d["step"]: d
-        for d in json.loads(
-            sluice(repo, "run", "five", "--dry-run", "--json", "-p", "scale=3").stdout
-        )
+        for d in json.loads(cli(repo, "run", "five", "--dry-run", "--json", "-p", "scale=3").stdout)
     }
     assert verdicts["s1"]["cached"] is True
     assert verdicts["s2"]["reason"] == "the config changed"
     assert verdicts["s3"]["reason"] == "needs 's2', which runs"
     assert verdicts["s5"]["reason"] == "deployment steps are never cached"
     only_file = {
-        d["step"]: d for d in json.loads(sluice(repo, "run", "five", "--dry-run", "--json").stdout)
+        d["step"]: d for d in json.loads(cli(repo, "run", "five", "--dry-run", "--json").stdout)
     }
     assert only_file["s3"]["reason"] == "workspace files changed (data/input.txt)"
 
 
 def test_retry_after_a_failure_reuses_what_succeeded(tmp_path: Path, busybox_image: str) -> None:
     repo = make_repo(
-        tmp_path, {"five.yaml": five_steps(busybox_image)}, {"data/input.txt": "rows\n"}
+        tmp_path,
+        {"five.yaml": five_steps(busybox_image)},
+        {"data/input.txt": "rows\n"},
+        origin=True,
     )
     failed = run_json(repo, "run", "five", "-p", "fail_at=3", "--no-cache", check=1)
     assert [failed["steps"][n]["status"] for n in ("s1", "s2", "s3", "s4", "s5")] == [
@@ -352,7 +312,7 @@ def test_retry_after_the_engine_was_killed(
         needs: [second]
         run: echo third
     """
-    repo = make_repo(tmp_path, {"killed.yaml": pipeline})
+    repo = make_repo(tmp_path, {"killed.yaml": pipeline}, origin=True)
     proc = subprocess.Popen(
         [sys.executable, "-m", "engine", "--repo", str(repo), "run", "killed", "-q"],
         stdout=subprocess.DEVNULL,
@@ -373,8 +333,8 @@ def test_retry_after_the_engine_was_killed(
     finally:
         if proc.poll() is None:
             proc.kill()
-    sluice(repo, "gc")  # the killed engine's container
-    (crashed,) = json.loads(sluice(repo, "runs", "--json").stdout)
+    cli(repo, "gc")  # the killed engine's container
+    (crashed,) = json.loads(cli(repo, "runs", "--json").stdout)
     assert crashed["status"] == "running"
     assert crashed["steps"]["first"]["status"] == "succeeded"
     text = (
@@ -408,31 +368,31 @@ def test_approval_pauses_then_continues_in_a_new_process(
         cache: false
         run: echo notified
     """
-    repo = make_repo(tmp_path, {"gated.yaml": pipeline})
+    repo = make_repo(tmp_path, {"gated.yaml": pipeline}, origin=True)
     paused = run_json(repo, "run", "gated")
     assert paused["status"] == "waiting_approval"
     assert paused["steps"]["deploy"]["status"] == "waiting_approval"
     assert paused["steps"]["notify"]["status"] == "pending"
-    on_branch = json.loads(sluice(repo, "show", paused["run_id"], "--json").stdout)
+    on_branch = json.loads(cli(repo, "show", paused["run_id"], "--json").stdout)
     assert on_branch["status"] == "waiting_approval"
 
-    sluice(repo, "approve", paused["run_id"], "--by", "alice")
-    done = json.loads(sluice(repo, "show", paused["run_id"], "--json").stdout)
+    cli(repo, "approve", paused["run_id"], "--by", "alice")
+    done = json.loads(cli(repo, "show", paused["run_id"], "--json").stdout)
     assert done["status"] == "succeeded"
     assert len(done["steps"]["train"]["attempts"]) == 1  # not run again
     assert done["steps"]["deploy"]["status"] == "succeeded"
-    assert "model" in sluice(repo, "logs", paused["run_id"], "deploy").stdout
+    assert "model" in cli(repo, "logs", paused["run_id"], "deploy").stdout
     assert done["approvals"][0]["by"] == "alice" and done["approvals"][0]["decision"] == "approve"
 
     second = run_json(repo, "run", "gated")
-    rejected = sluice(repo, "reject", second["run_id"], "--by", "bob")
+    rejected = cli(repo, "reject", second["run_id"], "--by", "bob")
     assert rejected.returncode == 0
-    ended = json.loads(sluice(repo, "show", second["run_id"], "--json").stdout)
+    ended = json.loads(cli(repo, "show", second["run_id"], "--json").stdout)
     assert ended["status"] == "failed"
     assert ended["steps"]["deploy"]["status"] == "failed"
     assert ended["steps"]["deploy"]["reason"] == "rejected by bob"
     assert ended["steps"]["notify"]["status"] == "succeeded"
-    again = sluice(repo, "approve", second["run_id"], check=2)
+    again = cli(repo, "approve", second["run_id"], check=2)
     assert "not waiting for approval" in again.stderr
 
 
@@ -452,10 +412,10 @@ def test_baseline_gate_compares_with_production(tmp_path: Path, busybox_image: s
         when: "not baseline or steps.evaluate.metrics.accuracy > baseline.steps.evaluate.metrics.accuracy"
         run: 'grep -o "run_id[^,]*" /sluice/baseline.json || echo "no baseline"'
     """
-    repo = make_repo(tmp_path, {"gate.yaml": pipeline})
+    repo = make_repo(tmp_path, {"gate.yaml": pipeline}, origin=True)
     first = run_json(repo, "run", "gate")
     assert first["steps"]["deploy"]["status"] == "succeeded"
-    assert "no baseline" in sluice(repo, "logs", first["run_id"], "deploy").stdout
+    assert "no baseline" in cli(repo, "logs", first["run_id"], "deploy").stdout
 
     worse = run_json(repo, "run", "gate", "-p", "accuracy=0.7")
     assert worse["baseline_run"] == first["run_id"]
@@ -463,7 +423,7 @@ def test_baseline_gate_compares_with_production(tmp_path: Path, busybox_image: s
 
     better = run_json(repo, "run", "gate", "-p", "accuracy=0.9")
     assert better["steps"]["deploy"]["status"] == "succeeded"
-    assert first["run_id"] in sluice(repo, "logs", better["run_id"], "deploy").stdout
+    assert first["run_id"] in cli(repo, "logs", better["run_id"], "deploy").stdout
 
     after = run_json(repo, "run", "gate", "-p", "accuracy=0.85")
     assert after["baseline_run"] == better["run_id"]
@@ -474,7 +434,10 @@ def test_reading_commands_work_in_a_clone_with_only_the_results_branch(
     tmp_path: Path, busybox_image: str
 ) -> None:
     repo = make_repo(
-        tmp_path, {"five.yaml": five_steps(busybox_image)}, {"data/input.txt": "rows\n"}
+        tmp_path,
+        {"five.yaml": five_steps(busybox_image)},
+        {"data/input.txt": "rows\n"},
+        origin=True,
     )
     manifest = run_json(repo, "run", "five")
     clone = tmp_path / "results-only"
@@ -488,10 +451,10 @@ def test_reading_commands_work_in_a_clone_with_only_the_results_branch(
         str(tmp_path / "origin.git"),
         str(clone),
     )
-    listed = json.loads(sluice(clone, "runs", "--json").stdout)
+    listed = json.loads(cli(clone, "runs", "--json").stdout)
     assert [m["run_id"] for m in listed] == [manifest["run_id"]]
-    shown = sluice(clone, "show", manifest["run_id"])
+    shown = cli(clone, "show", manifest["run_id"])
     assert "s3" in shown.stdout and "succeeded" in shown.stdout
-    assert "one" in sluice(clone, "logs", manifest["run_id"], "s5").stdout
-    missing = sluice(clone, "show", "20200101T000000Z-000000", check=2)
+    assert "one" in cli(clone, "logs", manifest["run_id"], "s5").stdout
+    missing = cli(clone, "show", "20200101T000000Z-000000", check=2)
     assert "no run" in missing.stderr

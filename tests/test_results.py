@@ -9,36 +9,26 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+import conftest
 import pytest
+from conftest import git
 
 from engine.adapters.git_results import ClaimLost, ResultsNotPushed, ResultsStore
 from engine.core.manifest import RunManifest, RunStatus
 from engine.errors import SluiceError, UsageError
 
 BRANCH = "sluice-results"
-SETUP = [
-    "-c",
-    "user.name=Test",
-    "-c",
-    "user.email=test@example.com",
-    "-c",
-    "init.defaultBranch=main",
-]
-
-
-def git(cwd: Path, *args: str) -> str:
-    done = subprocess.run(["git", *SETUP, *args], cwd=cwd, capture_output=True, text=True)
-    assert done.returncode == 0, f"git {' '.join(args)}: {done.stderr}"
-    return done.stdout.strip()
 
 
 def make_repo(path: Path, *, object_format: str = "sha1") -> Path:
-    path.mkdir(parents=True)
-    git(path, "init", "-q", f"--object-format={object_format}")
-    (path / "README.md").write_text("hello\n")
-    git(path, "add", "README.md")
-    git(path, "commit", "-q", "-m", "init")
-    return path
+    """A repository at `path` with one commit (README.md) on main."""
+    return conftest.make_repo(
+        path.parent,
+        files={"README.md": "hello\n"},
+        name=path.name,
+        commit="init",
+        object_format=object_format,
+    )
 
 
 def make_origin(tmp_path: Path) -> Path:

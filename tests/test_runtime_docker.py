@@ -13,6 +13,7 @@ from pathlib import Path
 
 import docker
 import pytest
+from conftest import poll
 
 from engine.adapters.docker_runtime import DockerRuntime, ImageBuildFailed
 from engine.local.archives import TarBuilder, extract_tar
@@ -30,14 +31,6 @@ from engine.ports import (
 )
 
 pytestmark = pytest.mark.docker
-
-
-def until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    """Wait for `condition` with a deadline; the only sleeping the tests do."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.05)  # poll
 
 
 @pytest.fixture
@@ -295,14 +288,16 @@ def test_kill_run_racing_create_and_start_still_returns_promptly(
             )
         )
         worker.start()
-        until(lambda: bool(containers_of(docker_client, run_id)))  # created, maybe not started
+        poll(
+            lambda: containers_of(docker_client, run_id), 10, "the container to be created"
+        )  # created, maybe not started
         killed_at = time.monotonic()
         cancel.set()
         runtime.kill_run(run_id)
         worker.join(15)
         assert results and results[0].cancelled
         assert time.monotonic() - killed_at < 5
-        until(lambda: not containers_of(docker_client, run_id))
+        poll(lambda: not containers_of(docker_client, run_id), 10, "the containers to go")
 
 
 def test_cancel_before_start_creates_nothing(runtime: DockerRuntime, busybox_image: str) -> None:

@@ -21,6 +21,7 @@ from typing import Any
 
 import docker
 import pytest
+from conftest import make_repo, poll
 
 import engine
 from engine.app.webhooks import MAX_BODY, sign, verify
@@ -29,15 +30,6 @@ SECRET = "test-webhook-secret"
 ROOT = Path(engine.__file__).resolve().parents[1]  # the checkout under test, whatever the cwd
 BRANCH = "sluice-results"
 FINAL = {"succeeded", "failed", "cancelled"}
-
-
-def poll(condition: Callable[[], Any], timeout: float, what: str, every: float = 0.05) -> Any:
-    """`condition()`'s first truthy value, checked every `every` seconds until the deadline."""
-    deadline = time.monotonic() + timeout
-    while not (value := condition()):
-        assert time.monotonic() < deadline, f"timed out after {timeout}s waiting for {what}"
-        time.sleep(every)  # poll
-    return value
 
 
 def pipeline(name: str, event: str, image: str, run: str = 'echo "n=$N"') -> str:
@@ -55,15 +47,6 @@ def pipeline(name: str, event: str, image: str, run: str = 'echo "n=$N"') -> str
             cache: false
         """
     )
-
-
-def make_repo(root: Path, files: dict[str, str]) -> Path:
-    repo = root / "repo"
-    (repo / "pipelines").mkdir(parents=True)
-    for name, text in files.items():
-        (repo / "pipelines" / name).write_text(text)
-    subprocess.run(["git", "init", "-q", str(repo)], check=True)
-    return repo
 
 
 @dataclass

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import git, make_repo, sluice
 
 import engine
 
@@ -20,17 +21,6 @@ pytestmark = pytest.mark.docker
 SOURCE = Path(engine.__file__).resolve().parents[1]
 BRANCH = "sluice-results"
 SLOT_NOW = "2026-11-25T02:05:00Z"  # a Wednesday; `0 2 * * *` is due, `0 3 * * 1` is not
-
-
-def git(*args: str, cwd: Path) -> str:
-    done = subprocess.run(
-        ["git", "-c", "user.name=test", "-c", "user.email=test@example.com", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-    )
-    assert done.returncode == 0, done.stderr
-    return done.stdout
 
 
 def pipeline(name: str, cron: str, image: str, run: str = "echo ran") -> str:
@@ -51,20 +41,14 @@ def pipeline(name: str, cron: str, image: str, run: str = "echo ran") -> str:
 
 def make_origin(root: Path, pipelines: dict[str, str]) -> Path:
     """A bare origin holding one commit with these pipeline files."""
-    origin, seed = root / "origin.git", root / "seed"
-    git("init", "-q", "--bare", "-b", "main", str(origin), cwd=root)
-    git("init", "-q", "-b", "main", str(seed), cwd=root)
-    (seed / "pipelines").mkdir()
-    for name, text in pipelines.items():
-        (seed / "pipelines" / f"{name}.yaml").write_text(text)
-    git("add", ".", cwd=seed)
-    git("commit", "-q", "-m", "pipelines", cwd=seed)
-    git("push", "-q", str(origin), "main", cwd=seed)
-    return origin
+    make_repo(
+        root, {f"{name}.yaml": text for name, text in pipelines.items()}, name="seed", origin=True
+    )
+    return root / "origin.git"
 
 
 def clone(origin: Path, dest: Path) -> Path:
-    git("clone", "-q", str(origin), str(dest), cwd=origin.parent)
+    git(origin.parent, "clone", "-q", str(origin), str(dest))
     return dest
 
 
@@ -77,9 +61,7 @@ def environment() -> dict[str, str]:
 
 
 def tick(repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        command(repo, *args), capture_output=True, text=True, timeout=300, env=environment()
-    )
+    return sluice("tick", *args, repo=repo, env={"NO_COLOR": "1"}, process=True)
 
 
 def manifests(done: subprocess.CompletedProcess[str]) -> list[dict[str, Any]]:
@@ -129,7 +111,7 @@ def test_a_due_slot_runs_once_credited_to_its_slot(tmp_path: Path, busybox_image
     assert on_origin(origin, "runs/nightly") == [manifest["run_id"]]
     assert on_origin(origin, "runs/weekly") == []
     assert on_origin(origin, "claims/cron/nightly") == ["20261125T0200Z"]
-    claim = json.loads(git("show", f"{BRANCH}:claims/cron/nightly/20261125T0200Z", cwd=origin))
+    claim = json.loads(git(origin, "show", f"{BRANCH}:claims/cron/nightly/20261125T0200Z"))
     assert claim["slot"] == "nightly@20261125T0200Z"
     assert claim["claimed_by"]["pid"] > 0
 
@@ -167,7 +149,7 @@ def test_a_pipeline_not_due_runs_nothing_and_records_nothing(
     done = tick(clone(origin, tmp_path / "runner"), "--now", "2026-11-25T03:30:00Z", "--json")
     assert done.returncode == 0, done.stderr
     assert manifests(done) == []
-    assert git("ls-remote", str(origin), BRANCH, cwd=tmp_path) == ""  # no claim, no run
+    assert git(tmp_path, "ls-remote", str(origin), BRANCH) == ""  # no claim, no run
 
 
 def test_a_failed_run_exits_1_and_its_slot_is_not_run_again(
@@ -197,7 +179,7 @@ def test_an_invalid_pipeline_exits_2_and_runs_nothing(tmp_path: Path, busybox_im
     assert done.returncode == 2
     assert "pipelines/broken.yaml:3: invalid cron expression '0 25 * * *'" in done.stderr
     assert "Traceback" not in done.stderr
-    assert git("ls-remote", str(origin), BRANCH, cwd=tmp_path) == ""
+    assert git(tmp_path, "ls-remote", str(origin), BRANCH) == ""
 
 
 def test_two_racing_ticks_run_each_slot_exactly_once(tmp_path: Path, busybox_image: str) -> None:

@@ -6,12 +6,12 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import textwrap
 from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import git, make_repo, sluice
 
 EVENTS = Path(__file__).parent / "events"
 CHECKOUT = Path(__file__).resolve().parents[1]
@@ -63,23 +63,6 @@ steps:
 """
 
 
-def git(repo: Path, *args: str) -> str:
-    done = subprocess.run(
-        ["git", "-C", str(repo), *args],
-        capture_output=True,
-        text=True,
-        check=True,
-        env={
-            **os.environ,
-            "GIT_AUTHOR_NAME": "Test",
-            "GIT_AUTHOR_EMAIL": "test@example.com",
-            "GIT_COMMITTER_NAME": "Test",
-            "GIT_COMMITTER_EMAIL": "test@example.com",
-        },
-    )
-    return done.stdout.strip()
-
-
 def commit(repo: Path, files: dict[str, str], message: str) -> str:
     for name, text in files.items():
         path = repo / name
@@ -94,21 +77,17 @@ def commit(repo: Path, files: dict[str, str], message: str) -> str:
 @pytest.fixture
 def repo(tmp_path: Path, busybox_image: str) -> Path:
     """A clone of a bare origin with two pipelines, their first commit pushed."""
-    origin = tmp_path / "origin.git"
-    subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(origin)], check=True)
-    work = tmp_path / "repo"
-    subprocess.run(["git", "init", "-q", "-b", "main", str(work)], check=True)
-    git(work, "remote", "add", "origin", str(origin))
-    commit(
-        work,
-        {
+    work = make_repo(
+        tmp_path,
+        files={
             "pipelines/train.yaml": textwrap.dedent(TRAIN).format(image=busybox_image),
             "pipelines/greet.yaml": textwrap.dedent(GREET).format(image=busybox_image),
             "pipelines/exits.yaml": textwrap.dedent(EXITS).format(image=busybox_image),
             "src/model.py": "EPOCHS = 2\n",
             "README.md": "# demo\n",
         },
-        "first",
+        commit="first",
+        origin=True,
     )
     (tmp_path / "cwd").mkdir()
     return work
@@ -137,19 +116,15 @@ def trigger(
     env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
     # The runner's own GITHUB_* variables (when these tests run in Actions) must not leak in.
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("GITHUB_")}
-    # It runs in another folder (to see what lands there): import this checkout's engine.
-    clean["PYTHONPATH"] = os.pathsep.join(filter(None, [str(CHECKOUT), clean.get("PYTHONPATH")]))
-    return subprocess.run(
-        [
-            *(sys.executable, "-m", "engine", "--repo", str(repo), "trigger", "--json"),
-            *("--event-name", event_name, "--event-path", str(event_path), *args),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=repo.parent / "cwd",
+    clean: dict[str, str | None] = {k: None for k in os.environ if k.startswith("GITHUB_")}
+    # It runs in another folder (to see what lands there); sluice() imports this checkout.
+    return sluice(
+        *("trigger", "--json", "--event-name", event_name, "--event-path", str(event_path)),
+        *args,
+        repo=repo,
         env={**clean, **(env or {})},
+        cwd=repo.parent / "cwd",
+        process=True,
     )
 
 
@@ -340,7 +315,7 @@ def test_dispatch_params_of_the_wrong_type_are_refused_before_anything_runs(
 def test_a_schedule_event_is_handed_to_tick_or_explained(tmp_path: Path, repo: Path) -> None:
     done = trigger(repo, "schedule", EVENTS / "schedule.json", "--no-push")
     assert "Traceback" not in done.stderr
-    tick = CHECKOUT / "engine" / "commands" / "tick.py"
+    tick = CHECKOUT / "engine" / "cli" / "tick.py"
     if not tick.exists():
         assert done.returncode == 2
         assert "the schedule event runs `sluice tick`" in done.stderr
@@ -357,7 +332,7 @@ def test_a_schedule_event_is_handed_to_tick_or_explained(tmp_path: Path, repo: P
 def history(tmp_path: Path) -> tuple[Path, list[str]]:
     """A plain git repository with three commits: add, modify + rename, delete."""
     work = tmp_path / "history"
-    subprocess.run(["git", "init", "-q", "-b", "main", str(work)], check=True)
+    git(tmp_path, "init", "-q", "-b", "main", str(work))
     shas: list[str] = []
     for files in (
         {"src/a.py": "a\n", "docs/old.md": "old text that is long enough to be a rename\n"},

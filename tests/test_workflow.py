@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import io
 import os
 import shutil
 import subprocess
 import textwrap
-from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from conftest import make_repo, sluice
 
-from engine.cli.main import main
 from engine.core.gh_workflow import (
     ACTION,
     CHECKOUT,
@@ -68,28 +66,16 @@ PIPELINES = {
 }
 
 
-def make_repo(root: Path, pipelines: dict[str, str] = PIPELINES) -> Path:
-    repo = root / "repo"
-    for name, text in pipelines.items():
-        path = repo / "pipelines" / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(textwrap.dedent(text))
-    subprocess.run(["git", "init", "-q", str(repo)], check=True)
-    return repo
-
-
 @dataclass(frozen=True)
 class Ran:
     exit_code: int
     output: str  # stdout and stderr
 
 
-def sluice(repo: Path, *args: str) -> Ran:
-    """`sluice --repo REPO workflow ARGS` through `main`, which maps errors to exit codes."""
-    out = io.StringIO()
-    with redirect_stdout(out), redirect_stderr(out), pytest.raises(SystemExit) as exited:
-        main(["--repo", str(repo), "workflow", *args])
-    return Ran(int(exited.value.code or 0), out.getvalue())
+def workflow(repo: Path, *args: str) -> Ran:
+    """`sluice --repo REPO workflow ARGS` in this process, errors mapped to exit codes."""
+    done = sluice("workflow", *args, repo=repo)
+    return Ran(done.returncode, done.stdout + done.stderr)
 
 
 def load(path: Path) -> dict[str, Any]:
@@ -106,8 +92,8 @@ def workflow_of(repo: Path) -> dict[str, Any]:
 
 
 def test_generate_writes_the_events_the_pipelines_listen_to(tmp_path: Path) -> None:
-    repo = make_repo(tmp_path)
-    result = sluice(repo, "generate")
+    repo = make_repo(tmp_path, PIPELINES)
+    result = workflow(repo, "generate")
     assert result.exit_code == 0, result.output
     flow = workflow_of(repo)
     on = flow["on"]
@@ -151,7 +137,7 @@ def test_no_schedule_without_a_cron_trigger_and_the_results_branch_from_settings
 ) -> None:
     repo = make_repo(tmp_path, {"p.yaml": PIPELINES["on-push.yaml"]})
     (repo / "sluice.yaml").write_text("results: {branch: ml-runs}\n")
-    assert sluice(repo, "generate").exit_code == 0
+    assert workflow(repo, "generate").exit_code == 0
     on = workflow_of(repo)["on"]
     assert "schedule" not in on
     assert on["push"]["branches-ignore"] == ["ml-runs"]
@@ -201,14 +187,14 @@ def test_a_pipeline_file_with_glob_characters_matches_only_itself() -> None:
 
 def test_no_pipelines_is_an_error(tmp_path: Path) -> None:
     repo = make_repo(tmp_path, {})
-    result = sluice(repo, "generate")
+    result = workflow(repo, "generate")
     assert result.exit_code != 0
     assert "no pipelines" in result.output
 
 
 def test_generate_refuses_invalid_pipelines(tmp_path: Path) -> None:
     repo = make_repo(tmp_path, {"bad.yaml": "name: Bad Name\nsteps: []\n"})
-    result = sluice(repo, "generate")
+    result = workflow(repo, "generate")
     assert result.exit_code != 0
     assert not (repo / ".github").exists()
 
@@ -219,61 +205,61 @@ def test_generate_refuses_invalid_pipelines(tmp_path: Path) -> None:
 def test_check_passes_when_current_and_fails_with_a_diff_when_a_pipeline_changes(
     tmp_path: Path,
 ) -> None:
-    repo = make_repo(tmp_path)
-    assert sluice(repo, "check").exit_code == 1  # missing
-    assert sluice(repo, "generate").exit_code == 0
-    current = sluice(repo, "check")
+    repo = make_repo(tmp_path, PIPELINES)
+    assert workflow(repo, "check").exit_code == 1  # missing
+    assert workflow(repo, "generate").exit_code == 0
+    current = workflow(repo, "check")
     assert current.exit_code == 0, current.output
 
     nightly = repo / "pipelines" / "on-push.yaml"
     nightly.write_text(nightly.read_text().replace('"data/*.csv"', '"data/**"'))
-    stale = sluice(repo, "check")
+    stale = workflow(repo, "check")
     assert stale.exit_code == 1
     assert '-      - "data/*.csv"' in stale.output
     assert '+      - "data/**"' in stale.output
     assert "out of date" in stale.output
 
-    assert sluice(repo, "generate").exit_code == 0
-    assert sluice(repo, "check").exit_code == 0
+    assert workflow(repo, "generate").exit_code == 0
+    assert workflow(repo, "check").exit_code == 0
 
 
 def test_check_fails_on_a_hand_edit(tmp_path: Path) -> None:
-    repo = make_repo(tmp_path)
-    assert sluice(repo, "generate").exit_code == 0
+    repo = make_repo(tmp_path, PIPELINES)
+    assert workflow(repo, "generate").exit_code == 0
     path = repo / ".github" / "workflows" / "sluice.yml"
     path.write_text(path.read_text().replace("queue: max", "queue: single"))
-    result = sluice(repo, "check")
+    result = workflow(repo, "check")
     assert result.exit_code == 1
     assert "+  queue: max" in result.output
 
 
 def test_uses_lines_survive_regeneration_so_dependabot_bumps_stay(tmp_path: Path) -> None:
-    repo = make_repo(tmp_path)
+    repo = make_repo(tmp_path, PIPELINES)
     pinned = "my-org/sluice@" + "a" * 40 + "  # v1.2.0"
-    assert sluice(repo, "generate", "--uses", pinned).exit_code == 0
+    assert workflow(repo, "generate", "--uses", pinned).exit_code == 0
     path = repo / ".github" / "workflows" / "sluice.yml"
     bumped = "actions/checkout@" + "b" * 40 + "  # v4.9.9"
     path.write_text(path.read_text().replace(f"{CHECKOUT}  # v4.2.2", bumped))
-    assert sluice(repo, "check").exit_code == 0
-    assert sluice(repo, "generate").exit_code == 0
+    assert workflow(repo, "check").exit_code == 0
+    assert workflow(repo, "generate").exit_code == 0
     text = path.read_text()
     assert f"uses: {pinned}" in text
     assert f"uses: {bumped}" in text
 
 
 def test_uses_and_tick_options_are_checked(tmp_path: Path) -> None:
-    repo = make_repo(tmp_path)
-    assert sluice(repo, "generate", "--uses", "not a ref").exit_code == 2
-    assert sluice(repo, "generate", "--tick", "every hour").exit_code == 2
-    assert sluice(repo, "generate", "--uses", "./", "--tick", "0 * * * *").exit_code == 0
+    repo = make_repo(tmp_path, PIPELINES)
+    assert workflow(repo, "generate", "--uses", "not a ref").exit_code == 2
+    assert workflow(repo, "generate", "--tick", "every hour").exit_code == 2
+    assert workflow(repo, "generate", "--uses", "./", "--tick", "0 * * * *").exit_code == 0
     flow = workflow_of(repo)
     assert flow["jobs"]["sluice"]["steps"][1]["uses"] == "./"
     assert flow["on"]["schedule"] == [{"cron": "0 * * * *"}]
 
 
 def test_generate_to_stdout_writes_no_file(tmp_path: Path) -> None:
-    repo = make_repo(tmp_path)
-    result = sluice(repo, "generate", "-o", "-")
+    repo = make_repo(tmp_path, PIPELINES)
+    result = workflow(repo, "generate", "-o", "-")
     assert result.exit_code == 0
     assert "repository_dispatch:" in result.output
     assert not (repo / ".github").exists()
@@ -300,7 +286,7 @@ def test_diff_is_empty_for_equal_texts() -> None:
 
 
 def test_the_example_workflow_is_current() -> None:
-    result = sluice(EXAMPLE, "check")
+    result = workflow(EXAMPLE, "check")
     assert result.exit_code == 0, result.output
 
 
@@ -318,8 +304,8 @@ def _tool(name: str) -> str:
 
 
 def _workflow_files(tmp_path: Path) -> list[Path]:
-    repo = make_repo(tmp_path)
-    assert sluice(repo, "generate").exit_code == 0
+    repo = make_repo(tmp_path, PIPELINES)
+    assert workflow(repo, "generate").exit_code == 0
     examples = sorted((EXAMPLE / ".github" / "workflows").glob("*.yml"))
     assert examples, "the example repository has no workflow"
     return [repo / ".github" / "workflows" / "sluice.yml", *examples]
