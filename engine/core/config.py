@@ -7,17 +7,19 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 
-class _Model(BaseModel):
+class StrictModel(BaseModel):
+    """Base of every file-format model: unknown keys are errors, values are frozen."""
+
     model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
 
 
-class ResultsConfig(_Model):
+class ResultsConfig(StrictModel):
     branch: str = "sluice-results"
     remote: str = "origin"
     push: Literal["auto", "always", "never"] | bool = "auto"
 
 
-class DriftConfig(_Model):
+class DriftConfig(StrictModel):
     """How a monitor run's drift signal starts the pipelines bound to it."""
 
     # run: in this process, right after the monitor run; dispatch: send a `sluice-drift`
@@ -25,7 +27,7 @@ class DriftConfig(_Model):
     start: Literal["run", "dispatch"] = "run"
 
 
-class RepoConfig(_Model):
+class RepoConfig(StrictModel):
     """`sluice.yaml` at the repository root (every field optional)."""
 
     pipelines: str = "pipelines/"

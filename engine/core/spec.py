@@ -22,6 +22,7 @@ from pydantic import (
 
 from engine.core.config import RepoConfig as RepoConfig  # re-exported: part of the file format
 from engine.core.config import ResultsConfig as ResultsConfig
+from engine.core.config import StrictModel
 from engine.core.manifest import Outcome as Outcome  # re-exported
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
@@ -131,10 +132,6 @@ SecretName = Annotated[str, AfterValidator(_secret_name)]
 ParamName = Annotated[str, AfterValidator(_param_name)]
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
-
-
 class StepType(StrEnum):
     training = "training"
     evaluation = "evaluation"
@@ -145,27 +142,27 @@ class StepType(StrEnum):
 RETRYABLE_DEFAULT = (Outcome.failed, Outcome.timed_out, Outcome.oom_killed)
 
 
-class CronSchedule(_Model):
+class CronSchedule(StrictModel):
     schedule: str
     timezone: str = "UTC"
     catchup: Literal["latest", "all"] = "latest"
 
 
-class PushSpec(_Model):
+class PushSpec(StrictModel):
     paths: list[str] = Field(default_factory=list)
 
 
-class WebhookSpec(_Model):
+class WebhookSpec(StrictModel):
     event: Annotated[str, Field(min_length=1, max_length=100)]
 
 
-class DriftSpec(_Model):
+class DriftSpec(StrictModel):
     monitor: str
     when: str = "metrics.drift_detected"
     cooldown: Duration = 6 * 3600.0
 
 
-class Trigger(_Model):
+class Trigger(StrictModel):
     """One automatic trigger: exactly one of `cron`, `push`, `webhook`, `drift`."""
 
     cron: str | CronSchedule | None = None
@@ -194,7 +191,7 @@ class Trigger(_Model):
         return self.cron
 
 
-class RetryPolicy(_Model):
+class RetryPolicy(StrictModel):
     limit: Annotated[int, Field(ge=0, le=100)] = 0
     backoff: Duration = DEFAULT_BACKOFF_S
     factor: Annotated[float, Field(ge=1, le=10)] = 2.0
@@ -220,20 +217,20 @@ Retries = Annotated[
 ]
 
 
-class Resources(_Model):
+class Resources(StrictModel):
     cpus: Annotated[float, Field(gt=0, le=1024)] | None = None
     memory: Memory | None = None
     gpus: Annotated[int, Field(ge=-1, le=64)] = 0  # -1: all GPUs
 
 
-class BuildSpec(_Model):
+class BuildSpec(StrictModel):
     context: str = "."
     dockerfile: str = "Dockerfile"
     args: dict[str, str] = Field(default_factory=dict)
     target: str | None = None
 
 
-class ImageBuild(_Model):
+class ImageBuild(StrictModel):
     build: BuildSpec
 
 
@@ -261,7 +258,7 @@ ImageRef = Annotated[str, Field(min_length=1), AfterValidator(_image_name)] | Im
 EnvValue = str | int | float | bool
 
 
-class StepFields(_Model):
+class StepFields(StrictModel):
     """Fields a step and `defaults` share; every one optional so `defaults` can omit it."""
 
     type: StepType | None = None
@@ -296,11 +293,11 @@ class Step(StepFields):
         return self
 
 
-class Baseline(_Model):
+class Baseline(StrictModel):
     step: str
 
 
-class Pipeline(_Model):
+class Pipeline(StrictModel):
     name: Annotated[str, Field(pattern=NAME_PATTERN)]
     description: str = ""
     triggers: list[Trigger] = Field(default_factory=list)
