@@ -24,7 +24,8 @@ import pytest
 from conftest import make_repo, poll
 
 import engine
-from engine.app.webhooks import MAX_BODY, sign, verify
+from engine.adapters.webhook_http import MAX_BODY
+from engine.app.webhooks import sign, verify
 
 SECRET = "test-webhook-secret"
 ROOT = Path(engine.__file__).resolve().parents[1]  # the checkout under test, whatever the cwd

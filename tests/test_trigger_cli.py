@@ -491,7 +491,7 @@ def test_summary_notes_say_where_a_step_came_from_or_why_it_did_not_run() -> Non
 
 
 def test_a_dispatched_run_carries_the_hop_count_on(tmp_path: Path) -> None:
-    from engine.cli.trigger import _carry_hops
+    from engine.app.trigger import carry_hops as _carry_hops
 
     github_env = tmp_path / "github_env"
     env = {"GITHUB_ENV": str(github_env)}

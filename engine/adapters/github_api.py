@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from engine.errors import EngineUnavailable, InvalidInput, SluiceError, UsageError, json_object
+from engine.errors import InvalidInput, SluiceError, UsageError, json_object
 
 DEFAULT_API = "https://api.github.com"
 API_VERSION = "2022-11-28"
@@ -26,7 +26,8 @@ _REPOSITORY = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})/[A-Za-z0-9._-]{1,1
 
 
 class DispatchFailed(SluiceError):
-    """GitHub did not accept the dispatch (exit 1)."""
+    """GitHub did not accept the dispatch, or could not be reached (exit 1: GitHub is not
+    part of the engine, so this is not an EngineUnavailable)."""
 
 
 class DispatchLoop(SluiceError):
@@ -150,7 +151,7 @@ def dispatch(
     timeout: float = TIMEOUT_S,
 ) -> str:
     """POST the dispatch; returns the URL it went to. Raises DispatchFailed, DispatchLoop,
-    InvalidInput (nothing sent) or EngineUnavailable (GitHub cannot be reached)."""
+    or InvalidInput (nothing sent)."""
     owner, name = parse_repository(repository)
     check_event_type(event_type)
     body = {"event_type": event_type, "client_payload": client_payload(payload, hops, max_hops)}
@@ -177,11 +178,11 @@ def dispatch(
         with exc:
             raise _refused(exc, f"{owner}/{name}") from None
     except urllib.error.URLError as exc:
-        raise EngineUnavailable(f"cannot reach {url}: {exc.reason}") from None
+        raise DispatchFailed(f"cannot reach {url}: {exc.reason}") from None
     except TimeoutError:
-        raise EngineUnavailable(f"no answer from {url} within {timeout:g}s") from None
+        raise DispatchFailed(f"no answer from {url} within {timeout:g}s") from None
     except OSError as exc:  # a reset connection, after the request was sent
-        raise EngineUnavailable(f"connection to {url} failed: {exc}") from None
+        raise DispatchFailed(f"connection to {url} failed: {exc}") from None
     return url
 
 

@@ -1,4 +1,7 @@
-"""A signed-webhook receiver: checks each hook, then runs it on a bounded pool of workers."""
+"""Webhooks: check each hook (signature, listeners, payload), then run it on a pool of workers.
+
+The HTTP side (lengths, connections, the one log line a request) is engine.adapters.webhook_http.
+"""
 
 from __future__ import annotations
 
@@ -7,38 +10,32 @@ import hmac
 import json
 import queue
 import re
-import socket
 import threading
 import time
-import urllib.parse
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from engine.adapters.git_results import ResultsStore
-from engine.app.launch import DriftFollower, execute_following, run_options
+from engine.adapters.pipeline_files import find_pipeline_files, load_many
+from engine.adapters.webhook_http import DELIVERY_HEADERS, Reply, error, make_server
+from engine.app import compose
+from engine.app.drift_follow import DriftFollower, execute_following
+from engine.core import layout
+from engine.core.config import RepoConfig
 from engine.core.manifest import RunManifest, Trigger
 from engine.core.parse import LoadedPipeline, coerce_params
-from engine.errors import InvalidInput, SluiceError, UsageError
-from engine.local.workspace import ENGINE_DIR, is_git_repo
+from engine.errors import InvalidInput, PipelineInvalid, SluiceError
+from engine.local.workspace import is_git_repo
 from engine.ports import ContainerRuntime
 from engine.run.executor import Executor, new_run_id
 
-if TYPE_CHECKING:
-    from engine.core.config import RepoConfig
-
-MAX_BODY = 1 << 20  # 1 MiB
-LINGER_BYTES = 4 * 1024**2  # drained after a refusal, at most
-LINGER_S = 2.0
 MAX_PAYLOAD_KEYS = 10  # as GitHub allows in a repository_dispatch client_payload
 MAX_RECORDED_BYTES = 8192  # a bigger client_payload is left out of the manifest
 MAX_DELIVERY_ID = 200
 SIGNATURE_HEADERS = ("x-sluice-signature-256", "x-hub-signature-256")
-DELIVERY_HEADERS = ("x-sluice-delivery", "x-github-delivery")
 _RUN_ID = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{6}$")
 
 
@@ -101,17 +98,6 @@ def read_hook(
     return params, Trigger(kind="webhook", event=event, payload=recorded)
 
 
-@dataclass(frozen=True)
-class Reply:
-    status: int
-    body: dict[str, Any]
-    headers: tuple[tuple[str, str], ...] = ()
-
-
-def _error(status: int, message: str, *headers: tuple[str, str]) -> Reply:
-    return Reply(status, {"error": message}, headers)
-
-
 class Deliveries:
     """Delivery id -> the run ids it started; the oldest id is forgotten first."""
 
@@ -170,9 +156,7 @@ class Receiver:
 
     def start(self) -> None:
         if self.runtime is None:
-            from engine.adapters.docker_runtime import DockerRuntime
-
-            self.runtime = DockerRuntime()  # one client for every run: its pool is thread-safe
+            self.runtime = compose.docker_runtime()  # one client for every run: thread-safe pool
         for n in range(self.workers):
             worker = threading.Thread(target=self._work, name=f"sluice-serve-{n}", daemon=True)
             worker.start()
@@ -211,25 +195,25 @@ class Receiver:
         """
         signature = next((headers[h] for h in SIGNATURE_HEADERS if h in headers), None)
         if not verify(self.secret, body, signature):
-            return _error(401, "missing or wrong signature (X-Sluice-Signature-256: sha256=<hex>)")
+            return error(401, "missing or wrong signature (X-Sluice-Signature-256: sha256=<hex>)")
         targets = [p for p in self.pipelines if listens(p, event)]
         if not targets:
-            return _error(404, f"no pipeline listens to webhook event {event!r}")
+            return error(404, f"no pipeline listens to webhook event {event!r}")
         delivery = next((headers[h].strip() for h in DELIVERY_HEADERS if h in headers), "")
         try:
             if len(delivery) > MAX_DELIVERY_ID:
                 raise InvalidInput(f"a delivery id has at most {MAX_DELIVERY_ID} characters")
             params, trigger = read_hook(event, body, targets, delivery)
         except InvalidInput as exc:
-            return _error(400, exc.message)
+            return error(400, exc.message)
         with self._lock:  # check and enqueue at once: a replay racing its original starts nothing
             started = self._deliveries.get(delivery) if delivery else None
             if started is not None:
                 return Reply(202, {"run_ids": started, "duplicate": True})
             if self._stopping:
-                return _error(503, "the server is shutting down", ("Retry-After", "30"))
+                return error(503, "the server is shutting down", ("Retry-After", "30"))
             if self._queue.qsize() + len(targets) > self.queue_size:
-                return _error(503, "too many runs waiting; retry later", ("Retry-After", "30"))
+                return error(503, "too many runs waiting; retry later", ("Retry-After", "30"))
             run_ids = [self._new_run_id() for _ in targets]
             for run_id, loaded, given in zip(run_ids, targets, params, strict=True):
                 self._state[run_id] = "queued"
@@ -242,26 +226,23 @@ class Receiver:
     def run(self, run_id: str) -> Reply:
         """A run's manifest: the local one while it runs, else the results branch's."""
         if not _RUN_ID.match(run_id):
-            return _error(404, f"no run {run_id!r}")
+            return error(404, f"no run {run_id!r}")
         state = self._state.get(run_id)
-        local = self.repo / ENGINE_DIR / "runs" / run_id / "manifest.json"
+        local = self.repo / layout.local_manifest(run_id)
         if state is not None and not local.is_file():  # not started, or just starting
             return Reply(200, {"run_id": run_id, "status": state})
         if state != "running" and is_git_repo(self.repo):
-            settings = self.config.results
             try:
-                with ResultsStore(
-                    self.repo, branch=settings.branch, remote=settings.remote, push=False
-                ) as store:
+                with compose.reading_branch(self.repo, self.config) as store:
                     found = store.manifest(run_id)
             except SluiceError as exc:
-                return _error(503, f"cannot read the results branch: {exc.message}")
+                return error(503, f"cannot read the results branch: {exc.message}")
             if found is not None:
                 return Reply(200, found.to_dict())
         try:
             return Reply(200, RunManifest.from_json(local.read_bytes()).to_dict())
         except (OSError, ValueError):
-            return _error(404, f"no run {run_id!r}")
+            return error(404, f"no run {run_id!r}")
 
     def _new_run_id(self) -> str:
         """A fresh id: ids of one second differ only in 6 random hex digits, so clashes are redrawn."""
@@ -293,9 +274,9 @@ class Receiver:
             self._state[job.run_id] = "running"
         started = time.monotonic()
         try:
-            # One ResultsStore per run (made by run_options, closed by execute): its git
+            # One results store per run (made by run_options, closed by execute): its git
             # processes are not shared between runs; commits meet by compare-and-swap.
-            options = run_options(
+            options = compose.run_options(
                 self.repo, self.config, job.loaded, params=job.params, trigger=job.trigger
             )
             options.run_id = job.run_id
@@ -318,152 +299,85 @@ class Receiver:
                 self._state.pop(job.run_id, None)
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 512  # the default 5 drops connections in a burst of deliveries
+class Service:
+    """`sluice serve`: the pipelines of the repository, a Receiver over them, its HTTP server."""
 
     def __init__(
-        self, address: tuple[str, int], receiver: Receiver, log: Callable[[str], None]
+        self,
+        repo: Path,
+        config: RepoConfig,
+        secret: bytes,
+        *,
+        host: str,
+        port: int,
+        workers: int,
+        queue_size: int,
+        log: Callable[[str], None],
     ) -> None:
-        self.receiver, self.log = receiver, log
-        super().__init__(address, _Handler)
-
-
-class _Server6(_Server):
-    address_family = socket.AF_INET6
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server_version = "sluice"
-    timeout = 30  # a client that stalls mid-request does not hold its thread for ever
-    server: _Server
-    _started = 0.0
-
-    def do_GET(self) -> None:
-        path = urllib.parse.urlsplit(self.path).path
-        self._started = time.monotonic()
-        if self.headers.get("Content-Length", "0").strip() != "0":
-            self.close_connection = True  # a body is not read: it must not pass for a request
-        if path == "/healthz":
-            self._reply(Reply(200, {"ok": True}))
-        elif path.startswith("/runs/"):
-            self._reply(self.server.receiver.run(path.removeprefix("/runs/")))
-        else:
-            self._reply(_error(404, f"no such endpoint: GET {path}"))
-
-    def do_POST(self) -> None:
-        path = urllib.parse.urlsplit(self.path).path
-        event = urllib.parse.unquote(path.removeprefix("/hooks/"))
-        self._started = time.monotonic()
-        if not path.startswith("/hooks/") or not event or "/" in event:
-            self.close_connection = True  # the body is not read: it must not pass for a request
-            self._reply(_error(404, f"no such endpoint: POST {path}"))
-            return
-        refused = self._length_refused()
-        if isinstance(refused, Reply):
-            self.close_connection = True
-            self._reply(refused)
-            self._linger()
-            return
-        try:
-            body = self.rfile.read(refused)
-        except OSError as exc:  # the client stalled past `timeout`, or went away
-            self.close_connection = True
-            self.server.log(f"{self.client_address[0]} POST {path}: body not received: {exc}")
-            return
-        if len(body) < refused:
-            self.close_connection = True
-            self._reply(_error(400, f"the body ended after {len(body)} of {refused} bytes"))
-            return
-        headers = {name.lower(): value for name, value in self.headers.items()}
-        self._reply(self.server.receiver.hook(event, body, headers))
-
-    def handle_expect_100(self) -> bool:
-        """`Expect: 100-continue`: refuse a body by its length before the client sends it."""
-        refused = self._length_refused() if self.command == "POST" else 0
-        if isinstance(refused, Reply):
-            self._started = time.monotonic()
-            self.close_connection = True
-            self._reply(refused)
-            return False
-        return super().handle_expect_100()
-
-    def _linger(self) -> None:
-        """Read and drop what the client still sends (bounded) before the socket closes.
-
-        A refused body is never read; closing with unread data would reset the connection,
-        and a reset can destroy the reply the client has not read yet (a lingering close,
-        as nginx does).
-        """
-        try:
-            self.wfile.flush()
-            self.connection.shutdown(socket.SHUT_WR)
-            self.connection.settimeout(LINGER_S)
-            drained = 0
-            while drained < LINGER_BYTES and (chunk := self.connection.recv(65536)):
-                drained += len(chunk)
-        except OSError:
-            pass  # the client went away first: nothing left to protect
-
-    def _length_refused(self) -> Reply | int:
-        """The body's length, or the refusal, from the headers alone (nothing read, nothing hashed)."""
-        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            return _error(411, "send the body with a Content-Length, not chunked")
-        raw = self.headers.get("Content-Length")
-        if raw is None:
-            return _error(411, "a Content-Length header is required")
-        if not raw.strip().isdigit():
-            return _error(400, f"Content-Length {raw!r} is not a number of bytes")
-        length = int(raw)
-        if length > MAX_BODY:
-            return _error(413, f"the body is {length} bytes; at most {MAX_BODY}")
-        return length
-
-    def _reply(self, reply: Reply) -> None:
-        data = json.dumps(reply.body).encode() + b"\n"
-        try:
-            self.send_response(reply.status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            for name, value in reply.headers:
-                self.send_header(name, value)
-            if self.close_connection:
-                self.send_header("Connection", "close")
-            self.end_headers()
-            self.wfile.write(data)
-        except OSError:
-            self.close_connection = True  # the client is gone; its log line still says why
-        took = (time.monotonic() - self._started) * 1000
-        delivery = next((self.headers[h] for h in DELIVERY_HEADERS if h in self.headers), None)
-        extra = f" delivery={_printable(delivery)}" if delivery else ""
-        if "run_ids" in reply.body:
-            extra += " runs=" + ",".join(reply.body["run_ids"])
-        elif reply.status >= 400 and reply.status != 404:
-            extra += f" ({_printable(reply.body['error'])})"
-        path = _printable(urllib.parse.urlsplit(self.path).path)
-        self.server.log(
-            f"{self.client_address[0]} {self.command} {path} {reply.status} {took:.1f}ms{extra}"
+        self.repo, self.folder, self.log = repo, repo / config.pipelines, log
+        self.receiver = Receiver(
+            repo,
+            config,
+            self._load(),  # invalid pipelines: exit 2 with every problem, before listening
+            secret,
+            workers=workers,
+            queue_size=queue_size,
+            log=log,
         )
+        self.server = make_server(self.receiver, host, port, log)
+        self._thread: threading.Thread | None = None
 
-    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
-        pass  # `_reply` writes the request's one line
+    def _load(self) -> list[LoadedPipeline]:
+        return load_many(find_pipeline_files(self.folder), self.repo)
 
-    def log_message(self, format: str, *args: Any) -> None:
-        self.server.log(f"{self.client_address[0]} {_printable(format % args)}")
+    def start(self) -> None:
+        """Start the workers and serve in a thread; log where it listens."""
+        self.receiver.start()
+        # A daemon: should the main thread fail, the process ends instead of serving on.
+        self._thread = threading.Thread(
+            target=self.server.serve_forever, name="sluice-http", daemon=True
+        )
+        self._thread.start()
+        host, port = str(self.server.server_address[0]), int(self.server.server_address[1])
+        shown = f"[{host}]" if ":" in host else host
+        events = sorted(
+            {
+                t.webhook.event
+                for p in self.receiver.pipelines
+                for t in p.pipeline.triggers
+                if t.webhook
+            }
+        )
+        self.log(
+            f"listening on http://{shown}:{port} (workers: {self.receiver.workers}; events: "
+            f"{', '.join(events) or 'none yet'})"
+        )
+        if host not in ("127.0.0.1", "::1"):
+            self.log("plain HTTP: put a TLS-terminating proxy in front of it")
 
+    def reload(self) -> None:
+        """The pipelines as the files now say; an invalid set keeps the previous one."""
+        try:
+            pipelines = self._load()
+        except PipelineInvalid as exc:
+            for problem in exc.problems:
+                self.log(f"reload: {problem}")
+            self.log("reload: kept the previous pipelines")
+            return
+        except SluiceError as exc:
+            self.log(f"reload failed, kept the previous pipelines: {exc}")
+            return
+        self.receiver.reload(pipelines)
+        self.log(f"reloaded {len(pipelines)} pipeline(s)")
 
-def _printable(text: str, limit: int = 300) -> str:
-    """Client-controlled text made safe for a one-line log: no control characters, bounded."""
-    return "".join(c if c.isprintable() else "?" for c in text[:limit])
-
-
-def make_server(
-    receiver: Receiver, host: str, port: int, log: Callable[[str], None]
-) -> ThreadingHTTPServer:
-    """The HTTP server over `receiver`, bound (port 0: a free one) but not serving yet."""
-    server_class = _Server6 if ":" in host else _Server
-    try:
-        return server_class((host, port), receiver, log)
-    except OSError as exc:
-        raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    def stop(self) -> None:
+        """Accept no more hooks, cancel the runs in progress, wait for them to record."""
+        self.log("stopping: no new hooks; cancelling the runs in progress")
+        self.server.shutdown()
+        if self._thread is not None:
+            self._thread.join()
+        self.server.server_close()
+        dropped = self.receiver.stop()
+        if dropped:
+            self.log(f"{len(dropped)} queued run(s) never started: {', '.join(dropped)}")
+        self.log("stopped")

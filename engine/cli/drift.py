@@ -8,12 +8,13 @@ from pathlib import Path
 
 import click
 
-# engine.cli.main's CONTEXT, repeated: importing engine modules at the top would slow `sluice --help`.
-_CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+from engine.cli import drift_signals
+from engine.cli.common import CONTEXT
+
 DEFAULT_OUT = "drift-report"
 
 
-@click.group("drift", context_settings=_CONTEXT)
+@click.group("drift", context_settings=CONTEXT)
 def command() -> None:
     """Measure data drift; the metrics it writes can start retraining.
 
@@ -26,7 +27,7 @@ def command() -> None:
     """
 
 
-@command.command("compute", context_settings=_CONTEXT)
+@command.command("compute", context_settings=CONTEXT)
 @click.option("--reference", required=True, metavar="PATH", help="The baseline: .csv or .parquet.")
 @click.option(
     "--current", required=True, metavar="PATH", help="The data to check: .csv or .parquet."
@@ -115,11 +116,5 @@ def compute(
         raise click.exceptions.Exit(1)
 
 
-def _add_signals() -> None:
-    """`sluice drift signals` lives in its own module (the results branch, not the data)."""
-    from engine.cli import drift_signals
-
-    command.add_command(drift_signals.command)
-
-
-_add_signals()
+# `sluice drift signals` lives in its own module (the results branch, not the data).
+command.add_command(drift_signals.command)

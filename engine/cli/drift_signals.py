@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING
 
 import click
 
-if TYPE_CHECKING:
-    from engine.cli.main import State
-
-_CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+from engine.cli.common import CONTEXT, State
 
 
-@click.command("signals", context_settings=_CONTEXT)
+@click.command("signals", context_settings=CONTEXT)
 @click.option("--pipeline", metavar="NAME", help="Only signals for this bound pipeline.")
 @click.option("--monitor", metavar="NAME", help="Only signals from this monitor.")
 @click.option("--limit", type=click.IntRange(1, 10_000), default=20, show_default=True)

@@ -6,18 +6,16 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import click
 
-if TYPE_CHECKING:
-    from http.server import ThreadingHTTPServer  # costs 35 ms: only for the type
+from engine.cli.common import EXIT_INTERRUPTED, State, exit_with
+from engine.errors import UsageError
 
-    from engine.app.webhooks import Receiver
-    from engine.cli.main import State
-    from engine.core.parse import LoadedPipeline
+if TYPE_CHECKING:
+    from engine.app.webhooks import Service
 
 
 @click.command("serve")
@@ -76,10 +74,7 @@ def command(state: State, host: str, port: int, workers: int, queue_size: int) -
       sig=$(printf %s "$body" | openssl dgst -sha256 -hmac "$SLUICE_WEBHOOK_SECRET" | cut -d' ' -f2)
       curl -d "$body" -H "X-Sluice-Signature-256: sha256=$sig" localhost:8080/hooks/retrain-churn
     """
-    from engine.adapters.pipeline_files import find_pipeline_files, load_many
-    from engine.app.webhooks import Receiver, make_server
-    from engine.cli.main import EXIT_INTERRUPTED, _exit
-    from engine.errors import UsageError
+    from engine.app.webhooks import Service  # lazy: `sluice --help` does not load pydantic
 
     secret = os.environ.get("SLUICE_WEBHOOK_SECRET", "")
     if not secret:
@@ -88,24 +83,18 @@ def command(state: State, host: str, port: int, workers: int, queue_size: int) -
             hint="set it to a long random string, e.g. `openssl rand -hex 32`, "
             "and sign each body with it",
         )
-    repo, folder = state.repo, state.pipelines_dir
-
-    def load() -> list[LoadedPipeline]:
-        return load_many(find_pipeline_files(folder), repo)
-
-    log = _Log()
-    receiver = Receiver(
-        repo,
+    service = Service(
+        state.repo,
         state.config,
-        load(),  # invalid pipelines: exit 2 with every problem, before listening
         secret.encode(),
+        host=host,
+        port=port,
         workers=workers,
         queue_size=queue_size,
-        log=log,
+        log=_Log(),
     )
-    server = make_server(receiver, host, port, log)
-    _serve_until_stopped(server, receiver, load, log)
-    _exit(EXIT_INTERRUPTED)
+    _serve_until_stopped(service)
+    exit_with(EXIT_INTERRUPTED)
 
 
 class _Log:
@@ -121,19 +110,14 @@ class _Log:
             sys.stderr.flush()
 
 
-def _serve_until_stopped(
-    server: ThreadingHTTPServer,
-    receiver: Receiver,
-    load: Callable[[], list[LoadedPipeline]],
-    log: Callable[[str], None],
-) -> None:
+def _serve_until_stopped(service: Service) -> None:
     """Serve until SIGINT or SIGTERM; SIGHUP reloads the pipelines.
 
     Signals are read in the main thread from a wake-up socket, so that shutting down and
     reloading run as ordinary code, not inside a signal handler (where taking a lock
     that the interrupted code holds would deadlock).
     """
-    import socket  # here: `sluice --help` need not pay for it
+    import socket  # lazy: `sluice --help` need not pay for it
 
     wake_r, wake_w = socket.socketpair()
     wake_w.setblocking(False)
@@ -145,60 +129,19 @@ def _serve_until_stopped(
         if signum != signal.SIGHUP:
             stops.append(signum)
             if len(stops) >= 3:  # the user insists: stop waiting for runs to record
-                os._exit(130)
+                os._exit(EXIT_INTERRUPTED)
 
     old_fd = signal.set_wakeup_fd(wake_w.fileno(), warn_on_full_buffer=False)
     for sig in signals:
         signal.signal(sig, handler)
     try:
-        receiver.start()
-        # A daemon: should the main thread fail, the process ends instead of serving on.
-        thread = threading.Thread(target=server.serve_forever, name="sluice-http", daemon=True)
-        thread.start()
-        host, port = str(server.server_address[0]), int(server.server_address[1])
-        shown = f"[{host}]" if ":" in host else host
-        events = sorted(
-            {t.webhook.event for p in receiver.pipelines for t in p.pipeline.triggers if t.webhook}
-        )
-        log(
-            f"listening on http://{shown}:{port} (workers: {receiver.workers}; events: "
-            f"{', '.join(events) or 'none yet'})"
-        )
-        if host not in ("127.0.0.1", "::1"):
-            log("plain HTTP: put a TLS-terminating proxy in front of it")
+        service.start()
         while not any(s != signal.SIGHUP for s in wake_r.recv(64)):
-            _reload(receiver, load, log)
-        log("stopping: no new hooks; cancelling the runs in progress")
-        server.shutdown()
-        thread.join()
-        server.server_close()
-        dropped = receiver.stop()
-        if dropped:
-            log(f"{len(dropped)} queued run(s) never started: {', '.join(dropped)}")
-        log("stopped")
+            service.reload()
+        service.stop()
     finally:
         signal.set_wakeup_fd(old_fd)
         for sig, was in previous.items():
             signal.signal(sig, was)
         wake_r.close()
         wake_w.close()
-
-
-def _reload(
-    receiver: Receiver, load: Callable[[], list[LoadedPipeline]], log: Callable[[str], None]
-) -> None:
-    """SIGHUP: the pipelines as the files now say; an invalid set keeps the previous one."""
-    from engine.errors import PipelineInvalid, SluiceError
-
-    try:
-        pipelines = load()
-    except PipelineInvalid as exc:
-        for problem in exc.problems:
-            log(f"reload: {problem}")
-        log("reload: kept the previous pipelines")
-        return
-    except SluiceError as exc:
-        log(f"reload failed, kept the previous pipelines: {exc}")
-        return
-    receiver.reload(pipelines)
-    log(f"reloaded {len(pipelines)} pipeline(s)")

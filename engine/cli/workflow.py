@@ -7,12 +7,11 @@ from typing import TYPE_CHECKING
 
 import click
 
+from engine.cli.common import CONTEXT, EXIT_FAILED, State, exit_with
+
 if TYPE_CHECKING:
-    from engine.cli.main import State
     from engine.core.gh_workflow import WorkflowOptions
 
-# engine.cli.main's CONTEXT, repeated: importing engine modules at the top would slow `sluice --help`.
-_CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 _output = click.option(
     "-o",
@@ -33,7 +32,7 @@ _tick = click.option(
 )
 
 
-@click.group("workflow", context_settings=_CONTEXT)
+@click.group("workflow", context_settings=CONTEXT)
 def command() -> None:
     """Write, or check, the GitHub workflow that runs this repository's pipelines.
 
@@ -111,7 +110,7 @@ def _read(path: Path) -> str | None:
         raise UsageError(f"{path}: cannot read: {exc}") from None
 
 
-@command.command("generate", context_settings=_CONTEXT)
+@command.command("generate", context_settings=CONTEXT)
 @_output
 @_uses
 @_tick
@@ -138,7 +137,7 @@ def generate(state: State, output: str | None, uses: str | None, tick: str | Non
     click.echo(f"sluice: wrote {path}", err=True)
 
 
-@command.command("check", context_settings=_CONTEXT)
+@command.command("check", context_settings=CONTEXT)
 @_output
 @_uses
 @_tick
@@ -151,7 +150,6 @@ def check(state: State, output: str | None, uses: str | None, tick: str | None) 
       sluice workflow check || { echo 'run: sluice workflow generate'; exit 1; }
     """
     from engine.adapters.pipeline_files import display_path
-    from engine.cli.main import EXIT_FAILED, _exit
     from engine.core.gh_workflow import diff
 
     path = _target(state, output)
@@ -159,7 +157,7 @@ def check(state: State, output: str | None, uses: str | None, tick: str | None) 
     shown = display_path(path, state.repo)
     if existing is None:
         click.echo(f"sluice: {shown} is missing; run `sluice workflow generate`", err=True)
-        _exit(EXIT_FAILED)
+        exit_with(EXIT_FAILED)
     changes = diff(existing, _wanted(state, existing, uses, tick), shown)
     if changes:
         click.echo(changes, nl=False)
@@ -167,5 +165,5 @@ def check(state: State, output: str | None, uses: str | None, tick: str | None) 
             f"sluice: {shown} is out of date; run `sluice workflow generate` and commit it",
             err=True,
         )
-        _exit(EXIT_FAILED)
+        exit_with(EXIT_FAILED)
     click.echo(f"sluice: {shown} is up to date", err=True)

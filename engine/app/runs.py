@@ -1,0 +1,231 @@
+"""Run a pipeline, retry a run, approve or reject a paused one; read what runs recorded."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from engine.adapters.console import make_reporter
+from engine.adapters.git_results import ResultsStore
+from engine.app import compose
+from engine.app.drift_follow import DriftFollower, execute_following
+from engine.core.config import RepoConfig
+from engine.core.manifest import RunManifest, RunStatus, Trigger
+from engine.core.parse import LoadedPipeline, coerce_params
+from engine.core.production import Production
+from engine.errors import NotFound, UsageError, json_object
+from engine.local.workspace import is_git_repo
+from engine.run.executor import Executor, RunOptions
+from engine.run.records import History
+
+
+class OneAtATime:
+    """Runs started one after another: a signal cancels the current run and starts no more.
+
+    Install `cancel` as the signal handler and pass `started` as `execute(on_executor=...)`.
+    """
+
+    def __init__(self) -> None:
+        self.interrupted = threading.Event()
+        self._current: Executor | None = None
+
+    def cancel(self) -> None:
+        self.interrupted.set()
+        current = self._current
+        if current is not None:
+            current.cancel()
+
+    def started(self, executor: Executor) -> None:
+        self._current = executor
+        if self.interrupted.is_set():  # the signal came between two runs
+            executor.cancel()
+
+    def finished(self) -> None:
+        self._current = None
+
+
+@dataclass(frozen=True)
+class Place:
+    """Where runs start and record: the repository, its settings, the push mode, a log line."""
+
+    repo: Path
+    config: RepoConfig
+    push: bool | None
+    log: Callable[[str], None]
+
+    def pipeline(self, ref: str) -> LoadedPipeline:
+        return compose.pipeline(self.repo, self.repo / self.config.pipelines, ref)
+
+
+def params(
+    loaded: LoadedPipeline, pairs: tuple[str, ...], params_json: str | None
+) -> dict[str, Any]:
+    """The pipeline's params with `--params-json`, then each `-p KEY=VALUE`, over them."""
+    declared = loaded.pipeline.params
+    result = dict(declared)
+    if params_json:
+        example = "'{\"n_estimators\": 200}'"
+        given = json_object(params_json, "--params-json", example=example, error=UsageError)
+        result = coerce_params(declared, given, source="--params-json", from_text=False)
+    overrides: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise UsageError(f"-p {pair!r}: use KEY=VALUE, e.g. -p n_estimators=200")
+        overrides[key.strip()] = value
+    texts = coerce_params(declared, overrides, source="-p", from_text=True)
+    result.update({key: texts[key] for key in overrides})
+    return result
+
+
+def options(
+    place: Place,
+    loaded: LoadedPipeline,
+    given: dict[str, Any],
+    trigger: Trigger,
+    max_parallel: int | None = None,
+) -> RunOptions:
+    """The run's options with the real adapters; outside git, a note that runs stay local."""
+    if not is_git_repo(place.repo):
+        place.log(
+            f"sluice: {place.repo} is not a git repository: runs are kept under .sluice/runs only"
+        )
+    return compose.run_options(
+        place.repo,
+        place.config,
+        loaded,
+        params=given,
+        trigger=trigger,
+        push=place.push,
+        max_parallel=max_parallel,
+    )
+
+
+def explain(
+    place: Place, loaded: LoadedPipeline, run_options: RunOptions
+) -> list[tuple[str, bool, str]]:
+    """`--dry-run`: (step, would be cached, why) for each step; nothing runs."""
+    with tempfile.TemporaryDirectory(prefix="sluice-dry-") as scratch:
+        executor = compose.executor(loaded, run_options, repo=place.repo)
+        return executor.explain(Path(scratch))
+
+
+def launch(
+    place: Place,
+    loaded: LoadedPipeline,
+    run_options: RunOptions,
+    *,
+    on_executor: Callable[[Executor], None],
+    quiet: bool = False,
+) -> list[RunManifest]:
+    """Run with console progress, then what its drift bindings start; the requested run first."""
+    follower = DriftFollower(place.repo, place.config, push=place.push, log=place.log)
+    manifests = execute_following(
+        loaded,
+        run_options,
+        follower=follower,
+        reporter=lambda: make_reporter(quiet=quiet),
+        on_executor=on_executor,
+    )
+    for started in manifests[1:]:
+        place.log(
+            f"sluice: {started.pipeline}: run {started.run_id} ({started.trigger.kind}) "
+            f"{started.status.value}"
+        )
+    return manifests
+
+
+def outcome(manifest: RunManifest) -> str:
+    """A run's status, with `error` for a run the engine itself could not carry out."""
+    engine_failed = manifest.status is RunStatus.failed and (manifest.error or "").startswith(
+        "engine error"
+    )
+    return "error" if engine_failed else manifest.status.value
+
+
+def find_run(store: ResultsStore, run_id: str) -> RunManifest:
+    manifest = store.manifest(run_id)
+    if manifest is None:
+        raise NotFound(
+            f"no run {run_id!r} on the results branch",
+            hint="`sluice runs` lists runs; `--fetch` gets the remote's results first",
+        )
+    return manifest
+
+
+def _read(place: Place, run_id: str) -> RunManifest:
+    with compose.reading_branch(place.repo, place.config) as store:
+        return find_run(store, run_id)
+
+
+def _current(place: Place, manifest: RunManifest) -> LoadedPipeline:
+    """A recorded run's pipeline as the file says now (noting when it changed)."""
+    loaded = place.pipeline(manifest.pipeline)
+    if loaded.sha256 != manifest.pipeline_sha256:
+        place.log(
+            f"sluice: {loaded.file} changed since run {manifest.run_id}; using the current file"
+        )
+    return loaded
+
+
+def retry(
+    place: Place,
+    run_id: str,
+    *,
+    max_parallel: int | None,
+    on_executor: Callable[[Executor], None],
+) -> list[RunManifest]:
+    """A new run that reuses `run_id`'s succeeded steps and runs the rest."""
+    original = _read(place, run_id)
+    loaded = _current(place, original)
+    trigger = Trigger(kind="retry", event=run_id, payload={"retry_of": run_id})
+    run_options = options(place, loaded, dict(original.params), trigger, max_parallel)
+    run_options.reuse = original
+    return launch(place, loaded, run_options, on_executor=on_executor)
+
+
+def decide(
+    place: Place,
+    run_id: str,
+    decision: Literal["approve", "reject"],
+    by: str | None,
+    *,
+    on_executor: Callable[[Executor], None],
+) -> list[RunManifest]:
+    """Continue a paused run with the decision; finished steps are not run again."""
+    paused = _read(place, run_id)
+    if paused.status is not RunStatus.waiting_approval:
+        raise UsageError(f"run {run_id} is {paused.status.value}, not waiting for approval")
+    loaded = _current(place, paused)
+    run_options = options(place, loaded, dict(paused.params), paused.trigger)
+    run_options.resume = paused
+    run_options.decision = decision
+    run_options.decided_by = (
+        by or os.environ.get("GITHUB_ACTOR") or os.environ.get("USER") or "unknown"
+    )
+    return launch(place, loaded, run_options, on_executor=on_executor)
+
+
+def production_of(store: ResultsStore, pipeline: str) -> Production | None:
+    """The pipeline's production pointer, as `sluice show` mentions it."""
+    return History(store).pointer(pipeline)
+
+
+def log_text(store: ResultsStore, run_id: str, step: str, attempt: int | None) -> bytes:
+    """A step's log (default: its last attempt) from the results branch."""
+    manifest = find_run(store, run_id)
+    record = manifest.steps.get(step)
+    if record is None:
+        raise NotFound(f"run {run_id} has no step {step!r}; steps: {', '.join(manifest.steps)}")
+    if not record.attempts:
+        raise NotFound(f"step {step!r} of run {run_id} never ran ({record.status.value})")
+    number = attempt or record.attempts[-1].number
+    text = store.log(run_id, step, number)
+    if text is None:
+        raise NotFound(f"no log for {step} attempt {number} of run {run_id}")
+    return text

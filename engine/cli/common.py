@@ -1,0 +1,127 @@
+"""What every `sluice` command shares: State, exit codes, click settings and output helpers."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import click
+
+from engine.errors import Problem, UsageError
+
+if TYPE_CHECKING:
+    from engine.adapters.git_results import ResultsStore
+    from engine.core.config import RepoConfig
+    from engine.core.parse import LoadedPipeline
+
+EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_ENGINE, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+PUSH_HELP = "Push results to the remote (default: when one exists)."
+
+
+@dataclass
+class State:
+    """The global options: which repository, which settings file (both resolved on first use)."""
+
+    repo_option: str | None
+    config_option: str | None
+    _config: RepoConfig | None = None
+
+    @property
+    def repo(self) -> Path:
+        from engine.local.workspace import find_repo_root  # lazy: keeps `sluice --help` light
+
+        if self.repo_option:
+            path = Path(self.repo_option)
+            if not path.is_dir():
+                raise UsageError(f"--repo {self.repo_option}: no such folder")
+            return path.resolve()
+        return find_repo_root(Path.cwd())
+
+    @property
+    def config(self) -> RepoConfig:
+        if self._config is None:
+            from engine.app import compose  # lazy: pydantic, only once a command runs
+
+            path = Path(self.config_option) if self.config_option else None
+            self._config = compose.repo_config(self.repo, path)
+        return self._config
+
+    @property
+    def pipelines_dir(self) -> Path:
+        return self.repo / self.config.pipelines
+
+    def reading_store(self, fetch: bool) -> ResultsStore:
+        from engine.app import compose  # lazy: git adapter, only once a command runs
+
+        return compose.reading_branch(self.repo, self.config, fetch=fetch)
+
+    def pipeline(self, ref: str) -> LoadedPipeline:
+        from engine.app import compose  # lazy: pydantic, only once a command runs
+
+        return compose.pipeline(self.repo, self.pipelines_dir, ref)
+
+
+def exit_with(code: int) -> NoReturn:
+    raise click.exceptions.Exit(code)
+
+
+def echo_json(value: Any) -> None:
+    click.echo(json.dumps(value, indent=2))
+
+
+def say(line: str) -> None:
+    """One line on stderr (progress and notes; stdout is for results)."""
+    click.echo(line, err=True)
+
+
+def annotate(problems: list[Problem]) -> None:
+    """GitHub workflow-command annotations, so problems show on the pull request's files."""
+    from engine.adapters import github_env as github  # lazy: only on an error path
+
+    github.annotate(problems, os.environ, sys.stderr)
+
+
+def problems_exit(problems: list[Problem], tail: str) -> NoReturn:
+    """Print every problem (and annotate it), then `N problem(s) in M file(s)<tail>`; exit 2."""
+    for problem in problems:
+        say(str(problem))
+    annotate(problems)
+    say(f"sluice: {len(problems)} problem(s) in {len({p.file for p in problems})} file(s){tail}")
+    exit_with(EXIT_INVALID)
+
+
+def runs_exit_code(statuses: Iterable[str]) -> int:
+    """The exit code of a command that ran these runs: the worst of them decides."""
+    found = set(statuses)
+    if "cancelled" in found:
+        return EXIT_INTERRUPTED
+    if "error" in found:
+        return EXIT_ENGINE
+    if "failed" in found:
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def install_signal_handlers(cancel: Callable[[], None]) -> None:
+    """SIGINT, SIGTERM, SIGHUP cancel (containers are removed); the third one exits at once."""
+    count = {"n": 0}
+
+    def handler(signum: int, frame: object) -> None:
+        count["n"] += 1
+        if count["n"] >= 3:  # the user insists: stop waiting for cleanup
+            os._exit(EXIT_INTERRUPTED)
+        cancel()
+
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, handler)
+
+
+push_option = click.option("--push/--no-push", default=None, help=PUSH_HELP)

@@ -1,0 +1,81 @@
+"""`sluice validate`, `sluice graph`, `sluice schema`: pipeline files, without running them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from engine.cli.common import CONTEXT, State, echo_json, problems_exit, say
+
+
+@click.command(context_settings=CONTEXT)
+@click.argument("paths", nargs=-1, metavar="[PATH]...")
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print a JSON list of {file, line, message} on stdout."
+)
+@click.pass_obj
+def validate(state: State, paths: tuple[str, ...], as_json: bool) -> None:
+    """Check pipeline files; print every problem as file:line: message.
+
+    \b
+    PATH is a pipeline file or a folder searched recursively for *.yaml / *.yml
+    (default: the pipelines folder of sluice.yaml, else pipelines/).
+    Exits 0 when every file is valid, 2 otherwise.
+
+    \b
+    Examples:
+      sluice validate
+      sluice validate pipelines/train.yaml --json
+    """
+    from engine.app import pipelines  # lazy: `sluice --help` does not load pydantic
+
+    targets = [Path(p) for p in paths] or [state.pipelines_dir]
+    loaded, problems = pipelines.validate(state.repo, targets)
+    if as_json:
+        echo_json([p.as_dict() for p in problems])
+    if problems:
+        problems_exit(problems, "")
+    say(f"sluice: {len(loaded)} pipeline(s) valid")
+
+
+@click.command(context_settings=CONTEXT)
+@click.argument("pipeline")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "mermaid", "dot", "json"]),
+    default="text",
+    show_default=True,
+)
+@click.pass_obj
+def graph(state: State, pipeline: str, fmt: str) -> None:
+    """Print a pipeline's DAG by level.
+
+    \b
+    PIPELINE is a pipeline name or the path of its file.
+
+    \b
+    Examples:
+      sluice graph churn-retrain
+      sluice graph pipelines/churn.yaml --format mermaid
+      sluice graph churn-retrain --format dot | dot -Tsvg > dag.svg
+    """
+    from engine.app import pipelines  # lazy: `sluice --help` does not load pydantic
+
+    click.echo(pipelines.graph(state.pipeline(pipeline), fmt), nl=False)
+
+
+@click.command(context_settings=CONTEXT)
+def schema() -> None:
+    """Print the JSON Schema of pipeline files (for editors).
+
+    \b
+    Example:
+      sluice schema > .sluice-schema.json
+      # then, first line of a pipeline file:
+      # yaml-language-server: $schema=../.sluice-schema.json
+    """
+    from engine.app import pipelines  # lazy: `sluice --help` does not load pydantic
+
+    echo_json(pipelines.schema())

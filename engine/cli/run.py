@@ -1,0 +1,199 @@
+"""`sluice run`, `retry`, `approve`, `reject`: start a run (or continue one) here."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import click
+
+from engine.cli.common import (
+    CONTEXT,
+    EXIT_FAILED,
+    EXIT_OK,
+    State,
+    echo_json,
+    exit_with,
+    install_signal_handlers,
+    push_option,
+    runs_exit_code,
+    say,
+)
+
+if TYPE_CHECKING:
+    from engine.app.runs import Place
+    from engine.core.manifest import RunManifest
+    from engine.run.executor import Executor
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _place(state: State, push: bool | None) -> Place:
+    from engine.app.runs import Place  # lazy: `sluice --help` does not load pydantic
+
+    return Place(state.repo, state.config, push, say)
+
+
+def _on_executor(executor: Executor) -> None:
+    install_signal_handlers(executor.cancel)
+
+
+def _finish(manifests: list[RunManifest], as_json: bool) -> int:
+    """Print the requested run's manifest (`--json`); the exit code the worst run decides."""
+    from engine.app.runs import outcome  # lazy: `sluice --help` does not load pydantic
+
+    if as_json:
+        click.echo(manifests[0].to_json())
+    return runs_exit_code(outcome(m) for m in manifests)
+
+
+@click.command(context_settings=CONTEXT)
+@click.argument("pipeline")
+@click.option(
+    "-p",
+    "--param",
+    "pairs",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override a param (repeatable).",
+)
+@click.option("--params-json", metavar="JSON", help="Override params from a JSON object.")
+@click.option("--no-cache", is_flag=True, help="Run every step even when a cached result exists.")
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Say which steps would be cached and why the others miss; run nothing.",
+)
+@click.option(
+    "--max-parallel",
+    type=click.IntRange(1, 256),
+    help="Steps running at once (default: CPU count).",
+)
+@push_option
+@click.option("--json", "as_json", is_flag=True, help="Print the run manifest as JSON on stdout.")
+@click.option(
+    "-q", "--quiet", is_flag=True, help="Do not echo step logs (they are still recorded)."
+)
+@click.pass_obj
+def run(
+    state: State,
+    pipeline: str,
+    pairs: tuple[str, ...],
+    params_json: str | None,
+    no_cache: bool,
+    dry_run: bool,
+    max_parallel: int | None,
+    push: bool | None,
+    as_json: bool,
+    quiet: bool,
+) -> None:
+    """Run a pipeline now: every step in its own container.
+
+    \b
+    Progress goes to stderr (a live table on a terminal, plain lines elsewhere);
+    step logs are prefixed with the step name. The run is recorded on the results
+    branch (runs/<pipeline>/<run-id>/: manifest.json and logs), pushed when the
+    remote exists, and kept locally under .sluice/runs/<run-id>/. Steps whose
+    inputs are unchanged are taken from the cache (status `cached`).
+    Exits 0 when the run succeeded (or waits for approval), 1 when it failed,
+    2 on invalid input, 3 when the engine could not run (Docker, git or the
+    artifact store unreachable), 130 when interrupted (its containers are removed first).
+
+    \b
+    Examples:
+      sluice run churn-retrain
+      sluice run churn-retrain -p n_estimators=200 -p min_accuracy=0.95
+      sluice run churn-retrain --dry-run
+      sluice run pipelines/churn.yaml --params-json '{"n_estimators": 50}' --json
+    """
+    from engine.app import runs  # lazy: `sluice --help` does not load pydantic
+    from engine.core.manifest import Trigger  # lazy: as above
+
+    place = _place(state, push)
+    loaded = place.pipeline(pipeline)
+    given = runs.params(loaded, pairs, params_json)
+    options = runs.options(place, loaded, given, Trigger(kind="manual"), max_parallel)
+    options.use_cache = not no_cache
+    if not dry_run:
+        manifests = runs.launch(place, loaded, options, on_executor=_on_executor, quiet=quiet)
+        exit_with(_finish(manifests, as_json))
+    verdicts = runs.explain(place, loaded, options)
+    if as_json:
+        echo_json([{"step": n, "cached": c, "reason": why} for n, c, why in verdicts])
+        return
+    width = max(len(n) for n, _, _ in verdicts)
+    for name, cached, why in verdicts:
+        click.echo(f"{name:<{width}}  {'cached' if cached else 'runs  '}  {why}")
+    say("(when conditions and approvals are decided during the run)")
+
+
+@click.command(context_settings=CONTEXT)
+@click.argument("run_id")
+@click.option("--max-parallel", type=click.IntRange(1, 256), help="Steps running at once.")
+@push_option
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print the new run's manifest as JSON on stdout."
+)
+@click.pass_obj
+def retry(
+    state: State, run_id: str, max_parallel: int | None, push: bool | None, as_json: bool
+) -> None:
+    """Start a new run that reuses RUN_ID's succeeded steps and runs the rest.
+
+    Works after a failure, a cancellation, or an engine that died mid-run. Reused
+    outputs are re-verified (sha256) first; checkpoints of failed steps carry over.
+
+    \b
+    Example:
+      sluice retry 20261124T100000Z-a1b2c3
+    """
+    from engine.app import runs  # lazy: `sluice --help` does not load pydantic
+
+    place = _place(state, push)
+    manifests = runs.retry(place, run_id, max_parallel=max_parallel, on_executor=_on_executor)
+    exit_with(_finish(manifests, as_json))
+
+
+def _by(who: str) -> Callable[[F], F]:
+    return click.option(
+        "--by", metavar="NAME", help=f"Who {who} (default: $GITHUB_ACTOR, else $USER)."
+    )
+
+
+@click.command(context_settings=CONTEXT)
+@click.argument("run_id")
+@_by("approves")
+@push_option
+@click.pass_obj
+def approve(state: State, run_id: str, by: str | None, push: bool | None) -> None:
+    """Approve a paused run and continue it here; finished steps are not run again.
+
+    \b
+    Example:
+      sluice approve 20261124T100000Z-a1b2c3 --by alice
+    """
+    from engine.app import runs  # lazy: `sluice --help` does not load pydantic
+
+    manifests = runs.decide(_place(state, push), run_id, "approve", by, on_executor=_on_executor)
+    exit_with(_finish(manifests, as_json=False))
+
+
+@click.command(context_settings=CONTEXT)
+@click.argument("run_id")
+@_by("rejects")
+@push_option
+@click.pass_obj
+def reject(state: State, run_id: str, by: str | None, push: bool | None) -> None:
+    """Reject a paused run: it ends as failed (its finally steps still run); exits 0.
+
+    \b
+    Example:
+      sluice reject 20261124T100000Z-a1b2c3 --by alice
+    """
+    from engine.app import runs  # lazy: `sluice --help` does not load pydantic
+
+    manifests = runs.decide(_place(state, push), run_id, "reject", by, on_executor=_on_executor)
+    code = _finish(manifests, as_json=False)
+    if code not in (EXIT_OK, EXIT_FAILED):  # failed is what a rejection means
+        exit_with(code)
+    say(f"sluice: run {run_id} rejected")

@@ -1,0 +1,107 @@
+"""`sluice runs`, `show`, `logs`: what the results branch recorded."""
+
+from __future__ import annotations
+
+import click
+
+from engine.cli.common import CONTEXT, State, echo_json, say
+
+_fetch = click.option(
+    "--fetch", is_flag=True, help="Fetch the results branch from the remote first."
+)
+
+
+@click.command(context_settings=CONTEXT)
+@click.option("--pipeline", "pipeline_name", metavar="NAME", help="Only this pipeline's runs.")
+@click.option("--limit", type=click.IntRange(1, 10_000), default=20, show_default=True)
+@_fetch
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of manifests on stdout.")
+@click.pass_obj
+def runs(state: State, pipeline_name: str | None, limit: int, fetch: bool, as_json: bool) -> None:
+    """List recorded runs, newest first, from the results branch.
+
+    \b
+    Examples:
+      sluice runs
+      sluice runs --pipeline churn-retrain --limit 5
+      sluice runs --fetch --json | jq '.[0].status'
+    """
+    with state.reading_store(fetch) as store:
+        found = store.runs(pipeline_name, limit)
+    if as_json:
+        echo_json([m.to_dict() for m in found])
+        return
+    if not found:
+        say("sluice: no runs recorded yet")
+        return
+    click.echo(f"{'RUN':<24} {'PIPELINE':<24} {'STATUS':<17} {'TRIGGER':<12} {'DURATION':>9}")
+    for m in found:
+        took = f"{m.duration_s:.1f}s" if m.duration_s is not None else ""
+        click.echo(
+            f"{m.run_id:<24} {m.pipeline:<24} {m.status.value:<17} {m.trigger.kind:<12} {took:>9}"
+        )
+
+
+@click.command(context_settings=CONTEXT)
+@click.argument("run_id")
+@_fetch
+@click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON on stdout.")
+@click.pass_obj
+def show(state: State, run_id: str, fetch: bool, as_json: bool) -> None:
+    """Show one run: its steps, attempts, metrics and outputs.
+
+    \b
+    Example:
+      sluice show 20261124T100000Z-a1b2c3
+    """
+    from engine.adapters.console import summary_lines  # lazy: `sluice --help` stays light
+    from engine.app.runs import find_run, production_of  # lazy: as above
+
+    with state.reading_store(fetch) as store:
+        manifest = find_run(store, run_id)
+        if as_json:
+            click.echo(manifest.to_json())
+            return
+        production = production_of(store, manifest.pipeline)
+    lines = summary_lines(manifest)
+    lines.insert(
+        1,
+        f"  trigger {manifest.trigger.kind}, started {manifest.started_at}, commit {manifest.commit}",
+    )
+    if production is not None and production.run_id == run_id:
+        lines.insert(
+            2, f"  production of {manifest.pipeline} ({production.action} at {production.at})"
+        )
+    for name, rec in manifest.steps.items():
+        if rec.metrics:
+            lines.append(
+                f"  {name} metrics: " + ", ".join(f"{k}={v}" for k, v in rec.metrics.items())
+            )
+        for path, pointer in rec.outputs.items():
+            lines.append(
+                f"  {name} output {path}: {pointer.size} bytes sha256:{pointer.sha256[:12]}"
+            )
+        if rec.cached_from:
+            lines.append(f"  {name} cached from {rec.cached_from}")
+    click.echo("\n".join(lines))
+
+
+@click.command(context_settings=CONTEXT)
+@click.argument("run_id")
+@click.argument("step")
+@click.option("--attempt", type=click.IntRange(1, 1000), help="Attempt number (default: the last).")
+@_fetch
+@click.pass_obj
+def logs(state: State, run_id: str, step: str, attempt: int | None, fetch: bool) -> None:
+    """Print a step's log from the results branch.
+
+    \b
+    Examples:
+      sluice logs 20261124T100000Z-a1b2c3 train
+      sluice logs 20261124T100000Z-a1b2c3 train --attempt 1
+    """
+    from engine.app.runs import log_text  # lazy: `sluice --help` does not load pydantic
+
+    with state.reading_store(fetch) as store:
+        text = log_text(store, run_id, step, attempt)
+    click.echo(text.decode("utf-8", "replace"), nl=False)
