@@ -12,7 +12,7 @@ import socket
 import subprocess
 import sys
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -20,14 +20,13 @@ from typing import IO, Any, NoReturn
 
 import yaml
 
+from engine.core.manifest import overall_status
 from engine.errors import ActionError, json_object
 
 COMMANDS = ("trigger", "run", "tick", "validate", "retry", "approve", "reject", "drift")
 JSON_COMMANDS = ("trigger", "tick", "run", "retry")  # take --json: manifests on stdout
 EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_INTERRUPTED = 0, 1, 2, 130
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-# The order in which one run's status decides the status of several (as `sluice trigger`).
-PRECEDENCE = ("cancelled", "failed", "waiting_approval", "succeeded")
 _BRANCH = re.compile(r"^(?!-)(?!.*\.\.)(?!.*//)[A-Za-z0-9._/-]{1,200}(?<![./])$")
 
 
@@ -197,14 +196,6 @@ def output_names(text: str) -> set[str]:
                 if rest == delimiter:
                     break
     return names
-
-
-def overall_status(statuses: Sequence[str]) -> str:
-    """One word for several runs: the first of PRECEDENCE present; `skipped` for none."""
-    for status in PRECEDENCE:
-        if status in statuses:
-            return status
-    return "skipped"
 
 
 def exit_status(code: int) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -53,6 +54,50 @@ class RunStatus(StrEnum):
     failed = "failed"
     waiting_approval = "waiting_approval"
     cancelled = "cancelled"
+
+
+# When several statuses meet (a run's steps, a command's runs), the first present wins.
+PRECEDENCE = (
+    RunStatus.cancelled,
+    RunStatus.failed,
+    RunStatus.waiting_approval,
+    RunStatus.succeeded,
+)
+
+
+def run_status(steps: Iterable[StepStatus], *, cancelled: bool = False) -> RunStatus | None:
+    """How a run ended, from its steps' statuses in PRECEDENCE; None while one is undecided.
+
+    >>> run_status([StepStatus.succeeded, StepStatus.upstream_failed])
+    <RunStatus.failed: 'failed'>
+    >>> run_status([StepStatus.cached, StepStatus.running]) is None
+    True
+    """
+    statuses = set(steps)
+    if cancelled:
+        return RunStatus.cancelled
+    if statuses & {StepStatus.failed, StepStatus.upstream_failed}:
+        return RunStatus.failed
+    if StepStatus.waiting_approval in statuses:
+        return RunStatus.waiting_approval
+    if statuses <= TERMINAL:
+        return RunStatus.succeeded
+    return None
+
+
+def overall_status(statuses: Iterable[str], *, none: str = "skipped") -> str:
+    """One word for several runs: the first of PRECEDENCE present; `none` for no run.
+
+    >>> overall_status(["succeeded", "failed", "waiting_approval"])
+    'failed'
+    >>> overall_status([])
+    'skipped'
+    """
+    present = set(statuses)
+    for status in PRECEDENCE:
+        if status in present:
+            return status.value
+    return none
 
 
 def utc_iso(moment: datetime) -> str:
