@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
+from engine.core.manifest import RunManifest
 from engine.errors import EngineUnavailable, SluiceError
 
 LABEL_RUN = "sluice.run-id"
@@ -121,3 +123,107 @@ class ContainerRuntime(Protocol):
     def gc(self, *, everything: bool = False) -> list[str]:
         """Remove containers whose engine is gone (all sluice containers with `everything`)."""
         ...
+
+
+# -- the results branch -----------------------------------------------------------------
+
+
+class ClaimLost(SluiceError):
+    """A path the commit needed to be absent is already on the results branch."""
+
+    def __init__(self, path: str, branch: str) -> None:
+        super().__init__(f"{path} already exists on {branch}: another runner claimed it first")
+        self.path = path
+
+
+class ResultsBranch(Protocol):
+    """The results branch: files read at its tip (or at a commit), changed only by commits
+    that compare-and-swap its tip, so that concurrent writers never lose each other's work.
+    Implementations: git (adapters/git_results.py), in memory (adapters/memory_results.py).
+
+    Paths are `/`-separated and relative to the branch root (see core/layout.py).
+    """
+
+    branch: str
+
+    @property
+    def pushes(self) -> bool:
+        """Whether commits also go to a remote (so a fetch first sees other runners')."""
+        ...
+
+    def tip(self) -> str | None:
+        """The commit reads see: the local branch, else the remote one; None when empty."""
+        ...
+
+    def read(self, path: str, *, at: str | None = None) -> bytes | None:
+        """The file at `path` on the tip (or at commit `at`), None when absent."""
+        ...
+
+    def list_dir(self, path: str, *, at: str | None = None) -> list[str]:
+        """Names of the entries of folder `path` ([] when absent), in git's order."""
+        ...
+
+    def commit(
+        self,
+        changes: Mapping[str, bytes | None],
+        message: str,
+        *,
+        expect_absent: Sequence[str] = (),
+    ) -> str:
+        """Commit `path -> content` changes (None deletes) onto the tip; returns the commit.
+
+        Raises ClaimLost when a path of `expect_absent` exists at the tip (here or on the
+        remote): of writers racing to create one path, exactly one succeeds.
+        """
+        ...
+
+    def record_run(
+        self,
+        manifest: RunManifest,
+        logs: Mapping[str, bytes] = ...,
+        extra: Mapping[str, bytes | None] = ...,
+    ) -> str:
+        """Commit a run's manifest, its logs (`train.1.log`) and any `extra` paths."""
+        ...
+
+    def runs(self, pipeline: str | None = None, limit: int = 20) -> list[RunManifest]:
+        """The newest `limit` runs, of one pipeline or of all, newest first."""
+        ...
+
+    def manifest(self, run_id: str) -> RunManifest | None:
+        """The manifest of run `run_id`, whichever pipeline it belongs to."""
+        ...
+
+    def log(self, run_id: str, step: str, attempt: int) -> bytes | None:
+        """The log of one attempt of a step, None when it was not recorded."""
+        ...
+
+    def fetch(self) -> None:
+        """Take in the remote's commits (fast-forward only); nothing without a remote."""
+        ...
+
+    def catch_up(self) -> None:
+        """Fetch when results are pushed, to decide on the newest record; offline, go on."""
+        ...
+
+    def close(self) -> None:
+        """Release what reading holds open (a git process)."""
+        ...
+
+
+# -- time --------------------------------------------------------------------------------
+
+
+class Clock(Protocol):
+    """Where the engine reads the time, so that tests can set it."""
+
+    def now(self) -> datetime:
+        """The current time, timezone-aware."""
+        ...
+
+
+class SystemClock:
+    """The machine's clock, in UTC."""
+
+    def now(self) -> datetime:
+        return datetime.now(UTC)

@@ -21,21 +21,15 @@ from conftest import git, make_repo, sluice
 from engine.adapters.fake_runtime import FakeOutcome, FakeRuntime
 from engine.adapters.git_results import ResultsStore
 from engine.adapters.pipeline_files import find_pipeline
-from engine.app.launch import execute, run_options
-from engine.cli.main import State
-from engine.cli.production import _who
+from engine.app.compose import execute, run_options
+from engine.app.production import who
+from engine.cli.common import State
 from engine.core.config import RepoConfig
+from engine.core.layout import production_entry
 from engine.core.manifest import RunManifest, RunStatus, StepRecord, StepStatus, Trigger
+from engine.core.production import KEPT, Action, Production, advance, deployer
 from engine.ports import ContainerSpec
-from engine.run.records import (
-    KEPT,
-    Action,
-    History,
-    Production,
-    _deployer,
-    advance,
-    production_entry_path,
-)
+from engine.run.records import History
 
 BRANCH = "sluice-results"
 GATE = """
@@ -184,7 +178,7 @@ def test_a_succeeded_deploy_becomes_production_and_is_pushed(tmp_path: Path) -> 
     ]
     assert {e.by for e in pointer.history} == {"manual run"}
     with ResultsStore(repo.parent / "origin.git", push=False) as store:
-        entry = json.loads(store.read(production_entry_path("gate", 1)) or b"{}")
+        entry = json.loads(store.read(production_entry("gate", 1)) or b"{}")
     assert entry["run_id"] == first.run_id and entry["action"] == "deploy"
 
 
@@ -382,11 +376,11 @@ def test_who_is_github_actor_then_git_user_then_the_os_user(
     monkeypatch.setenv("GIT_CONFIG_GLOBAL", str(tmp_path / "no-global"))
     monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
     state = State(str(repo), None)
-    assert _who(state) == "ci-bot"
+    assert who(state.repo) == "ci-bot"
     monkeypatch.delenv("GITHUB_ACTOR")
-    assert _who(state) == getpass.getuser()
+    assert who(state.repo) == getpass.getuser()
     git(repo, "config", "user.name", "Carol")
-    assert _who(state) == "Carol"
+    assert who(state.repo) == "Carol"
 
 
 # ---- real Docker, the real CLI ------------------------------------------------------------
@@ -469,9 +463,9 @@ def test_a_deploy_is_credited_to_its_approver_else_to_its_trigger() -> None:
         started_at="2026-11-24T10:00:00.000Z",
         trigger=Trigger(kind="schedule"),
     )
-    assert _deployer(manifest, "deploy") == "schedule run"
+    assert deployer(manifest, "deploy") == "schedule run"
     manifest.approvals = [
         {"step": "train", "decision": "approve", "by": "bob", "at": "t"},
         {"step": "deploy", "decision": "approve", "by": "alice", "at": "t"},
     ]
-    assert _deployer(manifest, "deploy") == "alice"
+    assert deployer(manifest, "deploy") == "alice"

@@ -13,9 +13,10 @@ import conftest
 import pytest
 from conftest import git
 
-from engine.adapters.git_results import ClaimLost, ResultsNotPushed, ResultsStore
+from engine.adapters.git_results import ResultsNotPushed, ResultsStore
 from engine.core.manifest import RunManifest, RunStatus
 from engine.errors import SluiceError, UsageError
+from engine.ports import ClaimLost
 
 BRANCH = "sluice-results"
 

@@ -9,11 +9,12 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from engine.core import layout
 from engine.core.manifest import ArtifactPointer
 from engine.errors import EngineUnavailable, SluiceError, UsageError
 
 CHUNK = 1024 * 1024
-DEFAULT_URL = "file://.sluice/artifacts"
+DEFAULT_URL = layout.DEFAULT_ARTIFACTS
 
 
 class CorruptArtifact(SluiceError):

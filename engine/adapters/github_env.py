@@ -14,7 +14,8 @@ from typing import IO, Any
 
 from engine.core.graph import Dag, render_mermaid
 from engine.core.manifest import RunManifest, StepRecord
-from engine.errors import InvalidInput, NotFound, Problem, UsageError
+from engine.errors import EngineUnavailable, InvalidInput, NotFound, Problem, UsageError
+from engine.local import gitcli
 
 MAX_EVENT_BYTES = 25 * 1024**2  # GitHub caps webhook payloads at 25 MB
 _SHA = re.compile(r"^[0-9a-fA-F]{4,64}$")
@@ -68,13 +69,8 @@ def read_event(
 
 def _git(repo: Path, *args: str) -> subprocess.CompletedProcess[bytes] | None:
     try:
-        return subprocess.run(
-            ["git", "-C", str(repo), *args],
-            capture_output=True,
-            check=False,
-            timeout=_GIT_TIMEOUT_S,
-        )
-    except (OSError, subprocess.TimeoutExpired):
+        return gitcli.run(repo, *args, timeout=_GIT_TIMEOUT_S)
+    except EngineUnavailable:
         return None
 
 

@@ -1,13 +1,9 @@
 """Drift bindings on the results branch: cooldown claims and a record of every drift signal.
 
-Layout, per bound pipeline and monitor (both pipeline names, so safe as path parts):
-
-    drift/<pipeline>/<monitor>/state.json        the last firing: seq, fired_at, run_id
-    drift/<pipeline>/<monitor>/fired/<seq>       claims: a firing commits seq+1 expecting it
-                                                 absent, so two runners racing on one
-                                                 signal start one run
-    drift/<pipeline>/<monitor>/signals/<time>-<hex>.json   every signal that held: fired
-                                                 or suppressed, with why and by what
+Per bound pipeline and monitor (both pipeline names, so safe as path parts; see core/layout):
+`state.json` holds the last firing (seq, fired_at, run_id); a firing commits the claim
+`fired/<seq+1>` expecting it absent, so two runners racing on one signal start one run;
+`signals/<time>-<hex>.json` records every signal that held, fired or suppressed, with why.
 """
 
 from __future__ import annotations
@@ -19,12 +15,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from engine.adapters.git_results import ClaimLost, ResultsStore
+from engine.core import layout
 from engine.core.manifest import utc_iso
 from engine.core.triggers.drift import Binding, Verdict, bounded, decide
 from engine.errors import SluiceError
-
-ROOT = "drift"
+from engine.ports import ClaimLost, Clock, ResultsBranch, SystemClock
 
 
 @dataclass(frozen=True)
@@ -47,19 +42,16 @@ class Settled:
     run_id: str | None = None
 
 
-def base(pipeline: str, monitor: str) -> str:
-    return f"{ROOT}/{pipeline}/{monitor}"
-
-
 class DriftLedger:
-    """Reads and writes drift cooldown state through a ResultsStore."""
+    """Reads and writes drift cooldown state through the results branch."""
 
-    def __init__(self, store: ResultsStore) -> None:
-        self.store = store
+    def __init__(self, branch: ResultsBranch, clock: Clock | None = None) -> None:
+        self.branch = branch
+        self.clock = clock or SystemClock()
 
     def last_fired(self, pipeline: str, monitor: str) -> tuple[datetime | None, int]:
         """When the binding last fired (None: never) and its firing count."""
-        raw = self.store.read(f"{base(pipeline, monitor)}/state.json")
+        raw = self.branch.read(layout.drift_state(pipeline, monitor))
         try:
             state = json.loads(raw) if raw else {}
             seq = int(state.get("seq", 0))
@@ -67,7 +59,7 @@ class DriftLedger:
             at = datetime.fromisoformat(fired.replace("Z", "+00:00")) if fired else None
         except (ValueError, TypeError, AttributeError):
             # A damaged state must not start a storm of runs: count it as fired just now.
-            return datetime.now(UTC), 0
+            return self.clock.now(), 0
         return at, seq
 
     def settle(self, binding: Binding, signal: Signal, now: datetime, run_id: str) -> Settled:
@@ -83,17 +75,19 @@ class DriftLedger:
             if not verdict.fires and not verdict.suppressed:
                 return Settled(binding, verdict)  # no drift: nothing worth a commit
             record = self._record(binding, signal, verdict, now, run_id if verdict.fires else None)
-            where = base(binding.pipeline, binding.spec.monitor)
+            pipeline, monitor = binding.pipeline, binding.spec.monitor
             stamp = f"{now.astimezone(UTC):%Y%m%dT%H%M%S%fZ}-{secrets.token_hex(3)}"
-            changes: dict[str, bytes | None] = {f"{where}/signals/{stamp}.json": record}
+            changes: dict[str, bytes | None] = {
+                layout.drift_signal(pipeline, monitor, stamp): record
+            }
             if not verdict.fires:
-                self.store.commit(
+                self.branch.commit(
                     changes, f"sluice: drift {signal.monitor} -> {binding.pipeline} suppressed"
                 )
                 return Settled(binding, verdict)
-            claim = f"{where}/fired/{seq + 1:08d}"
+            claim = layout.drift_fired(pipeline, monitor, seq + 1)
             changes[claim] = run_id.encode()
-            changes[f"{where}/state.json"] = _json(
+            changes[layout.drift_state(pipeline, monitor)] = _json(
                 {
                     "seq": seq + 1,
                     "fired_at": utc_iso(now),
@@ -103,7 +97,7 @@ class DriftLedger:
                 }
             )
             try:
-                self.store.commit(
+                self.branch.commit(
                     changes,
                     f"sluice: drift {signal.monitor} -> {binding.pipeline} fires {run_id}",
                     expect_absent=[claim],
@@ -121,14 +115,16 @@ class DriftLedger:
     ) -> list[dict[str, Any]]:
         """Recorded signals, newest first: of one binding, or of every one matching."""
         names = []
-        for bound in [pipeline] if pipeline else self.store.list_dir(ROOT):
-            for source in [monitor] if monitor else self.store.list_dir(f"{ROOT}/{bound}"):
-                folder = f"{base(bound, source)}/signals"
-                names += [(name, folder) for name in self.store.list_dir(folder)]
+        for bound in [pipeline] if pipeline else self.branch.list_dir(layout.DRIFT):
+            for source in (
+                [monitor] if monitor else self.branch.list_dir(layout.drift_monitors(bound))
+            ):
+                folder = layout.drift_signals(bound, source)
+                names += [(name, folder) for name in self.branch.list_dir(folder)]
         found = []
         # Named <UTC time>-<hex>: newest first across bindings.
         for name, folder in sorted(names, reverse=True)[:limit]:
-            raw = self.store.read(f"{folder}/{name}")
+            raw = self.branch.read(f"{folder}/{name}")
             try:
                 record = json.loads(raw) if raw else None
             except ValueError:

@@ -40,16 +40,6 @@ def key(parts: Mapping[str, Any]) -> str:
     return digest(dict(parts))
 
 
-def entry_path(cache_key: str) -> str:
-    """Index entry of a key on the results branch, sharded by its first two hex digits."""
-    return f"cache/{cache_key[:2]}/{cache_key}.json"
-
-
-def last_path(pipeline: str, step: str) -> str:
-    """The components a step had the last time it ran, to explain the next miss."""
-    return f"cache/last/{pipeline}/{step}.json"
-
-
 _WORDS = {
     "version": "the engine's cache version changed",
     "image": "the image changed",

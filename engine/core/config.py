@@ -6,6 +6,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from engine.core import layout
+
 
 class StrictModel(BaseModel):
     """Base of every file-format model: unknown keys are errors, values are frozen."""
@@ -32,6 +34,6 @@ class RepoConfig(StrictModel):
 
     pipelines: str = "pipelines/"
     results: ResultsConfig = Field(default_factory=ResultsConfig)
-    artifacts: str = "file://.sluice/artifacts"
+    artifacts: str = layout.DEFAULT_ARTIFACTS
     max_parallel: Annotated[int, Field(ge=1, le=256)] | None = None
     drift: DriftConfig = Field(default_factory=DriftConfig)

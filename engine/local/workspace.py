@@ -5,24 +5,13 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import subprocess
 import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from engine.core.layout import ENGINE_DIR
 from engine.errors import EngineUnavailable
-
-ENGINE_DIR = ".sluice"
-
-
-def _git(repo: Path, *args: str) -> str | None:
-    try:
-        done = subprocess.run(
-            ["git", "-C", str(repo), *args], capture_output=True, check=False, timeout=120
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return done.stdout.decode("utf-8", "surrogateescape") if done.returncode == 0 else None
+from engine.local import gitcli
 
 
 def is_git_repo(path: Path) -> bool:
@@ -50,7 +39,7 @@ def ensure_engine_dir(repo: Path) -> Path:
 
 def _list_files(repo: Path) -> list[str]:
     if is_git_repo(repo):
-        out = _git(repo, "ls-files", "-z", "--cached", "--others", "--exclude-standard")
+        out = gitcli.output(repo, "ls-files", "-z", "--cached", "--others", "--exclude-standard")
         if out is None:
             raise EngineUnavailable(f"git ls-files failed in {repo}", hint="is git installed?")
         names = sorted({n for n in out.split("\0") if n})
@@ -147,8 +136,8 @@ def snapshot(repo: Path, out: Path) -> WorkspaceSnapshot:
                 digests[name] = hashlib.sha256(data).hexdigest()
     commit = dirty = None
     if is_git_repo(repo):
-        head = _git(repo, "rev-parse", "--verify", "-q", "HEAD")
+        head = gitcli.output(repo, "rev-parse", "--verify", "-q", "HEAD")
         commit = head.strip() if head else None
-        status = _git(repo, "status", "--porcelain", "--untracked-files=normal")
+        status = gitcli.output(repo, "status", "--porcelain", "--untracked-files=normal")
         dirty = bool(status and status.strip())
     return WorkspaceSnapshot(root=repo, tar=out, digests=digests, commit=commit, dirty=bool(dirty))

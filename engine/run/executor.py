@@ -17,7 +17,7 @@ from typing import Any, Literal
 from engine import __version__
 from engine.adapters.artifacts import DEFAULT_URL, ArtifactStore
 from engine.adapters.console import NullReporter, Reporter
-from engine.core import cache, fingerprint, planner, policy, templating
+from engine.core import cache, fingerprint, layout, planner, policy, templating
 from engine.core.manifest import (
     DONE_OK,
     TERMINAL,
@@ -152,7 +152,8 @@ class Executor:
                 },
             )
         self.run_id = self.manifest.run_id
-        self.run_dir = ensure_engine_dir(repo) / "runs" / self.run_id
+        ensure_engine_dir(repo)
+        self.run_dir = repo / layout.local_run(self.run_id)
         self._started_mono = time.monotonic()
 
     # ---- public -------------------------------------------------------------------------
@@ -270,7 +271,7 @@ class Executor:
         if baseline is None or self.history is None:
             return None
         pinned = self.manifest.baseline_run
-        found = self.history.store.manifest(pinned) if pinned else None
+        found = self.history.manifest(pinned) if pinned else None
         if found is None and not pinned:
             found = self.history.production(self.loaded.name, baseline.step)
         if found is not None and found.run_id != self.run_id:

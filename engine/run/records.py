@@ -3,23 +3,27 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
-from typing import Any, Literal
+from collections.abc import Mapping
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ValidationError
 
-from engine.adapters.git_results import ClaimLost, ResultsStore
-from engine.core import cache
+from engine.core import layout
 from engine.core.manifest import ArtifactPointer, RunManifest, StepStatus, utc_iso
+from engine.core.production import (
+    IMPLIED_FROM_RUNS,
+    Decide,
+    Production,
+    advance,
+    deploy_once,
+    deployer,
+    implied,
+    last_seq,
+)
 from engine.errors import EngineUnavailable
+from engine.ports import ClaimLost, Clock, ResultsBranch, SystemClock
 
-PRODUCTION_SCHEMA = "sluice/production/v1"
-KEPT = 100  # entries (and lineage) the pointer keeps; every entry also has its own file
-IMPLIED_FROM_RUNS = 100  # a branch without a pointer: production is read back from these runs
 _CLAIM_ATTEMPTS = 20
-
-Action = Literal["deploy", "promote", "rollback"]
 
 
 class CacheEntry(BaseModel):
@@ -32,107 +36,6 @@ class CacheEntry(BaseModel):
     metrics: dict[str, float | int | bool]
 
 
-class ProductionEntry(BaseModel):
-    """One change of a pipeline's production run (`seq` counts them from 1)."""
-
-    seq: int = 0  # 0: not recorded (implied by an older results branch)
-    run_id: str
-    step: str
-    action: Action
-    by: str = ""
-    at: str = ""
-    previous: str | None = None  # the run that was production before this entry
-
-
-class Production(ProductionEntry):
-    """`production/<pipeline>.json`: the current entry, what rollback walks back through,
-    and the latest entries, newest first."""
-
-    model_config = ConfigDict(populate_by_name=True)
-
-    schema_: str = Field(default=PRODUCTION_SCHEMA, alias="schema")
-    pipeline: str
-    lineage: list[str] = Field(default_factory=list)  # oldest first; the last is run_id
-    history: list[ProductionEntry] = Field(default_factory=list)
-
-    @model_validator(mode="after")
-    def _current_ends_the_lineage(self) -> Production:
-        if not self.lineage or self.lineage[-1] != self.run_id:
-            self.lineage = [*self.lineage, self.run_id]
-        return self
-
-    def entry(self) -> ProductionEntry:
-        """The current entry alone."""
-        return ProductionEntry.model_validate(self.model_dump(include=_ENTRY_FIELDS))
-
-    def rollback_target(self) -> str | None:
-        """The run production was before the current one, rolled-back runs left out."""
-        return self.lineage[-2] if len(self.lineage) > 1 else None
-
-    def to_json(self) -> str:
-        return self.model_dump_json(by_alias=True, indent=2) + "\n"
-
-
-_ENTRY_FIELDS = set(ProductionEntry.model_fields)
-# Given the current production (None: there is none), the change to make:
-# (run id, baseline step, action), or None to leave production as it is.
-Decide = Callable[[Production | None], tuple[str, str, Action] | None]
-
-
-def advance(
-    current: Production | None,
-    *,
-    pipeline: str,
-    run_id: str,
-    step: str,
-    action: Action,
-    by: str,
-    at: str,
-    seq: int,
-) -> Production:
-    """Production after one more entry.
-
-    The lineage is a stack: deploy and promote push the run; a rollback to a run that
-    is in it pops back to that run's last place, so two rollbacks in a row go two steps
-    back; a rollback (`--to`) to a run that never was production pushes it.
-
-    >>> p = advance(None, pipeline="p", run_id="a", step="s", action="deploy", by="", at="", seq=1)
-    >>> advance(p, pipeline="p", run_id="b", step="s", action="promote", by="", at="", seq=2).lineage
-    ['a', 'b']
-    """
-    lineage = list(current.lineage) if current else []
-    earlier = lineage[:-1]
-    if action == "rollback" and run_id in earlier:
-        lineage = earlier[: len(earlier) - earlier[::-1].index(run_id)]
-    else:
-        lineage.append(run_id)
-    entry = ProductionEntry(
-        seq=seq,
-        run_id=run_id,
-        step=step,
-        action=action,
-        by=by,
-        at=at,
-        previous=current.run_id if current else None,
-    )
-    history = [entry, *(current.history if current else [])][:KEPT]
-    return Production(
-        **entry.model_dump(), pipeline=pipeline, lineage=lineage[-KEPT:], history=history
-    )
-
-
-def production_path(pipeline: str) -> str:
-    return f"production/{pipeline}.json"
-
-
-def production_entry_path(pipeline: str, seq: int) -> str:
-    return f"production/{pipeline}/{seq:08d}.json"
-
-
-def succeeded_path(pipeline: str, step: str) -> str:
-    return f"index/succeeded/{pipeline}/{step}"
-
-
 def _json(data: bytes | None) -> Any:
     if data is None:
         return None
@@ -142,32 +45,31 @@ def _json(data: bytes | None) -> Any:
         return None  # a damaged index entry is a miss, not a crash
 
 
-def _deployer(manifest: RunManifest, step: str) -> str:
-    """Who deployed: whoever approved the step, else the run's trigger."""
-    approvers = [
-        a.get("by", "")
-        for a in manifest.approvals
-        if a.get("step") == step and a.get("decision") == "approve"
-    ]
-    return approvers[-1] if approvers and approvers[-1] else f"{manifest.trigger.kind} run"
-
-
 class History:
-    """Reads and writes the engine's own records through a ResultsStore."""
+    """Reads and writes the engine's own records through the results branch."""
 
-    def __init__(self, store: ResultsStore) -> None:
-        self.store = store
+    def __init__(self, branch: ResultsBranch, clock: Clock | None = None) -> None:
+        self.branch = branch
+        self.clock = clock or SystemClock()
+
+    def manifest(self, run_id: str) -> RunManifest | None:
+        """The manifest of run `run_id`, None when the branch has no such run."""
+        return self.branch.manifest(run_id)
 
     def cache_entry(self, cache_key: str) -> CacheEntry | None:
-        data = _json(self.store.read(cache.entry_path(cache_key)))
+        data = _json(self.branch.read(layout.cache_entry(cache_key)))
         try:
             return CacheEntry.model_validate(data) if data is not None else None
         except ValidationError:
             return None
 
     def last_components(self, pipeline: str, step: str) -> dict[str, Any] | None:
-        data = _json(self.store.read(cache.last_path(pipeline, step)))
+        data = _json(self.branch.read(layout.cache_last(pipeline, step)))
         return data if isinstance(data, dict) else None
+
+    def close(self) -> None:
+        """Release the results branch (its git process)."""
+        self.branch.close()
 
     # -- production -------------------------------------------------------------------------
 
@@ -175,11 +77,11 @@ class History:
         """The production run: the pointer's, else the latest run where `step` succeeded."""
         pointer = self.pointer(pipeline)
         run_id = pointer.run_id if pointer else self._latest_succeeded(pipeline, step)
-        return self.store.manifest(run_id) if run_id else None
+        return self.branch.manifest(run_id) if run_id else None
 
     def pointer(self, pipeline: str) -> Production | None:
         """`production/<pipeline>.json`, None when absent or damaged."""
-        data = _json(self.store.read(production_path(pipeline)))
+        data = _json(self.branch.read(layout.production(pipeline)))
         if not isinstance(data, dict):
             return None
         try:
@@ -190,35 +92,25 @@ class History:
     def production_state(
         self, pipeline: str, step: str, *, exclude: str | None = None
     ) -> Production | None:
-        """The pointer; on a branch from before it existed, what the succeeded runs imply.
-
-        Before the pointer, production was always the latest run where `step` succeeded,
-        so those runs (of the latest IMPLIED_FROM_RUNS, oldest first) are its lineage.
-        `exclude` leaves out a run being recorded right now.
-        """
+        """The pointer; on a branch from before it existed, what the succeeded runs imply
+        (of the latest IMPLIED_FROM_RUNS). `exclude` leaves out a run being recorded now."""
         pointer = self.pointer(pipeline)
         if pointer is not None:
             return pointer
-        latest = self._latest_succeeded(pipeline, step)
-        found = sorted(
+        succeeded = [
             m.run_id
-            for m in self.store.runs(pipeline, IMPLIED_FROM_RUNS)
+            for m in self.branch.runs(pipeline, IMPLIED_FROM_RUNS)
             if (rec := m.steps.get(step)) is not None and rec.status is StepStatus.succeeded
-        )
-        lineage = [r for r in found if r != latest] + ([latest] if latest else [])
-        lineage = [r for r in lineage if r != exclude]
-        if not lineage:
-            return None
-        return Production(
-            pipeline=pipeline, run_id=lineage[-1], step=step, action="deploy", lineage=lineage
-        )
+        ]
+        latest = self._latest_succeeded(pipeline, step)
+        return implied(pipeline, step, succeeded, latest, exclude)
 
     def baseline_step(self, pipeline: str) -> str | None:
         """The baseline step the results branch records for `pipeline` (its file aside)."""
         pointer = self.pointer(pipeline)
         if pointer is not None:
             return pointer.step
-        steps = self.store.list_dir(f"index/succeeded/{pipeline}")
+        steps = self.branch.list_dir(layout.succeeded_steps(pipeline))
         return steps[0] if len(steps) == 1 else None
 
     def change_production(
@@ -229,7 +121,6 @@ class History:
         *,
         by: str,
         exclude: str | None = None,
-        now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> tuple[Production | None, Production | None]:
         """Record the change `decide` asks for; (production before, after).
 
@@ -251,17 +142,17 @@ class History:
                 step=run_step,
                 action=action,
                 by=by,
-                at=utc_iso(now()),
+                at=utc_iso(self.clock.now()),
                 seq=seq,
             )
-            claim = production_entry_path(pipeline, seq)
+            claim = layout.production_entry(pipeline, seq)
             changes: dict[str, bytes | None] = {
-                production_path(pipeline): after.to_json().encode(),
+                layout.production(pipeline): after.to_json().encode(),
                 claim: after.entry().model_dump_json(indent=2).encode() + b"\n",
             }
             message = f"sluice: {action} {pipeline} to {run_id}"
             try:
-                self.store.commit(changes, message, expect_absent=[claim])
+                self.branch.commit(changes, message, expect_absent=[claim])
             except ClaimLost:
                 continue  # another writer recorded entry `seq` first
             return before, after
@@ -270,13 +161,11 @@ class History:
         )
 
     def _latest_succeeded(self, pipeline: str, step: str) -> str | None:
-        latest = self.store.read(succeeded_path(pipeline, step))
+        latest = self.branch.read(layout.succeeded(pipeline, step))
         return (latest.decode().strip() or None) if latest else None
 
     def _last_seq(self, pipeline: str) -> int:
-        names = self.store.list_dir(f"production/{pipeline}")
-        seqs = [int(n[:-5]) for n in names if n.endswith(".json") and n[:-5].isdigit()]
-        return max(seqs, default=0)
+        return last_seq(self.branch.list_dir(layout.production_entries(pipeline)))
 
     # -- runs -------------------------------------------------------------------------------
 
@@ -309,27 +198,14 @@ class History:
                     outputs=record.outputs,
                     metrics=record.metrics,
                 )
-                extra[cache.entry_path(record.cache_key)] = entry.model_dump_json().encode()
-                extra[cache.last_path(manifest.pipeline, name)] = json.dumps(dict(parts)).encode()
+                extra[layout.cache_entry(record.cache_key)] = entry.model_dump_json().encode()
+                extra[layout.cache_last(manifest.pipeline, name)] = json.dumps(dict(parts)).encode()
             if name == baseline_step:
-                extra[succeeded_path(manifest.pipeline, name)] = manifest.run_id.encode()
+                extra[layout.succeeded(manifest.pipeline, name)] = manifest.run_id.encode()
                 deployed = True
-        self.store.record_run(manifest, logs=logs, extra=extra)
+        self.branch.record_run(manifest, logs=logs, extra=extra)
         if deployed and baseline_step is not None:
-            self._deployed(manifest, baseline_step)
-
-    def _deployed(self, manifest: RunManifest, step: str) -> None:
-        run_id = manifest.run_id
-
-        def decide(current: Production | None) -> tuple[str, str, Action] | None:
-            # Recording again after a failed push must not add a second entry.
-            if current is not None and (
-                current.run_id == run_id
-                or any(e.run_id == run_id and e.action == "deploy" for e in current.history)
-            ):
-                return None
-            return run_id, step, "deploy"
-
-        self.change_production(
-            manifest.pipeline, step, decide, by=_deployer(manifest, step), exclude=run_id
-        )
+            run_id = manifest.run_id
+            decide = deploy_once(run_id, baseline_step)
+            by = deployer(manifest, baseline_step)
+            self.change_production(manifest.pipeline, baseline_step, decide, by=by, exclude=run_id)

@@ -11,9 +11,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import CroniterBadDateError, croniter
 
+from engine.core import layout
+
 MAX_CATCHUP = 1_000  # `catchup: all` considers at most this many (the newest) slots
 MAX_WINDOW = timedelta(days=366)  # as the longest duration a pipeline file may hold
-CLAIMS = "claims/cron"
 CLAIM_SCHEMA = "sluice/claim/v1"
 
 _MINUTE = timedelta(minutes=1)
@@ -83,7 +84,7 @@ def slot_id(pipeline: str, slot: datetime) -> str:
 
 def claim_path(pipeline: str, slot: datetime) -> str:
     """Where the claim of a slot lives on the results branch: one file per slot."""
-    return f"{CLAIMS}/{_pipeline(pipeline)}/{slot_stamp(slot)}"
+    return layout.cron_claim(_pipeline(pipeline), slot_stamp(slot))
 
 
 def claim_record(

@@ -1,0 +1,174 @@
+"""Every path Sluice spells, once: on the results branch, and under `.sluice/` in the repository.
+
+The results branch (`sluice-results`):
+
+    runs/<pipeline>/<run id>/manifest.json           a run's manifest
+    runs/<pipeline>/<run id>/logs/<step>.<n>.log      the log of attempt n of a step
+    cache/<key[:2]>/<key>.json                        a cached step result, by cache key
+    cache/last/<pipeline>/<step>.json                 a step's last cache-key components
+    index/succeeded/<pipeline>/<step>                 the last run where the step succeeded
+    production/<pipeline>.json                        the production pointer
+    production/<pipeline>/<seq>.json                  each production change (a claim)
+    claims/cron/<pipeline>/<slot>                     a cron slot's claim
+    drift/<pipeline>/<monitor>/state.json             a drift binding's last firing
+    drift/<pipeline>/<monitor>/fired/<seq>            a firing's claim
+    drift/<pipeline>/<monitor>/signals/<t>-<hex>.json every drift signal that held
+
+The repository's own `.sluice/` folder (git-ignored, never committed):
+
+    .sluice/runs/<run id>/manifest.json               a run, recorded locally
+    .sluice/artifacts/                                the default artifact store
+
+>>> manifest("churn", "20261124T100000Z-00002a")
+'runs/churn/20261124T100000Z-00002a/manifest.json'
+>>> production_entry("churn", 7)
+'production/churn/00000007.json'
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+from engine.errors import UsageError
+
+if TYPE_CHECKING:  # the layout stays a leaf: importing it loads no models
+    from engine.core.manifest import RunManifest
+
+RUNS = "runs"
+CACHE = "cache"
+SUCCEEDED = "index/succeeded"
+PRODUCTION = "production"
+CRON_CLAIMS = "claims/cron"
+DRIFT = "drift"
+MANIFEST = "manifest.json"
+LOGS = "logs"
+
+ENGINE_DIR = ".sluice"
+LOCAL_RUNS = f"{ENGINE_DIR}/{RUNS}"
+DEFAULT_ARTIFACTS = f"file://{ENGINE_DIR}/artifacts"
+
+# -- runs ------------------------------------------------------------------------------
+
+
+def pipeline_runs(pipeline: str) -> str:
+    """The folder of every run of `pipeline`."""
+    return f"{RUNS}/{pipeline}"
+
+
+def run(pipeline: str, run_id: str) -> str:
+    return f"{RUNS}/{pipeline}/{run_id}"
+
+
+def manifest(pipeline: str, run_id: str) -> str:
+    return f"{run(pipeline, run_id)}/{MANIFEST}"
+
+
+def log_name(step: str, attempt: int) -> str:
+    """`train.1.log`: the name of an attempt's log in its run's `logs/` folder."""
+    return f"{step}.{attempt}.log"
+
+
+def log(pipeline: str, run_id: str, name: str) -> str:
+    """Log `name` (see log_name) of a run."""
+    return f"{run(pipeline, run_id)}/{LOGS}/{name}"
+
+
+def run_record(
+    record: RunManifest, logs: Mapping[str, bytes], extra: Mapping[str, bytes | None]
+) -> tuple[dict[str, bytes | None], str]:
+    """(changes, commit message) that record a run: its manifest, its logs (by log_name),
+    then any `extra` paths."""
+    if any("/" in name for name in logs):
+        raise UsageError(f"log names must not contain '/': {sorted(logs)}")
+    pipeline, run_id = record.pipeline, record.run_id
+    changes: dict[str, bytes | None] = {log(pipeline, run_id, n): t for n, t in logs.items()}
+    changes[manifest(pipeline, run_id)] = record.to_json().encode() + b"\n"
+    changes.update(extra)
+    return changes, f"sluice: {pipeline} {run_id} {record.status}"
+
+
+# -- cache and index ---------------------------------------------------------------------
+
+
+def cache_entry(cache_key: str) -> str:
+    """Index entry of a key, sharded by its first two hex digits."""
+    return f"{CACHE}/{cache_key[:2]}/{cache_key}.json"
+
+
+def cache_last(pipeline: str, step: str) -> str:
+    """The components a step had the last time it ran, to explain the next miss."""
+    return f"{CACHE}/last/{pipeline}/{step}.json"
+
+
+def succeeded_steps(pipeline: str) -> str:
+    """The folder naming, per step, the last run of `pipeline` where it succeeded."""
+    return f"{SUCCEEDED}/{pipeline}"
+
+
+def succeeded(pipeline: str, step: str) -> str:
+    return f"{SUCCEEDED}/{pipeline}/{step}"
+
+
+# -- production -------------------------------------------------------------------------
+
+
+def production(pipeline: str) -> str:
+    """The production pointer of `pipeline`."""
+    return f"{PRODUCTION}/{pipeline}.json"
+
+
+def production_entries(pipeline: str) -> str:
+    """The folder of every production change of `pipeline`."""
+    return f"{PRODUCTION}/{pipeline}"
+
+
+def production_entry(pipeline: str, seq: int) -> str:
+    return f"{PRODUCTION}/{pipeline}/{seq:08d}.json"
+
+
+# -- claims and drift -------------------------------------------------------------------
+
+
+def cron_claim(pipeline: str, stamp: str) -> str:
+    """The claim of one cron slot (`stamp`: the slot's `20261125T0200Z`)."""
+    return f"{CRON_CLAIMS}/{pipeline}/{stamp}"
+
+
+def drift_monitors(pipeline: str) -> str:
+    """The folder of the drift bindings that start `pipeline`, one per monitor."""
+    return f"{DRIFT}/{pipeline}"
+
+
+def drift_binding(pipeline: str, monitor: str) -> str:
+    """The folder of one drift binding: `monitor`'s signals that start `pipeline`."""
+    return f"{DRIFT}/{pipeline}/{monitor}"
+
+
+def drift_state(pipeline: str, monitor: str) -> str:
+    return f"{drift_binding(pipeline, monitor)}/state.json"
+
+
+def drift_fired(pipeline: str, monitor: str, seq: int) -> str:
+    return f"{drift_binding(pipeline, monitor)}/fired/{seq:08d}"
+
+
+def drift_signals(pipeline: str, monitor: str) -> str:
+    return f"{drift_binding(pipeline, monitor)}/signals"
+
+
+def drift_signal(pipeline: str, monitor: str, stamp: str) -> str:
+    """One signal's record; `stamp` (`<UTC time>-<hex>`) sorts newest last."""
+    return f"{drift_signals(pipeline, monitor)}/{stamp}.json"
+
+
+# -- .sluice/ ------------------------------------------------------------------------------
+
+
+def local_run(run_id: str) -> str:
+    """A run's folder under the repository (relative to its root)."""
+    return f"{LOCAL_RUNS}/{run_id}"
+
+
+def local_manifest(run_id: str) -> str:
+    return f"{local_run(run_id)}/{MANIFEST}"
