@@ -6,6 +6,8 @@ import os
 
 import click
 
+from engine.errors import UsageError
+
 
 @click.command("dispatch")
 @click.argument("repository", metavar="OWNER/NAME")
@@ -58,14 +60,13 @@ def command(
       sluice dispatch octo-org/churn --event-type retrain-churn --payload '{"params": {"n_estimators": 200}}'
       sluice dispatch octo-org/churn --event-type sluice-drift --payload '{"monitor": "churn-drift"}'
     """
-    from engine.adapters.github_api import (
+    from engine.adapters.github_api import (  # lazy: urllib.request, only when sending
         DEFAULT_API,
         current_hops,
         dispatch,
         parse_payload,
         parse_repository,
     )
-    from engine.errors import UsageError
 
     parse_repository(repository)  # a typo is reported before a missing token
     given = parse_payload(payload)

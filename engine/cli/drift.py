@@ -98,9 +98,13 @@ def compute(
     In a monitor step (SLUICE_OUTPUTS is set there, so the metrics are recorded):
       run: sluice drift compute --reference data/reference.csv --current data/latest.csv
     """
-    from engine.app import drift_report as report
-    from engine.app.drift_compute import Settings, parse_thresholds, split_features
-    from engine.app.drift_compute import compute as run_compute
+    from engine.app import drift_report as report  # lazy: numpy/pyarrow, only for drift
+    from engine.app.drift_compute import (  # lazy: as above
+        Settings,
+        parse_thresholds,
+        split_features,
+    )
+    from engine.app.drift_compute import compute as run_compute  # lazy: as above
 
     settings = Settings(method=method, thresholds=parse_thresholds(thresholds), bins=bins)
     result = run_compute(reference, current, split_features(features), settings)

@@ -35,7 +35,7 @@ def command(
       sluice drift signals --pipeline churn-retrain --limit 5
       sluice drift signals --fetch --json | jq '.[] | select(.decision == "suppressed")'
     """
-    from engine.app.drift_ledger import DriftLedger
+    from engine.app.drift_ledger import DriftLedger  # lazy: `sluice --help` skips pydantic
 
     with state.reading_store(fetch) as store:
         found = DriftLedger(store).signals(pipeline, monitor, limit)

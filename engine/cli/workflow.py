@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
 
-from engine.cli.common import CONTEXT, EXIT_FAILED, State, exit_with
+from engine.cli.common import CONTEXT, EXIT_FAILED, State, exit_with, say
 
 if TYPE_CHECKING:
-    from engine.core.gh_workflow import WorkflowOptions
+    from engine.app.workflow import Wanted
 
 
 _output = click.option(
@@ -51,63 +50,10 @@ def command() -> None:
     """
 
 
-def _target(state: State, output: str | None) -> Path:
-    from engine.core.gh_workflow import DEFAULT_PATH
+def _wanted(state: State, output: str | None, uses: str | None, tick: str | None) -> Wanted:
+    from engine.app.workflow import Wanted  # lazy: `sluice --help` does not load pydantic
 
-    return Path(output) if output else state.repo / DEFAULT_PATH
-
-
-def _wanted(state: State, existing: str, uses: str | None, tick: str | None) -> str:
-    """The workflow as `generate` writes it, keeping the existing file's `uses:` lines."""
-    from engine.adapters.pipeline_files import display_path, find_pipeline_files, load_many
-    from engine.core.gh_workflow import WorkflowOptions, keep_uses, render
-    from engine.errors import UsageError
-
-    files = find_pipeline_files(state.pipelines_dir)
-    loaded = load_many(files, state.repo)  # PipelineInvalid: problems listed, exit 2
-    if not loaded:
-        folder = display_path(state.pipelines_dir, state.repo)
-        raise UsageError(f"no pipelines in {folder}: there is nothing for a workflow to run")
-    options = WorkflowOptions(
-        pipelines_folder=display_path(state.pipelines_dir, state.repo),
-        results_branch=state.config.results.branch,
-    )
-    options = keep_uses(options, existing)
-    options = _override(options, uses, tick)
-    return render([(p.file, p.pipeline) for p in loaded], options)
-
-
-def _override(options: WorkflowOptions, uses: str | None, tick: str | None) -> WorkflowOptions:
-    from dataclasses import replace
-
-    from croniter import croniter
-
-    from engine.core.gh_workflow import parse_uses
-    from engine.errors import UsageError
-
-    if uses is not None:
-        parsed = parse_uses(uses)
-        if parsed is None:
-            raise UsageError(
-                f"--uses {uses!r}: give OWNER/REPO@REF, e.g. 'my-org/sluice@<commit>  # v1.2.0'"
-            )
-        options = replace(options, action=parsed[0], action_comment=parsed[1])
-    if tick is not None:
-        if len(tick.split()) != 5 or not croniter.is_valid(tick):
-            raise UsageError(f"--tick {tick!r} is not a 5-field cron expression")
-        options = replace(options, tick=" ".join(tick.split()))
-    return options
-
-
-def _read(path: Path) -> str | None:
-    try:
-        return path.read_text("utf-8")
-    except FileNotFoundError:
-        return None
-    except (OSError, UnicodeDecodeError) as exc:
-        from engine.errors import UsageError
-
-        raise UsageError(f"{path}: cannot read: {exc}") from None
+    return Wanted(state.repo, state.config, output, uses, tick)
 
 
 @command.command("generate", context_settings=CONTEXT)
@@ -123,18 +69,20 @@ def generate(state: State, output: str | None, uses: str | None, tick: str | Non
       sluice workflow generate
       sluice workflow generate --uses my-org/sluice@v1 -o - | less
     """
-    path = None if output == "-" else _target(state, output)
-    existing = (_read(path) if path else None) or ""
-    text = _wanted(state, existing, uses, tick)
+    from engine.app import workflow  # lazy: `sluice --help` does not load pydantic
+
+    wanted = _wanted(state, None if output == "-" else output, uses, tick)
+    path = None if output == "-" else wanted.path
+    existing = (workflow.read(path) if path else None) or ""
+    text = wanted.text(existing)
     if path is None:
         click.echo(text, nl=False)
         return
     if text == existing:
-        click.echo(f"sluice: {path} is up to date", err=True)
+        say(f"sluice: {path} is up to date")
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, "utf-8")
-    click.echo(f"sluice: wrote {path}", err=True)
+    workflow.write(path, text)
+    say(f"sluice: wrote {path}")
 
 
 @command.command("check", context_settings=CONTEXT)
@@ -149,21 +97,16 @@ def check(state: State, output: str | None, uses: str | None, tick: str | None) 
     Example (in CI):
       sluice workflow check || { echo 'run: sluice workflow generate'; exit 1; }
     """
-    from engine.adapters.pipeline_files import display_path
-    from engine.core.gh_workflow import diff
+    from engine.app import workflow  # lazy: `sluice --help` does not load pydantic
 
-    path = _target(state, output)
-    existing = _read(path)
-    shown = display_path(path, state.repo)
+    wanted = _wanted(state, output, uses, tick)
+    existing, shown = workflow.read(wanted.path), wanted.shown
     if existing is None:
-        click.echo(f"sluice: {shown} is missing; run `sluice workflow generate`", err=True)
+        say(f"sluice: {shown} is missing; run `sluice workflow generate`")
         exit_with(EXIT_FAILED)
-    changes = diff(existing, _wanted(state, existing, uses, tick), shown)
+    changes = wanted.diff(existing)
     if changes:
         click.echo(changes, nl=False)
-        click.echo(
-            f"sluice: {shown} is out of date; run `sluice workflow generate` and commit it",
-            err=True,
-        )
+        say(f"sluice: {shown} is out of date; run `sluice workflow generate` and commit it")
         exit_with(EXIT_FAILED)
-    click.echo(f"sluice: {shown} is up to date", err=True)
+    say(f"sluice: {shown} is up to date")
