@@ -54,14 +54,6 @@ KNOWN_UNMARKED_LAZY: set[str] = {
     "engine.action -> engine.core.manifest",
     "engine.adapters.drift_tables -> engine.adapters.drift_arrow",
     "engine.app.drift_compute -> engine.adapters.drift_tables",
-    "engine.cli.dispatch -> engine.adapters.github_api",
-    "engine.cli.dispatch -> engine.errors",
-    "engine.cli.drift -> engine.app.drift_compute",
-    "engine.cli.drift -> engine.app.drift_report",
-    "engine.cli.drift_signals -> engine.app.drift_ledger",
-    "engine.cli.workflow -> engine.adapters.pipeline_files",
-    "engine.cli.workflow -> engine.core.gh_workflow",
-    "engine.cli.workflow -> engine.errors",
 }
 # module: what it does that core/ must not (see IMPURE_*)
 KNOWN_IMPURE: set[str] = set()
