@@ -37,7 +37,7 @@ if str(REPO) not in sys.path:  # run as a script from anywhere
 
 import numpy as np  # noqa: E402
 
-from engine.adapters import drift_tables as tables  # noqa: E402
+from engine.adapters import drift_files  # noqa: E402
 from engine.app.drift_compute import compare, compute  # noqa: E402
 
 GOAL_S = 5.0
@@ -121,13 +121,13 @@ def phases(reference: Path, current: Path, fast: bool, rounds: int) -> tuple[Mea
     label = (
         "parquet" if reference.suffix == ".parquet" else "csv " + ("pyarrow" if fast else "stdlib")
     )
-    ref_src, cur_src = tables.source(str(reference)), tables.source(str(current))
-    names = tables.read_header(ref_src, use_pyarrow=fast)
+    ref_src, cur_src = drift_files.source(str(reference)), drift_files.source(str(current))
+    names = drift_files.read_header(ref_src, use_pyarrow=fast)
     found: dict[str, Any] = {}
 
     def read() -> None:
-        found["ref"] = tables.read_table(ref_src, names, use_pyarrow=fast)
-        found["cur"] = tables.read_table(cur_src, names, use_pyarrow=fast)
+        found["ref"] = drift_files.read_table(ref_src, names, use_pyarrow=fast)
+        found["cur"] = drift_files.read_table(cur_src, names, use_pyarrow=fast)
 
     reading = timed(f"  {label}: read both files", read, rounds)
     comparing = timed(
@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fallback-rounds", type=int, default=1)
     parser.add_argument("--json", action="store_true", help="print a JSON object")
     args = parser.parse_args(argv)
-    if not tables.have_pyarrow():
+    if not drift_files.have_pyarrow():
         print("bench_drift: needs pyarrow (pip install -e '.[drift]')", file=sys.stderr)
         return 2
     load_before = os.getloadavg()[0]

@@ -14,11 +14,12 @@ import numpy as np
 import pytest
 from conftest import sluice
 
+from engine.adapters import drift_files
 from engine.adapters import drift_tables as tables
 from engine.app.drift_compute import compute
 from engine.core import expressions
 
-HAVE_PYARROW = tables.have_pyarrow()
+HAVE_PYARROW = drift_files.have_pyarrow()
 needs_pyarrow = pytest.mark.skipif(not HAVE_PYARROW, reason="pyarrow is not installed")
 
 
@@ -56,7 +57,7 @@ def reader(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> s
     if request.param == "pyarrow" and not HAVE_PYARROW:
         pytest.skip("pyarrow is not installed")
     if request.param == "stdlib":
-        monkeypatch.setattr(tables, "have_pyarrow", lambda: False)
+        monkeypatch.setattr(drift_files, "have_pyarrow", lambda: False)
     return str(request.param)
 
 
@@ -287,7 +288,7 @@ def _both_readers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *args: str) -
     """Run compute with pyarrow and with the stdlib reader: both outputs, or both errors."""
     found = []
     for fast in (True, False):
-        monkeypatch.setattr(tables, "have_pyarrow", lambda fast=fast: fast)
+        monkeypatch.setattr(drift_files, "have_pyarrow", lambda fast=fast: fast)
         try:
             result = compute(*args)
         except tables.DataError as exc:

@@ -1,6 +1,6 @@
-"""The pyarrow reader: CSV on every core, and Parquet; same rules and errors as `tables`.
+"""The pyarrow reader: CSV on every core, and Parquet; same rules and errors as drift_tables.
 
-Imported only when pyarrow is installed and wanted (`tables.read_table` decides).
+Imported only when pyarrow is installed and wanted (drift_files decides).
 """
 
 from __future__ import annotations

@@ -1,9 +1,8 @@
-"""Reading CSV and Parquet files into the columns drift is computed over.
+"""The columns drift is computed over, the rules every reader keeps, and the stdlib CSV reader.
 
-Two readers give the same columns and the same errors: pyarrow's (`arrow.py`;
+Two readers give the same columns and the same errors: pyarrow's (drift_arrow;
 multi-threaded; CSV and Parquet) when pyarrow is installed, else the stdlib csv module's
-(here; CSV only, slower).
-The rules they share:
+(here; CSV only, slower); drift_files picks one. The rules they share:
 
 - A CSV file is UTF-8 with a header row; blank lines are skipped; every row has as many
   fields as the header.
@@ -22,19 +21,17 @@ column; so is everything else that would make the comparison meaningless.
 from __future__ import annotations
 
 import csv
-import importlib.util
 import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
-from engine.errors import InvalidInput, NotFound
+from engine.errors import InvalidInput
 
 MISSING = frozenset({"", "NA", "N/A", "n/a", "NaN", "nan", "null", "NULL", "None", "#N/A"})
 NUMBER = re.compile(
@@ -44,8 +41,6 @@ NUMBER = re.compile(
 # Every character NUMBER can match: a quick screen before float(), which alone would also
 # take underscores, other whitespace and non-ASCII digits.
 _NUMBER_CHARS = b"0123456789+-.eE \tinftyaINFTYA"
-FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
-INSTALL_HINT = "install the drift extra: pip install 'sluice[drift]' (it adds pyarrow)"
 
 Floats = NDArray[np.float64]
 
@@ -98,74 +93,6 @@ class Table:
     columns: dict[str, Column] = field(default_factory=dict)
 
 
-def have_pyarrow() -> bool:
-    """Whether the fast reader (and Parquet) is available."""
-    return importlib.util.find_spec("pyarrow") is not None
-
-
-def source(label: str) -> Source:
-    """Check that `label` names a readable file of a known type."""
-    path = Path(label)
-    if not path.exists():
-        where = "" if path.is_absolute() else f" (relative to {Path.cwd()})"
-        raise NotFound(
-            f"{label}: no such file{where}", hint="check the path, or give an absolute one"
-        )
-    if path.is_dir():
-        raise DataError(label, "is a folder, not a data file")
-    kind = FORMATS.get(path.suffix.lower())
-    if kind is None:
-        raise DataError(
-            label,
-            f"unknown file type {path.suffix or '(no extension)'!r}",
-            hint="give a .csv file (with a header row), or a .parquet/.pq file",
-        )
-    return Source(label, path, kind)
-
-
-def read_header(src: Source, *, use_pyarrow: bool) -> list[str]:
-    """The file's column names, in order; refuses empty files and duplicate names."""
-    if src.format == "parquet":
-        names = list(_arrow(src, use_pyarrow).parquet_schema(src).names)
-    else:
-        names = _csv_header(src)
-    seen: set[str] = set()
-    for name in names:
-        if name in seen:
-            raise DataError(src.label, f"has two columns named {name!r}", hint="rename one")
-        seen.add(name)
-    return names
-
-
-def read_table(src: Source, names: Sequence[str], *, use_pyarrow: bool) -> Table:
-    """Read the columns `names` (all present in the header) of a file."""
-    if src.format == "parquet" or use_pyarrow:
-        arrow = _arrow(src, use_pyarrow)
-        read = arrow.read_parquet if src.format == "parquet" else arrow.read_csv
-        rows, raw = read(src, names)
-        if rows == 0:
-            raise _no_rows(src)
-        return Table(src, rows, {n: arrow.column(src, n, raw[n]) for n in names})
-    rows, texts = stdlib_csv(src, names)
-    if rows == 0:
-        raise _no_rows(src)
-    return Table(src, rows, {n: _text_column(src, n, texts[n]) for n in names})
-
-
-def _arrow(src: Source, use_pyarrow: bool) -> ModuleType:
-    """The pyarrow reader, `engine.adapters.drift_arrow` (imported on first use: pyarrow is heavy,
-    and optional)."""
-    if not use_pyarrow:
-        raise DataError(src.label, "reading Parquet files needs pyarrow", hint=INSTALL_HINT)
-    from engine.adapters import drift_arrow as arrow
-
-    return arrow
-
-
-def _no_rows(src: Source) -> DataError:
-    return DataError(src.label, "has a header but no rows", hint="there is nothing to compare")
-
-
 # -- stdlib csv -------------------------------------------------------------------------
 
 
@@ -176,7 +103,7 @@ def _open_csv(src: Source) -> Any:
         raise DataError(src.label, f"cannot be read: {exc.strerror or exc}") from None
 
 
-def _csv_header(src: Source) -> list[str]:
+def csv_header(src: Source) -> list[str]:
     with _open_csv(src) as handle:
         reader = csv.reader(handle)
         try:
@@ -197,6 +124,7 @@ def _not_utf8(src: Source) -> DataError:
 
 
 def stdlib_csv(src: Source, names: Sequence[str]) -> tuple[int, dict[str, list[str]]]:
+    """Row count and the columns `names` of a CSV file, as text, read with the csv module."""
     with _open_csv(src) as handle:
         reader = csv.reader(handle)
         try:
@@ -232,8 +160,8 @@ def _csv_line(path: Path, row: int) -> int:
     return 0
 
 
-def _text_column(src: Source, name: str, values: list[str]) -> Column:
-    """The stdlib reader's column: same decisions as `arrow.column`, in plain Python."""
+def text_column(src: Source, name: str, values: list[str]) -> Column:
+    """The stdlib reader's column: same decisions as `drift_arrow.column`, in plain Python."""
     present = values if MISSING.isdisjoint(values) else [v for v in values if v not in MISSING]
     numbers = _parse_numbers(present)
     if len(present) != len(values) or (numbers is not None and np.isnan(numbers).any()):

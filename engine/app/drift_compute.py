@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from engine.adapters import drift_files
 from engine.adapters.drift_tables import Column, DataError, Source, Table
 from engine.core import drift_stats as stats
 from engine.core.suggest import suggest
@@ -197,15 +198,13 @@ def compute(
     use_pyarrow: bool | None = None,
 ) -> Result:
     """Read both files (pyarrow when installed, unless `use_pyarrow` says otherwise), compare."""
-    from engine.adapters.drift_tables import have_pyarrow, read_header, read_table, source
-
-    fast = have_pyarrow() if use_pyarrow is None else use_pyarrow
-    ref_src, cur_src = source(reference), source(current)
-    ref_header = read_header(ref_src, use_pyarrow=fast)
-    cur_header = read_header(cur_src, use_pyarrow=fast)
+    fast = drift_files.have_pyarrow() if use_pyarrow is None else use_pyarrow
+    ref_src, cur_src = drift_files.source(reference), drift_files.source(current)
+    ref_header = drift_files.read_header(ref_src, use_pyarrow=fast)
+    cur_header = drift_files.read_header(cur_src, use_pyarrow=fast)
     names = resolve_features(features, (ref_src, ref_header), (cur_src, cur_header))
-    ref_table = read_table(ref_src, names, use_pyarrow=fast)
-    cur_table = read_table(cur_src, names, use_pyarrow=fast)
+    ref_table = drift_files.read_table(ref_src, names, use_pyarrow=fast)
+    cur_table = drift_files.read_table(cur_src, names, use_pyarrow=fast)
     return compare(ref_table, cur_table, names, settings)
 
 
