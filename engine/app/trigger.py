@@ -17,15 +17,13 @@ from engine.app import compose
 from engine.app.drift_follow import DriftFollower, execute_following
 from engine.app.drift_ledger import Signal
 from engine.app.runs import OneAtATime, Place
-from engine.core.manifest import RunManifest, Trigger
+from engine.core.manifest import RunManifest, Trigger, overall_status
 from engine.core.parse import LoadedPipeline
 from engine.core.triggers.drift import bindings
 from engine.core.triggers.github import PlannedRun, RunTick, is_zero_sha, plan
 from engine.errors import PipelineInvalid, Problem, SluiceError
 from engine.local.workspace import is_git_repo
 from engine.run.executor import RunOptions
-
-PRECEDENCE = ("cancelled", "failed", "waiting_approval", "succeeded")
 
 
 def read_event(name: str | None, path: str | None) -> github.Event:
@@ -176,11 +174,9 @@ def dispatched_signal(trigger: Trigger) -> Signal:
 
 
 def overall(manifests: list[RunManifest], interrupted: bool) -> str:
-    statuses = {m.status.value for m in manifests}
-    for status in PRECEDENCE:
-        if status in statuses:
-            return status
-    return "cancelled" if interrupted else "skipped"
+    """The status of the event's runs in one word (`cancelled` when interrupted before any)."""
+    none = "cancelled" if interrupted else "skipped"
+    return overall_status((m.status for m in manifests), none=none)
 
 
 def publish(
