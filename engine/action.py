@@ -6,155 +6,35 @@ import base64
 import contextlib
 import json
 import os
-import re
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import IO, Any, NoReturn
 
 import yaml
 
-from engine.core.manifest import overall_status
-from engine.errors import ActionError, json_object
+from engine.adapters import github_env as github
+from engine.adapters.pipeline_files import find_pipeline, load_repo_config
+from engine.cli.action_inputs import (
+    JSON_COMMANDS,
+    check_gate,
+    command_argv,
+    output_names,
+    read_inputs,
+    settings,
+    status_output,
+    unused_inputs,
+)
+from engine.cli.common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_INVALID, EXIT_OK
+from engine.core.manifest import RunManifest
+from engine.errors import ActionError
 
-COMMANDS = ("trigger", "run", "tick", "validate", "retry", "approve", "reject", "drift")
-JSON_COMMANDS = ("trigger", "tick", "run", "retry")  # take --json: manifests on stdout
-EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_INTERRUPTED = 0, 1, 2, 130
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-_BRANCH = re.compile(r"^(?!-)(?!.*\.\.)(?!.*//)[A-Za-z0-9._/-]{1,200}(?<![./])$")
-
-
-@dataclass(frozen=True)
-class Inputs:
-    """The Action's inputs (action.yml), as the runner passed them: text, '' when not set."""
-
-    command: str = "trigger"
-    pipeline: str = ""
-    params: str = ""
-    run_id: str = ""
-    step: str = ""
-    results_branch: str = ""
-    artifacts: str = ""
-    push: str = "true"
-    max_parallel: str = ""
-
-
-def read_inputs(env: Mapping[str, str]) -> Inputs:
-    """Inputs from `INPUT_<NAME>` (upper case, '-' kept); blank means the default."""
-    values: dict[str, str] = {}
-    for name, default in Inputs.__dataclass_fields__.items():
-        key = "INPUT_" + name.upper().replace("_", "-")
-        text = (env.get(key) or env.get("INPUT_" + name.upper()) or "").strip()
-        values[name] = text or str(default.default)
-    return Inputs(**values)
-
-
-def _json_object(text: str, what: str) -> dict[str, Any]:
-    return json_object(text, f"input {what}", example='{"n_estimators": 200}', error=ActionError)
-
-
-def _need(inputs: Inputs, field: str) -> str:
-    value: str = getattr(inputs, field)
-    if not value:
-        raise ActionError(f"command {inputs.command} needs the input {field.replace('_', '-')}")
-    if value.startswith("-"):  # never let an input become an option of the command
-        raise ActionError(f"input {field.replace('_', '-')} may not start with '-': {value!r}")
-    return value
-
-
-def _drift_options(params: dict[str, Any]) -> list[str]:
-    """`{"reference": "a.csv", "features": ["x", "y"]}` -> `--reference a.csv --features x
-    --features y`: options of `sluice drift compute`, given through the params input."""
-    argv: list[str] = []
-    for key, value in sorted(params.items()):
-        if not re.fullmatch(r"[a-z][a-z0-9-]*", key):
-            raise ActionError(f"drift option {key!r} is not an option name")
-        for item in value if isinstance(value, list) else [value]:
-            if item is True:
-                argv.append(f"--{key}")
-            elif item is not False and item is not None:
-                argv += [f"--{key}", str(item)]
-    return argv
-
-
-def command_argv(inputs: Inputs) -> list[str]:
-    """The `sluice` arguments (after the global options) the inputs call for."""
-    command = inputs.command
-    if command not in COMMANDS:
-        raise ActionError(f"input command is {command!r}; use one of {', '.join(COMMANDS)}")
-    if command == "trigger":
-        return ["trigger", "--json"]
-    if command == "tick":
-        return [
-            "tick",
-            "--json",
-            *(["--pipeline", _need(inputs, "pipeline")] if inputs.pipeline else []),
-        ]
-    if command == "validate":
-        return ["validate", *([_need(inputs, "pipeline")] if inputs.pipeline else [])]
-    if command == "run":
-        argv = ["run", _need(inputs, "pipeline"), "--json"]
-        if inputs.params:
-            argv += ["--params-json", json.dumps(_json_object(inputs.params, "params"))]
-        return argv
-    if command == "retry":
-        return ["retry", _need(inputs, "run_id"), "--json"]
-    if command in ("approve", "reject"):
-        return [command, _need(inputs, "run_id")]
-    params = _json_object(inputs.params, "params") if inputs.params else {}
-    return ["drift", "compute", *_drift_options(params)]
-
-
-def unused_inputs(inputs: Inputs) -> list[str]:
-    """Inputs given that the command ignores (worth a warning: probably a mistake)."""
-    used = {
-        "trigger": set(),
-        "tick": {"pipeline"},
-        "validate": {"pipeline"},
-        "run": {"pipeline", "params"},
-        "retry": {"run_id"},
-        "approve": {"run_id", "step"},
-        "reject": {"run_id", "step"},
-        "drift": {"params"},
-    }.get(inputs.command, set())
-    return [
-        name.replace("_", "-")
-        for name in ("pipeline", "params", "run_id", "step")
-        if getattr(inputs, name) and name not in used
-    ]
-
-
-def _push_setting(text: str) -> bool | str:
-    choices: dict[str, bool | str] = {"true": True, "false": False, "auto": "auto"}
-    if text.lower() not in choices:
-        raise ActionError(f"input push is {text!r}; use true, false or auto")
-    return choices[text.lower()]
-
-
-def settings(inputs: Inputs, user: dict[str, Any] | None) -> dict[str, Any]:
-    """The repository's sluice.yaml (`user`) with the inputs' settings put over it."""
-    merged = dict(user or {})
-    results = dict(merged.get("results") or {})
-    results["push"] = _push_setting(inputs.push)
-    if inputs.results_branch:
-        if not _BRANCH.match(inputs.results_branch):
-            raise ActionError(f"input results-branch {inputs.results_branch!r} is no branch name")
-        results["branch"] = inputs.results_branch
-    merged["results"] = results
-    if inputs.artifacts:
-        merged["artifacts"] = inputs.artifacts
-    if inputs.max_parallel:
-        try:
-            merged["max_parallel"] = int(inputs.max_parallel)
-        except ValueError:
-            raise ActionError(f"input max-parallel {inputs.max_parallel!r} is no number") from None
-    return merged
 
 
 def git_env(env: Mapping[str, str], workspace: Path, *, has_credentials: bool) -> dict[str, str]:
@@ -178,29 +58,6 @@ def git_env(env: Mapping[str, str], workspace: Path, *, has_credentials: bool) -
         out[f"GIT_CONFIG_VALUE_{start + offset}"] = value
     out["GIT_CONFIG_COUNT"] = str(start + len(pairs))
     return out
-
-
-def output_names(text: str) -> set[str]:
-    """The names set in GITHUB_OUTPUT text (`name=value` and `name<<DELIMITER` blocks)."""
-    names: set[str] = set()
-    lines = iter(text.splitlines())
-    for line in lines:
-        name, sep, _ = line.partition("=")
-        if sep and "<<" not in name:
-            names.add(name)
-            continue
-        name, sep, delimiter = line.partition("<<")
-        if sep:
-            names.add(name)
-            for rest in lines:
-                if rest == delimiter:
-                    break
-    return names
-
-
-def exit_status(code: int) -> str:
-    """The status output of a command that reports no run (validate, drift)."""
-    return {EXIT_OK: "succeeded", EXIT_INTERRUPTED: "cancelled"}.get(code, "failed")
 
 
 # --- side effects ---------------------------------------------------------------------------
@@ -281,7 +138,7 @@ class Child:
 def own_image(hostname: str) -> str | None:
     """The id of the image this container runs (Docker names a container's host by its id)."""
     try:
-        import docker
+        import docker  # lazy: only to find this container's image, once
 
         client = docker.from_env(timeout=10)
         try:
@@ -335,10 +192,6 @@ def _manifests(text: str) -> list[dict[str, Any]]:
 def _summary(manifests: list[dict[str, Any]], workspace: Path, heading: str) -> str | None:
     """The job summary of runs the command did not summarise itself."""
     try:
-        from engine.adapters import github_env as github
-        from engine.adapters.pipeline_files import find_pipeline, load_repo_config
-        from engine.core.manifest import RunManifest
-
         runs = [RunManifest.model_validate(m) for m in manifests]
         config = load_repo_config(workspace)
         dags = {}
@@ -364,8 +217,6 @@ def _publish(
     heading: str,
 ) -> None:
     """Outputs and summary, where the command did not write them itself."""
-    from engine.adapters import github_env as github
-
     names, summarised = written
     outputs = {"run-ids": " ".join(str(m["run_id"]) for m in manifests), "status": status}
     missing = {k: v for k, v in outputs.items() if k not in names}
@@ -404,29 +255,6 @@ def _run_json(
         return code, _manifests(out.read().decode("utf-8", "replace"))
 
 
-def _check_gate(manifest: dict[str, Any], inputs: Inputs) -> None:
-    """approve/reject naming a `step`: refuse unless that step is the one waiting."""
-    steps = manifest.get("steps") or {}
-    waiting = sorted(
-        name
-        for name, record in steps.items()
-        if isinstance(record, dict) and record.get("status") == "waiting_approval"
-    )
-    if inputs.step not in waiting:
-        raise ActionError(
-            f"step {inputs.step!r} of run {inputs.run_id} is not waiting for approval"
-            + (f"; waiting: {', '.join(waiting)}" if waiting else "")
-        )
-
-
-def _status(command: str, code: int, manifests: list[dict[str, Any]]) -> str:
-    if manifests:
-        return overall_status([str(m.get("status")) for m in manifests])
-    if command in JSON_COMMANDS and code == EXIT_OK:
-        return "skipped"  # nothing to run
-    return exit_status(code)
-
-
 def _command(
     child: Child, env: Mapping[str, str], workspace: Path, scratch: Path
 ) -> tuple[int, list[dict[str, Any]]]:
@@ -450,7 +278,7 @@ def _command(
     if inputs.step and inputs.command in ("approve", "reject"):
         code, found = _run_json(child, show, child_env, workspace)
         if code == EXIT_OK and found:  # else approve/reject says what is wrong with the id
-            _check_gate(found[0], inputs)
+            check_gate(found[0], inputs)
     if inputs.command in JSON_COMMANDS:
         return _run_json(child, [*sluice, *argv], child_env, workspace)
     code = child.run([*sluice, *argv], child_env, workspace)
@@ -489,7 +317,7 @@ def act(env: Mapping[str, str]) -> int:
             except ActionError as exc:
                 _annotate("error", f"sluice: {exc}")
                 code, manifests = EXIT_INVALID, []
-        status = _status(command, code, manifests)
+        status = status_output(command, code, manifests)
         heading = f"Sluice ({command})"
         _publish(env, _written_since(env, sizes), manifests, status, workspace, heading)
         return code

@@ -18,19 +18,17 @@ import docker
 import pytest
 from conftest import poll
 
-from engine.action import (
-    ActionError,
+from engine.action import git_env, hand_back, has_checkout_credentials
+from engine.cli.action_inputs import (
     Inputs,
     command_argv,
-    git_env,
-    hand_back,
-    has_checkout_credentials,
     output_names,
-    overall_status,
     read_inputs,
     settings,
     unused_inputs,
 )
+from engine.core.manifest import overall_status
+from engine.errors import ActionError
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNNER_UID = 1001  # the user GitHub's hosted runners run jobs as

@@ -48,11 +48,7 @@ KNOWN_VIOLATIONS: set[str] = set()
 # the modules of each import cycle, sorted and joined by " "
 KNOWN_CYCLES: set[str] = set()
 # importer -> imported: a function-level engine import without a `# lazy:` comment
-KNOWN_UNMARKED_LAZY: set[str] = {
-    "engine.action -> engine.adapters.github_env",
-    "engine.action -> engine.adapters.pipeline_files",
-    "engine.action -> engine.core.manifest",
-}
+KNOWN_UNMARKED_LAZY: set[str] = set()
 # module: what it does that core/ must not (see IMPURE_*)
 KNOWN_IMPURE: set[str] = set()
 
