@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from engine.core.expression_eval import check, evaluate, holds
 from engine.core.expressions import (
     MAX_DEPTH,
     MAX_LENGTH,
@@ -19,9 +20,6 @@ from engine.core.expressions import (
     Logical,
     Reference,
     Unary,
-    check,
-    evaluate,
-    holds,
     parse,
 )
 

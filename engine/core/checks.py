@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
 
-from engine.core import expressions, graph, templating
+from engine.core import expression_eval, expressions, graph, templating
 from engine.core.spec import NAME_RE, Pipeline, ResolvedStep, StepWithoutImage, resolve_steps
 from engine.core.suggest import suggest
 from engine.errors import InvalidInput
@@ -165,7 +165,7 @@ def _check_when(
     except expressions.ExpressionError as exc:
         result.add(path, f"when: {exc}")
         return None
-    for message in expressions.check(expr, steps=steps, params=params, roots=roots):
+    for message in expression_eval.check(expr, steps=steps, params=params, roots=roots):
         result.add(path, f"when: {message}")
     return expr
 

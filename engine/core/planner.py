@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from engine.core import expressions
+from engine.core import expression_eval, expressions
 from engine.core.graph import Dag
 from engine.core.manifest import TERMINAL, StepStatus
 from engine.core.spec import ResolvedStep
@@ -83,7 +83,7 @@ class Planner:
             expr = self._when.get(name)
             if expr is not None:
                 try:
-                    holds = expressions.holds(expr, context)
+                    holds = expression_eval.holds(expr, context)
                 except expressions.ExpressionError as exc:
                     decisions.append(
                         Decision(name, Action.fail, f"when could not be evaluated: {exc}")

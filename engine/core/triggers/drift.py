@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from engine.core.expressions import holds, parse
+from engine.core.expression_eval import holds
+from engine.core.expressions import parse
 from engine.core.manifest import RunManifest, StepStatus
 from engine.core.parse import LoadedPipeline
 from engine.core.spec import DriftSpec
