@@ -15,6 +15,7 @@ import zlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from engine.core import layout
 from engine.errors import EngineUnavailable, UsageError
 from engine.local.gitcli import IDENTITY
 
@@ -264,12 +265,7 @@ def clean(path: str) -> str:
 
 def parts(path: str) -> tuple[bytes, ...]:
     """A branch path as tree names; raises UsageError for a path git must not hold."""
-    names = tuple(clean(path).encode().split(b"/"))
-    if any(
-        p in (b"", b".", b"..") or p.lower() == b".git" or b"\0" in p or b"\n" in p for p in names
-    ):
-        raise UsageError(f"not a valid path on the results branch: {path!r}")
-    return names
+    return tuple(name.encode() for name in layout.parts(path))
 
 
 def text(name: bytes) -> str:

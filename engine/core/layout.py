@@ -48,6 +48,19 @@ ENGINE_DIR = ".sluice"
 LOCAL_RUNS = f"{ENGINE_DIR}/{RUNS}"
 DEFAULT_ARTIFACTS = f"file://{ENGINE_DIR}/artifacts"
 
+
+def parts(path: str) -> tuple[str, ...]:
+    """The names along a branch path; UsageError for one git must not hold.
+
+    >>> parts("/runs/churn/")
+    ('runs', 'churn')
+    """
+    names = tuple(path.strip("/").split("/"))
+    if any(p in ("", ".", "..") or p.lower() == ".git" or "\0" in p or "\n" in p for p in names):
+        raise UsageError(f"not a valid path on the results branch: {path!r}")
+    return names
+
+
 # -- runs ------------------------------------------------------------------------------
 
 
