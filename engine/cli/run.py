@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Literal
 
 import click
 
@@ -24,8 +23,6 @@ if TYPE_CHECKING:
     from engine.app.runs import Place
     from engine.core.manifest import RunManifest
     from engine.run.executor import Executor
-
-F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _place(state: State, push: bool | None) -> Place:
@@ -154,46 +151,44 @@ def retry(
     exit_with(_finish(manifests, as_json))
 
 
-def _by(who: str) -> Callable[[F], F]:
-    return click.option(
-        "--by", metavar="NAME", help=f"Who {who} (default: $GITHUB_ACTOR, else $USER)."
-    )
+def _decision(decision: Literal["approve", "reject"], who: str, doc: str) -> click.Command:
+    """`sluice approve` or `sluice reject`: continue a paused run with the decision."""
+
+    @click.command(decision, context_settings=CONTEXT, help=doc)
+    @click.argument("run_id")
+    @click.option("--by", metavar="NAME", help=f"Who {who} (default: $GITHUB_ACTOR, else $USER).")
+    @push_option
+    @click.pass_obj
+    def command(state: State, run_id: str, by: str | None, push: bool | None) -> None:
+        from engine.app import runs  # lazy: `sluice --help` does not load pydantic
+
+        place = _place(state, push)
+        manifests = runs.decide(place, run_id, decision, by, on_executor=_on_executor)
+        code = _finish(manifests, as_json=False)
+        if decision == "approve" or code not in (EXIT_OK, EXIT_FAILED):
+            exit_with(code)
+        say(f"sluice: run {run_id} rejected")  # failed is what a rejection means: exit 0
+
+    return command
 
 
-@click.command(context_settings=CONTEXT)
-@click.argument("run_id")
-@_by("approves")
-@push_option
-@click.pass_obj
-def approve(state: State, run_id: str, by: str | None, push: bool | None) -> None:
+approve = _decision(
+    "approve",
+    "approves",
     """Approve a paused run and continue it here; finished steps are not run again.
 
     \b
     Example:
       sluice approve 20261124T100000Z-a1b2c3 --by alice
-    """
-    from engine.app import runs  # lazy: `sluice --help` does not load pydantic
-
-    manifests = runs.decide(_place(state, push), run_id, "approve", by, on_executor=_on_executor)
-    exit_with(_finish(manifests, as_json=False))
-
-
-@click.command(context_settings=CONTEXT)
-@click.argument("run_id")
-@_by("rejects")
-@push_option
-@click.pass_obj
-def reject(state: State, run_id: str, by: str | None, push: bool | None) -> None:
+    """,
+)
+reject = _decision(
+    "reject",
+    "rejects",
     """Reject a paused run: it ends as failed (its finally steps still run); exits 0.
 
     \b
     Example:
       sluice reject 20261124T100000Z-a1b2c3 --by alice
-    """
-    from engine.app import runs  # lazy: `sluice --help` does not load pydantic
-
-    manifests = runs.decide(_place(state, push), run_id, "reject", by, on_executor=_on_executor)
-    code = _finish(manifests, as_json=False)
-    if code not in (EXIT_OK, EXIT_FAILED):  # failed is what a rejection means
-        exit_with(code)
-    say(f"sluice: run {run_id} rejected")
+    """,
+)
