@@ -21,11 +21,10 @@ from engine.core.spec import (
     Step,
     StepType,
     Trigger,
-    parse_duration,
-    parse_memory,
     resolve_step,
     resolve_steps,
 )
+from engine.core.values import parse_duration, parse_memory
 
 
 @pytest.mark.parametrize(

@@ -17,9 +17,9 @@ from engine.app.drift_follow import DriftFollower, execute_following
 from engine.app.runs import OneAtATime, Place
 from engine.core.manifest import RunManifest, RunStatus, Trigger
 from engine.core.parse import LoadedPipeline
-from engine.core.spec import parse_duration
 from engine.core.suggest import suggest
 from engine.core.triggers.cron import claim_path, claim_record, due_slots, slot_id, slot_iso
+from engine.core.values import parse_duration
 from engine.errors import (
     EngineUnavailable,
     NotFound,

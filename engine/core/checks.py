@@ -11,8 +11,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from croniter import croniter
 
 from engine.core import expression_eval, expressions, graph, templating
-from engine.core.spec import NAME_RE, Pipeline, ResolvedStep, StepWithoutImage, resolve_steps
+from engine.core.spec import Pipeline, ResolvedStep, StepWithoutImage, resolve_steps
 from engine.core.suggest import suggest
+from engine.core.values import NAME_RE
 from engine.errors import InvalidInput
 
 Path_ = tuple[str | int, ...]

@@ -1,0 +1,119 @@
+"""The scalar values of pipeline files: durations, memory sizes, and names of steps, params,
+env variables and secrets, each checked with a message that says what fits."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated
+
+from pydantic import AfterValidator, BeforeValidator, Field
+
+NAME_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
+NAME_RE = re.compile(NAME_PATTERN)
+PARAM_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+_DURATION_RE = re.compile(
+    r"^(?:(?P<d>\d+(?:\.\d+)?)d)?(?:(?P<h>\d+(?:\.\d+)?)h)?"
+    r"(?:(?P<m>\d+(?:\.\d+)?)m)?(?:(?P<s>\d+(?:\.\d+)?)s)?$"
+)
+_MEMORY_RE = re.compile(r"^(?P<n>\d+(?:\.\d+)?)\s*(?P<u>[bkmgt]?)(?:i?b)?$", re.IGNORECASE)
+_MEMORY_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
+
+MAX_DURATION_S = 366 * 86400.0
+MIN_MEMORY = 6 * 1024**2  # Docker refuses less
+MAX_MEMORY = 2**63 - 1  # Docker's API takes an int64
+
+
+def parse_duration(value: object) -> float:
+    """'90s', '10m', '1h30m', '2d' or a number of seconds -> seconds (float, > 0).
+
+    >>> parse_duration("1h30m"), parse_duration(45)
+    (5400.0, 45.0)
+    """
+    if isinstance(value, bool):
+        raise ValueError(
+            "a duration is a string like '90s', '10m', '1h30m', or a number of seconds"
+        )
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str):
+        text = value.strip().lower()
+        match = _DURATION_RE.match(text) if text else None
+        if match is None or not any(match.groupdict().values()):
+            try:
+                seconds = float(text)
+            except ValueError:
+                raise ValueError(
+                    f"bad duration {value!r}: use '90s', '10m', '1h30m', or a number of seconds"
+                ) from None
+        else:
+            parts = {k: float(v) if v else 0.0 for k, v in match.groupdict().items()}
+            seconds = parts["d"] * 86400 + parts["h"] * 3600 + parts["m"] * 60 + parts["s"]
+    else:
+        raise ValueError(
+            "a duration is a string like '90s', '10m', '1h30m', or a number of seconds"
+        )
+    if not seconds > 0:  # also refuses NaN
+        raise ValueError(f"duration {value!r} must be more than zero")
+    if seconds > MAX_DURATION_S:  # also refuses inf; timers overflow long before
+        raise ValueError(f"duration {value!r} is longer than the limit of 366 days")
+    return seconds
+
+
+def parse_memory(value: object) -> int:
+    """'512m', '4g', '4GiB' or a number of bytes -> bytes.
+
+    >>> parse_memory("512m") == 512 * 1024**2
+    True
+    """
+    if isinstance(value, bool):
+        raise ValueError("memory is a size like '512m' or '4g', or a number of bytes")
+    if isinstance(value, int):
+        size = value
+    elif isinstance(value, str) and (match := _MEMORY_RE.match(value.strip())):
+        size = int(float(match["n"]) * _MEMORY_UNITS[match["u"].lower()])
+    else:
+        raise ValueError(f"bad memory size {value!r}: use a size like '512m' or '4g'")
+    if size < MIN_MEMORY:
+        raise ValueError(f"memory {value!r} is below Docker's minimum of 6m")
+    if size > MAX_MEMORY:
+        raise ValueError(f"memory {value!r} is too large")
+    return size
+
+
+def _env_name(key: str) -> str:
+    if not ENV_RE.match(key):
+        raise ValueError(f"env name {key!r} is not a valid variable name")
+    if key.startswith("SLUICE_"):
+        raise ValueError(f"env name {key!r}: the SLUICE_ prefix is the engine's own")
+    return key
+
+
+def _secret_name(key: str) -> str:
+    if not ENV_RE.match(key):
+        raise ValueError(f"secret name {key!r} is not a valid variable name")
+    return key
+
+
+def _param_name(key: str) -> str:
+    if not PARAM_RE.match(key):
+        raise ValueError(f"param name {key!r} must be a letter or _ followed by letters, digits, _")
+    return key
+
+
+Duration = Annotated[
+    float,
+    BeforeValidator(parse_duration, json_schema_input_type=str | float),
+    Field(description="'90s', '10m', '1h30m', '2d' or a number of seconds"),
+]
+Memory = Annotated[
+    int,
+    BeforeValidator(parse_memory, json_schema_input_type=str | int),
+    Field(description="'512m', '4g' or a number of bytes"),
+]
+ParamValue = bool | int | float | str
+# Names are checked one by one (not per mapping) so an error points at the offending line.
+EnvName = Annotated[str, AfterValidator(_env_name)]
+SecretName = Annotated[str, AfterValidator(_secret_name)]
+ParamName = Annotated[str, AfterValidator(_param_name)]
