@@ -23,6 +23,7 @@ from pathlib import Path
 
 import docker
 
+from engine.adapters.artifacts import DEFAULT_URL, ArtifactStore
 from engine.adapters.docker_runtime import DockerRuntime
 from engine.adapters.pipeline_files import load_file
 from engine.run.executor import Executor, RunOptions
@@ -53,7 +54,8 @@ def wide(n: int) -> str:
 
 def run_engine(repo: Path, runtime: DockerRuntime, max_parallel: int) -> tuple[float, float, str]:
     loaded = load_file(repo / "pipelines" / "p.yaml", repo)
-    options = RunOptions(params={}, max_parallel=max_parallel)
+    artifacts = ArtifactStore(DEFAULT_URL, repo)
+    options = RunOptions(params={}, max_parallel=max_parallel, artifacts=artifacts)
     cpu, wall = time.process_time(), time.perf_counter()
     manifest = Executor(loaded, runtime, repo=repo, options=options).run()
     return time.perf_counter() - wall, time.process_time() - cpu, manifest.status.value

@@ -1,4 +1,8 @@
-"""The container runtime port: what the executor needs from Docker, and nothing more."""
+"""The ports: what run/ and app/ need from the world outside, as Protocols (and their types).
+
+ContainerRuntime (adapters: docker_runtime, fake_runtime), ArtifactStore (artifacts),
+Reporter (console; NullReporter here), ResultsBranch (git_results, memory_results), Clock.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
-from engine.core.manifest import RunManifest
+from engine.core.graph import Dag
+from engine.core.manifest import ArtifactPointer, Attempt, RunManifest, StepRecord
 from engine.errors import EngineUnavailable, SluiceError
 
 LABEL_RUN = "sluice.run-id"
@@ -29,12 +34,17 @@ class RuntimeUnavailable(EngineUnavailable):
 
 @dataclass(frozen=True)
 class ContainerSpec:
-    """Everything needed to create one attempt's container."""
+    """Everything needed to create one attempt's container, and how long it may run.
+
+    At `timeout` seconds it gets SIGTERM, then SIGKILL after `grace` seconds.
+    """
 
     image: str
     command: list[str] | None
     env: dict[str, str]
     labels: dict[str, str]
+    timeout: float
+    grace: float = 5.0
     working_dir: str = "/workspace"
     network: str = "none"
     nano_cpus: int | None = None
@@ -99,20 +109,13 @@ class ContainerRuntime(Protocol):
         ...
 
     def run(
-        self,
-        spec: ContainerSpec,
-        transfer: Transfer,
-        *,
-        timeout: float,
-        on_log: LogSink,
-        cancel: threading.Event,
-        grace: float = 5.0,
+        self, spec: ContainerSpec, transfer: Transfer, *, on_log: LogSink, cancel: threading.Event
     ) -> ContainerResult:
-        """Create, copy in, start, stream logs, wait (at most `timeout`), copy out, remove.
+        """Create, copy in, start, stream logs, wait (at most `spec.timeout`), copy out, remove.
 
-        On timeout the container gets SIGTERM, then SIGKILL after `grace` seconds.
-        When `cancel` is set (and `kill_run` is called) it returns promptly, cancelled.
-        The container is always removed before this returns.
+        `on_log` gets each line of output as it comes. When `cancel` is set (and `kill_run`
+        is called) it returns promptly, cancelled. The container is always removed before
+        this returns.
         """
         ...
 
@@ -125,6 +128,65 @@ class ContainerRuntime(Protocol):
         ...
 
 
+# -- the artifact store and run progress ------------------------------------------------
+
+
+class ArtifactStore(Protocol):
+    """Content-addressed (sha256) storage of step outputs; implementation: adapters/artifacts.py.
+
+    Raises EngineUnavailable when the store cannot be written: that stops the run.
+    """
+
+    def put_file(self, path: Path) -> ArtifactPointer:
+        """Store a file (unless identical bytes are there already) and return its pointer."""
+        ...
+
+    def has(self, pointer: ArtifactPointer, *, verify: bool = False) -> bool:
+        """Whether the object is there with the right size (and, with `verify`, bytes)."""
+        ...
+
+    def get_file(self, pointer: ArtifactPointer, dest: Path) -> None:
+        """Copy an object to `dest`, checking its sha256 (a SluiceError when it cannot)."""
+        ...
+
+
+class Reporter(Protocol):
+    """Receives run events; `log` may be called from several threads at once."""
+
+    def run_started(self, manifest: RunManifest, dag: Dag) -> None: ...
+    def step_changed(self, name: str, record: StepRecord) -> None: ...
+    def attempt_started(self, name: str, number: int) -> None: ...
+    def retrying(self, name: str, attempt: Attempt, delay: float) -> None: ...
+    def log(self, step: str, line: str) -> None: ...
+    def note(self, text: str) -> None: ...
+    def run_finished(self, manifest: RunManifest) -> None: ...
+
+
+class NullReporter:
+    """Says nothing (library use, tests, `explain`)."""
+
+    def run_started(self, manifest: RunManifest, dag: Dag) -> None:
+        pass
+
+    def step_changed(self, name: str, record: StepRecord) -> None:
+        pass
+
+    def attempt_started(self, name: str, number: int) -> None:
+        pass
+
+    def retrying(self, name: str, attempt: Attempt, delay: float) -> None:
+        pass
+
+    def log(self, step: str, line: str) -> None:
+        pass
+
+    def note(self, text: str) -> None:
+        pass
+
+    def run_finished(self, manifest: RunManifest) -> None:
+        pass
+
+
 # -- the results branch -----------------------------------------------------------------
 
 
@@ -134,6 +196,9 @@ class ClaimLost(SluiceError):
     def __init__(self, path: str, branch: str) -> None:
         super().__init__(f"{path} already exists on {branch}: another runner claimed it first")
         self.path = path
+
+
+Changes = Mapping[str, bytes | None]  # path -> content; None deletes
 
 
 class ResultsBranch(Protocol):
@@ -163,27 +228,14 @@ class ResultsBranch(Protocol):
         """Names of the entries of folder `path` ([] when absent), in git's order."""
         ...
 
-    def commit(
-        self,
-        changes: Mapping[str, bytes | None],
-        message: str,
-        *,
-        expect_absent: Sequence[str] = (),
-    ) -> str:
-        """Commit `path -> content` changes (None deletes) onto the tip; returns the commit.
+    def commit(self, changes: Changes, message: str, *, expect_absent: Sequence[str] = ()) -> str:
+        """Commit the changes onto the tip; returns the commit.
+
+        `layout.run_record` gives the changes that record a run.
 
         Raises ClaimLost when a path of `expect_absent` exists at the tip (here or on the
         remote): of writers racing to create one path, exactly one succeeds.
         """
-        ...
-
-    def record_run(
-        self,
-        manifest: RunManifest,
-        logs: Mapping[str, bytes] = ...,
-        extra: Mapping[str, bytes | None] = ...,
-    ) -> str:
-        """Commit a run's manifest, its logs (`train.1.log`) and any `extra` paths."""
         ...
 
     def runs(self, pipeline: str | None = None, limit: int = 20) -> list[RunManifest]:

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from conftest import make_repo, poll
 
+from engine.adapters.artifacts import DEFAULT_URL, ArtifactStore
 from engine.adapters.fake_runtime import FakeOutcome, FakeRuntime
 from engine.core.manifest import RunManifest, RunStatus, StepStatus, Trigger
 from engine.core.parse import load_text
@@ -37,6 +38,7 @@ def execute(
         trigger=Trigger(kind="manual"),
         max_parallel=4,
         secrets=secrets or {},
+        artifacts=ArtifactStore(DEFAULT_URL, repo),
     )
     executor = Executor(loaded, runtime, repo=repo, options=options)
     return executor, executor.run() if start else None

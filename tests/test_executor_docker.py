@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from conftest import make_repo
 
+from engine.adapters.artifacts import DEFAULT_URL, ArtifactStore
 from engine.adapters.docker_runtime import DockerRuntime
 from engine.adapters.pipeline_files import load_file
 from engine.core.manifest import RunManifest, RunStatus, StepStatus
@@ -30,6 +31,7 @@ def run_pipeline(
         max_parallel=max_parallel,
         secrets=secrets or {},
         grace_s=2.0,
+        artifacts=ArtifactStore(DEFAULT_URL, repo),
     )
     return Executor(loaded, DockerRuntime(), repo=repo, options=options).run()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import socket
 import subprocess
@@ -41,7 +42,7 @@ def runtime(docker_client: docker.DockerClient, no_leftover_containers: None) ->
 def spec(image: str, script: str, run_id: str, mem_limit: int | None = None) -> ContainerSpec:
     labels = {LABEL_RUN: run_id, LABEL_STEP: "step", LABEL_ATTEMPT: "1"}
     command = ["sh", "-c", script]
-    return ContainerSpec(image, command, env={}, labels=labels, mem_limit=mem_limit)
+    return ContainerSpec(image, command, env={}, labels=labels, timeout=30, mem_limit=mem_limit)
 
 
 def run(
@@ -61,12 +62,10 @@ def run(
             on_log(line)
 
     result = runtime.run(
-        spec,
+        dataclasses.replace(spec, timeout=timeout, grace=1),
         transfer or Transfer(),
-        timeout=timeout,
         on_log=sink,
         cancel=cancel or threading.Event(),
-        grace=1,
     )
     return result, lines
 
@@ -111,6 +110,7 @@ def test_environment_holds_only_what_was_given(
         command=["env"],
         env={"SLUICE_STEP": "train", "MODEL": "churn"},
         labels={LABEL_RUN: run_id},
+        timeout=30,
     )
     result, lines = run(runtime, given)
     names = {line.split("=", 1)[0] for line in lines}

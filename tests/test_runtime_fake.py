@@ -22,16 +22,18 @@ from engine.ports import (
 )
 
 
-def _spec(step: str, attempt: int, run_id: str = "r1", image: str = "img:1") -> ContainerSpec:
+def _spec(
+    step: str, attempt: int, run_id: str = "r1", image: str = "img:1", timeout: float = 5
+) -> ContainerSpec:
     labels = {LABEL_RUN: run_id, LABEL_STEP: step, LABEL_ATTEMPT: str(attempt)}
-    return ContainerSpec(image=image, command=["true"], env={}, labels=labels)
+    return ContainerSpec(image=image, command=["true"], env={}, labels=labels, timeout=timeout)
 
 
 def _run(
     runtime: ContainerRuntime, spec: ContainerSpec, transfer: Transfer
 ) -> tuple[ContainerResult, list[str]]:
     lines: list[str] = []
-    result = runtime.run(spec, transfer, timeout=5, on_log=lines.append, cancel=threading.Event())
+    result = runtime.run(spec, transfer, on_log=lines.append, cancel=threading.Event())
     return result, lines
 
 
@@ -96,9 +98,9 @@ def test_kill_run_ends_a_blocked_attempt_as_cancelled() -> None:
     results: list[ContainerResult] = []
 
     def attempt() -> None:
-        spec = _spec("serve", 1)
+        spec = _spec("serve", 1, timeout=60)
         logs = lambda _line: started.set()  # noqa: E731
-        results.append(runtime.run(spec, Transfer(), timeout=60, on_log=logs, cancel=cancel))
+        results.append(runtime.run(spec, Transfer(), on_log=logs, cancel=cancel))
 
     worker = threading.Thread(target=attempt)
     worker.start()
@@ -113,6 +115,6 @@ def test_kill_run_ends_a_blocked_attempt_as_cancelled() -> None:
 def test_blocked_attempt_times_out() -> None:
     runtime = FakeRuntime({"serve": [FakeOutcome(block=True)]})
     result = runtime.run(
-        _spec("serve", 1), Transfer(), timeout=0.05, on_log=print, cancel=threading.Event()
+        _spec("serve", 1, timeout=0.05), Transfer(), on_log=print, cancel=threading.Event()
     )
     assert result.timed_out and result.exit_code == 143

@@ -5,9 +5,10 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from typing import TYPE_CHECKING, Protocol, TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from engine.core.manifest import RunManifest, StepRecord, StepStatus
+from engine.ports import Reporter
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -17,42 +18,8 @@ if TYPE_CHECKING:
     from engine.core.graph import Dag
     from engine.core.manifest import Attempt
 
-
-class Reporter(Protocol):
-    """Receives run events; `log` may be called from several threads at once."""
-
-    def run_started(self, manifest: RunManifest, dag: Dag) -> None: ...
-    def step_changed(self, name: str, record: StepRecord) -> None: ...
-    def attempt_started(self, name: str, number: int) -> None: ...
-    def retrying(self, name: str, attempt: Attempt, delay: float) -> None: ...
-    def log(self, step: str, line: str) -> None: ...
-    def note(self, text: str) -> None: ...
-    def run_finished(self, manifest: RunManifest) -> None: ...
-
-
-class NullReporter:
-    """Says nothing (library use, tests)."""
-
-    def run_started(self, manifest: RunManifest, dag: Dag) -> None:
-        pass
-
-    def step_changed(self, name: str, record: StepRecord) -> None:
-        pass
-
-    def attempt_started(self, name: str, number: int) -> None:
-        pass
-
-    def retrying(self, name: str, attempt: Attempt, delay: float) -> None:
-        pass
-
-    def log(self, step: str, line: str) -> None:
-        pass
-
-    def note(self, text: str) -> None:
-        pass
-
-    def run_finished(self, manifest: RunManifest) -> None:
-        pass
+# Reporter (the port these implement) is named here too, for callers that import it from here.
+__all__ = ["LiveReporter", "PlainReporter", "Reporter", "make_reporter", "summary_lines"]
 
 
 def _duration(record: StepRecord) -> str:

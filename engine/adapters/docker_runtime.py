@@ -160,14 +160,7 @@ class DockerRuntime:
             return str(image.id)
 
     def run(
-        self,
-        spec: ContainerSpec,
-        transfer: Transfer,
-        *,
-        timeout: float,
-        on_log: LogSink,
-        cancel: threading.Event,
-        grace: float = 5.0,
+        self, spec: ContainerSpec, transfer: Transfer, *, on_log: LogSink, cancel: threading.Event
     ) -> ContainerResult:
         """Create, copy in, start, stream logs, wait, copy out, remove: one attempt.
 
@@ -189,7 +182,7 @@ class DockerRuntime:
             result = None
             try:
                 result = self._attempt(
-                    container, transfer, timeout, cancel, grace, watch, self.diff_is_cheap()
+                    container, spec, transfer, cancel, watch, self.diff_is_cheap()
                 )
             except docker.errors.APIError as exc:
                 result = _api_failure(exc, cancel)
@@ -205,10 +198,9 @@ class DockerRuntime:
     @staticmethod
     def _attempt(
         container: Container,
+        spec: ContainerSpec,
         transfer: Transfer,
-        timeout: float,
         cancel: threading.Event,
-        grace: float,
         watch: _Watch,
         diff_is_cheap: bool,
     ) -> ContainerResult:
@@ -223,14 +215,14 @@ class DockerRuntime:
             return _cancelled()
         timed_out = False
         try:
-            container.wait(timeout=min(max(timeout, 0.001), _MAX_WAIT))
+            container.wait(timeout=min(max(spec.timeout, 0.001), _MAX_WAIT))
         except requests.exceptions.RequestException:
             # The SDK's way of saying the timeout passed (a read timeout, sometimes wrapped
             # in ConnectionError); a daemon that died instead fails this inspect.
             container.reload()
             if container.attrs["State"]["Running"]:
                 timed_out = True
-                container.stop(timeout=math.ceil(grace))  # SIGTERM, SIGKILL after grace
+                container.stop(timeout=math.ceil(spec.grace))  # SIGTERM, SIGKILL after grace
         if cancel.is_set():
             return _cancelled()
         container.reload()

@@ -88,14 +88,7 @@ class FakeRuntime:
         return self.image_id(tag)
 
     def run(
-        self,
-        spec: ContainerSpec,
-        transfer: Transfer,
-        *,
-        timeout: float,
-        on_log: LogSink,
-        cancel: threading.Event,
-        grace: float = 5.0,
+        self, spec: ContainerSpec, transfer: Transfer, *, on_log: LogSink, cancel: threading.Event
     ) -> ContainerResult:
         step = spec.labels.get(LABEL_STEP, "")
         with self._lock:
@@ -122,7 +115,7 @@ class FakeRuntime:
         for line in outcome.logs.splitlines(keepends=True):
             on_log(line)
         # kill_run may have come before the attempt was registered: cancel says so
-        ended = not outcome.block or cancel.is_set() or killed.wait(timeout)
+        ended = not outcome.block or cancel.is_set() or killed.wait(spec.timeout)
         with self._lock:
             self._running[run_id].remove(killed)
         timed_out = not ended

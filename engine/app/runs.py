@@ -142,9 +142,7 @@ def launch(
 
 def outcome(manifest: RunManifest) -> str:
     """A run's status, with `error` for a run the engine itself could not carry out."""
-    engine_failed = manifest.status is RunStatus.failed and (manifest.error or "").startswith(
-        "engine error"
-    )
+    engine_failed = manifest.status is RunStatus.failed and manifest.engine_error
     return "error" if engine_failed else manifest.status.value
 
 

@@ -168,6 +168,7 @@ class RunManifest(_Model):
     engine: dict[str, Any] = Field(default_factory=dict)
     ci: dict[str, Any] | None = None
     error: str | None = None
+    engine_error: bool = False  # the engine itself could not run (exit 3); `error` says why
     baseline_run: str | None = None  # the production run `when` and baseline.json saw
     approvals: list[dict[str, str]] = Field(default_factory=list)  # {step, decision, by, at}
     steps: dict[str, StepRecord] = Field(default_factory=dict)

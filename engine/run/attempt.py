@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import socket
@@ -14,11 +15,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from engine.adapters.artifacts import ArtifactStore
-from engine.adapters.console import Reporter
 from engine.core.manifest import ArtifactPointer, Attempt, utc_iso
 from engine.core.spec import Outcome, ResolvedStep
-from engine.errors import SluiceError
+from engine.errors import EngineUnavailable, SluiceError
 from engine.local import archives
 from engine.local.logs import CappedLog, Masker
 from engine.local.workspace import WorkspaceSnapshot
@@ -28,28 +27,17 @@ from engine.ports import (
     LABEL_PIPELINE,
     LABEL_RUN,
     LABEL_STEP,
+    ArtifactStore,
     ContainerResult,
     ContainerRuntime,
     ContainerSpec,
+    Reporter,
     Transfer,
 )
+from engine.run.prepare import Prepared
 
 MAX_METRICS_BYTES = 1024**2
 COMPLETE = ".sluice-complete"  # marks a local copy of a step's outputs as whole
-
-
-@dataclass(frozen=True)
-class Prepared:
-    """A step made concrete for this run (computed once, before its first attempt)."""
-
-    step: ResolvedStep
-    image_id: str | None  # None: `error` says why the image is missing
-    argv: list[str] | None
-    config: Any
-    env: dict[str, str]  # the step's env, resolved; secrets are added per attempt
-    components: dict[str, Any] = field(default_factory=dict)
-    key: str | None = None
-    error: str | None = None
 
 
 @dataclass(frozen=True)
@@ -62,12 +50,24 @@ class AttemptReport:
     outputs: dict[str, ArtifactPointer] = field(default_factory=dict)
     metrics: dict[str, float | int | bool] = field(default_factory=dict)
     checkpoints: ArtifactPointer | None = None
+    engine_error: EngineUnavailable | None = None  # the engine failed: the run stops
+
+
+@dataclass(frozen=True)
+class _Ending:
+    """How an attempt ended, before it becomes an Attempt record."""
+
+    outcome: Outcome
+    result: ContainerResult | None = None
+    error: str | None = None
+    outputs: dict[str, ArtifactPointer] = field(default_factory=dict)
+    metrics: dict[str, float | int | bool] = field(default_factory=dict)
+    checkpoints: ArtifactPointer | None = None
+    engine_error: EngineUnavailable | None = None
 
 
 def read_metrics(path: Path) -> dict[str, float | int | bool]:
     """`metrics.json`: a flat JSON object of numbers and booleans (absent: no metrics)."""
-    import math
-
     if not path.is_file():
         return {}
     if path.stat().st_size > MAX_METRICS_BYTES:
@@ -140,66 +140,103 @@ class AttemptRunner:
         finally:
             shutil.rmtree(work, ignore_errors=True)
 
+    def attempt(
+        self,
+        prepared: Prepared,
+        number: int,
+        inputs: Mapping[str, Mapping[str, ArtifactPointer]],
+        restore: ArtifactPointer | None,
+    ) -> AttemptReport:
+        """`run` on a worker thread, after restoring `restore`'s checkpoints; an engine bug
+        comes back as an `error` outcome, never raised (the scheduler waits for a report)."""
+        try:
+            if restore:
+                self.restore_checkpoints(prepared.step.name, restore)
+            return self.run(prepared, number, inputs)
+        except Exception as exc:
+            now = utc_iso(self.clock())
+            error = self.mask(f"engine error: {type(exc).__name__}: {exc}")
+            attempt = Attempt(
+                number=number, outcome=Outcome.error, started_at=now, finished_at=now, error=error
+            )
+            return AttemptReport(prepared.step.name, attempt)
+
     def run(
         self, prepared: Prepared, number: int, inputs: Mapping[str, Mapping[str, ArtifactPointer]]
     ) -> AttemptReport:
-        step = prepared.step
-        name = step.name
-        step_dir = self.step_dir(name)
-        work = step_dir / f"attempt-{number}"
+        """One attempt, start to end; the engine's own failure comes back as `engine_error`."""
+        name = prepared.step.name
+        work = self.step_dir(name) / f"attempt-{number}"
         work.mkdir(parents=True, exist_ok=True)
         log_rel = f"logs/{name}.{number}.log"
         log = CappedLog(self.run_dir / log_rel, self.log_cap)
         started, mono = self.clock(), time.monotonic()
+        try:
+            end = self._attempt(prepared, number, inputs, work, log)
+        except EngineUnavailable as exc:
+            why = f"the engine could not run: {exc.message}"
+            end = _Ending(Outcome.error, error=why, engine_error=exc)
+        if end.error:
+            log.write(f"sluice: {self.mask(end.error)}")
+        log.close()
+        shutil.rmtree(work, ignore_errors=True)
+        result = end.result
+        attempt = Attempt(
+            number=number,
+            outcome=end.outcome,
+            exit_code=result.exit_code if result else None,
+            started_at=utc_iso(started),
+            finished_at=utc_iso(self.clock()),
+            duration_s=round(time.monotonic() - mono, 3),
+            log=log_rel,
+            max_memory_bytes=result.max_memory_bytes if result else None,
+            cpu_s=result.cpu_s if result else None,
+            error=self.mask(end.error) if end.error else None,
+        )
+        return AttemptReport(
+            name,
+            attempt,
+            image_id=prepared.image_id,
+            outputs=end.outputs,
+            metrics=end.metrics,
+            checkpoints=end.checkpoints,
+            engine_error=end.engine_error,
+        )
 
-        def finish(
-            outcome: Outcome,
-            result: ContainerResult | None = None,
-            error: str | None = None,
-            **extra: Any,
-        ) -> AttemptReport:
-            if error:
-                log.write(f"sluice: {self.mask(error)}")
-            log.close()
-            shutil.rmtree(work, ignore_errors=True)
-            attempt = Attempt(
-                number=number,
-                outcome=outcome,
-                exit_code=result.exit_code if result else None,
-                started_at=utc_iso(started),
-                finished_at=utc_iso(self.clock()),
-                duration_s=round(time.monotonic() - mono, 3),
-                log=log_rel,
-                max_memory_bytes=result.max_memory_bytes if result else None,
-                cpu_s=result.cpu_s if result else None,
-                error=self.mask(error) if error else None,
-            )
-            return AttemptReport(name, attempt, image_id=prepared.image_id, **extra)
-
+    def _attempt(
+        self,
+        prepared: Prepared,
+        number: int,
+        inputs: Mapping[str, Mapping[str, ArtifactPointer]],
+        work: Path,
+        log: CappedLog,
+    ) -> _Ending:
+        step = prepared.step
         if prepared.image_id is None:
-            return finish(Outcome.error, error=prepared.error or "no image")
+            return _Ending(Outcome.error, error=prepared.error or "no image")
         missing = [s for s in step.secrets if s not in self.secrets]
         if missing:
-            return finish(
-                Outcome.error, error=f"secret {missing[0]} is not set in the engine's environment"
-            )
+            why = f"secret {missing[0]} is not set in the engine's environment"
+            return _Ending(Outcome.error, error=why)
         if self.cancel.is_set():
-            return finish(Outcome.cancelled)
+            return _Ending(Outcome.cancelled)
 
         def on_log(line: str) -> None:
             masked = self.mask(line)
             log.write(masked)
-            self.reporter.log(name, masked)
+            self.reporter.log(step.name, masked)
 
         try:
             puts = [self._inputs_tar(prepared, inputs, work / "in.tar")]
+        except EngineUnavailable:
+            raise
         except SluiceError as exc:
-            return finish(Outcome.error, error=f"could not prepare the step's inputs: {exc}")
+            return _Ending(Outcome.error, error=f"could not prepare the step's inputs: {exc}")
         if step.workspace is True and self.workspace.tar is not None:
             puts.insert(0, self.workspace.tar)
         elif isinstance(step.workspace, list):
             puts.insert(0, self.workspace.subset_tar(step.workspace, work / "workspace.tar"))
-        outputs_tar, checkpoints_tar = work / "outputs.tar", work / "checkpoints.tar"
+        outputs_tar = work / "outputs.tar"
         result = self.runtime.run(
             self._spec(prepared, number),
             # Outputs matter only when the attempt succeeded, checkpoints only when it did not
@@ -207,36 +244,44 @@ class AttemptRunner:
             Transfer(
                 put=puts,
                 fetch={"/sluice/outputs": outputs_tar},
-                fetch_on_failure={"/sluice/checkpoints": checkpoints_tar},
+                fetch_on_failure={"/sluice/checkpoints": work / "checkpoints.tar"},
             ),
-            timeout=step.timeout,
             on_log=on_log,
             cancel=self.cancel,
-            grace=self.grace_s,
         )
+        return self._ending(step, result, work)
+
+    def _ending(self, step: ResolvedStep, result: ContainerResult, work: Path) -> _Ending:
+        """What the container's end means for the attempt (outputs stored when it succeeded)."""
         if result.error:
-            return finish(Outcome.error, result, result.error)
+            return _Ending(Outcome.error, result, result.error)
         checkpoints = None
-        if checkpoints_tar in result.fetched.values():
-            checkpoints = self._save_checkpoints(checkpoints_tar, step_dir / "checkpoints")
+        if work / "checkpoints.tar" in result.fetched.values():
+            checkpoints = self._save_checkpoints(
+                work / "checkpoints.tar", self.step_dir(step.name) / "checkpoints"
+            )
         if result.cancelled:
-            return finish(Outcome.cancelled, result, checkpoints=checkpoints)
+            return _Ending(Outcome.cancelled, result, checkpoints=checkpoints)
         if result.timed_out:
             why = f"timed out after {step.timeout:g} s"
-            return finish(Outcome.timed_out, result, why, checkpoints=checkpoints)
+            return _Ending(Outcome.timed_out, result, why, checkpoints=checkpoints)
         if result.oom_killed:
             why = f"killed: out of memory (limit {step.resources.memory} bytes)"
-            return finish(Outcome.oom_killed, result, why, checkpoints=checkpoints)
+            return _Ending(Outcome.oom_killed, result, why, checkpoints=checkpoints)
         if result.exit_code != 0:
             why = f"exited with code {result.exit_code}"
-            return finish(Outcome.failed, result, why, checkpoints=checkpoints)
+            return _Ending(Outcome.failed, result, why, checkpoints=checkpoints)
         if result.fetch_error:
-            return finish(Outcome.failed, result, result.fetch_error)
+            return _Ending(Outcome.failed, result, result.fetch_error)
         try:
-            outputs, metrics = self._collect(outputs_tar, result, step_dir / "outputs")
+            outputs, metrics = self._collect(
+                work / "outputs.tar", result, self.step_dir(step.name) / "outputs"
+            )
+        except EngineUnavailable:
+            raise
         except SluiceError as exc:
-            return finish(Outcome.failed, result, str(exc))
-        return finish(Outcome.succeeded, result, outputs=outputs, metrics=metrics)
+            return _Ending(Outcome.failed, result, str(exc))
+        return _Ending(Outcome.succeeded, result, outputs=outputs, metrics=metrics)
 
     def _spec(self, prepared: Prepared, number: int) -> ContainerSpec:
         step = prepared.step
@@ -264,6 +309,8 @@ class AttemptRunner:
                 LABEL_ATTEMPT: str(number),
                 LABEL_ENGINE: f"{socket.gethostname()}:{os.getpid()}",
             },
+            timeout=step.timeout,
+            grace=self.grace_s,
             network=step.network,
             nano_cpus=int(resources.cpus * 1e9) if resources.cpus else None,
             mem_limit=resources.memory,
@@ -312,6 +359,8 @@ class AttemptRunner:
             return None
         try:
             return self.store.put_file(archive)
+        except EngineUnavailable:
+            raise  # a store that cannot be written stops the run
         except SluiceError:
             return None
 

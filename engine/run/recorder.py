@@ -1,0 +1,144 @@
+"""A run's manifest: made or resumed, saved on disk at each change, recorded at milestones."""
+
+from __future__ import annotations
+
+import secrets as random_hex
+import socket
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from engine import __version__
+from engine.core.manifest import RunManifest, RunStatus, StepRecord, StepStatus, Trigger, utc_iso
+from engine.core.parse import LoadedPipeline
+from engine.errors import SluiceError
+from engine.run.records import History
+
+
+def new_run_id(moment: datetime) -> str:
+    """`YYYYMMDDTHHMMSSZ-xxxxxx`: UTC start time and 6 random hex digits, so ids sort by time."""
+    return moment.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + random_hex.token_hex(3)
+
+
+def new_manifest(
+    loaded: LoadedPipeline,
+    *,
+    run_id: str | None,
+    trigger: Trigger,
+    params: dict[str, Any],
+    started: datetime,
+) -> RunManifest:
+    """The manifest of a run about to start: every step pending."""
+    return RunManifest(
+        run_id=run_id or new_run_id(started),
+        pipeline=loaded.name,
+        pipeline_file=loaded.file,
+        pipeline_sha256=loaded.sha256,
+        trigger=trigger,
+        params=params,
+        started_at=utc_iso(started),
+        engine={"version": __version__, "host": socket.gethostname()},
+        steps={
+            step.name: StepRecord(
+                type=step.type.value,
+                image=step.image if isinstance(step.image, str) else "build",
+                needs=list(step.needs),
+                is_finally=step.is_finally,
+            )
+            for step in loaded.steps
+        },
+    )
+
+
+def resumed(
+    paused: RunManifest,
+    decision: Literal["approve", "reject"] | None,
+    by: str,
+    now: datetime,
+) -> RunManifest:
+    """A paused or crashed run, ready to continue: approved steps and unfinished ones pend."""
+    manifest = paused.model_copy(deep=True)
+    manifest.status = RunStatus.running
+    manifest.finished_at = None
+    manifest.error = None
+    decisions = list(manifest.approvals)
+    for name, rec in manifest.steps.items():
+        if rec.status is StepStatus.waiting_approval and decision is not None:
+            by = by or "someone"
+            decisions.append({"step": name, "decision": decision, "by": by, "at": utc_iso(now)})
+            if decision == "approve":
+                rec.status, rec.reason = StepStatus.pending, None
+            else:
+                rec.status, rec.reason = StepStatus.failed, f"rejected by {by}"
+        elif rec.status is StepStatus.running:
+            rec.status = StepStatus.pending
+    manifest.approvals = decisions
+    return manifest
+
+
+Components = Callable[[str], Mapping[str, Any] | None]
+
+
+class Recorder:
+    """Writes the manifest under the run's folder at every change; with `record`, also commits
+    it (with new logs and cache components) to the results branch, when there is one.
+
+    A record that fails is said (`note`) and tried again with the next: the run goes on.
+    """
+
+    def __init__(
+        self,
+        run_dir: Path,
+        history: History | None,
+        *,
+        baseline_step: str | None,
+        components: Components,
+        note: Callable[[str], None],
+    ) -> None:
+        self.run_dir, self.history, self.baseline_step = run_dir, history, baseline_step
+        self.components, self.note = components, note
+        self.dry = False  # `explain`: nothing is written
+        self._logs: list[str] = []  # run-relative paths of logs not yet recorded
+        self._newly_done: set[str] = set()
+
+    def log_written(self, rel: str) -> None:
+        self._logs.append(rel)
+
+    def step_done(self, name: str) -> None:
+        self._newly_done.add(name)
+
+    def save(self, manifest: RunManifest, *, record: bool = False) -> None:
+        if self.dry:
+            return
+        path = self.run_dir / "manifest.json"
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(manifest.to_json())
+        tmp.replace(path)
+        if record and self.history is not None:
+            self._record(self.history, manifest)
+
+    def _record(self, history: History, manifest: RunManifest) -> None:
+        logs = {}
+        for rel in self._logs:
+            local = self.run_dir / rel
+            if local.is_file():
+                logs[Path(rel).name] = local.read_bytes()
+        components = {}
+        for name in self._newly_done:
+            parts = self.components(name)
+            if parts is not None:
+                components[name] = parts
+        try:
+            history.record(
+                manifest,
+                logs=logs,
+                components=components,
+                baseline_step=self.baseline_step,
+                newly_done=set(self._newly_done),
+            )
+        except SluiceError as exc:
+            self.note(f"results branch: {exc}")
+            return
+        self._logs.clear()
+        self._newly_done.clear()
