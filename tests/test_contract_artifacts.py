@@ -1,0 +1,135 @@
+"""One contract for the artifact store on a local folder (file://) and on fsspec's memory://.
+
+Content-addressed by sha256: identical bytes are stored once, reads are checked against the
+digest (a corrupt or missing object is an error, never wrong bytes), and writers racing to
+store the same bytes all get the same pointer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from engine.adapters.artifacts import ArtifactStore, CorruptArtifact
+from engine.core.manifest import ArtifactPointer
+from engine.errors import SluiceError
+from engine.ports import ArtifactStore as ArtifactStorePort
+
+
+@pytest.fixture(params=["file", "memory"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ArtifactStore]:
+    if request.param == "file":
+        yield ArtifactStore(f"file://{tmp_path / 'store'}", tmp_path)
+        return
+    # memory:// is one file system per process: each test gets its own root
+    made = ArtifactStore(f"memory://contract-{secrets.token_hex(6)}", tmp_path)
+    yield made
+    if made.fs.exists(made.root):
+        made.fs.rm(made.root, recursive=True)
+
+
+def port(store: ArtifactStore) -> ArtifactStorePort:
+    return store  # mypy checks the adapter against the port here
+
+
+def objects(store: ArtifactStore) -> dict[str, bytes]:
+    """Every file under the store's root (temporary files too), by path."""
+    fs: Any = store.fs
+    return {str(path): fs.cat_file(path) for path in fs.find(store.root)}
+
+
+def a_file(folder: Path, name: str, data: bytes) -> Path:
+    path = folder / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
+
+
+def test_identical_bytes_are_stored_once_under_their_sha256(
+    store: ArtifactStore, tmp_path: Path
+) -> None:
+    data = b"model weights\n"
+    first = port(store).put_file(a_file(tmp_path, "a.bin", data))
+    again = port(store).put_file(a_file(tmp_path, "elsewhere/b.bin", data))
+    assert first == again
+    assert first.sha256 == hashlib.sha256(data).hexdigest()
+    assert first.size == len(data)
+    assert first.uri.replace("/", "").endswith(first.sha256)  # the address names the digest
+    other = port(store).put_file(a_file(tmp_path, "c.bin", b"other bytes"))
+    assert other.sha256 != first.sha256 and other.uri != first.uri
+    stored = objects(store)
+    assert sorted(stored.values()) == sorted([data, b"other bytes"])  # no copies, no temp files
+    assert all(
+        path.endswith(first.sha256[2:]) or path.endswith(other.sha256[2:]) for path in stored
+    )
+
+
+def test_read_back_is_checked_and_byte_exact(store: ArtifactStore, tmp_path: Path) -> None:
+    data = bytes(range(256)) * 1000
+    pointer = port(store).put_file(a_file(tmp_path, "in.bin", data))
+    assert port(store).has(pointer) and port(store).has(pointer, verify=True)
+    dest = tmp_path / "out" / "copy.bin"
+    port(store).get_file(pointer, dest)
+    assert dest.read_bytes() == data
+    empty = port(store).put_file(a_file(tmp_path, "empty", b""))
+    port(store).get_file(empty, tmp_path / "out" / "empty")
+    assert (tmp_path / "out" / "empty").read_bytes() == b""
+
+
+def test_a_corrupt_object_is_detected_on_read(store: ArtifactStore, tmp_path: Path) -> None:
+    pointer = port(store).put_file(a_file(tmp_path, "in.bin", b"the real bytes"))
+    ((path, _),) = objects(store).items()
+    store.fs.pipe_file(path, b"the fake bytes")  # same size: only the digest can tell
+    assert port(store).has(pointer)  # size matches: cheap check passes
+    assert not port(store).has(pointer, verify=True)
+    dest = tmp_path / "out" / "copy.bin"
+    with pytest.raises(CorruptArtifact, match="does not match its sha256"):
+        port(store).get_file(pointer, dest)
+    assert list((tmp_path / "out").iterdir()) == []  # no partial or temporary file left
+    store.fs.pipe_file(path, b"short")
+    assert not port(store).has(pointer)  # wrong size
+
+
+def test_a_missing_object_is_an_error(store: ArtifactStore, tmp_path: Path) -> None:
+    data = b"never stored"
+    sha = hashlib.sha256(data).hexdigest()
+    pointer = ArtifactPointer(uri=store.uri(sha), sha256=sha, size=len(data))
+    assert not port(store).has(pointer)
+    assert not port(store).has(pointer, verify=True)
+    dest = tmp_path / "out" / "x.bin"
+    with pytest.raises(CorruptArtifact, match="missing") as raised:
+        port(store).get_file(pointer, dest)
+    assert isinstance(raised.value, SluiceError)
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_concurrent_writers_of_the_same_bytes_agree(store: ArtifactStore, tmp_path: Path) -> None:
+    data = secrets.token_bytes(256 * 1024)
+    sources = [a_file(tmp_path, f"w{n}.bin", data) for n in range(8)]
+    barrier = threading.Barrier(len(sources))
+    pointers: list[ArtifactPointer] = []
+    failures: list[BaseException] = []
+
+    def write(source: Path) -> None:
+        barrier.wait()
+        try:
+            pointers.append(store.put_file(source))
+        except BaseException as exc:
+            failures.append(exc)
+
+    threads = [threading.Thread(target=write, args=(s,)) for s in sources]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert failures == []
+    assert len(pointers) == len(sources) and all(p == pointers[0] for p in pointers)
+    assert list(objects(store).values()) == [data]  # one object, whole; no temp files left
+    port(store).get_file(pointers[0], tmp_path / "back.bin")
+    assert (tmp_path / "back.bin").read_bytes() == data
