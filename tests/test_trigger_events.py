@@ -15,10 +15,9 @@ from engine.core.triggers.github import (
     PlannedRun,
     RunTick,
     files_from_commits,
-    matches_paths,
-    path_matches,
     plan,
 )
+from engine.core.triggers.paths import matches_paths, path_matches
 from engine.errors import InvalidInput, NotFound
 
 EVENTS = Path(__file__).parent / "events"

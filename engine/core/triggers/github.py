@@ -6,7 +6,6 @@ import json
 import re
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
-from fnmatch import fnmatchcase
 from typing import Any
 
 from engine.core.expressions import ExpressionError
@@ -14,6 +13,7 @@ from engine.core.manifest import Trigger
 from engine.core.parse import LoadedPipeline, coerce_params
 from engine.core.suggest import suggest
 from engine.core.triggers.drift import bounded, holds_over
+from engine.core.triggers.paths import matches_paths, normalize
 from engine.errors import InvalidInput, NotFound, json_object
 
 EVENTS = ("push", "workflow_dispatch", "repository_dispatch", "schedule")
@@ -114,49 +114,6 @@ def files_from_commits(payload: Mapping[str, Any]) -> set[str]:
     return files
 
 
-def _segments(path: str) -> list[str]:
-    return [part for part in path.strip().removeprefix("./").split("/") if part and part != "."]
-
-
-def path_matches(pattern: str, path: str) -> bool:
-    """Whether a repository path matches a `paths` glob.
-
-    `*`, `?` and `[...]` match within one folder level; `**` as a whole segment matches any
-    number of levels, none included (`src/**` is everything under src, `**/*.py` every
-    Python file, `a/**/b` both `a/b` and `a/x/y/b`). A pattern ending in `/` means the
-    folder's contents. Matching is case-sensitive, like git.
-    """
-    parts = _segments(pattern)
-    if pattern.rstrip().endswith("/"):
-        parts.append("**")
-    names = _segments(path)
-    if not parts:
-        return False
-    # reachable[j]: the pattern so far can consume exactly the first j path segments.
-    # A table instead of backtracking keeps `**/**/**...` patterns linear per segment.
-    reachable = [True] + [False] * len(names)
-    for part in parts:
-        if part == "**":
-            for j in range(1, len(names) + 1):
-                reachable[j] = reachable[j] or reachable[j - 1]
-            continue
-        shifted = [False] * (len(names) + 1)
-        for j in range(1, len(names) + 1):
-            shifted[j] = reachable[j - 1] and fnmatchcase(names[j - 1], part)
-        reachable = shifted
-    return reachable[-1]
-
-
-def matches_paths(patterns: Sequence[str], path: str) -> bool:
-    """GitHub's `paths` semantics: the last pattern that matches decides; `!` excludes."""
-    verdict = False
-    for pattern in patterns:
-        negated = pattern.startswith("!")
-        if path_matches(pattern[1:] if negated else pattern, path):
-            verdict = not negated
-    return verdict
-
-
 def _push(
     payload: Mapping[str, Any],
     pipelines: Sequence[LoadedPipeline],
@@ -172,7 +129,7 @@ def _push(
     if ref is not None and ref.startswith("refs/tags/"):
         return []
     changed = set(changed_files) if changed_files is not None else files_from_commits(payload)
-    changed = {"/".join(_segments(path)) for path in changed}
+    changed = {normalize(path) for path in changed}
     recorded = {
         "ref": ref,
         "before": _text(payload.get("before")),
@@ -185,7 +142,7 @@ def _push(
         specs = [t.push for t in loaded.pipeline.triggers if t.push is not None]
         if not specs:
             continue
-        own = "/".join(_segments(loaded.file))
+        own = normalize(loaded.file)
         hits = sorted(
             path
             for path in changed
@@ -212,9 +169,9 @@ def _push(
 
 def find(pipelines: Sequence[LoadedPipeline], ref: str, source: str) -> LoadedPipeline:
     """A pipeline by name or by its file's repository path; NotFound names the candidates."""
-    wanted = "/".join(_segments(ref))
+    wanted = normalize(ref)
     for loaded in pipelines:
-        if ref == loaded.name or wanted == "/".join(_segments(loaded.file)):
+        if ref == loaded.name or wanted == normalize(loaded.file):
             return loaded
     names = [p.name for p in pipelines]
     raise NotFound(
