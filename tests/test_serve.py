@@ -21,7 +21,7 @@ from typing import Any
 
 import docker
 import pytest
-from conftest import make_repo, poll
+from conftest import make_repo, poll, sluice
 
 import engine
 from engine.adapters.webhook_http import MAX_BODY
@@ -221,12 +221,9 @@ def test_anything_but_the_signature_is_refused(header: str | None) -> None:
 def test_without_a_secret_the_server_refuses_to_start(tmp_path: Path) -> None:
     repo = make_repo(tmp_path, {"p.yaml": pipeline("retrain", "retrain", "busybox")})
     for secret in (None, ""):
-        done = subprocess.run(
-            [sys.executable, "-m", "engine", "--repo", str(repo), "serve", "--port", "0"],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            env=_env(secret),
+        unset_or_empty = {"SLUICE_WEBHOOK_SECRET": secret}
+        done = sluice(
+            "serve", "--port", "0", repo=repo, env=unset_or_empty, process=True, timeout=60
         )
         assert done.returncode == 2
         assert "SLUICE_WEBHOOK_SECRET is not set" in done.stderr
