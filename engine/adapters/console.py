@@ -18,9 +18,6 @@ if TYPE_CHECKING:
     from engine.core.graph import Dag
     from engine.core.manifest import Attempt
 
-# Reporter (the port these implement) is named here too, for callers that import it from here.
-__all__ = ["LiveReporter", "PlainReporter", "Reporter", "make_reporter", "summary_lines"]
-
 
 def _duration(record: StepRecord) -> str:
     total = sum(a.duration_s or 0.0 for a in record.attempts)

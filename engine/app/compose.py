@@ -9,13 +9,12 @@ from typing import TYPE_CHECKING, Any
 
 from engine.adapters import pipeline_files
 from engine.adapters.artifacts import ArtifactStore
-from engine.adapters.console import Reporter
 from engine.adapters.git_results import ResultsStore, store_for
 from engine.core.config import RepoConfig
 from engine.core.manifest import RunManifest, Trigger
 from engine.core.parse import LoadedPipeline
 from engine.errors import UsageError
-from engine.ports import ContainerRuntime
+from engine.ports import ContainerRuntime, Reporter
 from engine.run.executor import Executor, RunOptions
 from engine.run.records import History
 

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 from engine.adapters import pipeline_files
-from engine.adapters.console import Reporter
 from engine.adapters.github_api import DEFAULT_API, current_hops, dispatch
 from engine.app import compose
 from engine.app.drift_ledger import DriftLedger, Signal
@@ -19,7 +18,7 @@ from engine.core.manifest import RunManifest, RunStatus, Trigger, utc_iso
 from engine.core.parse import LoadedPipeline
 from engine.core.triggers.drift import Binding, bindings, bounded, holds_over, monitor_metrics
 from engine.errors import PipelineInvalid, SluiceError
-from engine.ports import ContainerRuntime
+from engine.ports import ContainerRuntime, Reporter
 from engine.run.executor import Executor, RunOptions, new_run_id
 
 MAX_DRIFT_DEPTH = 3  # a drift-started run may be a monitor itself; chains stop here
