@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from engine.core.checks import CheckResult, check_pipeline, coerce_param
-from engine.core.parse import coerce_params
+from engine.core.checks import CheckResult, check_pipeline
+from engine.core.params import coerce_param, coerce_params
 from engine.core.spec import Pipeline
 from engine.errors import InvalidInput
 

@@ -16,7 +16,8 @@ from engine.app import compose
 from engine.app.drift_follow import DriftFollower, execute_following
 from engine.core.config import RepoConfig
 from engine.core.manifest import RunManifest, RunStatus, Trigger
-from engine.core.parse import LoadedPipeline, coerce_params
+from engine.core.params import coerce_params
+from engine.core.parse import LoadedPipeline
 from engine.core.production import Production
 from engine.errors import NotFound, UsageError, json_object
 from engine.local.workspace import is_git_repo

@@ -26,7 +26,8 @@ from engine.app.drift_follow import DriftFollower, execute_following
 from engine.core import layout
 from engine.core.config import RepoConfig
 from engine.core.manifest import RunManifest, Trigger
-from engine.core.parse import LoadedPipeline, coerce_params
+from engine.core.params import coerce_params
+from engine.core.parse import LoadedPipeline
 from engine.errors import InvalidInput, PipelineInvalid, SluiceError
 from engine.local.workspace import is_git_repo
 from engine.ports import ContainerRuntime

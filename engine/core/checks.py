@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,7 +13,6 @@ from engine.core import expression_eval, expressions, graph, templating
 from engine.core.spec import Pipeline, ResolvedStep, StepWithoutImage, resolve_steps
 from engine.core.suggest import suggest
 from engine.core.values import NAME_RE
-from engine.errors import InvalidInput
 
 Path_ = tuple[str | int, ...]
 
@@ -212,6 +210,27 @@ def check_pipeline(data: Mapping[str, Any], pipeline: Pipeline | None) -> CheckR
     result = CheckResult()
     params_raw = data.get("params")
     params: dict[str, Any] = params_raw if isinstance(params_raw, dict) else {}
+    names = _step_names(data, result)
+    dag = _dag(_check_needs(data, names, result), names, result)
+    _check_steps(data, names, params, dag, result)
+    defaults = data.get("defaults")
+    if isinstance(defaults, dict):
+        _check_templates(defaults, ("defaults",), params, result)
+    _check_baseline(data, names, result)
+    _check_triggers(data, result)
+
+    if pipeline is not None and not result.problems:
+        try:
+            result.steps = resolve_steps(pipeline)
+        except StepWithoutImage as exc:
+            section, index = names.get(exc.step, ("steps", 0))
+            result.add((section, index, "name"), str(exc))
+        result.dag = dag
+    return result
+
+
+def _step_names(data: Mapping[str, Any], result: CheckResult) -> dict[str, tuple[str, int]]:
+    """Each step name -> where it is first declared: (section, index)."""
     names: dict[str, tuple[str, int]] = {}
     for section, index, item in _step_items(data):
         name = item.get("name")
@@ -224,10 +243,15 @@ def check_pipeline(data: Mapping[str, Any], pipeline: Pipeline | None) -> CheckR
                 )
             else:
                 names[name] = (section, index)
-    needs = _check_needs(data, names, result)
+    return names
+
+
+def _dag(
+    needs: dict[str, list[str]], names: dict[str, tuple[str, int]], result: CheckResult
+) -> graph.Dag | None:
+    """The DAG of main and finally steps; None (and a problem each) when `needs` form a cycle."""
     main_needs = {n: d for n, d in needs.items() if names[n][0] == "steps"}
     final_needs = {n: d for n, d in needs.items() if names[n][0] == "finally"}
-    dag: graph.Dag | None = None
     cycle_free = True
     for group in (main_needs, final_needs):
         cycle = graph.find_cycle(group)
@@ -235,15 +259,25 @@ def check_pipeline(data: Mapping[str, Any], pipeline: Pipeline | None) -> CheckR
             cycle_free = False
             section, index = names[cycle[0]]
             result.add((section, index, "needs"), "cycle in needs: " + " -> ".join(cycle))
-    if cycle_free:
-        main_dag, final_dag = graph.build(main_needs), graph.build(final_needs)
-        dag = graph.Dag(
-            needs={**main_dag.needs, **final_dag.needs},
-            order=main_dag.order,
-            levels=main_dag.levels,
-            finally_steps=final_dag.order,
-        )
+    if not cycle_free:
+        return None
+    main_dag, final_dag = graph.build(main_needs), graph.build(final_needs)
+    return graph.Dag(
+        needs={**main_dag.needs, **final_dag.needs},
+        order=main_dag.order,
+        levels=main_dag.levels,
+        finally_steps=final_dag.order,
+    )
 
+
+def _check_steps(
+    data: Mapping[str, Any],
+    names: dict[str, tuple[str, int]],
+    params: dict[str, Any],
+    dag: graph.Dag | None,
+    result: CheckResult,
+) -> None:
+    """Each step's templates, `when` and workspace paths."""
     has_baseline = isinstance(data.get("baseline"), dict)
     level_of = {n: i for i, level in enumerate(dag.levels) for n in level} if dag else {}
     reads = _WhenReads(dag, names, has_baseline, level_of) if dag else None
@@ -265,9 +299,11 @@ def check_pipeline(data: Mapping[str, Any], pipeline: Pipeline | None) -> CheckR
                         (section, index, "workspace", position),
                         f"workspace path {entry!r} must be relative to the repository, without '..'",
                     )
-    defaults = data.get("defaults")
-    if isinstance(defaults, dict):
-        _check_templates(defaults, ("defaults",), params, result)
+
+
+def _check_baseline(
+    data: Mapping[str, Any], names: dict[str, tuple[str, int]], result: CheckResult
+) -> None:
     baseline = data.get("baseline")
     if isinstance(baseline, dict) and isinstance(baseline.get("step"), str):
         step = baseline["step"]
@@ -282,16 +318,6 @@ def check_pipeline(data: Mapping[str, Any], pipeline: Pipeline | None) -> CheckR
                 ("baseline", "step"),
                 f"baseline step {step!r} is not a step of this pipeline{suggest(step, list(names))}",
             )
-    _check_triggers(data, result)
-
-    if pipeline is not None and not result.problems:
-        try:
-            result.steps = resolve_steps(pipeline)
-        except StepWithoutImage as exc:
-            section, index = names.get(exc.step, ("steps", 0))
-            result.add((section, index, "name"), str(exc))
-        result.dag = dag
-    return result
 
 
 @dataclass
@@ -344,45 +370,3 @@ class _WhenReads:
                     seen.add(dep)
                     stack.append(dep)
         return False
-
-
-_TRUE = {"true", "yes", "on", "1"}
-_FALSE = {"false", "no", "off", "0"}
-
-
-def coerce_param(key: str, default: Any, raw: Any, *, from_text: bool, source: str) -> Any:
-    """One override converted to (or checked against) the type of the param's default."""
-    kind = type(default)
-    want = {bool: "true or false", int: "a whole number", float: "a number", str: "text"}[kind]
-    bad = InvalidInput(
-        f"{source}: param {key!r} takes {want} (its default is {default!r}), got {raw!r}"
-    )
-    if from_text and isinstance(raw, str):
-        text = raw.strip()
-        if kind is bool:
-            if text.lower() in _TRUE | _FALSE:
-                return text.lower() in _TRUE
-            raise bad
-        if kind is int:
-            if re.fullmatch(r"[+-]?\d+", text):
-                return int(text)
-            raise bad
-        if kind is float:
-            try:
-                return float(text)
-            except ValueError:
-                raise bad from None
-        return raw
-    if kind is bool:
-        if isinstance(raw, bool):
-            return raw
-        raise bad
-    if isinstance(raw, bool):
-        raise bad
-    if kind is int and isinstance(raw, int):
-        return raw
-    if kind is float and isinstance(raw, int | float):
-        return float(raw)
-    if kind is str and isinstance(raw, str):
-        return raw
-    raise bad

@@ -6,9 +6,8 @@ Pure: the files themselves are found and read by engine.adapters.pipeline_files.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
 
 from pydantic import ValidationError
 
@@ -16,9 +15,8 @@ from engine.core import checks
 from engine.core.graph import Dag
 from engine.core.schema_problems import type_name, validation_problems
 from engine.core.spec import Pipeline, RepoConfig, ResolvedStep
-from engine.core.suggest import suggest
 from engine.core.yaml_lines import LineMap, compose
-from engine.errors import InvalidInput, NotFound, PipelineInvalid, Problem
+from engine.errors import NotFound, PipelineInvalid, Problem
 
 MAX_FILE_BYTES = 16 * 1024**2
 
@@ -134,25 +132,4 @@ def parse_repo_config(text: str, file: str = "sluice.yaml") -> RepoConfig:
         raise PipelineInvalid(problems) from None
     if problems:
         raise PipelineInvalid(problems)
-    return result
-
-
-def coerce_params(
-    declared: Mapping[str, Any], overrides: Mapping[str, Any], *, source: str, from_text: bool
-) -> dict[str, Any]:
-    """Declared params with `overrides` applied and type-checked against the defaults' types.
-
-    `from_text`: values are command-line strings (`-p n=3`) to be parsed into the type.
-    Raises InvalidInput naming the param and the expected type.
-    """
-    result = dict(declared)
-    for key, raw in overrides.items():
-        if key not in declared:
-            raise InvalidInput(
-                f"{source}: unknown param {key!r}{suggest(key, declared)}; "
-                f"declared: {', '.join(sorted(declared)) or 'none'}"
-            )
-        result[key] = checks.coerce_param(
-            key, declared[key], raw, from_text=from_text, source=source
-        )
     return result

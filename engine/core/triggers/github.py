@@ -10,7 +10,8 @@ from typing import Any
 
 from engine.core.expressions import ExpressionError
 from engine.core.manifest import Trigger
-from engine.core.parse import LoadedPipeline, coerce_params
+from engine.core.params import coerce_params
+from engine.core.parse import LoadedPipeline
 from engine.core.suggest import suggest
 from engine.core.triggers.drift import bounded, holds_over
 from engine.core.triggers.paths import matches_paths, normalize
