@@ -88,25 +88,53 @@ def document(pipelines: Sequence[tuple[str, Pipeline]], options: WorkflowOptions
     """
     if not pipelines:
         raise ValueError("no pipelines: a workflow needs at least one")
-    paths: set[str] = set()
-    events: set[str] = set(DISPATCH_TYPES)
-    secrets: set[str] = set()
-    cron = False
-    for file, pipeline in pipelines:
-        paths.add(_literal_path(file))
-        for trigger in pipeline.triggers:
-            if trigger.push is not None:
-                paths.update(p.strip() for p in trigger.push.paths if not p.startswith("!"))
-            if trigger.webhook is not None:
-                events.add(trigger.webhook.event)
-            cron = cron or trigger.cron is not None
-        for step in pipeline.all_steps:
-            secrets.update(step.secrets or [])
-        secrets.update(pipeline.defaults.secrets or [])
-    on: dict[str, Any] = {
-        "push": {"branches-ignore": [options.results_branch], "paths": sorted(paths - {""})}
+    wants = _Wants.of(pipelines)
+    return {
+        "name": "Sluice",
+        "on": _on(wants, sorted({pipeline.name for _, pipeline in pipelines}), options),
+        "permissions": {},
+        "concurrency": {
+            "group": "sluice-${{ github.ref }}-${{ github.event_name }}",
+            "cancel-in-progress": False,
+            "queue": "max",
+        },
+        "jobs": {"sluice": _job(wants.secrets, options)},
     }
-    if cron:
+
+
+@dataclass
+class _Wants:
+    """What the pipelines listen to, and the secrets they name."""
+
+    paths: set[str]
+    events: set[str]
+    secrets: set[str]
+    cron: bool
+
+    @classmethod
+    def of(cls, pipelines: Sequence[tuple[str, Pipeline]]) -> _Wants:
+        wants = cls(set(), set(DISPATCH_TYPES), set(), False)
+        for file, pipeline in pipelines:
+            wants.paths.add(_literal_path(file))
+            for trigger in pipeline.triggers:
+                if trigger.push is not None:
+                    wants.paths.update(
+                        p.strip() for p in trigger.push.paths if not p.startswith("!")
+                    )
+                if trigger.webhook is not None:
+                    wants.events.add(trigger.webhook.event)
+                wants.cron = wants.cron or trigger.cron is not None
+            for step in pipeline.all_steps:
+                wants.secrets.update(step.secrets or [])
+            wants.secrets.update(pipeline.defaults.secrets or [])
+        return wants
+
+
+def _on(wants: _Wants, names: list[str], options: WorkflowOptions) -> dict[str, Any]:
+    on: dict[str, Any] = {
+        "push": {"branches-ignore": [options.results_branch], "paths": sorted(wants.paths - {""})}
+    }
+    if wants.cron:
         on["schedule"] = [{"cron": options.tick}]
     on["workflow_dispatch"] = {
         "inputs": {
@@ -114,7 +142,7 @@ def document(pipelines: Sequence[tuple[str, Pipeline]], options: WorkflowOptions
                 "description": "Pipeline to run",
                 "required": True,
                 "type": "choice",
-                "options": sorted({pipeline.name for _, pipeline in pipelines}),
+                "options": names,
             },
             "params": {
                 "description": "Params as a JSON object (default: the pipeline's own)",
@@ -124,40 +152,30 @@ def document(pipelines: Sequence[tuple[str, Pipeline]], options: WorkflowOptions
             },
         }
     }
-    on["repository_dispatch"] = {"types": sorted(events)}
+    on["repository_dispatch"] = {"types": sorted(wants.events)}
+    return on
+
+
+def _job(secrets: set[str], options: WorkflowOptions) -> dict[str, Any]:
     env = {"GITHUB_TOKEN": "${{ github.token }}"}
     env.update({name: f"${{{{ secrets.{name} }}}}" for name in sorted(secrets - set(env))})
     return {
-        "name": "Sluice",
-        "on": on,
-        "permissions": {},
-        "concurrency": {
-            "group": "sluice-${{ github.ref }}-${{ github.event_name }}",
-            "cancel-in-progress": False,
-            "queue": "max",
-        },
-        "jobs": {
-            "sluice": {
-                "name": "Sluice (${{ github.event_name }})",
-                "runs-on": "ubuntu-latest",
-                "permissions": {
-                    "contents": Commented("write", "push the results branch; send dispatches")
-                },
-                "steps": [
-                    {
-                        "name": "Check out (full history: changed files, results branch)",
-                        "uses": _uses(options.checkout, options.checkout_comment),
-                        "with": {"fetch-depth": 0, "persist-credentials": False},
-                    },
-                    {
-                        "name": "Run what the event calls for",
-                        "id": "sluice",
-                        "uses": _uses(options.action, options.action_comment),
-                        "env": env,
-                    },
-                ],
-            }
-        },
+        "name": "Sluice (${{ github.event_name }})",
+        "runs-on": "ubuntu-latest",
+        "permissions": {"contents": Commented("write", "push the results branch; send dispatches")},
+        "steps": [
+            {
+                "name": "Check out (full history: changed files, results branch)",
+                "uses": _uses(options.checkout, options.checkout_comment),
+                "with": {"fetch-depth": 0, "persist-credentials": False},
+            },
+            {
+                "name": "Run what the event calls for",
+                "id": "sluice",
+                "uses": _uses(options.action, options.action_comment),
+                "env": env,
+            },
+        ],
     }
 
 
