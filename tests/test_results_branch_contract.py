@@ -20,7 +20,7 @@ from engine.ports import ClaimLost, ResultsBranch
 
 class Place:
     """Where writers live: `clone()` a new runner (its own clone of the shared origin),
-    `writer(of)` another writer in the same clone as `of`."""
+    `writer(of)` another writer in the same clone as `of` (pushing only if `push`)."""
 
     def __init__(self, kind: str, tmp_path: Path) -> None:
         self.kind, self.tmp_path = kind, tmp_path
@@ -41,15 +41,15 @@ class Place:
             return self._open(path)
         return self._open(MemoryRepository())
 
-    def writer(self, of: ResultsBranch) -> ResultsBranch:
-        return self._open(self._where[id(of)])
+    def writer(self, of: ResultsBranch, *, push: bool = True) -> ResultsBranch:
+        return self._open(self._where[id(of)], push)
 
-    def _open(self, where: Path | MemoryRepository) -> ResultsBranch:
+    def _open(self, where: Path | MemoryRepository, push: bool | str = "auto") -> ResultsBranch:
         branch: ResultsBranch
         if isinstance(where, Path):
-            branch = ResultsStore(where)
+            branch = ResultsStore(where, push=push)
         else:
-            branch = MemoryResultsBranch(where, remote=self.origin)
+            branch = MemoryResultsBranch(where, remote=self.origin, push=push)
         self._where[id(branch)] = where
         self.opened.append(branch)
         return branch
@@ -154,7 +154,8 @@ def test_runs_newest_first_and_each_run_by_its_id(place: Place) -> None:
     ids = [f"20261124T10{m:02d}00Z-{m:06x}" for m in range(5)]
     for n, run_id in enumerate(ids):
         pipeline = "churn" if n % 2 == 0 else "fraud"
-        branch.record_run(manifest(run_id, pipeline), {"train.1.log": f"log {n}\n".encode()})
+        logs = {"train.1.log": f"log {n}\n".encode()}
+        branch.commit(*layout.run_record(manifest(run_id, pipeline), logs, {}))
     branch.commit({layout.manifest("churn", "20261124T090000Z-ffffff"): b"{damaged"}, "bad")
     assert [m.run_id for m in branch.runs(limit=3)] == [ids[4], ids[3], ids[2]]
     assert [m.run_id for m in branch.runs("fraud")] == [ids[3], ids[1]]
@@ -172,14 +173,16 @@ def test_runs_newest_first_and_each_run_by_its_id(place: Place) -> None:
 
 
 def test_writers_of_one_clone_racing_lose_nothing(place: Place) -> None:
+    # Not pushing: what is raced for is the local branch's compare-and-swap alone.
     first = place.clone()
-    writers = [first] + [place.writer(first) for _ in range(3)]
+    writers = [place.writer(first, push=False) for _ in range(4)]
     outcomes = race(4, lambda i: writers[i].commit({f"w/{i}": b"%d" % i}, f"writer {i}"))
     assert all(isinstance(o, str) for o in outcomes), outcomes
     assert first.list_dir("w") == ["0", "1", "2", "3"]
+    first.commit({"w/4": b"4"}, "push them all")
     reader = place.clone()
     reader.fetch()
-    assert reader.list_dir("w") == ["0", "1", "2", "3"]
+    assert reader.list_dir("w") == ["0", "1", "2", "3", "4"]
 
 
 def test_runners_racing_through_one_origin_lose_nothing(place: Place) -> None:
@@ -231,7 +234,7 @@ def test_a_claim_on_a_path_that_exists_is_lost(place: Place) -> None:
 
 def test_one_clone_racing_on_a_claim_has_one_winner(place: Place) -> None:
     first = place.clone()
-    writers = [first] + [place.writer(first) for _ in range(3)]
+    writers = [place.writer(first, push=False) for _ in range(4)]
     claim = "claims/cron/nightly/20261125T0200Z"
 
     def work(i: int) -> str:

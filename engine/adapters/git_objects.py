@@ -25,7 +25,7 @@ TREE, BLOB = b"40000", b"100644"
 # repacks loose objects as deltas anyway.
 _BIG_TREE = 1 << 16
 
-Changes = Mapping[tuple[bytes, ...], str | None]  # path parts -> blob id; None deletes
+TreeChanges = Mapping[tuple[bytes, ...], str | None]  # path parts -> blob id; None deletes
 Obj = tuple[str, str, bytes]  # id, type, content
 
 
@@ -112,7 +112,7 @@ class ObjectDB:
     def empty_tree(self) -> str:
         return self.write(b"tree", b"")
 
-    def commit_onto(self, parent: str | None, changes: Changes, message: str) -> str:
+    def commit_onto(self, parent: str | None, changes: TreeChanges, message: str) -> str:
         """A new commit: `parent`'s tree with `changes`, by Sluice, now."""
         tree = self.apply(self.tree_of(parent) if parent else None, changes)
         stamp = "{} <{}> {} +0000".format(*IDENTITY, int(time.time()))
@@ -120,7 +120,7 @@ class ObjectDB:
         lines += [f"author {stamp}", f"committer {stamp}", "", message.rstrip("\n"), ""]
         return self.write(b"commit", "\n".join(lines).encode())
 
-    def apply(self, tree: str | None, changes: Changes) -> str | None:
+    def apply(self, tree: str | None, changes: TreeChanges) -> str | None:
         """The tree id after `changes`; None when it ends up empty.
 
         Only the trees on changed paths are read and rewritten, each by splicing entries

@@ -13,13 +13,13 @@ from types import MappingProxyType
 
 from pydantic import ValidationError
 
-from engine.adapters.git_objects import BLOB, Changes, Obj, ObjectDB, Tree, clean, parts, text
+from engine.adapters.git_objects import BLOB, Obj, ObjectDB, Tree, TreeChanges, clean, parts, text
 from engine.core import layout
 from engine.core.config import RepoConfig
 from engine.core.manifest import RunManifest
 from engine.errors import EngineUnavailable, UsageError
 from engine.local import gitcli
-from engine.ports import ClaimLost
+from engine.ports import Changes, ClaimLost
 
 # Git's words for a refusal that means "another runner moved the branch first".
 _RACE = ("non-fast-forward", "fetch first", "stale info", "cannot lock", "failed to update ref")
@@ -83,13 +83,7 @@ class ResultsStore:
             return True
         return self._push_mode == "auto" and self._remote_exists()
 
-    def commit(
-        self,
-        changes: Mapping[str, bytes | None],
-        message: str,
-        *,
-        expect_absent: Sequence[str] = (),
-    ) -> str:
+    def commit(self, changes: Changes, message: str, *, expect_absent: Sequence[str] = ()) -> str:
         """Commit `path -> content` changes (None deletes); returns the commit id.
 
         Raises ClaimLost when a path of `expect_absent` exists at the tip, here or on the
@@ -196,7 +190,7 @@ class ResultsStore:
     # -- committing ----------------------------------------------------------------------
 
     def _commit_locally(
-        self, blobs: Changes, message: str, absent: Sequence[str]
+        self, blobs: TreeChanges, message: str, absent: Sequence[str]
     ) -> tuple[str, str | None]:
         """Commit onto the local tip (or the remote-tracking one); returns (commit, parent)."""
         for _ in range(_LOCAL_ATTEMPTS):
@@ -209,7 +203,12 @@ class ResultsStore:
         raise EngineUnavailable(f"{self._ref} kept moving: gave up after {_LOCAL_ATTEMPTS} tries")
 
     def _push(
-        self, commit: str, parent: str | None, blobs: Changes, message: str, absent: Sequence[str]
+        self,
+        commit: str,
+        parent: str | None,
+        blobs: TreeChanges,
+        message: str,
+        absent: Sequence[str],
     ) -> str:
         """Push without force; when another runner got there first, re-apply and retry.
 
@@ -344,7 +343,7 @@ class ResultsStore:
         return changes
 
     def _carried(
-        self, base: str | None, commit: str, remote: str, *, ours: Changes
+        self, base: str | None, commit: str, remote: str, *, ours: TreeChanges
     ) -> dict[tuple[bytes, ...], str | None]:
         """What to re-apply onto `remote`: everything since `base`, ours and what other
         writers of this clone left unpushed, except files they created that the remote

@@ -25,7 +25,7 @@ from pydantic import ValidationError
 from engine.core import layout
 from engine.core.manifest import RunManifest
 from engine.errors import EngineUnavailable, UsageError
-from engine.ports import ClaimLost
+from engine.ports import Changes, ClaimLost
 
 Files = Mapping[str, bytes]  # path -> content: a commit's whole tree
 _EMPTY: Mapping[str, bytes] = MappingProxyType({})
@@ -126,13 +126,7 @@ class MemoryResultsBranch:
     def list_dir(self, path: str, *, at: str | None = None) -> list[str]:
         return list(_entries(self.repo.files(at or self.tip()), path.strip("/")))
 
-    def commit(
-        self,
-        changes: Mapping[str, bytes | None],
-        message: str,
-        *,
-        expect_absent: Sequence[str] = (),
-    ) -> str:
+    def commit(self, changes: Changes, message: str, *, expect_absent: Sequence[str] = ()) -> str:
         wanted = {"/".join(layout.parts(p)): data for p, data in changes.items()}
         for path in wanted:
             if any(other.startswith(path + "/") for other in wanted):
@@ -150,14 +144,6 @@ class MemoryResultsBranch:
             if self.repo.cas(self._ref, commit, local):
                 return self._push(commit, base, wanted, message, absent) if pushing else commit
         raise EngineUnavailable(f"{self._ref} kept moving: gave up after {_ATTEMPTS} tries")
-
-    def record_run(
-        self,
-        manifest: RunManifest,
-        logs: Mapping[str, bytes] = _EMPTY,
-        extra: Mapping[str, bytes | None] = _EMPTY,
-    ) -> str:
-        return self.commit(*layout.run_record(manifest, logs, extra))
 
     def runs(self, pipeline: str | None = None, limit: int = 20) -> list[RunManifest]:
         tip = self.tip()

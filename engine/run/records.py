@@ -203,7 +203,7 @@ class History:
             if name == baseline_step:
                 extra[layout.succeeded(manifest.pipeline, name)] = manifest.run_id.encode()
                 deployed = True
-        self.branch.record_run(manifest, logs=logs, extra=extra)
+        self.branch.commit(*layout.run_record(manifest, logs, extra))
         if deployed and baseline_step is not None:
             run_id = manifest.run_id
             decide = deploy_once(run_id, baseline_step)
