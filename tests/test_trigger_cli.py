@@ -403,7 +403,7 @@ def test_read_event_takes_overrides_then_the_runner_variables(tmp_path: Path) ->
     with pytest.raises(InvalidInput, match="not valid JSON"):
         read_event(env)
     path.write_text("[]")
-    with pytest.raises(InvalidInput, match="not a JSON object"):
+    with pytest.raises(InvalidInput, match="must be a JSON object"):
         read_event(env)
 
 

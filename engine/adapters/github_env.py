@@ -14,7 +14,14 @@ from typing import IO, Any
 
 from engine.core.graph import Dag, render_mermaid
 from engine.core.manifest import RunManifest, StepRecord
-from engine.errors import EngineUnavailable, InvalidInput, NotFound, Problem, UsageError
+from engine.errors import (
+    EngineUnavailable,
+    InvalidInput,
+    NotFound,
+    Problem,
+    UsageError,
+    json_object,
+)
 from engine.local import gitcli
 
 MAX_EVENT_BYTES = 25 * 1024**2  # GitHub caps webhook payloads at 25 MB
@@ -58,13 +65,12 @@ def read_event(
         raise NotFound(f"event payload {where}: cannot read: {exc.strerror}") from None
     if len(raw) > MAX_EVENT_BYTES:
         raise InvalidInput(f"event payload {where} is larger than {MAX_EVENT_BYTES} bytes")
+    what = f"event payload {where}"
     try:
-        payload = json.loads(raw)
-    except ValueError as exc:
-        raise InvalidInput(f"event payload {where} is not valid JSON: {exc}") from None
-    if not isinstance(payload, dict):
-        raise InvalidInput(f"event payload {where} is not a JSON object")
-    return Event(name, payload)
+        text = raw.decode(json.detect_encoding(raw), "surrogatepass")  # as json.loads(bytes)
+    except UnicodeDecodeError as exc:
+        raise InvalidInput(f"{what} is not valid JSON: {exc}") from None
+    return Event(name, json_object(text, what, example='{"ref": "refs/heads/main", ...}'))
 
 
 def _git(repo: Path, *args: str) -> subprocess.CompletedProcess[bytes] | None:
