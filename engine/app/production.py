@@ -9,20 +9,20 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
-from engine.adapters.git_results import ResultsStore
 from engine.adapters.pipeline_files import find_pipeline
 from engine.app import compose
 from engine.core.config import RepoConfig
 from engine.core.manifest import RunManifest, StepStatus
 from engine.core.production import Action, Production
 from engine.errors import NotFound, UsageError
+from engine.ports import ResultsBranch
 from engine.run.records import History
 
 Change = tuple[str, Production | None, Production | None]  # pipeline, before, after
 
 
 @contextlib.contextmanager
-def _writing(repo: Path, config: RepoConfig, push: bool | None) -> Iterator[ResultsStore]:
+def _writing(repo: Path, config: RepoConfig, push: bool | None) -> Iterator[ResultsBranch]:
     """The results branch to write, up to date with the remote when it is pushed to."""
     store = compose.results_branch(repo, config, push)
     if store is None:

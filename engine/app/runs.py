@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 from engine.adapters.console import make_reporter
-from engine.adapters.git_results import ResultsStore
 from engine.app import compose
 from engine.app.drift_follow import DriftFollower, execute_following
 from engine.core.config import RepoConfig
@@ -21,6 +20,7 @@ from engine.core.parse import LoadedPipeline
 from engine.core.production import Production
 from engine.errors import NotFound, UsageError, json_object
 from engine.local.workspace import is_git_repo
+from engine.ports import ResultsBranch
 from engine.run.executor import Executor, RunOptions
 from engine.run.records import History
 
@@ -147,7 +147,7 @@ def outcome(manifest: RunManifest) -> str:
     return "error" if engine_failed else manifest.status.value
 
 
-def find_run(store: ResultsStore, run_id: str) -> RunManifest:
+def find_run(store: ResultsBranch, run_id: str) -> RunManifest:
     manifest = store.manifest(run_id)
     if manifest is None:
         raise NotFound(
@@ -210,12 +210,12 @@ def decide(
     return launch(place, loaded, run_options, on_executor=on_executor)
 
 
-def production_of(store: ResultsStore, pipeline: str) -> Production | None:
+def production_of(store: ResultsBranch, pipeline: str) -> Production | None:
     """The pipeline's production pointer, as `sluice show` mentions it."""
     return History(store).pointer(pipeline)
 
 
-def log_text(store: ResultsStore, run_id: str, step: str, attempt: int | None) -> bytes:
+def log_text(store: ResultsBranch, run_id: str, step: str, attempt: int | None) -> bytes:
     """A step's log (default: its last attempt) from the results branch."""
     manifest = find_run(store, run_id)
     record = manifest.steps.get(step)

@@ -10,7 +10,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from engine.adapters.console import make_reporter
-from engine.adapters.git_results import ResultsStore
 from engine.adapters.pipeline_files import display_path, find_pipeline_files, load_many
 from engine.app import compose
 from engine.app.drift_follow import DriftFollower, execute_following
@@ -28,7 +27,7 @@ from engine.errors import (
     SluiceError,
     UsageError,
 )
-from engine.ports import ClaimLost
+from engine.ports import ClaimLost, ResultsBranch
 
 
 @dataclass(frozen=True)
@@ -93,7 +92,7 @@ def load(
 
 
 def due(
-    store: ResultsStore,
+    store: ResultsBranch,
     pipelines: list[LoadedPipeline],
     now: datetime,
     window: timedelta,
@@ -138,7 +137,7 @@ def due(
 class Ticker(Place):
     """A Place that claims cron slots on its results branch and runs them."""
 
-    def open(self) -> ResultsStore:
+    def open(self) -> ResultsBranch:
         """The results branch claims go to; UsageError outside a git repository."""
         store = compose.results_branch(self.repo, self.config, self.push)
         if store is None:
@@ -150,7 +149,7 @@ class Ticker(Place):
 
     def tick(
         self,
-        store: ResultsStore,
+        store: ResultsBranch,
         pipelines: list[LoadedPipeline],
         now: datetime,
         window: timedelta,
@@ -180,7 +179,7 @@ class Ticker(Place):
             store.close()
             done.interrupted = runs.interrupted.is_set()
 
-    def _claim(self, store: ResultsStore, item: Due) -> bool:
+    def _claim(self, store: ResultsBranch, item: Due) -> bool:
         """Commit the slot's claim; False when another runner has it or it may not be ours."""
         name, slot = item.loaded.name, item.slot
         path = claim_path(name, slot)
@@ -204,7 +203,7 @@ class Ticker(Place):
 
     def _claim_and_run(
         self,
-        store: ResultsStore,
+        store: ResultsBranch,
         item: Due,
         follower: DriftFollower,
         runs: OneAtATime,
