@@ -83,6 +83,7 @@ class Harness:
     name: str
     runtime: ContainerRuntime
     image: str
+    short: float  # a timeout that surely ends a blocked attempt, and soon
 
     def __init__(self) -> None:
         self._count = 0
@@ -123,6 +124,7 @@ class FakeHarness(Harness):
         self.fake = FakeRuntime(default=None, missing_images=[MISSING])
         self.runtime = self.fake
         self.image = "sluice-test/fake:1"
+        self.short = 0.05
 
     def prepare(self, step: str, behaviour: Behaviour) -> None:
         self.fake.steps[step] = script(behaviour)
@@ -143,6 +145,7 @@ class DockerHarness(Harness):
         self.docker = DockerRuntime(client)
         self.runtime = self.docker
         self.image = image
+        self.short = 1.0
 
     def labels_seen(self, run_id: str) -> list[dict[str, str]]:
         listed = self.client.containers.list(
@@ -265,7 +268,7 @@ def test_a_failed_attempt_fetches_what_failure_asks_for(
 
 def test_a_timeout_ends_the_attempt_as_timed_out(harness: Harness, rid: str) -> None:
     lines: list[str] = []
-    spec = harness.spec(Behaviour(logs=("waiting",), block=True), rid, timeout=1)
+    spec = harness.spec(Behaviour(logs=("waiting",), block=True), rid, timeout=harness.short)
     result = run(harness, spec, lines=lines)
     assert result.timed_out
     assert result.exit_code is not None and result.exit_code != 0
@@ -323,7 +326,7 @@ def test_containers_carry_the_specs_labels(harness: Harness, rid: str) -> None:
 def test_gc_finds_nothing_after_finished_attempts(harness: Harness, rid: str) -> None:
     harness.gc_only(rid)
     assert run(harness, harness.spec(Behaviour(2), rid)).exit_code == 2
-    timed_out = run(harness, harness.spec(Behaviour(block=True), rid, timeout=1))
+    timed_out = run(harness, harness.spec(Behaviour(block=True), rid, timeout=harness.short))
     assert timed_out.timed_out
     assert harness.runtime.gc() == []  # every attempt removed its own container
     assert harness.present(rid) == 0
