@@ -18,6 +18,7 @@ from engine.core.manifest import (
     RunManifest,
     RunStatus,
     StepStatus,
+    run_status,
     utc_iso,
 )
 from engine.core.parse import LoadedPipeline
@@ -367,18 +368,10 @@ class Executor:
     def _finish(self) -> None:
         if self._stopped is not None and not self._cancel.is_set():
             self.stop(set())
-        statuses = self._statuses()
-        if self._cancel.is_set():
-            status = RunStatus.cancelled
-        elif self._stopped is not None or any(
-            s in (StepStatus.failed, StepStatus.upstream_failed) for s in statuses.values()
-        ):
-            status = RunStatus.failed
-        elif any(s is StepStatus.waiting_approval for s in statuses.values()):
-            status = RunStatus.waiting_approval
-        elif all(s in TERMINAL for s in statuses.values()):
-            status = RunStatus.succeeded
-        else:
+        status = run_status(self._statuses().values(), cancelled=self._cancel.is_set())
+        if status is not RunStatus.cancelled and self._stopped is not None:
+            status = RunStatus.failed  # the engine could not go on
+        elif status is None:
             status = RunStatus.failed
             self.manifest.error = self.manifest.error or "the run ended with steps left undecided"
         self.manifest.status = status
