@@ -223,7 +223,7 @@ def sluice(
             check=False,
         )
     assert cwd is None, "a cwd needs process=True"
-    from engine.cli.main import main  # here: a conftest that imports no engine module loads fast
+    from engine.cli.main import main  # here: tests that never call the CLI do not load it
 
     runner = CliRunner()
     with runner.isolation(env=dict(env or {}), color=False) as (out, err, _):
