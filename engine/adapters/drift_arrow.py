@@ -100,6 +100,7 @@ def read_parquet(src: Source, names: Sequence[str]) -> tuple[int, dict[str, Any]
 
 def pq() -> Any:
     """pyarrow.parquet, imported when a Parquet file comes along (CSV never needs it)."""
+    # lazy: CSV never needs it
     import pyarrow.parquet  # type: ignore[import-untyped, import-not-found, unused-ignore]
 
     return pyarrow.parquet
