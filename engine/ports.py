@@ -53,6 +53,17 @@ class ContainerSpec:
 
 
 @dataclass(frozen=True)
+class BuildRequest:
+    """An image to build from a folder of the repository, tagged by its content."""
+
+    context: Path
+    dockerfile: str
+    tag: str
+    args: dict[str, str] = field(default_factory=dict)
+    target: str | None = None
+
+
+@dataclass(frozen=True)
 class Transfer:
     """Archives moved through the Docker API around one attempt.
 
@@ -97,15 +108,8 @@ class ContainerRuntime(Protocol):
         """
         ...
 
-    def build_image(
-        self,
-        context: Path,
-        dockerfile: str,
-        tag: str,
-        buildargs: dict[str, str],
-        target: str | None,
-    ) -> str:
-        """Build `context` as `tag` (no network) unless `tag` exists; return its image id."""
+    def build_image(self, build: BuildRequest) -> str:
+        """Build `build.context` as `build.tag` unless that tag exists; return its image id."""
         ...
 
     def run(

@@ -254,3 +254,29 @@ def test_reject_ends_the_run_failed_and_still_runs_finally(tmp_path: Path) -> No
     assert done.status is RunStatus.failed
     assert done.steps["release"].status is StepStatus.failed
     assert done.steps["release"].reason == "rejected by alice"
+
+
+BUILT = """
+name: built
+defaults: {image: {build: {context: tools}}}
+steps:
+  - name: one
+    run: one
+  - name: two
+    needs: [one]
+    run: two
+"""
+
+
+def test_a_built_image_is_built_once_and_named_by_its_tag(tmp_path: Path) -> None:
+    bench = Bench(tmp_path, BUILT, FakeRuntime())
+    (bench.repo / "tools").mkdir()
+    (bench.repo / "tools" / "Dockerfile").write_text("FROM scratch\n")
+    first = bench.run()
+    (tag,) = bench.runtime.builds
+    assert tag.startswith("sluice-build/tools:")
+    assert {first.steps[n].image for n in ("one", "two")} == {tag}
+    assert bench.started() == ["one", "two"]
+    (bench.repo / "tools" / "Dockerfile").write_text("FROM scratch\nLABEL v=2\n")
+    bench.run()
+    assert len(bench.runtime.builds) == 2 and bench.runtime.builds[1] != tag

@@ -23,6 +23,7 @@ from engine.ports import (
     LABEL_ENGINE,
     LABEL_RUN,
     LABEL_STEP,
+    BuildRequest,
     ContainerResult,
     ContainerRuntime,
     ContainerSpec,
@@ -381,11 +382,11 @@ def test_build_image_builds_once_and_reports_failures(
     )
     tag = f"sluice-test/build:{run_id.lower()}"
     try:
-        first = runtime.build_image(tmp_path, "Dockerfile", tag, {}, None)
+        first = runtime.build_image(BuildRequest(tmp_path, "Dockerfile", tag))
         assert first == docker_client.images.get(tag).id
-        assert runtime.build_image(tmp_path, "Dockerfile", tag, {}, None) == first
+        assert runtime.build_image(BuildRequest(tmp_path, "Dockerfile", tag)) == first
         with pytest.raises(ImageBuildFailed, match="before-the-failure"):
-            runtime.build_image(tmp_path, "Broken.dockerfile", tag + "-broken", {}, None)
+            runtime.build_image(BuildRequest(tmp_path, "Broken.dockerfile", tag + "-broken"))
     finally:
         with contextlib.suppress(docker.errors.ImageNotFound):
             docker_client.images.remove(tag, force=True)

@@ -14,6 +14,7 @@ from engine.ports import (
     LABEL_ATTEMPT,
     LABEL_RUN,
     LABEL_STEP,
+    BuildRequest,
     ContainerResult,
     ContainerRuntime,
     ContainerSpec,
@@ -88,7 +89,7 @@ def test_outcome_lists_images_and_unscripted_steps(tmp_path: Path) -> None:
     assert _run(runtime, _spec("eval", 1, image="gone:1"), Transfer())[0].error
     with pytest.raises(ImageMissing):
         runtime.image_id("gone:1")
-    assert runtime.build_image(tmp_path, "Dockerfile", "gone:1", {}, None).startswith("sha256:")
+    assert runtime.build_image(BuildRequest(tmp_path, "Dockerfile", "gone:1")).startswith("sha256:")
     assert runtime.image_id("gone:1") == runtime.image_id("gone:1")
 
 

@@ -23,6 +23,7 @@ from engine.local import archives
 from engine.ports import (
     LABEL_ENGINE,
     LABEL_RUN,
+    BuildRequest,
     ContainerResult,
     ContainerSpec,
     ImageMissing,
@@ -115,15 +116,9 @@ class DockerRuntime:
                     hint=_IMAGE_HINT,
                 ) from exc
 
-    def build_image(
-        self,
-        context: Path,
-        dockerfile: str,
-        tag: str,
-        buildargs: dict[str, str],
-        target: str | None,
-    ) -> str:
-        """Build `context` as `tag` with no network, unless `tag` exists; return its id."""
+    def build_image(self, build: BuildRequest) -> str:
+        """Build `build.context` as `build.tag`, unless that tag exists; return its id."""
+        tag = build.tag
         with _daemon_errors():
             try:
                 return str(self.client.images.get(tag).id)
@@ -133,11 +128,11 @@ class DockerRuntime:
                 raise ImageBuildFailed(f"image {tag!r}: {_explain(exc)}") from exc
             try:
                 image, _ = self.client.images.build(
-                    path=str(context),
-                    dockerfile=dockerfile,
+                    path=str(build.context),
+                    dockerfile=build.dockerfile,
                     tag=tag,
-                    buildargs=buildargs,
-                    target=target,
+                    buildargs=build.args,
+                    target=build.target,
                     network_mode=self._build_network(),
                     rm=True,
                     forcerm=True,
@@ -148,7 +143,7 @@ class DockerRuntime:
                     str(entry.get("stream") or entry.get("error") or "") for entry in log
                 )
                 raise ImageBuildFailed(
-                    f"building image {tag!r} from {context / dockerfile} failed: {exc}"
+                    f"building image {tag!r} from {build.context / build.dockerfile} failed: {exc}"
                     + "".join(f"\n  | {line}" for line in text.strip().splitlines()[-20:]),
                     hint="fix the Dockerfile or the build context (SLUICE_BUILD_NETWORK sets the build network)",
                 ) from exc

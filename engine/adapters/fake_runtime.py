@@ -15,6 +15,7 @@ from engine.ports import (
     LABEL_ATTEMPT,
     LABEL_RUN,
     LABEL_STEP,
+    BuildRequest,
     ContainerResult,
     ContainerSpec,
     ImageMissing,
@@ -75,17 +76,10 @@ class FakeRuntime:
             raise ImageMissing(f"image {ref!r} is missing (fake)")
         return "sha256:" + hashlib.sha256(ref.encode()).hexdigest()
 
-    def build_image(
-        self,
-        context: Path,
-        dockerfile: str,
-        tag: str,
-        buildargs: dict[str, str],
-        target: str | None,
-    ) -> str:
-        self.builds.append(tag)
-        self.missing_images.discard(tag)
-        return self.image_id(tag)
+    def build_image(self, build: BuildRequest) -> str:
+        self.builds.append(build.tag)
+        self.missing_images.discard(build.tag)
+        return self.image_id(build.tag)
 
     def run(
         self, spec: ContainerSpec, transfer: Transfer, *, on_log: LogSink, cancel: threading.Event

@@ -11,7 +11,7 @@ from engine.core import cache, fingerprint, templating
 from engine.core.manifest import RunManifest
 from engine.core.spec import ENGINE_IMAGE, ImageBuild, ResolvedStep
 from engine.local.workspace import WorkspaceSnapshot
-from engine.ports import ContainerRuntime, ImageMissing
+from engine.ports import BuildRequest, ContainerRuntime, ImageMissing
 
 
 @dataclass(frozen=True)
@@ -162,4 +162,6 @@ class Preparer:
         name = "-".join(p for p in prefix.lower().replace("_", "-").split("/") if p and p != ".")
         tag = f"sluice-build/{name or 'root'}:{digest[:16]}"
         self._built[image.model_dump_json()] = tag
-        return self.runtime.build_image(context, build.dockerfile, tag, build.args, build.target)
+        return self.runtime.build_image(
+            BuildRequest(context, build.dockerfile, tag, dict(build.args), build.target)
+        )
