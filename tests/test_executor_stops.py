@@ -13,11 +13,14 @@ from conftest import make_repo, sluice
 
 from engine.adapters.artifacts import DEFAULT_URL, ArtifactStore
 from engine.adapters.fake_runtime import FakeOutcome, FakeRuntime
+from engine.adapters.memory_results import MemoryResultsBranch
 from engine.core.manifest import RunManifest, RunStatus, StepStatus
 from engine.core.parse import load_text
 from engine.core.spec import Outcome
+from engine.errors import EngineUnavailable
 from engine.ports import ContainerSpec, RuntimeUnavailable
 from engine.run.executor import Executor, RunOptions
+from engine.run.records import History
 
 CHAIN = """
 name: chain
@@ -43,6 +46,7 @@ def run(
     runtime: FakeRuntime,
     *,
     store: ArtifactStore | None = None,
+    history: History | None = None,
     max_parallel: int = 4,
 ) -> tuple[Path, RunManifest]:
     repo = make_repo(tmp_path, files={"data.txt": "data\n"})
@@ -51,6 +55,7 @@ def run(
         params=dict(loaded.pipeline.params),
         max_parallel=max_parallel,
         artifacts=store or ArtifactStore(DEFAULT_URL, repo),
+        history=history,
     )
     return repo, Executor(loaded, runtime, repo=repo, options=options).run()
 
@@ -137,6 +142,22 @@ def test_an_artifact_store_that_cannot_be_written_stops_the_run(tmp_path: Path) 
     assert manifest.error.startswith("the engine could not run (in step 'a'): cannot write")
     assert manifest.steps["a"].status is StepStatus.failed
     assert manifest.steps["b"].status is StepStatus.cancelled
+
+
+class UnreadableBranch(MemoryResultsBranch):
+    """A results branch whose git cannot read objects any more (a broken or vanished repo)."""
+
+    def read(self, path: str, *, at: str | None = None) -> bytes | None:
+        raise EngineUnavailable(f"git cat-file failed reading {path}")
+
+
+def test_a_results_branch_that_cannot_be_read_stops_the_run(tmp_path: Path) -> None:
+    runtime = FakeRuntime()
+    _, manifest = run(tmp_path, CHAIN, runtime, history=History(UnreadableBranch()))
+    assert runtime.calls == []  # the cache look-up of the first step failed
+    assert manifest.status is RunStatus.failed and manifest.engine_error
+    assert manifest.error is not None
+    assert manifest.error.startswith("the engine could not run: git cat-file failed reading cache/")
 
 
 def test_a_failed_step_is_not_an_engine_error(tmp_path: Path) -> None:
