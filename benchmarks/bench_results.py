@@ -1,22 +1,30 @@
 """Results branch cost with 10 vs 10,000 runs: record_run, runs(limit=20), a CLI-like listing.
 
-python benchmarks/bench_results.py [--json]
+python benchmarks/bench_results.py [--json] [--gitpython]
+
+--gitpython measures, side by side, the same store with its object database read and written
+in process by GitPython (gitdb) instead of `git cat-file` and Sluice's own loose-object
+writer; it needs `pip install GitPython`, which Sluice no longer depends on (BENCHMARKS.md).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import io
 import json
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from itertools import count
 from pathlib import Path
+from typing import Any
 
+from engine.adapters.git_objects import Obj, ObjectDB, Tree
 from engine.adapters.git_results import ResultsStore
 from engine.core.manifest import RunManifest
 
@@ -117,16 +125,89 @@ def paired_ms(
     small: Callable[[], object], big: Callable[[], object], reps: int = REPS
 ) -> tuple[float, float]:
     """Medians of both, run turn about so that load from elsewhere hits both alike."""
-    times: tuple[list[float], list[float]] = ([], [])
+    first, second = turn_about([small, big], reps)
+    return first, second
+
+
+def turn_about(actions: list[Callable[[], object]], reps: int = REPS) -> list[float]:
+    """Median milliseconds of each action, the actions run in turn `reps` times."""
+    times: list[list[float]] = [[] for _ in actions]
     for _ in range(reps):
-        for action, into in ((small, times[0]), (big, times[1])):
+        for action, into in zip(actions, times, strict=True):
             started = time.perf_counter()
             action()
             into.append(time.perf_counter() - started)
-    return statistics.median(times[0]) * 1000, statistics.median(times[1]) * 1000
+    return [statistics.median(t) * 1000 for t in times]
 
 
-def measure(small: Path, big: Path) -> dict[str, tuple[float, float]]:
+class GitPythonObjects(ObjectDB):
+    """The object database read and written in process through GitPython (gitdb), for
+    comparison: refs and `<commit>:<path>` names resolved without a git process, objects
+    read from loose files and packs by gitdb, written by gitdb as loose objects."""
+
+    def __init__(self, base: ObjectDB) -> None:
+        self.__dict__.update(base.__dict__)
+        import git  # lazy: only this comparison needs GitPython
+
+        self._repo = git.Repo(self.repo, odbt=git.GitDB)
+        self._missing = (ValueError, KeyError, IndexError, git.BadName, git.BadObject)
+
+    def cat(self, names: Sequence[str]) -> list[Obj | None]:
+        found: list[Obj | None] = []
+        for name in names:
+            try:
+                found.append(self._resolve(name))
+            except self._missing:
+                found.append(None)
+        return found
+
+    def _resolve(self, name: str) -> Obj:
+        ref, colon, path = name.partition(":")
+        sha = ref if len(ref) == 2 * self.hashlen else self._repo.rev_parse(ref).hexsha
+        kind, body = self._raw(sha)
+        if colon:
+            if kind != "commit":
+                raise KeyError(name)
+            sha = body[5 : 5 + 2 * self.hashlen].decode()  # tree <id>
+            kind, body = self._raw(sha)
+            for part in filter(None, path.split("/")):
+                entry = Tree(body, self.hashlen).get(part.encode()) if kind == "tree" else None
+                if entry is None:
+                    raise KeyError(name)
+                sha = entry[1]
+                kind, body = self._raw(sha)
+        return sha, kind, body
+
+    def _raw(self, sha: str) -> tuple[str, bytes]:
+        stream = self._repo.odb.stream(bytes.fromhex(sha))
+        return str(stream.type.decode()), bytes(stream.read())
+
+    def write(self, kind: bytes, body: bytes) -> str:
+        from gitdb import IStream  # type: ignore[import-untyped]  # lazy: as above
+
+        written = self._repo.odb.store(IStream(kind, len(body), io.BytesIO(body)))
+        sha = str(written.hexsha.decode())
+        if kind == b"tree" and len(body) > 1 << 16:
+            self._recent = {**dict(list(self._recent.items())[-3:]), sha: body}
+        return sha
+
+    def close(self) -> None:
+        self._repo.close()
+
+
+class GitPythonStore(ResultsStore):
+    """ResultsStore with GitPythonObjects: update-ref, fetch and push stay git commands."""
+
+    def __init__(self, repo: Path, **options: Any) -> None:
+        super().__init__(repo, **options)
+        self.objects = GitPythonObjects(self.objects)
+
+
+def measure(
+    small: Path, big: Path, stores: Sequence[type[ResultsStore]] = (ResultsStore,)
+) -> dict[str, list[float]]:
+    """Per operation, the medians of [small with stores[0], big with stores[0], small with
+    stores[1], ...], every variant run in turn."""
     clock = datetime(2026, 11, 24, tzinfo=UTC)
 
     def fresh() -> RunManifest:
@@ -134,23 +215,33 @@ def measure(small: Path, big: Path) -> dict[str, tuple[float, float]]:
         clock += timedelta(seconds=1)
         return realistic_manifest(run_id(clock))
 
-    def cold_record(repo: Path) -> None:
-        with ResultsStore(repo, push=False) as store:
-            store.record_run(fresh(), LOGS)
+    def cold_record(kind: type[ResultsStore], repo: Path) -> Callable[[], None]:
+        def action() -> None:
+            with kind(repo, push=False) as store:
+                store.record_run(fresh(), LOGS)
 
-    def listing(repo: Path) -> None:
-        with ResultsStore(repo, push=False) as store:
-            assert len(store.runs(limit=20)) == 20
+        return action
 
-    with ResultsStore(small, push=False) as one, ResultsStore(big, push=False) as other:
-        warm = paired_ms(
-            lambda: one.record_run(fresh(), LOGS), lambda: other.record_run(fresh(), LOGS)
-        )
-    return {
-        "record_run_warm_ms": warm,
-        "record_run_new_store_ms": paired_ms(lambda: cold_record(small), lambda: cold_record(big)),
-        "runs_limit_20_ms": paired_ms(lambda: listing(small), lambda: listing(big)),
-    }
+    def listing(kind: type[ResultsStore], repo: Path) -> Callable[[], None]:
+        def action() -> None:
+            with kind(repo, push=False) as store:
+                assert len(store.runs(limit=20)) == 20
+
+        return action
+
+    def warm(store: ResultsStore) -> Callable[[], object]:
+        return lambda: store.record_run(fresh(), LOGS)
+
+    variants = [(kind, repo) for kind in stores for repo in (small, big)]
+    opened = [kind(repo, push=False) for kind, repo in variants]
+    try:
+        results = {"record_run_warm_ms": turn_about([warm(s) for s in opened])}
+    finally:
+        for store in opened:
+            store.close()
+    results["record_run_new_store_ms"] = turn_about([cold_record(*v) for v in variants])
+    results["runs_limit_20_ms"] = turn_about([listing(*v) for v in variants])
+    return results
 
 
 def python_c(code: str) -> Callable[[], object]:
@@ -160,39 +251,103 @@ def python_c(code: str) -> Callable[[], object]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument(
+        "--gitpython", action="store_true", help="also GitPython's object database, side by side"
+    )
     args = parser.parse_args()
+    if args.gitpython and importlib.util.find_spec("git") is None:
+        parser.error(
+            "--gitpython needs GitPython, which Sluice does not depend on: pip install GitPython"
+        )
+    stores: tuple[type[ResultsStore], ...] = (ResultsStore,)
+    stores += (GitPythonStore,) if args.gitpython else ()
     with tempfile.TemporaryDirectory() as tmp:
         small, big = Path(tmp, "small"), Path(tmp, "big")
         started = time.perf_counter()
         build(small, 10)
         build(big, 10_000)
         build_s = time.perf_counter() - started
-        results = measure(small, big)
+        results = measure(small, big, stores)
+        for kind in stores[1:]:  # the same answers, or the comparison means nothing
+            with ResultsStore(big) as plain, kind(big) as other:
+                assert plain.runs(limit=20) == other.runs(limit=20)
+                assert plain.list_dir("runs/churn") == other.list_dir("runs/churn")
         sluice_runs = [sys.executable, "-m", "engine", "--repo", str(big), "runs", "--limit", "20"]
-        imports, cli = paired_ms(
-            python_c("import engine.adapters.git_results"),
-            lambda: subprocess.run(sluice_runs, check=True, capture_output=True),
-            reps=9,
+        imports = [python_c("import engine.adapters.git_results")]
+        imports += [python_c("import engine.adapters.git_results, git")] if args.gitpython else []
+        timed = turn_about(
+            [*imports, lambda: subprocess.run(sluice_runs, check=True, capture_output=True)], 9
         )
-    report: dict[str, object] = {"build_s": round(build_s, 2), "runs": [10, 10_000]}
-    for key, (a, b) in results.items():
-        report[key] = {"10": round(a, 2), "10000": round(b, 2), "ratio": round(b / a, 3)}
-    report["subprocess_list_20_ms"] = round(cli, 1)
-    report["subprocess_import_only_ms"] = round(imports, 1)
-    if args.json:
-        print(json.dumps(report, indent=2))
+        # Each operation as a command runs it: a fresh process, imports included.
+        processes = {
+            f"process_{op}_ms": turn_about([python_c(in_process(op, k, big)) for k in stores], 9)
+            for op in ("record_run", "runs_limit_20")
+        }
+    report(results | processes, timed, stores, build_s, args.json)
+
+
+def in_process(op: str, kind: type[ResultsStore], repo: Path) -> str:
+    """Python code that does `op` with a `kind` store on `repo`, as a command would."""
+    work = {
+        "record_run": "store.record_run(realistic_manifest(run_id(datetime.now(UTC))), LOGS)",
+        "runs_limit_20": "assert len(store.runs(limit=20)) == 20",
+    }[op]
+    return (
+        f"import sys, itertools, random; sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
+        "import bench_results as b; from bench_results import *\n"
+        "b._serial = itertools.count(random.randrange(1 << 24))\n"
+        f"with {kind.__name__}({str(repo)!r}, push=False) as store:\n    {work}\n"
+    )
+
+
+def report(
+    results: dict[str, list[float]],
+    timed: list[float],
+    stores: Sequence[type[ResultsStore]],
+    build_s: float,
+    as_json: bool,
+) -> None:
+    names = {ResultsStore: "subprocess git", GitPythonStore: "GitPython"}
+    found: dict[str, object] = {"build_s": round(build_s, 2), "runs": [10, 10_000]}
+    for key, times in results.items():
+        if key.startswith("process_"):
+            found[key] = {names[k]: round(t, 1) for k, t in zip(stores, times, strict=True)}
+            continue
+        per = {
+            names[kind]: {"10": round(a, 2), "10000": round(b, 2), "ratio": round(b / a, 3)}
+            for kind, a, b in zip(stores, times[0::2], times[1::2], strict=True)
+        }
+        found[key] = per["subprocess git"] if len(stores) == 1 else per
+    found["subprocess_list_20_ms"] = round(timed[-1], 1)
+    found["subprocess_import_only_ms"] = round(timed[0], 1)
+    if len(stores) > 1:
+        found["subprocess_import_with_gitpython_ms"] = round(timed[1], 1)
+    if as_json:
+        print(json.dumps(found, indent=2))
         return
     print(f"built both branches in {build_s:.1f} s (medians of {REPS} repetitions)\n")
-    print(f"{'':34}{'10 runs':>12}{'10,000 runs':>14}{'ratio':>8}")
+    print(f"{'':34}{'':16}{'10 runs':>10}{'10,000 runs':>14}{'ratio':>8}")
     for key, label in (
         ("record_run_warm_ms", "record_run, open store"),
         ("record_run_new_store_ms", "new store + record_run"),
         ("runs_limit_20_ms", "new store + runs(limit=20)"),
     ):
-        a, b = results[key]
-        print(f"{label:34}{a:>9.1f} ms{b:>11.1f} ms{b / a:>7.2f}x")
-    print(f"\n{'sluice runs --limit 20 (10,000 runs)':34}{cli:>23.0f} ms   (goal < 500 ms)")
-    print(f"{'python -c: import engine.adapters.git_results':34}{imports:>23.0f} ms   (of which)")
+        times = results[key]
+        for kind, a, b in zip(stores, times[0::2], times[1::2], strict=True):
+            print(f"{label:34}{names[kind]:16}{a:>7.1f} ms{b:>11.1f} ms{b / a:>7.2f}x")
+    print(f"\n{'sluice runs --limit 20 (10,000 runs)':50}{timed[-1]:>7.0f} ms   (goal < 500 ms)")
+    print(f"{'python -c: import engine.adapters.git_results':50}{timed[0]:>7.0f} ms   (of which)")
+    if len(stores) > 1:
+        print(f"{'python -c: the same, and import git (GitPython)':50}{timed[1]:>7.0f} ms")
+        print("\nas a command runs them, in a fresh process (imports included), 10,000 runs:")
+        for key, label in (
+            ("process_record_run_ms", "record a run"),
+            ("process_runs_limit_20_ms", "list the 20 newest"),
+        ):
+            cells = "".join(
+                f"{names[k]:>16}{t:>7.0f} ms" for k, t in zip(stores, results[key], strict=True)
+            )
+            print(f"{label:34}{cells}")
 
 
 if __name__ == "__main__":
