@@ -87,7 +87,8 @@ def params(
 def options(
     place: Place,
     loaded: LoadedPipeline,
-    given: dict[str, Any],
+    *,
+    params: dict[str, Any],
     trigger: Trigger,
     max_parallel: int | None = None,
 ) -> RunOptions:
@@ -100,7 +101,7 @@ def options(
         place.repo,
         place.config,
         loaded,
-        params=given,
+        params=params,
         trigger=trigger,
         push=place.push,
         max_parallel=max_parallel,
@@ -183,7 +184,9 @@ def retry(
     original = _read(place, run_id)
     loaded = _current(place, original)
     trigger = Trigger(kind="retry", event=run_id, payload={"retry_of": run_id})
-    run_options = options(place, loaded, dict(original.params), trigger, max_parallel)
+    run_options = options(
+        place, loaded, params=dict(original.params), trigger=trigger, max_parallel=max_parallel
+    )
     run_options.reuse = original
     return launch(place, loaded, run_options, on_executor=on_executor)
 
@@ -201,7 +204,7 @@ def decide(
     if paused.status is not RunStatus.waiting_approval:
         raise UsageError(f"run {run_id} is {paused.status.value}, not waiting for approval")
     loaded = _current(place, paused)
-    run_options = options(place, loaded, dict(paused.params), paused.trigger)
+    run_options = options(place, loaded, params=dict(paused.params), trigger=paused.trigger)
     run_options.resume = paused
     run_options.decision = decision
     run_options.decided_by = (

@@ -109,7 +109,8 @@ def run(
     place = _place(state, push)
     loaded = place.pipeline(pipeline)
     given = runs.params(loaded, pairs, params_json)
-    options = runs.options(place, loaded, given, Trigger(kind="manual"), max_parallel)
+    trigger = Trigger(kind="manual")
+    options = runs.options(place, loaded, params=given, trigger=trigger, max_parallel=max_parallel)
     options.use_cache = not no_cache
     if not dry_run:
         manifests = runs.launch(place, loaded, options, on_executor=_on_executor, quiet=quiet)
