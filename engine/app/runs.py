@@ -13,6 +13,7 @@ from typing import Any, Literal
 from engine.adapters.console import make_reporter
 from engine.app import compose
 from engine.app.drift_follow import DriftFollower, execute_following
+from engine.core import layout
 from engine.core.config import RepoConfig
 from engine.core.manifest import RunManifest, RunStatus, Trigger
 from engine.core.params import coerce_params
@@ -94,9 +95,8 @@ def options(
 ) -> RunOptions:
     """The run's options with the real adapters; outside git, a note that runs stay local."""
     if not is_git_repo(place.repo):
-        place.log(
-            f"sluice: {place.repo} is not a git repository: runs are kept under .sluice/runs only"
-        )
+        where = layout.LOCAL_RUNS
+        place.log(f"sluice: {place.repo} is not a git repository: runs are kept under {where} only")
     return compose.run_options(
         place.repo,
         place.config,
