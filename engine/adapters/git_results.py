@@ -10,16 +10,19 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
+from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
 from engine.adapters.git_objects import BLOB, Obj, ObjectDB, Tree, TreeChanges, clean, parts, text
 from engine.core import layout
-from engine.core.config import RepoConfig
 from engine.core.manifest import RunManifest
 from engine.errors import EngineUnavailable, UsageError
 from engine.local import gitcli
 from engine.ports import Changes, ClaimLost
+
+if TYPE_CHECKING:  # reading sluice.yaml's models costs ~10 ms that recording never needs
+    from engine.core.config import RepoConfig
 
 # Git's words for a refusal that means "another runner moved the branch first".
 _RACE = ("non-fast-forward", "fetch first", "stale info", "cannot lock", "failed to update ref")
