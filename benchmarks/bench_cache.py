@@ -20,7 +20,7 @@ from pathlib import Path
 
 from engine.adapters.docker_runtime import DockerRuntime
 from engine.adapters.pipeline_files import load_file
-from engine.app.compose import execute, run_options
+from engine.app.execution import execute, run_options
 from engine.core.manifest import Trigger
 from engine.core.spec import RepoConfig
 

@@ -21,7 +21,7 @@ from conftest import git, make_repo, sluice
 from engine.adapters.fake_runtime import FakeOutcome, FakeRuntime
 from engine.adapters.git_results import ResultsStore
 from engine.adapters.pipeline_files import find_pipeline
-from engine.app.compose import execute, run_options
+from engine.app.execution import execute, run_options
 from engine.app.production import who
 from engine.cli.common import State
 from engine.core.config import RepoConfig

@@ -10,7 +10,7 @@ from typing import Any
 
 from engine.adapters import pipeline_files
 from engine.adapters.github_api import DEFAULT_API, current_hops, dispatch
-from engine.app import compose
+from engine.app import compose, execution
 from engine.app.drift_ledger import DriftLedger, Signal
 from engine.core.config import RepoConfig
 from engine.core.expressions import ExpressionError
@@ -45,7 +45,7 @@ def execute_following(
     done: list[RunManifest] = []
     while queue:
         current, current_options, depth = queue.pop(0)
-        manifest = compose.execute(
+        manifest = execution.execute(
             repo,
             current,
             current_options,
@@ -164,7 +164,7 @@ class DriftFollower:
                     continue
                 self.log(f"sluice: {where}: {verdict.reason}: starting run {settled.run_id}")
                 trigger = _drift_trigger(signal, binding, verdict.until, payload)
-                options = compose.run_options(
+                options = execution.run_options(
                     self.repo, self.config, binding.loaded, trigger=trigger, push=self.push
                 )
                 options.run_id = settled.run_id

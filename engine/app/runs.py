@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from engine.adapters.console import make_reporter
-from engine.app import compose
+from engine.adapters.pipeline_files import find_pipeline
+from engine.app import compose, execution
 from engine.app.drift_follow import DriftFollower, execute_following
 from engine.core import layout
 from engine.core.config import RepoConfig
@@ -61,7 +62,9 @@ class Place:
     log: Callable[[str], None]
 
     def pipeline(self, ref: str) -> LoadedPipeline:
-        return compose.pipeline(self.repo, self.repo / self.config.pipelines, ref)
+        found = find_pipeline(self.repo, self.repo / self.config.pipelines, ref)
+        assert found is not None
+        return found
 
 
 def params(
@@ -97,7 +100,7 @@ def options(
     if not is_git_repo(place.repo):
         where = layout.LOCAL_RUNS
         place.log(f"sluice: {place.repo} is not a git repository: runs are kept under {where} only")
-    return compose.run_options(
+    return execution.run_options(
         place.repo,
         place.config,
         loaded,
@@ -113,7 +116,7 @@ def explain(
 ) -> list[tuple[str, bool, str]]:
     """`--dry-run`: (step, would be cached, why) for each step; nothing runs."""
     with tempfile.TemporaryDirectory(prefix="sluice-dry-") as scratch:
-        executor = compose.executor(loaded, run_options, repo=place.repo)
+        executor = execution.executor(loaded, run_options, repo=place.repo)
         return executor.explain(Path(scratch))
 
 

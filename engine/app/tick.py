@@ -11,7 +11,7 @@ from pathlib import Path
 
 from engine.adapters.console import make_reporter
 from engine.adapters.pipeline_files import display_path, find_pipeline_files, load_many
-from engine.app import compose
+from engine.app import compose, execution
 from engine.app.drift_follow import DriftFollower, execute_following
 from engine.app.runs import OneAtATime, Place
 from engine.core.manifest import RunManifest, RunStatus, Trigger
@@ -219,7 +219,7 @@ class Ticker(Place):
             return
         trigger = Trigger(kind="cron", event=item.schedule, scheduled_for=slot_iso(item.slot))
         try:
-            options = compose.run_options(
+            options = execution.run_options(
                 self.repo, self.config, item.loaded, trigger=trigger, push=self.push
             )
             # The slot's run, then the runs its drift bindings start (a monitor's tick).

@@ -13,7 +13,7 @@ from typing import Any
 from engine.adapters import github_env as github
 from engine.adapters.console import make_reporter
 from engine.adapters.pipeline_files import find_pipeline_files, load_many
-from engine.app import compose
+from engine.app import compose, execution
 from engine.app.drift_follow import DriftFollower, execute_following
 from engine.app.drift_ledger import Signal
 from engine.app.runs import OneAtATime, Place
@@ -103,7 +103,7 @@ def _options_for(
 ) -> RunOptions | None:
     """The run's options; None when a drift signal's cooldown holds it back."""
     if run.trigger.kind != "drift":
-        return compose.run_options(
+        return execution.run_options(
             place.repo,
             place.config,
             loaded,

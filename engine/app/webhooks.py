@@ -21,7 +21,7 @@ from typing import Any
 
 from engine.adapters.pipeline_files import find_pipeline_files, load_many
 from engine.adapters.webhook_http import DELIVERY_HEADERS, Reply, error, make_server
-from engine.app import compose
+from engine.app import compose, execution
 from engine.app.drift_follow import DriftFollower, execute_following
 from engine.core import layout
 from engine.core.config import RepoConfig
@@ -277,7 +277,7 @@ class Receiver:
         try:
             # One results store per run (made by run_options, closed by execute): its git
             # processes are not shared between runs; commits meet by compare-and-swap.
-            options = compose.run_options(
+            options = execution.run_options(
                 self.repo, self.config, job.loaded, params=job.params, trigger=job.trigger
             )
             options.run_id = job.run_id

@@ -48,10 +48,15 @@ class State:
     @property
     def config(self) -> RepoConfig:
         if self._config is None:
-            from engine.app import compose  # lazy: pydantic, only once a command runs
-
             path = Path(self.config_option) if self.config_option else None
-            self._config = compose.repo_config(self.repo, path)
+            if path is None and not (self.repo / "sluice.yaml").exists():
+                from engine.core.config import RepoConfig  # lazy: pydantic, not for --help
+
+                self._config = RepoConfig()  # no file: skip the (heavier) parser
+            else:
+                from engine.adapters.pipeline_files import load_repo_config  # lazy: the parser
+
+                self._config = load_repo_config(self.repo, path)
         return self._config
 
     @property
@@ -64,9 +69,11 @@ class State:
         return compose.reading_branch(self.repo, self.config, fetch=fetch)
 
     def pipeline(self, ref: str) -> LoadedPipeline:
-        from engine.app import compose  # lazy: pydantic, only once a command runs
+        from engine.adapters.pipeline_files import find_pipeline  # lazy: the pipeline parser
 
-        return compose.pipeline(self.repo, self.pipelines_dir, ref)
+        found = find_pipeline(self.repo, self.pipelines_dir, ref)
+        assert found is not None
+        return found
 
 
 def exit_with(code: int) -> NoReturn:
