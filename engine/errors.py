@@ -19,7 +19,7 @@ SluiceError                 exit 1 unless a subclass says otherwise
 │   └── ResultsNotPushed    [adapters.git_results] committed here, refused by the remote
 ├── ImageMissing            [ports] an image that is not there and cannot be pulled or built
 │   └── ImageBuildFailed    [adapters.docker_runtime] building a step's image failed
-├── ClaimLost               [ports] another runner created a claimed path first
+├── ClaimLost               another runner created a claimed path first
 ├── UnsafeArchive           [local.archives] an archive that writes where it must not
 ├── CorruptArtifact         [adapters.artifacts] a stored object missing or not matching
 ├── DispatchFailed          [adapters.github_api] GitHub did not accept a dispatch
@@ -101,6 +101,14 @@ class EngineUnavailable(SluiceError):
     """Something the engine needs (Docker, git, an artifact store) cannot be reached."""
 
     exit_code = 3
+
+
+class ClaimLost(SluiceError):
+    """A path the commit needed to be absent is already on the results branch."""
+
+    def __init__(self, path: str, branch: str) -> None:
+        super().__init__(f"{path} already exists on {branch}: another runner claimed it first")
+        self.path = path
 
 
 def json_object(

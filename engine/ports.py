@@ -194,14 +194,6 @@ class NullReporter:
 # -- the results branch -----------------------------------------------------------------
 
 
-class ClaimLost(SluiceError):
-    """A path the commit needed to be absent is already on the results branch."""
-
-    def __init__(self, path: str, branch: str) -> None:
-        super().__init__(f"{path} already exists on {branch}: another runner claimed it first")
-        self.path = path
-
-
 Changes = Mapping[str, bytes | None]  # path -> content; None deletes
 
 

@@ -15,8 +15,7 @@ from conftest import git
 
 from engine.adapters.git_results import ResultsNotPushed, ResultsStore
 from engine.core.manifest import RunManifest, RunStatus
-from engine.errors import SluiceError, UsageError
-from engine.ports import ClaimLost
+from engine.errors import ClaimLost, SluiceError, UsageError
 
 BRANCH = "sluice-results"
 

@@ -14,8 +14,8 @@ from engine.adapters.git_results import ResultsStore
 from engine.adapters.memory_results import MemoryRepository, MemoryResultsBranch
 from engine.core import layout
 from engine.core.manifest import RunManifest, RunStatus
-from engine.errors import UsageError
-from engine.ports import ClaimLost, ResultsBranch
+from engine.errors import ClaimLost, UsageError
+from engine.ports import ResultsBranch
 
 
 class Place:

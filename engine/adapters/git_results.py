@@ -17,12 +17,12 @@ from pydantic import ValidationError
 from engine.adapters.git_objects import BLOB, Obj, ObjectDB, Tree, TreeChanges, clean, parts, text
 from engine.core import layout
 from engine.core.manifest import RunManifest
-from engine.errors import EngineUnavailable, UsageError
+from engine.errors import ClaimLost, EngineUnavailable, UsageError
 from engine.local import gitcli
-from engine.ports import Changes, ClaimLost
 
-if TYPE_CHECKING:  # reading sluice.yaml's models costs ~10 ms that recording never needs
+if TYPE_CHECKING:  # for annotations only: recording and listing never load these modules
     from engine.core.config import RepoConfig
+    from engine.ports import Changes
 
 # Git's words for a refusal that means "another runner moved the branch first".
 _RACE = ("non-fast-forward", "fetch first", "stale info", "cannot lock", "failed to update ref")

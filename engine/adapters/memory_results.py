@@ -24,8 +24,8 @@ from pydantic import ValidationError
 
 from engine.core import layout
 from engine.core.manifest import RunManifest
-from engine.errors import EngineUnavailable, UsageError
-from engine.ports import Changes, ClaimLost
+from engine.errors import ClaimLost, EngineUnavailable, UsageError
+from engine.ports import Changes
 
 Files = Mapping[str, bytes]  # path -> content: a commit's whole tree
 _EMPTY: Mapping[str, bytes] = MappingProxyType({})

@@ -18,8 +18,8 @@ from typing import Any
 from engine.core import layout
 from engine.core.manifest import utc_iso
 from engine.core.triggers.drift import Binding, Verdict, bounded, decide
-from engine.errors import SluiceError
-from engine.ports import ClaimLost, Clock, ResultsBranch, SystemClock
+from engine.errors import ClaimLost, SluiceError
+from engine.ports import Clock, ResultsBranch, SystemClock
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from engine.core.suggest import suggest
 from engine.core.triggers.cron import claim_path, claim_record, due_slots, slot_id, slot_iso
 from engine.core.values import parse_duration
 from engine.errors import (
+    ClaimLost,
     EngineUnavailable,
     NotFound,
     PipelineInvalid,
@@ -27,7 +28,7 @@ from engine.errors import (
     SluiceError,
     UsageError,
 )
-from engine.ports import ClaimLost, ResultsBranch
+from engine.ports import ResultsBranch
 
 
 @dataclass(frozen=True)

@@ -20,8 +20,8 @@ from engine.core.production import (
     implied,
     last_seq,
 )
-from engine.errors import EngineUnavailable
-from engine.ports import ClaimLost, Clock, ResultsBranch, SystemClock
+from engine.errors import ClaimLost, EngineUnavailable
+from engine.ports import Clock, ResultsBranch, SystemClock
 
 _CLAIM_ATTEMPTS = 20
 
