@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 from conftest import git, make_repo, sluice
+from test_recorded_runs import gate_pipeline
 
 from engine.adapters.fake_runtime import FakeOutcome, FakeRuntime
 from engine.adapters.git_results import ResultsStore
@@ -390,21 +391,10 @@ def test_who_is_github_actor_then_git_user_then_the_os_user(
 def test_deploy_promote_rollback_and_the_next_baseline_through_docker(
     tmp_path: Path, busybox_image: str
 ) -> None:
-    pipeline = f"""
-    name: gate
-    params: {{accuracy: 0.8}}
-    baseline: {{step: deploy}}
-    defaults: {{image: {busybox_image}}}
-    steps:
-      - name: evaluate
-        env: {{ACC: "${{{{ params.accuracy }}}}"}}
-        run: 'echo "{{\\"accuracy\\": $ACC}}" > /sluice/outputs/metrics.json'
-      - name: deploy
-        type: deployment
-        needs: [evaluate]
-        when: "not baseline or steps.evaluate.metrics.accuracy > baseline.steps.evaluate.metrics.accuracy"
-        run: 'grep -o "\\"run_id\\": \\"[^\\"]*\\"" /sluice/baseline.json || echo "no baseline"'
-    """
+    pipeline = gate_pipeline(
+        busybox_image,
+        """'grep -o "\\"run_id\\": \\"[^\\"]*\\"" /sluice/baseline.json || echo "no baseline"'""",
+    )
     repo = make_repo(tmp_path, {"gate.yaml": pipeline}, origin=True)
     env = {**os.environ, "GITHUB_ACTOR": "", "LOGNAME": "docker-test", "USER": "docker-test"}
     env |= {"GIT_CONFIG_GLOBAL": str(tmp_path / "no-global"), "GIT_CONFIG_NOSYSTEM": "1"}

@@ -396,12 +396,14 @@ def test_approval_pauses_then_continues_in_a_new_process(
     assert "not waiting for approval" in again.stderr
 
 
-def test_baseline_gate_compares_with_production(tmp_path: Path, busybox_image: str) -> None:
-    pipeline = f"""
+def gate_pipeline(image: str, deploy: str) -> str:
+    """`gate`: evaluate reports the `accuracy` param; deploy (the baseline step) runs
+    `deploy` only when there is no baseline or the accuracy beats the baseline's."""
+    return f"""
     name: gate
     params: {{accuracy: 0.8}}
     baseline: {{step: deploy}}
-    defaults: {{image: {busybox_image}}}
+    defaults: {{image: {image}}}
     steps:
       - name: evaluate
         env: {{ACC: "${{{{ params.accuracy }}}}"}}
@@ -410,8 +412,14 @@ def test_baseline_gate_compares_with_production(tmp_path: Path, busybox_image: s
         type: deployment
         needs: [evaluate]
         when: "not baseline or steps.evaluate.metrics.accuracy > baseline.steps.evaluate.metrics.accuracy"
-        run: 'grep -o "run_id[^,]*" /sluice/baseline.json || echo "no baseline"'
+        run: {deploy}
     """
+
+
+def test_baseline_gate_compares_with_production(tmp_path: Path, busybox_image: str) -> None:
+    pipeline = gate_pipeline(
+        busybox_image, """'grep -o "run_id[^,]*" /sluice/baseline.json || echo "no baseline"'"""
+    )
     repo = make_repo(tmp_path, {"gate.yaml": pipeline}, origin=True)
     first = run_json(repo, "run", "gate")
     assert first["steps"]["deploy"]["status"] == "succeeded"

@@ -218,21 +218,27 @@ def test_a_claim_left_unpushed_by_one_writer_never_overwrites_the_winners(
     assert run_id(7) in git(origin, "ls-tree", "--name-only", f"{BRANCH}:runs/churn").split()
 
 
+def claim_race(stores: list[ResultsStore], path: str) -> int:
+    """Two stores claim `path` at once; the winner's index, after checking there is one."""
+
+    def claim(i: int) -> str:
+        return stores[i].commit({path: f"{i}".encode()}, "claim", expect_absent=[path])
+
+    outcomes = race(2, claim)
+    winners = [i for i, o in enumerate(outcomes) if isinstance(o, str)]
+    assert len(winners) == 1, outcomes
+    assert isinstance(outcomes[1 - winners[0]], ClaimLost)
+    return winners[0]
+
+
 def test_racing_claims_in_one_repository_succeed_once(tmp_path: Path) -> None:
     repo = make_repo(tmp_path / "repo")
     stores = [ResultsStore(repo), ResultsStore(repo)]
     try:
         for slot in range(6):
             path = f"claims/nightly/{slot}"
-
-            def claim(i: int, path: str = path) -> str:
-                return stores[i].commit({path: f"{i}".encode()}, "claim", expect_absent=[path])
-
-            outcomes = race(2, claim)
-            winners = [i for i, o in enumerate(outcomes) if isinstance(o, str)]
-            assert len(winners) == 1, outcomes
-            assert isinstance(outcomes[1 - winners[0]], ClaimLost)
-            assert stores[0].read(path) == f"{winners[0]}".encode()
+            winner = claim_race(stores, path)
+            assert stores[0].read(path) == f"{winner}".encode()
     finally:
         for store in stores:
             store.close()
@@ -245,17 +251,10 @@ def test_racing_claims_through_a_shared_origin_succeed_once(tmp_path: Path) -> N
     try:
         for slot in range(4):
             path = f"claims/nightly/{slot}"
-
-            def claim(i: int, path: str = path) -> str:
-                return stores[i].commit({path: f"{i}".encode()}, "claim", expect_absent=[path])
-
-            outcomes = race(2, claim)
-            winners = [i for i, o in enumerate(outcomes) if isinstance(o, str)]
-            assert len(winners) == 1, outcomes
-            assert isinstance(outcomes[1 - winners[0]], ClaimLost)
-            assert git(origin, "show", f"{BRANCH}:{path}") == f"{winners[0]}"
-            loser = stores[1 - winners[0]]
-            assert loser.read(path) == f"{winners[0]}".encode()  # its lost claim is gone
+            winner = claim_race(stores, path)
+            assert git(origin, "show", f"{BRANCH}:{path}") == f"{winner}"
+            loser = stores[1 - winner]
+            assert loser.read(path) == f"{winner}".encode()  # its lost claim is gone
     finally:
         for store in stores:
             store.close()

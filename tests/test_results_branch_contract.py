@@ -3,12 +3,12 @@ the in-memory one. Compare-and-swap commits, expect-absent claims, reads at a re
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from conftest import git
+from test_results import race
 
 from engine.adapters.git_results import ResultsStore
 from engine.adapters.memory_results import MemoryRepository, MemoryResultsBranch
@@ -61,26 +61,6 @@ def place(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Place]:
     yield made
     for branch in made.opened:
         branch.close()
-
-
-def race(count: int, work: Callable[[int], str]) -> list[str | BaseException]:
-    """`work(i)` in `count` threads released together; their results or exceptions."""
-    barrier = threading.Barrier(count)
-    outcomes: list[str | BaseException] = [RuntimeError("never finished")] * count
-
-    def one(i: int) -> None:
-        barrier.wait()
-        try:
-            outcomes[i] = work(i)
-        except BaseException as exc:
-            outcomes[i] = exc
-
-    threads = [threading.Thread(target=one, args=(i,)) for i in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
-    return outcomes
 
 
 def manifest(run_id: str, pipeline: str = "churn") -> RunManifest:
