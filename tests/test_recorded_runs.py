@@ -65,6 +65,13 @@ def five_steps(busybox: str) -> str:
     """
 
 
+def five_repo(tmp_path: Path, image: str) -> Path:
+    """A repository with `five` (five_steps) and its input, pushed to a bare origin."""
+    return make_repo(
+        tmp_path, {"five.yaml": five_steps(image)}, {"data/input.txt": "rows\n"}, origin=True
+    )
+
+
 def containers_created(client: docker.DockerClient, run_id: str, since: float) -> int:
     """Containers the daemon created for one run (docker events: nothing is missed)."""
     events = client.events(
@@ -77,12 +84,7 @@ def containers_created(client: docker.DockerClient, run_id: str, since: float) -
 
 
 def test_a_run_leaves_the_users_repository_untouched(tmp_path: Path, busybox_image: str) -> None:
-    repo = make_repo(
-        tmp_path,
-        {"five.yaml": five_steps(busybox_image)},
-        {"data/input.txt": "rows\n"},
-        origin=True,
-    )
+    repo = five_repo(tmp_path, busybox_image)
     git(repo, "checkout", "-qb", "feature")
     (repo / "data/input.txt").write_text("stashed edit\n")
     git(repo, "stash", "-q")
@@ -188,12 +190,7 @@ def test_artifact_pointers_match_the_stored_bytes(tmp_path: Path, busybox_image:
 def test_caching_behaves_exactly_as_specified(
     tmp_path: Path, busybox_image: str, docker_client: docker.DockerClient
 ) -> None:
-    repo = make_repo(
-        tmp_path,
-        {"five.yaml": five_steps(busybox_image)},
-        {"data/input.txt": "rows\n"},
-        origin=True,
-    )
+    repo = five_repo(tmp_path, busybox_image)
     first = run_json(repo, "run", "five")
     assert all(s["status"] == "succeeded" for s in first["steps"].values())
 
@@ -243,12 +240,7 @@ def test_caching_behaves_exactly_as_specified(
 
 
 def test_dry_run_says_why_a_step_misses(tmp_path: Path, busybox_image: str) -> None:
-    repo = make_repo(
-        tmp_path,
-        {"five.yaml": five_steps(busybox_image)},
-        {"data/input.txt": "rows\n"},
-        origin=True,
-    )
+    repo = five_repo(tmp_path, busybox_image)
     run_json(repo, "run", "five")
     (repo / "data/input.txt").write_text("changed\n")
     verdicts = {
@@ -266,12 +258,7 @@ def test_dry_run_says_why_a_step_misses(tmp_path: Path, busybox_image: str) -> N
 
 
 def test_retry_after_a_failure_reuses_what_succeeded(tmp_path: Path, busybox_image: str) -> None:
-    repo = make_repo(
-        tmp_path,
-        {"five.yaml": five_steps(busybox_image)},
-        {"data/input.txt": "rows\n"},
-        origin=True,
-    )
+    repo = five_repo(tmp_path, busybox_image)
     failed = run_json(repo, "run", "five", "-p", "fail_at=3", "--no-cache", check=1)
     assert [failed["steps"][n]["status"] for n in ("s1", "s2", "s3", "s4", "s5")] == [
         "succeeded",
@@ -441,12 +428,7 @@ def test_baseline_gate_compares_with_production(tmp_path: Path, busybox_image: s
 def test_reading_commands_work_in_a_clone_with_only_the_results_branch(
     tmp_path: Path, busybox_image: str
 ) -> None:
-    repo = make_repo(
-        tmp_path,
-        {"five.yaml": five_steps(busybox_image)},
-        {"data/input.txt": "rows\n"},
-        origin=True,
-    )
+    repo = five_repo(tmp_path, busybox_image)
     manifest = run_json(repo, "run", "five")
     clone = tmp_path / "results-only"
     git(
