@@ -32,7 +32,8 @@ from engine.cli.action_inputs import (
 )
 from engine.cli.common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_INVALID, EXIT_OK
 from engine.core.manifest import RunManifest
-from engine.errors import ActionError
+from engine.errors import ActionError, EngineUnavailable
+from engine.local import gitcli
 
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
@@ -87,14 +88,10 @@ def has_checkout_credentials(workspace: Path, env: Mapping[str, str]) -> bool:
     default, `persist-credentials: true`): sending a second one makes GitHub refuse."""
     probe = git_env(env, workspace, has_credentials=True)
     try:
-        done = subprocess.run(
-            ["git", "-C", str(workspace), "config", "--get-regexp", r"^http\..*\.extraheader$"],
-            env=probe,
-            capture_output=True,
-            timeout=30,
-            check=False,
+        done = gitcli.run(
+            workspace, "config", "--get-regexp", r"^http\..*\.extraheader$", env=probe, timeout=30
         )
-    except (OSError, subprocess.TimeoutExpired):
+    except EngineUnavailable:
         return False
     return done.returncode == 0
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import getpass
 import os
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from engine.core.config import RepoConfig
 from engine.core.manifest import RunManifest, StepStatus
 from engine.core.production import Action, Production
 from engine.errors import NotFound, UsageError
+from engine.local import gitcli
 from engine.ports import ResultsBranch
 from engine.run.records import History
 
@@ -167,12 +167,9 @@ def who(repo: Path) -> str:
     actor = os.environ.get("GITHUB_ACTOR", "").strip()
     if actor:
         return actor
-    with contextlib.suppress(OSError):
-        found = subprocess.run(
-            ["git", "config", "user.name"], cwd=repo, capture_output=True, text=True
-        )
-        if found.stdout.strip():
-            return found.stdout.strip()
+    name = (gitcli.output(repo, "config", "user.name") or "").strip()
+    if name:
+        return name
     try:
         return getpass.getuser()
     except (OSError, KeyError):
