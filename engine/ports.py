@@ -50,6 +50,8 @@ class ContainerSpec:
     nano_cpus: int | None = None
     mem_limit: int | None = None
     gpus: int = 0  # -1: all
+    pids_limit: int | None = None  # None: no limit
+    capabilities: tuple[str, ...] | None = None  # all it keeps (others dropped); None: Docker's
 
 
 @dataclass(frozen=True)

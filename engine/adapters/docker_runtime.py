@@ -282,6 +282,9 @@ def _create_args(spec: ContainerSpec) -> dict[str, Any]:
         "working_dir": spec.working_dir,
         "network_mode": spec.network,
         "privileged": False,
+        # setuid binaries and file capabilities cannot raise a step's privileges
+        "security_opt": ["no-new-privileges:true"],
+        "pids_limit": spec.pids_limit,
         "init": True,  # a real PID 1: signals forwarded, zombies reaped
         "nano_cpus": spec.nano_cpus,
     }
@@ -294,6 +297,8 @@ def _create_args(spec: ContainerSpec) -> dict[str, Any]:
         # Equal limits leave no swap, so exceeding the limit is an OOM kill, not a crawl.
         args["mem_limit"] = spec.mem_limit
         args["memswap_limit"] = spec.mem_limit
+    if spec.capabilities is not None:
+        args["cap_drop"], args["cap_add"] = ["ALL"], list(spec.capabilities)
     if spec.gpus:
         args["device_requests"] = [
             docker.types.DeviceRequest(count=spec.gpus, capabilities=[["gpu"]])

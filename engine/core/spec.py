@@ -25,6 +25,7 @@ from engine.core.config import StrictModel
 from engine.core.manifest import Outcome as Outcome  # re-exported
 from engine.core.values import (
     NAME_PATTERN,
+    Capability,
     Duration,
     EnvName,
     Memory,
@@ -37,6 +38,11 @@ from engine.core.values import (
 DEFAULT_TIMEOUT_S = 3600.0
 DEFAULT_BACKOFF_S = 10.0
 DEFAULT_MAX_BACKOFF_S = 300.0
+DEFAULT_PIDS = 1024  # processes and threads a step's container may hold at once
+# A step's container drops every capability but these, which ordinary steps run as root need
+# (write files it does not own, chown, chmod, su/gosu to another user, kill its own children);
+# `capabilities:` adds more (docs/pipeline-format.md).
+DEFAULT_CAPABILITIES = ("CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "SETGID", "SETUID")
 
 
 class StepType(StrEnum):
@@ -128,6 +134,7 @@ class Resources(StrictModel):
     cpus: Annotated[float, Field(gt=0, le=1024)] | None = None
     memory: Memory | None = None
     gpus: Annotated[int, Field(ge=-1, le=64)] = 0  # -1: all GPUs
+    pids: Annotated[int, Field(ge=1, le=4194304)] | None = None  # None: DEFAULT_PIDS
 
 
 class BuildSpec(StrictModel):
@@ -181,6 +188,7 @@ class StepFields(StrictModel):
     approval: bool | Annotated[str, AfterValidator(_approval_text)] | None = None
     resources: Resources | None = None
     network: Literal["none", "bridge", "host"] | None = None
+    capabilities: list[Capability] | None = None
     cache: bool | None = None
     workspace: bool | list[str] | None = None
 
@@ -240,6 +248,7 @@ class ResolvedStep(BaseModel):
     approval: bool | str  # str: `${{ params.x }}`, decided when the run's params are known
     resources: Resources
     network: Literal["none", "bridge", "host"]
+    capabilities: list[str]  # all the container keeps: DEFAULT_CAPABILITIES and the step's own
     cache: bool
     workspace: bool | list[str]
 
@@ -309,6 +318,7 @@ def resolve_step(step: Step, defaults: Defaults, *, is_finally: bool) -> Resolve
         approval=pick("approval") or False,
         resources=pick("resources") or _NO_LIMITS,
         network=pick("network") or "none",
+        capabilities=sorted({*DEFAULT_CAPABILITIES, *(pick("capabilities") or [])}),
         cache=cache if cache is not None else step_type != StepType.deployment,
         workspace=pick("workspace") if pick("workspace") is not None else True,
     )

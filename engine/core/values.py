@@ -1,5 +1,5 @@
-"""The scalar values of pipeline files: durations, memory sizes, and names of steps, params,
-env variables and secrets, each checked with a message that says what fits."""
+"""The scalar values of pipeline files: durations, memory sizes, capabilities, and names of
+steps, params, env variables and secrets, each checked with a message that says what fits."""
 
 from __future__ import annotations
 
@@ -82,6 +82,72 @@ def parse_memory(value: object) -> int:
     return size
 
 
+# Linux capabilities (capabilities(7)), without their CAP_ prefix.
+CAPABILITIES = frozenset(
+    [
+        "AUDIT_CONTROL",
+        "AUDIT_READ",
+        "AUDIT_WRITE",
+        "BLOCK_SUSPEND",
+        "BPF",
+        "CHECKPOINT_RESTORE",
+        "CHOWN",
+        "DAC_OVERRIDE",
+        "DAC_READ_SEARCH",
+        "FOWNER",
+        "FSETID",
+        "IPC_LOCK",
+        "IPC_OWNER",
+        "KILL",
+        "LEASE",
+        "LINUX_IMMUTABLE",
+        "MAC_ADMIN",
+        "MAC_OVERRIDE",
+        "MKNOD",
+        "NET_ADMIN",
+        "NET_BIND_SERVICE",
+        "NET_BROADCAST",
+        "NET_RAW",
+        "PERFMON",
+        "SETFCAP",
+        "SETGID",
+        "SETPCAP",
+        "SETUID",
+        "SYS_ADMIN",
+        "SYS_BOOT",
+        "SYS_CHROOT",
+        "SYS_MODULE",
+        "SYS_NICE",
+        "SYS_PACCT",
+        "SYS_PTRACE",
+        "SYS_RAWIO",
+        "SYS_RESOURCE",
+        "SYS_TIME",
+        "SYS_TTY_CONFIG",
+        "SYSLOG",
+        "WAKE_ALARM",
+    ]
+)
+
+
+def parse_capability(value: object) -> str:
+    """A Linux capability's name, with or without `CAP_`, in any case -> its bare upper-case name.
+
+    >>> parse_capability("cap_net_bind_service")
+    'NET_BIND_SERVICE'
+    """
+    if not isinstance(value, str):
+        raise ValueError(f"a capability is a name like 'NET_BIND_SERVICE', got {value!r}")
+    name = value.strip().upper().removeprefix("CAP_")
+    if name == "ALL":
+        raise ValueError("capabilities: name each one a step needs; 'ALL' is not accepted")
+    if name not in CAPABILITIES:
+        raise ValueError(
+            f"{value!r} is not a Linux capability (e.g. NET_BIND_SERVICE, SYS_PTRACE, NET_RAW)"
+        )
+    return name
+
+
 def _env_name(key: str) -> str:
     if not ENV_RE.match(key):
         raise ValueError(f"env name {key!r} is not a valid variable name")
@@ -111,6 +177,11 @@ Memory = Annotated[
     int,
     BeforeValidator(parse_memory, json_schema_input_type=str | int),
     Field(description="'512m', '4g' or a number of bytes"),
+]
+Capability = Annotated[
+    str,
+    BeforeValidator(parse_capability, json_schema_input_type=str),
+    Field(description="a Linux capability, e.g. 'NET_BIND_SERVICE' (CAP_ prefix optional)"),
 ]
 ParamValue = bool | int | float | str
 # Names are checked one by one (not per mapping) so an error points at the offending line.

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.core.manifest import ArtifactPointer, Attempt, utc_iso
-from engine.core.spec import Outcome, ResolvedStep
+from engine.core.spec import DEFAULT_PIDS, Outcome, ResolvedStep
 from engine.errors import EngineUnavailable, SluiceError
 from engine.local import archives
 from engine.local.logs import CappedLog, Masker
@@ -315,6 +315,8 @@ class AttemptRunner:
             nano_cpus=int(resources.cpus * 1e9) if resources.cpus else None,
             mem_limit=resources.memory,
             gpus=resources.gpus,
+            pids_limit=resources.pids or DEFAULT_PIDS,
+            capabilities=tuple(step.capabilities),
         )
 
     def _inputs_tar(
