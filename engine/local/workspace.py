@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import os
+import posixpath
 import tarfile
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 from engine.core.layout import ENGINE_DIR
 from engine.errors import EngineUnavailable
@@ -104,9 +106,68 @@ def _dir_info(name: str) -> tarfile.TarInfo:
     return info
 
 
-def snapshot(repo: Path, out: Path) -> WorkspaceSnapshot:
-    """Freeze the repo's files into `out` (a tar with members under `workspace/`)."""
-    files = _list_files(repo)
+def selection(selects: Iterable[bool | list[str] | str]) -> bool | list[str]:
+    """What a run's snapshot must hold, from each step's `workspace` (and each build context,
+    as a path): True for everything, else the paths at or under which a step looks.
+
+    >>> selection([False, ["src/", "pipelines"], "docker"])
+    ['docker', 'pipelines', 'src']
+    >>> selection([["src"], True]), selection([["src"], "."])
+    (True, True)
+    """
+    paths: set[str] = set()
+    for select in selects:
+        if select is True:
+            return True
+        for path in [select] if isinstance(select, str) else select or []:
+            clean = posixpath.normpath(path.strip("/"))
+            if clean in ("", "."):
+                return True
+            paths.add(clean)
+    return sorted(paths)
+
+
+def _selected(name: str, include: bool | list[str]) -> bool:
+    if include is True or include is False:
+        return include
+    return any(name == p or name.startswith(p + "/") for p in include)
+
+
+class _Hashing:
+    """A file read once: the bytes go into the tar and into the sha256 on their way."""
+
+    def __init__(self, handle: BinaryIO) -> None:
+        self.handle, self.sha256 = handle, hashlib.sha256()
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.handle.read(size)
+        self.sha256.update(data)
+        return data
+
+
+def _add_file(tar: tarfile.TarFile, path: Path, name: str) -> str:
+    """Stream one regular file into the tar (a chunk at a time); its sha256."""
+    with path.open("rb") as handle:
+        stat = os.fstat(handle.fileno())
+        info = tarfile.TarInfo(f"workspace/{name}")
+        info.size = stat.st_size
+        info.mode = 0o755 if stat.st_mode & 0o111 else 0o644
+        reader = _Hashing(handle)
+        try:
+            tar.addfile(info, reader)  # tarfile reads it in chunks
+        except OSError as exc:  # it shrank while being read
+            raise EngineUnavailable(f"{name} changed while the workspace was read: {exc}") from None
+        return reader.sha256.hexdigest()
+
+
+def snapshot(repo: Path, out: Path, include: bool | list[str] = True) -> WorkspaceSnapshot:
+    """Freeze the repo's files into `out` (a tar with members under `workspace/`).
+
+    Only the files `include` selects (see `selection`) are read, a chunk at a time: a large
+    file no step sees costs nothing, and one a step sees costs its copy, never its size in
+    memory. A file's digest is the sha256 of its bytes, whatever else is selected.
+    """
+    files = [n for n in _list_files(repo) if _selected(n, include)]
     digests: dict[str, str] = {}
     dirs: set[str] = set()
     with tarfile.open(out, "w") as tar:
@@ -128,12 +189,7 @@ def snapshot(repo: Path, out: Path) -> WorkspaceSnapshot:
                 tar.addfile(info)
                 digests[name] = hashlib.sha256(b"link:" + info.linkname.encode()).hexdigest()
             elif path.is_file():
-                data = path.read_bytes()
-                info = tarfile.TarInfo(f"workspace/{name}")
-                info.size = len(data)
-                info.mode = 0o755 if os.access(path, os.X_OK) else 0o644
-                tar.addfile(info, io.BytesIO(data))
-                digests[name] = hashlib.sha256(data).hexdigest()
+                digests[name] = _add_file(tar, path, name)
     commit = dirty = None
     if is_git_repo(repo):
         head = gitcli.output(repo, "rev-parse", "--verify", "-q", "HEAD")

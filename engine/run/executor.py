@@ -25,7 +25,7 @@ from engine.core.parse import LoadedPipeline
 from engine.core.spec import ImageBuild, Outcome, ResolvedStep
 from engine.errors import EngineUnavailable, SluiceError
 from engine.local.logs import Masker
-from engine.local.workspace import WorkspaceSnapshot, ensure_engine_dir, snapshot
+from engine.local.workspace import WorkspaceSnapshot, ensure_engine_dir, selection, snapshot
 from engine.ports import ArtifactStore, ContainerRuntime, NullReporter, Reporter
 from engine.run import reuse
 from engine.run.attempt import AttemptReport, AttemptRunner, read_metrics
@@ -157,7 +157,12 @@ class Executor:
     # ---- set-up -------------------------------------------------------------------------
 
     def _snapshot(self, tar: Path) -> WorkspaceSnapshot:
-        workspace = snapshot(self.repo, tar)
+        # only the files some step sees (or builds from) are read
+        builds = [
+            s.image.build.context for s in self.steps.values() if isinstance(s.image, ImageBuild)
+        ]
+        include = selection([*(s.workspace for s in self.steps.values()), *builds])
+        workspace = snapshot(self.repo, tar, include)
         self._workspace = workspace
         self._preparer = Preparer(self.runtime, self.repo, workspace, self.options.engine_image)
         return workspace

@@ -1,0 +1,176 @@
+"""What large files and a full artifact store do to the engine (issue 12, items 10 and 11).
+
+- The workspace snapshot read every file into memory, including files no step sees: an
+  untracked 1.5 GB file with `workspace: [pipelines]` put the engine's RSS at 1.59 GB. Now
+  only what some step selects is read, a chunk at a time, and cache keys are unchanged.
+- A full `file://` store left its `….tmp-XXXX` file behind (keeping the store full).
+- Kept under test: a 1 GB output is handled at low RSS.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, make_repo
+
+from engine.local.workspace import snapshot
+
+MB = 1024 * 1024
+
+
+def run_measured(repo: Path, *args: str, timeout: float = 300) -> tuple[int, str, str, int]:
+    """`sluice --repo REPO ARGS` in a child process: exit code, stdout, stderr, and the peak
+    RSS in bytes of the engine and every process it waited for (`wait4`'s rusage)."""
+    out, err = repo.parent / "stdout.txt", repo.parent / "stderr.txt"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    with out.open("wb") as stdout, err.open("wb") as stderr:
+        child = subprocess.Popen(
+            [sys.executable, "-m", "engine", "--repo", str(repo), *args],
+            cwd=ROOT,
+            env=env,
+            stdout=stdout,
+            stderr=stderr,
+        )
+        try:
+            _, status, usage = os.wait4(child.pid, 0)
+        finally:
+            child.returncode = 0  # reaped above; keeps Popen from waiting again
+    code = os.waitstatus_to_exitcode(status)
+    return code, out.read_text(), err.read_text(), usage.ru_maxrss * 1024
+
+
+@pytest.mark.docker
+def test_an_untracked_file_no_step_sees_is_neither_read_nor_copied(
+    tmp_path: Path, busybox_image: str
+) -> None:
+    """Figure: engine RSS with a 1.5 GB untracked file and `workspace: [pipelines]`.
+
+    Before: 1.59 GB (every file read whole). Goal: < 100 MB.
+    """
+    repo = make_repo(
+        tmp_path,
+        {
+            "p.yaml": f"""
+        name: big-file
+        steps:
+          - name: look
+            image: {busybox_image}
+            workspace: [pipelines]
+            run: find /workspace -type f | sort
+        """
+        },
+        commit="pipelines",
+    )
+    with (repo / "big.bin").open("wb") as big:  # sparse: 1.5 GB that takes no disk
+        big.truncate(1536 * MB)
+    code, stdout, stderr, rss = run_measured(repo, "run", "big-file", "--json")
+    assert code == 0, stderr
+    assert json.loads(stdout)["steps"]["look"]["status"] == "succeeded"
+    assert "[look] /workspace/pipelines/p.yaml" in stderr
+    assert "big.bin" not in stderr
+    print(f"engine peak RSS with a 1.5 GB untracked file: {rss / MB:.1f} MB")
+    assert rss < 100 * MB, f"{rss / MB:.0f} MB"
+
+
+@pytest.mark.docker
+def test_workspace_true_still_sees_the_whole_repository_and_keys_hold(
+    tmp_path: Path, busybox_image: str
+) -> None:
+    """Files are streamed for `workspace: true`; a key changes only with what a step sees."""
+    repo = make_repo(
+        tmp_path,
+        {
+            "p.yaml": f"""
+        name: whole
+        steps:
+          - name: all
+            image: {busybox_image}
+            run: find /workspace -type f | sort; cat /workspace/data/big.txt | md5sum
+          - name: some
+            image: {busybox_image}
+            workspace: [src]
+            run: find /workspace -type f | sort
+        """
+        },
+        files={"src/a.py": "print(1)\n", "README.md": "hello\n"},
+        commit="start",
+    )
+    (repo / "data").mkdir()
+    payload = os.urandom(3 * MB)  # several chunks
+    (repo / "data" / "big.txt").write_bytes(payload)  # untracked, not ignored
+    first = run_measured(repo, "run", "whole", "--json")
+    assert first[0] == 0, first[2]
+    for name in ("README.md", "src/a.py", "data/big.txt", "pipelines/p.yaml"):
+        assert f"[all] /workspace/{name}" in first[2]
+    assert f"[all] {hashlib.md5(payload).hexdigest()}" in first[2]
+    assert "[some] /workspace/src/a.py" in first[2]
+    assert "[some] /workspace/README.md" not in first[2]
+
+    (repo / "README.md").write_text("edited\n")  # only `all` sees it
+    second = json.loads(run_measured(repo, "run", "whole", "--json")[1])
+    assert second["steps"]["all"]["status"] == "succeeded"
+    assert second["steps"]["some"]["status"] == "cached"
+    third = json.loads(run_measured(repo, "run", "whole", "--json")[1])
+    assert {s["status"] for s in third["steps"].values()} == {"cached"}
+
+
+def test_snapshot_digests_are_the_sha256_of_the_bytes_whatever_is_selected(
+    tmp_path: Path,
+) -> None:
+    """Cache keys are built from these digests: identical content, identical keys."""
+    repo = make_repo(
+        tmp_path,
+        files={"src/a.py": "a\n", "src/b/c.bin": "x" * (3 * MB + 7), "docs/r.md": "r\n"},
+    )
+    (repo / "run.sh").write_text("#!/bin/sh\n")
+    (repo / "run.sh").chmod(0o755)
+    (repo / "link").symlink_to("src/a.py")
+    whole = snapshot(repo, tmp_path / "whole.tar")
+    some = snapshot(repo, tmp_path / "some.tar", ["src"])
+    for name in ("src/a.py", "src/b/c.bin", "docs/r.md", "run.sh"):
+        assert whole.digests[name] == hashlib.sha256((repo / name).read_bytes()).hexdigest()
+    assert whole.digests["link"] == hashlib.sha256(b"link:src/a.py").hexdigest()
+    assert some.digests == {k: v for k, v in whole.digests.items() if k.startswith("src/")}
+    assert some.files_for(["src/b"]) == whole.files_for(["src/b"])
+    with tarfile.open(tmp_path / "some.tar") as tar:
+        names = {m.name: m for m in tar.getmembers()}
+        assert set(names) == {"workspace", "workspace/src", "workspace/src/b"} | {
+            "workspace/src/a.py",
+            "workspace/src/b/c.bin",
+        }
+        extracted = tar.extractfile(names["workspace/src/b/c.bin"])
+        assert extracted is not None and extracted.read() == b"x" * (3 * MB + 7)
+    with tarfile.open(tmp_path / "whole.tar") as tar:
+        assert tar.getmember("workspace/run.sh").mode == 0o755
+        assert tar.getmember("workspace/docs/r.md").mode == 0o644
+
+
+@pytest.mark.docker
+def test_a_1gb_output_is_handled_at_low_rss(tmp_path: Path, busybox_image: str) -> None:
+    """What held in the probe: a 1 GB output at 54 MB RSS (streamed out and into the store)."""
+    repo = make_repo(
+        tmp_path,
+        {
+            "p.yaml": f"""
+        name: huge-out
+        steps:
+          - name: write
+            image: {busybox_image}
+            workspace: false
+            run: dd if=/dev/zero of=$SLUICE_OUTPUTS/big.bin bs=1M count=1024 2>/dev/null
+        """
+        },
+    )
+    code, stdout, stderr, rss = run_measured(repo, "run", "huge-out", "--json", timeout=600)
+    assert code == 0, stderr
+    output = json.loads(stdout)["steps"]["write"]["outputs"]["big.bin"]
+    assert output["size"] == 1024 * MB
+    print(f"engine peak RSS with a 1 GB output: {rss / MB:.1f} MB")
+    assert rss < 150 * MB, f"{rss / MB:.0f} MB"
