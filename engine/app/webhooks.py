@@ -28,6 +28,7 @@ from engine.core.config import RepoConfig
 from engine.core.manifest import RunManifest, Trigger
 from engine.core.params import coerce_params
 from engine.core.parse import LoadedPipeline
+from engine.core.payloads import check_text
 from engine.errors import InvalidInput, PipelineInvalid, SluiceError
 from engine.local.workspace import is_git_repo
 from engine.ports import ContainerRuntime
@@ -78,6 +79,7 @@ def read_hook(
         raise InvalidInput(f"the body is not valid JSON: {exc}") from None
     if not isinstance(payload, dict):
         raise InvalidInput("the body must be a JSON object (the hook's client_payload)")
+    check_text(payload, "the body")  # before the 202: a run could not record it
     if len(payload) > MAX_PAYLOAD_KEYS:
         raise InvalidInput(
             f"the body has {len(payload)} top-level keys; at most {MAX_PAYLOAD_KEYS}, "
