@@ -9,17 +9,21 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
 import subprocess
 import sys
 import tarfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from conftest import ROOT, make_repo
 
+from engine.adapters.artifacts import ArtifactStore
+from engine.errors import EngineUnavailable
 from engine.local.workspace import snapshot
 
 MB = 1024 * 1024
@@ -174,3 +178,128 @@ def test_a_1gb_output_is_handled_at_low_rss(tmp_path: Path, busybox_image: str) 
     assert output["size"] == 1024 * MB
     print(f"engine peak RSS with a 1 GB output: {rss / MB:.1f} MB")
     assert rss < 150 * MB, f"{rss / MB:.0f} MB"
+
+
+@pytest.fixture
+def tiny_store(tmp_path: Path) -> Iterator[Path]:
+    """A 2 MB tmpfs, mounted for the test (as root) and unmounted after it."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    mount = tmp_path / "store"
+    _mount_tiny(mount)
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)
+
+
+@pytest.mark.docker
+def test_a_full_artifact_store_is_an_engine_error_and_leaves_no_temp_file(
+    tmp_path: Path, busybox_image: str, tiny_store: Path
+) -> None:
+    """Before: `sha256/…/….tmp-XXXX` (the partial copy) stayed in the store, keeping it full,
+    and the message said neither which store nor how full it was."""
+    repo = make_repo(
+        tmp_path,
+        {
+            "p.yaml": f"""
+        name: fill
+        steps:
+          - name: write
+            image: {busybox_image}
+            workspace: false
+            retries: {{limit: 2, backoff: 0.01s, outcomes: [failed, error]}}
+            run: head -c 3000000 /dev/urandom > $SLUICE_OUTPUTS/big.bin
+          - name: after
+            image: {busybox_image}
+            needs: [write]
+            run: "true"
+        """
+        },
+        files={"sluice.yaml": f"artifacts: file://{tiny_store}\n"},
+    )
+    code, stdout, stderr, _ = run_measured(repo, "run", "fill", "--json")
+    assert code == 3, stderr  # the engine could not finish its work
+    manifest = json.loads(stdout)
+    step = manifest["steps"]["write"]
+    assert manifest["status"] == "failed" and manifest["engine_error"] is True
+    assert [a["outcome"] for a in step["attempts"]] == ["error"]  # not blamed, not retried
+    leftovers = [p.name for p in tiny_store.rglob("*") if p.is_file()]
+    assert leftovers == []  # no partial object keeps the store full
+    assert os.statvfs(tiny_store).f_bfree * os.statvfs(tiny_store).f_frsize > 1.9 * MB
+    error = step["attempts"][0]["error"]
+    assert f"artifact store file://{tiny_store}" in error
+    assert "free" in error and "2.0 MB" in error  # the store's size and what is left
+    assert manifest["steps"]["after"]["status"] != "succeeded"
+
+
+def _mount_tiny(mount: Path) -> None:
+    mount.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)], capture_output=True
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+
+
+@pytest.mark.docker
+@pytest.mark.parametrize("kb", [3000, 1200])  # too big to copy out; fits, but not twice
+def test_a_full_engine_disk_is_an_engine_error_not_the_steps(
+    tmp_path: Path, busybox_image: str, kb: int
+) -> None:
+    """`.sluice/` on a 2 MB disk: copying the outputs out (3 MB) or unpacking them next to
+    their archive (1.2 MB twice) fails for want of space, which is the engine's failure."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    repo = make_repo(
+        tmp_path,
+        {
+            "p.yaml": f"""
+        name: fill-engine
+        steps:
+          - name: write
+            image: {busybox_image}
+            workspace: false
+            retries: {{limit: 2, backoff: 0.01s, outcomes: [failed, error]}}
+            run: head -c {kb}000 /dev/urandom > $SLUICE_OUTPUTS/big.bin
+        """
+        },
+        files={"sluice.yaml": f"artifacts: file://{tmp_path / 'store'}\n"},
+    )
+    engine_dir = repo / ".sluice"
+    _mount_tiny(engine_dir)
+    try:
+        code, stdout, stderr, _ = run_measured(repo, "run", "fill-engine", "--json")
+        leftovers = [p for p in engine_dir.rglob("*") if p.is_file() and p.stat().st_size > MB]
+    finally:
+        subprocess.run(["umount", str(engine_dir)], check=True)
+    assert code == 3, stderr
+    manifest = json.loads(stdout)
+    attempts = manifest["steps"]["write"]["attempts"]
+    assert [a["outcome"] for a in attempts] == ["error"], attempts  # not failed, not retried
+    assert "No space left on device" in attempts[0]["error"]
+    assert f"{engine_dir}" in attempts[0]["error"] and "free of 2.0 MB" in attempts[0]["error"]
+    assert leftovers == []  # the partial copies went
+
+
+def test_a_remote_store_that_fails_midway_keeps_no_temporary_object(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """fsspec back ends (s3, gs, az): the upload lands under a temporary name; a failure
+    after it removes that name too, and is the engine's failure, naming the store."""
+    store = ArtifactStore(f"memory://sluice-hardening-{os.getpid()}", tmp_path)
+    source = tmp_path / "out.bin"
+    source.write_bytes(b"x" * 1000)
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(store.fs, "mv", refuse)
+    with pytest.raises(EngineUnavailable) as caught:
+        store.put_file(source)
+    assert f"artifact store {store.url}: No space left on device" in caught.value.message
+    assert "free space unknown" in caught.value.message
+    assert store.fs.find(store.root) == []  # the uploaded temporary object is gone
+    monkeypatch.undo()
+    pointer = store.put_file(source)  # and the store works once it has room
+    assert store.has(pointer, verify=True)

@@ -12,6 +12,8 @@ from typing import Any
 from engine.core import layout
 from engine.core.manifest import ArtifactPointer
 from engine.errors import EngineUnavailable, SluiceError, UsageError
+from engine.local import disk
+from engine.local.disk import free_text, size_text
 
 CHUNK = 1024 * 1024
 DEFAULT_URL = layout.DEFAULT_ARTIFACTS
@@ -80,9 +82,18 @@ class ArtifactStore:
         try:
             if not self._present(target, size):
                 self._write(path, target)
-        except OSError as exc:
-            raise EngineUnavailable(f"cannot write to artifact store {self.url}: {exc}") from None
+        except Exception as exc:  # the store's failure, never the step's: the run stops
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+            raise EngineUnavailable(
+                f"cannot write {size_text(size)} to artifact store {self.url}: {why} "
+                f"({self._free()})",
+                hint="free space in the artifact store (or point `artifacts:` in sluice.yaml "
+                "at a larger one), then `sluice retry`",
+            ) from None
         return ArtifactPointer(uri=self.uri(sha256), sha256=sha256, size=size)
+
+    def _free(self) -> str:
+        return free_text(Path(self.root)) if self.local else "free space unknown"
 
     def _present(self, target: str, size: int) -> bool:
         try:
@@ -91,16 +102,30 @@ class ArtifactStore:
             return False
 
     def _write(self, source: Path, target: str) -> None:
-        # A temporary name, then a rename: a reader never sees half an object.
+        # A temporary name, then a rename: a reader never sees half an object. On any
+        # failure the temporary file goes too: a partial copy must not keep a store full.
         tmp = f"{target}.tmp-{secrets.token_hex(4)}"
-        if self.local:
-            Path(target).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(source, tmp)
-            os.replace(tmp, target)
-            return
-        self.fs.makedirs(target.rsplit("/", 1)[0], exist_ok=True)
-        self.fs.put_file(str(source), tmp)
-        self.fs.mv(tmp, target)
+        try:
+            if self.local:
+                Path(target).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(source, tmp)
+                os.replace(tmp, target)
+                return
+            self.fs.makedirs(target.rsplit("/", 1)[0], exist_ok=True)
+            self.fs.put_file(str(source), tmp)
+            self.fs.mv(tmp, target)
+        except BaseException:
+            self._discard(tmp)
+            raise
+
+    def _discard(self, tmp: str) -> None:
+        try:
+            if self.local:
+                Path(tmp).unlink(missing_ok=True)
+            elif self.fs.exists(tmp):
+                self.fs.rm_file(tmp)
+        except Exception:  # the original failure is the one to report
+            pass
 
     def has(self, pointer: ArtifactPointer, *, verify: bool = False) -> bool:
         """Whether the object is there with the right size (and, with `verify`, the right bytes)."""
@@ -131,6 +156,9 @@ class ArtifactStore:
                     out.write(chunk)
         except (OSError, FileNotFoundError) as exc:
             tmp.unlink(missing_ok=True)
+            full = disk.full_disk(exc, dest.parent, f"artifact {pointer.sha256[:12]}")
+            if full is not None:  # the engine's disk, not a missing object
+                raise full from None
             raise CorruptArtifact(
                 f"artifact {pointer.sha256[:12]} is missing from {self.url}: {exc}"
             ) from None

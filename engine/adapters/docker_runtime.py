@@ -19,7 +19,7 @@ import requests
 from docker.models.containers import Container
 
 from engine.adapters.docker_watch import Watch
-from engine.local import archives
+from engine.local import archives, disk
 from engine.ports import (
     LABEL_ENGINE,
     LABEL_RUN,
@@ -353,6 +353,12 @@ def _fetch(
                     out.write(chunk)
         except requests.exceptions.RequestException as exc:
             error = f"copying {path} out broke off: {exc}"
+        except OSError as exc:  # the engine's disk, not the step: a full one stops the run
+            local.unlink(missing_ok=True)
+            full = disk.full_disk(exc, local.parent, f"{path} (copied out)")
+            if full is None:
+                raise
+            raise full from None
         finally:
             close = getattr(stream, "close", None)
             if close is not None:

@@ -13,6 +13,7 @@ from pathlib import Path, PurePosixPath
 from types import TracebackType
 
 from engine.errors import SluiceError
+from engine.local import disk
 
 _MAX_LINK_HOPS = 40  # what Linux allows before ELOOP
 
@@ -69,6 +70,11 @@ def extract_tar(
         raise UnsafeArchive(archive, member, str(exc), partial=True) from exc
     except (tarfile.ReadError, EOFError) as exc:
         raise UnsafeArchive(archive, "", f"is unreadable: not a valid tar ({exc})") from exc
+    except OSError as exc:
+        full = disk.full_disk(exc, dest, f"the contents of {archive.name}")
+        if full is None:
+            raise
+        raise full from None
     return sorted(Path(name) for member, name in plan if member.isreg() or member.islnk())
 
 
