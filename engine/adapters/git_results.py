@@ -36,9 +36,9 @@ class ResultsNotPushed(EngineUnavailable):
 
     def __init__(self, branch: str, remote: str, commit: str, reason: str) -> None:
         super().__init__(
-            f"could not push results to {remote} ({reason}); "
+            f"could not push results to {remote}: git said: {reason}; "
             f"they are committed locally on branch {branch} at {commit[:12]}",
-            hint=f"push them later with `git push {remote} {branch}`",
+            hint=f"the next run here pushes them, or `git push {remote} {branch}`",
         )
         self.branch, self.remote, self.commit = branch, remote, commit
 
@@ -239,8 +239,8 @@ class ResultsStore:
             time.sleep(random.uniform(0, min(_BACKOFF_CAP_S, scale * 2**attempt)))
             try:
                 remote = self._fetch_remote()
-            except EngineUnavailable as exc:
-                remote, reason = None, exc.message
+            except EngineUnavailable:
+                remote = None  # unreachable: the push's own reason says why
             base = self._merge_base(commit, remote) if remote else None
             if base == commit:  # another local writer's push already carried ours
                 break
@@ -320,7 +320,7 @@ class ResultsStore:
             return self.objects.commit_of(self._tracking)
         if b"couldn't find remote ref" in done.stderr:
             return None
-        reason = gitcli.last_error(done)
+        reason = gitcli.whole_error(done)
         raise EngineUnavailable(f"cannot fetch {self.branch} from {self.remote}: {reason}")
 
     def _merge_base(self, a: str, b: str) -> str | None:
@@ -363,11 +363,14 @@ class ResultsStore:
 
 
 def _push_reason(done: subprocess.CompletedProcess[bytes]) -> str:
-    """Git's reason for a refused ref (`[rejected] (fetch first)`), else its last error."""
+    """Git's reason for a refused ref (`[rejected] (fetch first)`, with what the remote
+    said), else its whole error."""
     for line in done.stdout.decode(errors="replace").splitlines():
         if line.startswith("!\t"):
-            return line.split("\t")[-1]
-    return gitcli.last_error(done)
+            stderr = done.stderr.decode(errors="replace").splitlines()
+            said = [r[8:].strip() for r in stderr if r.startswith("remote: ") and r[8:].strip()]
+            return "; ".join([line.split("\t")[-1], *said])
+    return gitcli.whole_error(done)
 
 
 def _manifest(found: Obj | None) -> RunManifest | None:

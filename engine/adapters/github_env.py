@@ -263,6 +263,22 @@ def annotation(problem: Problem, level: str = "error") -> str:
     return f"::{level} {where}::{_escape_data(problem.message)}"
 
 
+def run_error(
+    manifest: RunManifest, env: Mapping[str, str], stream: IO[str], *, summary: bool = True
+) -> None:
+    """A run the engine could not finish (its record not pushed, Docker gone): an
+    `::error title=...::why` annotation inside GitHub Actions, and with `summary` a line in
+    the job summary when GITHUB_STEP_SUMMARY is set."""
+    title = f"Sluice: {manifest.pipeline} run {manifest.run_id}"
+    why = manifest.error or "the engine could not finish the run"
+    if in_actions(env):
+        stream.write(f"::error title={_escape_property(title)}::{_escape_data(why)}\n")
+        stream.flush()
+    summary_path = env.get("GITHUB_STEP_SUMMARY")
+    if summary and summary_path:
+        append_summary(Path(summary_path), f"> **Sluice error:** {_cell(title)}: {_cell(why)}")
+
+
 def annotate(
     problems: Sequence[Problem], env: Mapping[str, str], stream: IO[str], level: str = "error"
 ) -> None:

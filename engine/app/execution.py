@@ -69,12 +69,24 @@ def execute(
     runtime: ContainerRuntime | None = None,
     on_executor: Callable[[Executor], None] | None = None,
 ) -> RunManifest:
-    """Run to the end and close the results store; `on_executor` sees it first (signals)."""
+    """Run to the end and close the results store; `on_executor` sees it first (signals).
+
+    A run whose final record did not reach the results branch (or its remote) comes back
+    with `engine_error` set and `error` saying why: the engine did not finish its work
+    (exit 3), though the record committed locally says how the run itself ended.
+    """
     built = executor(loaded, options, repo=repo, runtime=runtime, reporter=reporter)
     if on_executor is not None:
         on_executor(built)
     try:
-        return built.run()
+        manifest = built.run()
     finally:
         if options.history is not None:
             options.history.close()
+    failure = built.recorder.unrecorded
+    if failure is not None:
+        said = f"the run's final record failed: {failure.message}"
+        said += f" ({failure.hint})" if failure.hint else ""
+        manifest.engine_error = True
+        manifest.error = built.mask(f"{manifest.error}; {said}" if manifest.error else said)
+    return manifest

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 import threading
 from collections.abc import Callable
@@ -10,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from engine.adapters import github_env as github
 from engine.adapters.console import make_reporter
 from engine.adapters.pipeline_files import find_pipeline
 from engine.app import compose, execution
@@ -146,9 +148,21 @@ def launch(
 
 
 def outcome(manifest: RunManifest) -> str:
-    """A run's status, with `error` for a run the engine itself could not carry out."""
-    engine_failed = manifest.status is RunStatus.failed and manifest.engine_error
+    """A run's status, with `error` for a run the engine itself could not carry out, or
+    whose record it could not push (never green: exit 3)."""
+    engine_failed = manifest.status is not RunStatus.cancelled and manifest.engine_error
     return "error" if engine_failed else manifest.status.value
+
+
+def report_errors(
+    manifests: list[RunManifest], log: Callable[[str], None], *, summary: bool = True
+) -> None:
+    """Say each run the engine could not finish; an annotation and a job-summary line on
+    GitHub (`summary=False` where the command's own job summary shows the error)."""
+    for manifest in manifests:
+        if outcome(manifest) == "error":
+            log(f"sluice: error: run {manifest.run_id} ({manifest.pipeline}): {manifest.error}")
+            github.run_error(manifest, os.environ, sys.stderr, summary=summary)
 
 
 def find_run(store: ResultsBranch, run_id: str) -> RunManifest:

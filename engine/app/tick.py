@@ -50,6 +50,7 @@ class Ticked:
     manifests: list[RunManifest] = field(default_factory=list)
     failed: bool = False
     interrupted: bool = False
+    engine_failed: bool = False  # a claim or a run the engine could not carry out (exit 3)
 
 
 def parse_now(text: str) -> datetime:
@@ -216,7 +217,7 @@ class Ticker(Place):
                 return
         except EngineUnavailable as exc:  # not claimed for sure: running could run it twice
             self.log(f"sluice: error: {where} not claimed, not run: {exc}")
-            done.failed = True
+            done.failed = done.engine_failed = True
             return
         trigger = Trigger(kind="cron", event=item.schedule, scheduled_for=slot_iso(item.slot))
         try:
@@ -234,6 +235,7 @@ class Ticker(Place):
         except SluiceError as exc:  # one slot's engine trouble need not cost the others
             self.log(f"sluice: error: {where} claimed, run failed: {exc}")
             done.failed = True
+            done.engine_failed = isinstance(exc, EngineUnavailable) or done.engine_failed
             return
         finally:
             runs.finished()

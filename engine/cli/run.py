@@ -37,10 +37,11 @@ def _on_executor(executor: Executor) -> None:
 
 def _finish(manifests: list[RunManifest], as_json: bool) -> int:
     """Print the requested run's manifest (`--json`); the exit code the worst run decides."""
-    from engine.app.runs import outcome  # lazy: `sluice --help` does not load pydantic
+    from engine.app.runs import outcome, report_errors  # lazy: `sluice --help` stays light
 
     if as_json:
         click.echo(manifests[0].to_json())
+    report_errors(manifests, say)
     return runs_exit_code(outcome(m) for m in manifests)
 
 
@@ -93,8 +94,10 @@ def run(
     remote exists, and kept locally under .sluice/runs/<run-id>/. Steps whose
     inputs are unchanged are taken from the cache (status `cached`).
     Exits 0 when the run succeeded (or waits for approval), 1 when it failed,
-    2 on invalid input, 3 when the engine could not run (Docker, git or the
-    artifact store unreachable), 130 when interrupted (its containers are removed first).
+    2 on invalid input, 3 when the engine could not finish its work (Docker, git
+    or the artifact store unreachable, or the run's record not pushed: it stays
+    committed locally and the next run pushes it), 130 when interrupted (its
+    containers are removed first).
 
     \b
     Examples:

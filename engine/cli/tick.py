@@ -8,6 +8,7 @@ import click
 
 from engine.cli.common import (
     CONTEXT,
+    EXIT_ENGINE,
     EXIT_FAILED,
     EXIT_INTERRUPTED,
     EXIT_OK,
@@ -71,7 +72,7 @@ def command(
     results branch; when another runner pushed it first, the slot is skipped.
     Claimed slots run one after another. Exits 0 when nothing was due or every
     run succeeded (or waits for approval), 1 when a run failed, 2 on invalid
-    input, 3 when the engine could not run, 130 when interrupted.
+    input, 3 when the engine could not run or push a record, 130 when interrupted.
 
     \b
     Examples:
@@ -80,7 +81,7 @@ def command(
       sluice tick --now 2026-11-25T02:05:00Z --pipeline churn-retrain --no-push
     """
     from engine.app import tick  # lazy: `sluice --help` does not load pydantic
-    from engine.app.runs import OneAtATime, outcome  # lazy: as above
+    from engine.app.runs import OneAtATime, outcome, report_errors  # lazy: as above
 
     now = tick.parse_now(now_text) if now_text else datetime.now(UTC)
     window = tick.parse_window(window_text)
@@ -98,7 +99,10 @@ def command(
     finally:
         if as_json:
             echo_json([m.to_dict() for m in done.manifests])
+    report_errors(done.manifests, say)
     if done.interrupted:
         exit_with(EXIT_INTERRUPTED)
     code = runs_exit_code(outcome(m) for m in done.manifests)
+    if done.engine_failed:
+        exit_with(EXIT_ENGINE)
     exit_with(EXIT_FAILED if code == EXIT_OK and done.failed else code)

@@ -9,6 +9,7 @@ import click
 from engine.cli import tick
 from engine.cli.common import (
     CONTEXT,
+    EXIT_ENGINE,
     EXIT_FAILED,
     EXIT_INTERRUPTED,
     State,
@@ -58,7 +59,7 @@ def command(
     $GITHUB_OUTPUT and a job summary to $GITHUB_STEP_SUMMARY.
     Exits 0 when every run succeeded or waits for approval, and when there is
     nothing to run; 1 when a run failed; 2 on invalid input; 3 when the engine could
-    not run; 130 when interrupted.
+    not run or push a run's record; 130 when interrupted.
 
     \b
     Examples:
@@ -66,7 +67,7 @@ def command(
       sluice trigger --event-name push --event-path event.json --json
     """
     from engine.app import trigger  # lazy: `sluice --help` does not load pydantic
-    from engine.app.runs import OneAtATime, Place, outcome  # lazy: as above
+    from engine.app.runs import OneAtATime, Place, outcome, report_errors  # lazy: as above
     from engine.core.triggers.github import RunTick  # lazy: as above
 
     state: State = ctx.obj
@@ -97,10 +98,12 @@ def command(
         trigger.publish(place, event.name, manifests, pipelines, status)
     if as_json:
         echo_json([m.to_dict() for m in manifests])
+    report_errors(manifests, say, summary=False)  # the job summary shows their errors
     if status == "cancelled":
         exit_with(EXIT_INTERRUPTED)
-    if status == "failed":
-        exit_with(max(EXIT_FAILED, runs_exit_code(outcome(m) for m in manifests)))
+    code = runs_exit_code(outcome(m) for m in manifests)
+    if status == "failed" or code == EXIT_ENGINE:  # a record not pushed is never green
+        exit_with(max(EXIT_FAILED, code))
 
 
 def _tick(ctx: click.Context, event: RunTick, *, as_json: bool, push: bool | None) -> None:

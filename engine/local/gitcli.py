@@ -59,3 +59,32 @@ def last_error(done: subprocess.CompletedProcess[bytes]) -> str:
     lines = (done.stderr or done.stdout).decode(errors="replace").strip().splitlines()
     last = lines[-1] if lines else f"exit {done.returncode}"
     return last.removeprefix("fatal: ").removeprefix("error: ")
+
+
+_PREFIXES = ("fatal: ", "error: ", "remote: ", "warning: ", "hint: ")
+
+
+def whole_error(done: subprocess.CompletedProcess[bytes]) -> str:
+    """Git's whole complaint on one line: a message per `fatal:`/`error:` line, the lines
+    that continue one joined to it (its last line alone says "and the repository exists.").
+
+    >>> lines = [b"fatal: Could not read from remote repository.", b"", b"Please make sure",
+    ...          b"and the repository exists."]
+    >>> whole_error(subprocess.CompletedProcess([], 128, b"", b"\\n".join(lines)))
+    'Could not read from remote repository.; Please make sure and the repository exists.'
+    """
+    messages: list[str] = []
+    joined = False  # the next line continues the last message
+    for raw in (done.stderr or done.stdout).decode(errors="replace").splitlines():
+        line = raw.strip()
+        prefixed = line.startswith(_PREFIXES)
+        for prefix in _PREFIXES:
+            line = line.removeprefix(prefix)
+        if not line:
+            joined = False
+        elif joined and not prefixed:
+            messages[-1] += " " + line
+        else:
+            messages.append(line)
+            joined = True
+    return "; ".join(messages) or f"exit {done.returncode}"

@@ -85,6 +85,8 @@ class Recorder:
     it (with new logs and cache components) to the results branch, when there is one.
 
     A record that fails is said (`note`) and tried again with the next: the run goes on.
+    `unrecorded` is the last record's failure (None once one went through): after the
+    final record, a run whose record did not reach the results branch (or its remote).
     """
 
     def __init__(
@@ -101,6 +103,7 @@ class Recorder:
         self.dry = False  # `explain`: nothing is written
         self._logs: list[str] = []  # run-relative paths of logs not yet recorded
         self._newly_done: set[str] = set()
+        self.unrecorded: SluiceError | None = None
 
     def log_written(self, rel: str) -> None:
         self._logs.append(rel)
@@ -139,6 +142,8 @@ class Recorder:
             )
         except SluiceError as exc:
             self.note(f"results branch: {exc}")
+            self.unrecorded = exc
             return
+        self.unrecorded = None
         self._logs.clear()
         self._newly_done.clear()

@@ -1,0 +1,137 @@
+"""A run's end, whatever happens around it (issue 12, items 7-9): a record that cannot be
+pushed never ends green, a run whose engine was killed outright is closed by `sluice gc`,
+an unavailable Docker says so, and concurrent runs in one clone all land.
+
+Real git (bare origins on disk, renamed away or refusing through a hook), real Docker,
+real engine processes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import threading
+from pathlib import Path
+
+import pytest
+from conftest import git, make_repo, sluice
+
+pytestmark = pytest.mark.docker
+
+BRANCH = "sluice-results"
+
+
+def quick(image: str, name: str = "p", extra: str = "") -> str:
+    return f"""
+    name: {name}
+    {extra}
+    steps:
+      - name: only
+        image: {image}
+        run: echo working
+    """
+
+
+def runs_on(where: Path, pipeline: str, ref: str = BRANCH) -> list[str]:
+    listed = git(where, "ls-tree", "--name-only", ref, f"runs/{pipeline}/")
+    return sorted(line.rsplit("/", 1)[-1] for line in listed.splitlines())
+
+
+def refuse_pushes(origin: Path) -> None:
+    """The origin answers fetches but refuses every push, saying why (a pre-receive hook)."""
+    hook = origin / "hooks" / "pre-receive"
+    hook.write_text("#!/bin/sh\necho 'results are frozen today' >&2\nexit 1\n")
+    hook.chmod(0o755)
+
+
+# --- 7. a record that could not be pushed never ends green ----------------------------------
+
+
+def test_an_unreachable_origin_exits_3_and_the_next_run_pushes_both(
+    tmp_path: Path, busybox_image: str
+) -> None:
+    repo = make_repo(tmp_path, {"p.yaml": quick(busybox_image)}, origin=True)
+    origin, gone = tmp_path / "origin.git", tmp_path / "gone.git"
+    origin.rename(gone)
+    summary = tmp_path / "summary.md"
+    github = {"GITHUB_ACTIONS": "true", "GITHUB_STEP_SUMMARY": str(summary)}
+
+    lost = sluice("run", "p", "--json", repo=repo, env=github)
+
+    assert lost.returncode == 3, lost.stderr  # was 0: an ephemeral runner went green
+    manifest = json.loads(lost.stdout)  # --json still prints the manifest
+    assert manifest["status"] == "succeeded" and manifest["engine_error"] is True
+    # git's whole message, not its last line alone ("and the repository exists.")
+    whole = "does not appear to be a git repository"
+    assert whole in manifest["error"] and "the repository exists" in manifest["error"]
+    assert f"sluice: error: run {manifest['run_id']} (p): " in lost.stderr
+    annotation = next(line for line in lost.stderr.splitlines() if line.startswith("::error"))
+    assert manifest["run_id"] in annotation and whole in annotation
+    assert "Sluice error" in summary.read_text() and whole in summary.read_text()
+    # the record stays committed locally, as the run ended
+    assert runs_on(repo, "p") == [manifest["run_id"]]
+    recorded = json.loads(git(repo, "show", f"{BRANCH}:runs/p/{manifest['run_id']}/manifest.json"))
+    assert recorded["status"] == "succeeded" and not recorded.get("engine_error")
+
+    retried = sluice("retry", manifest["run_id"], repo=repo)  # same rule for retry
+    assert retried.returncode == 3, retried.stderr
+
+    gone.rename(origin)
+    again = sluice("run", "p", "--json", repo=repo)
+    assert again.returncode == 0, again.stderr
+    second = json.loads(again.stdout)
+    assert not second["engine_error"]
+    ids = runs_on(repo, "p")
+    assert len(ids) == 3 and {manifest["run_id"], second["run_id"]} <= set(ids)
+    assert runs_on(origin, "p") == ids  # the earlier records went out with this run's
+
+
+def test_a_refused_push_fails_trigger_and_tick_with_3(tmp_path: Path, busybox_image: str) -> None:
+    pipelines = {"p.yaml": quick(busybox_image, extra='triggers: [{cron: "0 2 * * *"}]')}
+    repo = make_repo(tmp_path, pipelines, origin=True)
+    refuse_pushes(tmp_path / "origin.git")
+    event = tmp_path / "dispatch.json"
+    event.write_text(json.dumps({"inputs": {"pipeline": "p"}}))
+    summary, outputs = tmp_path / "summary.md", tmp_path / "outputs.txt"
+    github = {"GITHUB_STEP_SUMMARY": str(summary), "GITHUB_OUTPUT": str(outputs)}
+
+    triggered = sluice(
+        "trigger", "--event-name", "workflow_dispatch", "--event-path", str(event), "--json",
+        repo=repo, env=github,
+    )  # fmt: skip
+
+    assert triggered.returncode == 3, triggered.stderr
+    [run] = json.loads(triggered.stdout)
+    assert run["status"] == "succeeded" and run["engine_error"] is True
+    assert "results are frozen today" in run["error"]  # what the remote said
+    assert "results are frozen today" in summary.read_text()
+
+    ticked = sluice("tick", "--now", "2026-11-25T02:05:00Z", "--json", repo=repo)
+    assert ticked.returncode == 3, ticked.stderr  # was 1: the claim could not be pushed
+    assert "results are frozen today" in ticked.stderr
+
+
+# --- held: three concurrent runs in one clone, each pushing, all recorded --------------------
+
+
+def test_three_concurrent_runs_in_one_clone_all_land_on_the_origin(
+    tmp_path: Path, busybox_image: str
+) -> None:
+    repo = make_repo(tmp_path, {"p.yaml": quick(busybox_image)}, origin=True)
+    barrier = threading.Barrier(3)
+    done: list[subprocess.CompletedProcess[str]] = []
+
+    def one() -> None:
+        barrier.wait()
+        done.append(sluice("run", "p", "--json", "-q", repo=repo, process=True))
+
+    threads = [threading.Thread(target=one) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+    assert [d.returncode for d in done] == [0, 0, 0], [d.stderr[-800:] for d in done]
+    ids = sorted(json.loads(d.stdout)["run_id"] for d in done)
+    assert runs_on(tmp_path / "origin.git", "p") == ids
+    for run_id in ids:
+        text = git(tmp_path / "origin.git", "show", f"{BRANCH}:runs/p/{run_id}/manifest.json")
+        assert json.loads(text)["status"] == "succeeded"
