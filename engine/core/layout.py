@@ -17,6 +17,9 @@ The results branch (`sluice-results`):
 The repository's own `.sluice/` folder (git-ignored, never committed):
 
     .sluice/runs/<run id>/manifest.json               a run, recorded locally
+    .sluice/runs/<run id>/logs/<step>.<n>.log         its logs (all a finished run keeps)
+    .sluice/runs/<run id>/workspace.tar               the workspace snapshot, while it runs
+    .sluice/runs/<run id>/steps/<step>/               outputs and checkpoints, while it runs
     .sluice/artifacts/                                the default artifact store
 
 >>> manifest("churn", "20261124T100000Z-00002a")
@@ -47,6 +50,8 @@ LOGS = "logs"
 ENGINE_DIR = ".sluice"
 LOCAL_RUNS = f"{ENGINE_DIR}/{RUNS}"
 DEFAULT_ARTIFACTS = f"file://{ENGINE_DIR}/artifacts"
+WORKSPACE_TAR = "workspace.tar"  # in a local run's folder, while it runs
+LOCAL_STEPS = "steps"  # ditto: local copies of outputs and checkpoints, per step
 
 
 def parts(path: str) -> tuple[str, ...]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import threading
 import time
 from collections.abc import Callable
@@ -168,7 +169,7 @@ class Executor:
         return workspace
 
     def _start(self) -> None:
-        workspace = self._snapshot(self.run_dir / "workspace.tar")
+        workspace = self._snapshot(self.run_dir / layout.WORKSPACE_TAR)
         if self.options.resume is None:
             self.manifest.commit, self.manifest.dirty = workspace.commit, workspace.dirty
         baseline = self.loaded.pipeline.baseline
@@ -383,4 +384,12 @@ class Executor:
         self.manifest.finished_at = utc_iso(self.clock())
         self.manifest.duration_s = round(time.monotonic() - self._started_mono, 3)
         self.recorder.save(self.manifest, record=True)
+        self._tidy()
         self.reporter.run_finished(self.manifest)
+
+    def _tidy(self) -> None:
+        """One copy, the store's: a run that ended (or paused) keeps its manifest and logs
+        only. The snapshot and local copies of outputs and checkpoints go; a resumed run
+        takes a new snapshot and fetches outputs back from the artifact store."""
+        (self.run_dir / layout.WORKSPACE_TAR).unlink(missing_ok=True)
+        shutil.rmtree(self.run_dir / layout.LOCAL_STEPS, ignore_errors=True)
