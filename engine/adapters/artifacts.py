@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import secrets
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from engine.core import layout
 from engine.core.manifest import ArtifactPointer
@@ -17,6 +18,17 @@ from engine.local.disk import free_text, size_text
 
 CHUNK = 1024 * 1024
 DEFAULT_URL = layout.DEFAULT_ARTIFACTS
+
+
+_OBJECT = re.compile(r"(?:^|/)sha256/([0-9a-f]{2})/([0-9a-f]{62})$")
+
+
+class StoredObject(NamedTuple):
+    """One object in the store, as `sluice gc --runs` sees it (`mtime`: None when unknown)."""
+
+    sha256: str
+    size: int
+    mtime: float | None
 
 
 class CorruptArtifact(SluiceError):
@@ -168,3 +180,45 @@ class ArtifactStore:
                 f"artifact {pointer.sha256[:12]} in {self.url} does not match its sha256"
             )
         os.replace(tmp, dest)
+
+    # -- for `sluice gc --runs` ------------------------------------------------------------
+
+    def objects(self) -> list[StoredObject]:
+        """Every whole object in the store (temporary files and other names left out)."""
+        top = f"{self.root}/sha256"
+        try:
+            found = self.fs.find(top, detail=True) if self.fs.exists(top) else {}
+        except OSError as exc:
+            raise EngineUnavailable(f"cannot list artifact store {self.url}: {exc}") from None
+        listed = []
+        for path, info in found.items():
+            match = _OBJECT.search(str(path))
+            if match is not None:
+                sha = match.group(1) + match.group(2)
+                listed.append(StoredObject(sha, int(info.get("size") or 0), _mtime(info)))
+        return listed
+
+    def remove(self, sha256: str) -> None:
+        """Delete one object (gone already: nothing to do)."""
+        target = self._path(sha256)
+        try:
+            if self.fs.exists(target):
+                self.fs.rm_file(target)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise EngineUnavailable(
+                f"cannot remove from artifact store {self.url}: {exc}"
+            ) from None
+
+
+def _mtime(info: dict[str, Any]) -> float | None:
+    """When an object was written, from whatever its fsspec back end reports."""
+    for key in ("mtime", "LastModified", "last_modified", "updated", "created"):
+        value = info.get(key)
+        if isinstance(value, int | float):
+            return float(value)
+        timestamp = getattr(value, "timestamp", None)
+        if callable(timestamp):
+            return float(timestamp())
+    return None
