@@ -464,7 +464,7 @@ def test_summary_escapes_untrusted_text_and_says_when_nothing_ran() -> None:
     )
     text = summary([manifest], {}, {})
     assert "| s | ❌ failed | 0 |  |  |" in text
-    assert "`a\\|&lt;b&gt;`" in text
+    assert "`a\\|<b>`" in text  # a code span: shown as typed
     assert "```mermaid" not in text  # no DAG given
 
 
@@ -486,7 +486,7 @@ def test_summary_notes_say_where_a_step_came_from_or_why_it_did_not_run() -> Non
     )
     text = summary([manifest], {}, {})
     assert "| fit | 💾 cached | 0 |  | cached from `20261123T100000Z-000001` |" in text
-    assert "| deploy | ⏭️ skipped | 0 |  | when is false: a &gt; b \\| c |" in text
+    assert "| deploy | ⏭️ skipped | 0 |  | when is false: a \\> b \\| c |" in text
     assert "| notify | ✅ succeeded | 0 |  |  |" in text
 
 

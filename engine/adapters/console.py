@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import os
+import re
+import secrets
 import sys
 import threading
 import time
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TextIO
 
 from engine.core.manifest import RunManifest, StepRecord, StepStatus
+from engine.core.printable import inert, printable
+from engine.errors import UsageError
+from engine.local.logs import DEFAULT_LOG_CAP
 from engine.ports import Reporter
 
 if TYPE_CHECKING:
@@ -25,36 +34,162 @@ def _duration(record: StepRecord) -> str:
 
 
 def summary_lines(manifest: RunManifest) -> list[str]:
-    """A plain table of steps, for the end of a run."""
-    width = max((len(n) for n in manifest.steps), default=4)
-    lines = [f"run {manifest.run_id} ({manifest.pipeline}): {manifest.status.value}"]
+    """A plain table of steps, for the end of a run (names and reasons made printable)."""
+    names = {name: printable(name) for name in manifest.steps}
+    width = max((len(n) for n in names.values()), default=4)
+    run = f"{printable(manifest.run_id)} ({printable(manifest.pipeline)})"
+    lines = [f"run {run}: {manifest.status.value}"]
     for name, rec in manifest.steps.items():
         tries = (
             f"{len(rec.attempts)} attempt{'s' if len(rec.attempts) != 1 else ''}"
             if rec.attempts
             else ""
         )
-        why = f"  {rec.reason}" if rec.reason and rec.status is not StepStatus.succeeded else ""
+        why = rec.reason and rec.status is not StepStatus.succeeded
+        note = f"  {printable(rec.reason or '')}" if why else ""
         lines.append(
-            f"  {name:<{width}}  {rec.status.value:<16} {tries:<11} {_duration(rec):>7}{why}"
+            f"  {names[name]:<{width}}  {rec.status.value:<16} {tries:<11} {_duration(rec):>7}{note}"
         )
     if manifest.error:
-        lines.append(f"  error: {manifest.error}")
+        lines.append(f"  error: {printable(manifest.error)}")
     return lines
 
 
-class PlainReporter:
-    """One line per event on a text stream (CI logs, pipes); logs prefixed with the step."""
+# --- step output on its way to the screen ------------------------------------------------
 
-    def __init__(self, stream: TextIO | None = None, *, show_logs: bool = True) -> None:
+RELAY_CAP_ENV = "SLUICE_RELAY_CAP"
+_COLOUR = re.compile(r"(\x1b\[[0-9;:]*m)")  # SGR sequences: colours and bold, nothing else
+
+
+def relay_cap(env: Mapping[str, str]) -> int:
+    """Bytes of one attempt's output shown on stderr (`SLUICE_RELAY_CAP`; 0: no cap)."""
+    raw = env.get(RELAY_CAP_ENV, "").strip()
+    if not raw:
+        return DEFAULT_LOG_CAP
+    if not raw.isascii() or not raw.isdigit():
+        raise UsageError(f"{RELAY_CAP_ENV}={raw!r}: give a number of bytes (0: no cap)")
+    return int(raw)
+
+
+def relay_pieces(line: str) -> list[str]:
+    """One line of step output as the lines to show. A lone `\r` ends a line, as GitHub's
+    runner reads it (so it can neither hide text on a terminal nor start a command on a
+    runner); colours stay, every other control character is escaped."""
+    pieces = [p.rstrip() for p in line.rstrip("\r\n").split("\r")]
+    kept = [p for p in pieces if p] or [""]
+    return [
+        "".join(part if i % 2 else printable(part, tabs=True) for i, part in enumerate(parts))
+        for parts in (_COLOUR.split(piece) for piece in kept)
+    ]
+
+
+@dataclass
+class _Held:
+    """One attempt's output past the head: the last half-cap bytes, and what was cut."""
+
+    head: int = 0
+    tail: deque[str] = field(default_factory=deque)
+    tail_bytes: int = 0
+    cut_bytes: int = 0
+    cut_lines: int = 0
+
+
+class Relay:
+    """Step output to show, capped per attempt like the branch log: the head as it comes,
+    the cut marked, the tail when the attempt ends. Not thread-safe: the reporter locks."""
+
+    def __init__(self, cap: int = DEFAULT_LOG_CAP) -> None:
+        self.cap = cap
+        self._half = max(cap // 2, 1)
+        self._steps: dict[str, _Held] = {}
+
+    def add(self, step: str, line: str) -> list[str]:
+        """The lines to show now for one line of `step`'s output."""
+        shown = [f"[{step}] {piece}" for piece in relay_pieces(line)]
+        if not self.cap:
+            return shown
+        held = self._steps.setdefault(step, _Held())
+        now: list[str] = []
+        for text in shown:
+            size = len(text.encode("utf-8", "replace")) + 1
+            if not held.tail and held.head + size <= self._half:
+                held.head += size
+                now.append(text)
+                continue
+            if not held.tail and not held.cut_lines:
+                now.append(
+                    f"[{step}] [sluice: output past {self._half} bytes is held back; its last "
+                    f"{self._half} bytes follow when the attempt ends ({RELAY_CAP_ENV})]"
+                )
+            held.tail.append(text)
+            held.tail_bytes += size
+            while held.tail_bytes > self._half and len(held.tail) > 1:
+                dropped = held.tail.popleft()
+                held.tail_bytes -= len(dropped.encode("utf-8", "replace")) + 1
+                held.cut_bytes += len(dropped.encode("utf-8", "replace")) + 1
+                held.cut_lines += 1
+        return now
+
+    def end(self, step: str) -> list[str]:
+        """The attempt of `step` ended: the cut marker and the tail it held back."""
+        held = self._steps.pop(step, None)
+        if held is None or not held.tail:
+            return []
+        marker = []
+        if held.cut_lines:
+            marker.append(
+                f"[{step}] [sluice: {held.cut_bytes} bytes ({held.cut_lines} lines) of step "
+                "output cut here; head and tail kept, the run's log has its own]"
+            )
+        return [*marker, *held.tail]
+
+    def end_all(self) -> list[str]:
+        return [line for step in list(self._steps) for line in self.end(step)]
+
+
+class PlainReporter:
+    """One line per event on a text stream (CI logs, pipes); logs prefixed with the step.
+
+    With `github` (inside GitHub Actions) step output goes between `::stop-commands::T`
+    and `::T::`, T a fresh random token the step never sees, so nothing a step prints is
+    a workflow command; the engine's own lines, outside, are made `inert`.
+    """
+
+    def __init__(
+        self,
+        stream: TextIO | None = None,
+        *,
+        show_logs: bool = True,
+        github: bool = False,
+        relay_cap: int = DEFAULT_LOG_CAP,
+    ) -> None:
         self.stream = stream or sys.stderr
         self.show_logs = show_logs
+        self.github = github
+        self._relay = Relay(relay_cap)
+        self._token: str | None = None  # set while step output is being relayed
         self._lock = threading.Lock()
 
-    def _say(self, text: str) -> None:
+    def _write(self, lines: list[str], *, output: bool = False) -> None:
+        """Write `lines` (the lock held): step `output`, or the engine's own lines."""
+        if not lines:
+            return
+        if output and self.github and self._token is None:
+            self._token = secrets.token_hex(16)
+            self.stream.write(f"::stop-commands::{self._token}\n")
+        elif not output and self._token is not None:
+            self.stream.write(f"::{self._token}::\n")
+            self._token = None
+        self.stream.write("".join(line + "\n" for line in lines))
+        self.stream.flush()
+
+    def _say(self, text: str, *, ended: str | None = None) -> None:
+        """The engine's lines; `ended`: first the rest of that step's attempt output."""
+        lines = [printable(line, tabs=True) for line in text.split("\n")]
         with self._lock:
-            self.stream.write(text + "\n")
-            self.stream.flush()
+            if ended is not None:
+                self._write(self._relay.end(ended), output=True)
+            self._write([inert(line) for line in lines] if self.github else lines)
 
     def run_started(self, manifest: RunManifest, dag: Dag) -> None:
         count = len(manifest.steps)
@@ -64,28 +199,32 @@ class PlainReporter:
         if record.status is StepStatus.running:
             return  # attempt_started says it, with the attempt number
         why = (
-            f": {record.reason}"
+            f": {printable(record.reason)}"
             if record.reason and record.status is not StepStatus.succeeded
             else ""
         )
         took = f" in {_duration(record)}" if record.attempts else ""
-        self._say(f"sluice: {name}: {record.status.value}{took}{why}")
+        self._say(f"sluice: {name}: {record.status.value}{took}{why}", ended=name)
 
     def attempt_started(self, name: str, number: int) -> None:
-        self._say(f"sluice: {name}: running (attempt {number})")
+        self._say(f"sluice: {name}: running (attempt {number})", ended=name)
 
     def retrying(self, name: str, attempt: Attempt, delay: float) -> None:
         outcome = attempt.outcome.value if attempt.outcome else "ended"
-        self._say(f"sluice: {name}: attempt {attempt.number} {outcome}; retrying in {delay:g}s")
+        text = f"sluice: {name}: attempt {attempt.number} {outcome}; retrying in {delay:g}s"
+        self._say(text, ended=name)
 
     def log(self, step: str, line: str) -> None:
         if self.show_logs:
-            self._say(f"[{step}] {line.rstrip()}")
+            with self._lock:
+                self._write(self._relay.add(step, line), output=True)
 
     def note(self, text: str) -> None:
         self._say(f"sluice: {text}")
 
     def run_finished(self, manifest: RunManifest) -> None:
+        with self._lock:
+            self._write(self._relay.end_all(), output=True)
         self._say("\n".join(summary_lines(manifest)))
 
 
@@ -105,11 +244,19 @@ _STYLE = {
 class LiveReporter:
     """A live-updating table of steps on a terminal (rich); logs scroll above it."""
 
-    def __init__(self, console: Console | None = None, *, show_logs: bool = True) -> None:
+    def __init__(
+        self,
+        console: Console | None = None,
+        *,
+        show_logs: bool = True,
+        relay_cap: int = DEFAULT_LOG_CAP,
+    ) -> None:
         from rich.console import Console
 
         self.console = console or Console(stderr=True)
         self.show_logs = show_logs
+        self._relay = Relay(relay_cap)
+        self._lock = threading.Lock()
         self._records: dict[str, StepRecord] = {}
         self._since: dict[str, float] = {}
         self._live: Live | None = None
@@ -141,13 +288,25 @@ class LiveReporter:
         )
         self._live.start()
 
+    def _show(self, lines: list[str]) -> None:
+        for line in lines:
+            self.console.print(line, markup=False, highlight=False)
+
+    def _ended(self, name: str) -> None:
+        with self._lock:
+            self._show(self._relay.end(name))
+
     def step_changed(self, name: str, record: StepRecord) -> None:
         self._records[name] = record.model_copy()
+        if record.status is not StepStatus.running:
+            self._ended(name)
 
     def attempt_started(self, name: str, number: int) -> None:
+        self._ended(name)
         self._since[name] = time.monotonic()
 
     def retrying(self, name: str, attempt: Attempt, delay: float) -> None:
+        self._ended(name)
         outcome = attempt.outcome.value if attempt.outcome else "ended"
         self.console.print(
             f"{name}: attempt {attempt.number} {outcome}; retrying in {delay:g}s", markup=False
@@ -155,28 +314,36 @@ class LiveReporter:
 
     def log(self, step: str, line: str) -> None:
         if self.show_logs:
-            self.console.print(f"[{step}] {line.rstrip()}", markup=False, highlight=False)
+            with self._lock:
+                self._show(self._relay.add(step, line))
 
     def note(self, text: str) -> None:
-        self.console.print(f"sluice: {text}", markup=False, highlight=False)
+        self.console.print(f"sluice: {printable(text, tabs=True)}", markup=False, highlight=False)
 
     def run_finished(self, manifest: RunManifest) -> None:
+        with self._lock:
+            self._show(self._relay.end_all())
         self._records = {name: rec.model_copy() for name, rec in manifest.steps.items()}
         if self._live is not None:
             self._live.stop()
         colour = "green" if manifest.status.value == "succeeded" else "red"
-        self.console.print(
-            f"[{colour}]{manifest.pipeline}: {manifest.status.value}[/] ({manifest.run_id})"
-        )
+        from rich.markup import escape
+
+        pipeline, run_id = escape(printable(manifest.pipeline)), escape(printable(manifest.run_id))
+        self.console.print(f"[{colour}]{pipeline}: {manifest.status.value}[/] ({run_id})")
         if manifest.error:
-            self.console.print(f"error: {manifest.error}", markup=False)
+            self.console.print(f"error: {printable(manifest.error)}", markup=False)
 
 
-def make_reporter(*, quiet: bool = False) -> Reporter:
-    """Live on a terminal, plain lines elsewhere (NO_COLOR is honoured by rich)."""
+def make_reporter(*, quiet: bool = False, env: Mapping[str, str] | None = None) -> Reporter:
+    """Live on a terminal, plain lines elsewhere (NO_COLOR is honoured by rich); always
+    plain inside GitHub Actions (FORCE_COLOR would make rich take its log for a terminal)."""
     from rich.console import Console
 
+    env = os.environ if env is None else env
+    cap = relay_cap(env)
+    github = env.get("GITHUB_ACTIONS") == "true"
     console = Console(stderr=True)
-    if console.is_terminal and not console.is_dumb_terminal:
-        return LiveReporter(console, show_logs=not quiet)
-    return PlainReporter(sys.stderr, show_logs=not quiet)
+    if console.is_terminal and not console.is_dumb_terminal and not github:
+        return LiveReporter(console, show_logs=not quiet, relay_cap=cap)
+    return PlainReporter(sys.stderr, show_logs=not quiet, github=github, relay_cap=cap)

@@ -14,6 +14,7 @@ from typing import IO, Any
 
 from engine.core.graph import Dag, render_mermaid
 from engine.core.manifest import RunManifest, StepRecord
+from engine.core.printable import printable
 from engine.errors import (
     EngineUnavailable,
     InvalidInput,
@@ -149,10 +150,31 @@ _ICONS = {
 }
 
 
+# Every character that can start inline markdown or HTML (a link, an image, emphasis, a code
+# span, an entity, a mention, math); a table cell also ends at `|`. Escaped with a
+# backslash, each is text (CommonMark: any ASCII punctuation may be escaped).
+_MARKDOWN = re.compile(r"[\\`*_{}\[\]()<>!|~&$@#]")
+
+
 def _cell(value: object) -> str:
-    """Text safe inside a markdown table cell (step output names and metrics are untrusted)."""
-    text = str(value).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-    return text.replace("|", "\\|").replace("\r", " ").replace("\n", " ")
+    """Untrusted text (names, metric keys, reasons) as plain text in markdown, also inside
+    a table cell: one line, control characters escaped, markdown shown as typed."""
+    return _MARKDOWN.sub(lambda m: "\\" + m.group(), printable(str(value)))
+
+
+def _code(value: object, *, table: bool = True) -> str:
+    """Untrusted text as one code span (shown as typed: no link, no HTML, no entity): a
+    fence longer than any run of backticks inside, padded when the text starts or ends
+    with one; `|` escaped in a `table` cell (GFM reads that escape inside code spans too)."""
+    text = printable(str(value))
+    if not text:
+        return ""
+    fence = "`" * (max((len(run) for run in re.findall("`+", text)), default=0) + 1)
+    spaced = text.startswith(" ") and text.endswith(" ") and text.strip()
+    pad = " " if text[0] == "`" or text[-1] == "`" or spaced else ""
+    if table:
+        text = text.replace("|", "\\|")
+    return f"{fence}{pad}{text}{pad}{fence}"
 
 
 def _status(value: str) -> str:
@@ -171,7 +193,7 @@ def _metric_rows(manifest: RunManifest, baseline: RunManifest | None) -> list[st
         before = baseline.steps[name].metrics if baseline and name in baseline.steps else {}
         for key in [*record.metrics, *(k for k in before if k not in record.metrics)]:
             now = record.metrics.get(key, "")
-            cells = [_cell(name), f"`{_cell(key)}`", _cell(now)]
+            cells = [_cell(name), _code(key), _cell(now)]
             if baseline is not None:
                 cells.append(_cell(before.get(key, "")))
             rows.append("| " + " | ".join(cells) + " |")
@@ -181,7 +203,7 @@ def _metric_rows(manifest: RunManifest, baseline: RunManifest | None) -> list[st
 def _note(record: StepRecord) -> str:
     """Where a cached step came from; why a step did not run or failed (a false `when`...)."""
     if record.cached_from:
-        return f"cached from `{record.cached_from}`"
+        return f"cached from {_code(record.cached_from)}"
     if record.status.value in ("succeeded", "running", "pending") or not record.reason:
         return ""
     return _cell(record.reason)
@@ -191,9 +213,10 @@ def run_summary(manifest: RunManifest, dag: Dag | None, baseline: RunManifest | 
     """One run as markdown: a steps table, the DAG coloured by status, metrics vs baseline."""
     took = f" · {manifest.duration_s:.1f}s" if manifest.duration_s is not None else ""
     lines = [
-        f"### {_status(manifest.status.value)}: {manifest.pipeline}",
+        f"### {_status(manifest.status.value)}: {_cell(manifest.pipeline)}",
         "",
-        f"Run `{manifest.run_id}` · trigger `{_cell(manifest.trigger.kind)}`{took}",
+        f"Run {_code(manifest.run_id, table=False)} · trigger "
+        f"{_code(manifest.trigger.kind, table=False)}{took}",
         "",
     ]
     if manifest.error:
@@ -215,7 +238,7 @@ def run_summary(manifest: RunManifest, dag: Dag | None, baseline: RunManifest | 
         header = "| Step | Metric | Value |"
         rule = "| --- | --- | ---: |"
         if baseline is not None:
-            header += f" Baseline `{baseline.run_id}` |"
+            header += f" Baseline {_code(baseline.run_id)} |"
             rule += " ---: |"
         lines += ["", "**Metrics**", "", header, rule, *rows]
     return "\n".join(lines) + "\n"
@@ -241,7 +264,7 @@ def summary(
 
 def problems_summary(problems: Sequence[Problem]) -> str:
     """Invalid pipeline files as a markdown table, for a job that ran nothing because of them."""
-    rows = [f"| `{_cell(p.file)}` | {p.line or ''} | {_cell(p.message)} |" for p in problems]
+    rows = [f"| {_code(p.file)} | {p.line or ''} | {_cell(p.message)} |" for p in problems]
     table = ["| File | Line | Problem |", "| --- | ---: | --- |", *rows]
     return "## Sluice: invalid pipelines, nothing was run\n\n" + "\n".join(table) + "\n"
 

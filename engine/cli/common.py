@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
+from engine.core.printable import inert, printable
 from engine.errors import Problem, UsageError
 
 if TYPE_CHECKING:
@@ -80,13 +81,28 @@ def exit_with(code: int) -> NoReturn:
     raise click.exceptions.Exit(code)
 
 
+def json_out(text: str) -> str:
+    """JSON for stdout: inside GitHub Actions a string holding the runner's legacy command
+    form `##[` gets its second `#` as `\\u0023`, the same JSON, never a command."""
+    if os.environ.get("GITHUB_ACTIONS") == "true":
+        return text.replace("##[", "#\\u0023[")
+    return text
+
+
 def echo_json(value: Any) -> None:
-    click.echo(json.dumps(value, indent=2))
+    click.echo(json_out(json.dumps(value, indent=2)))
 
 
-def say(line: str) -> None:
-    """One line on stderr (progress and notes; stdout is for results)."""
-    click.echo(line, err=True)
+def shown(line: str) -> str:
+    """One line as printed: control characters escaped (untrusted names cannot move the
+    cursor or forge a line) and, inside GitHub Actions, never a workflow command."""
+    line = printable(line, tabs=True)
+    return inert(line) if os.environ.get("GITHUB_ACTIONS") == "true" else line
+
+
+def say(text: str) -> None:
+    """Lines on stderr (progress and notes; stdout is for results), each one `shown`."""
+    click.echo("\n".join(shown(line) for line in text.split("\n")), err=True)
 
 
 def annotate(problems: list[Problem]) -> None:
@@ -99,7 +115,7 @@ def annotate(problems: list[Problem]) -> None:
 def problems_exit(problems: list[Problem], tail: str) -> NoReturn:
     """Print every problem (and annotate it), then `N problem(s) in M file(s)<tail>`; exit 2."""
     for problem in problems:
-        say(str(problem))
+        say(printable(str(problem)))  # a name with a line break stays on its problem's line
     annotate(problems)
     say(f"sluice: {len(problems)} problem(s) in {len({p.file for p in problems})} file(s){tail}")
     exit_with(EXIT_INVALID)

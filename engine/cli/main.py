@@ -28,7 +28,9 @@ from engine.cli.common import (
     EXIT_OK,
     State,
     annotate,
+    say,
 )
+from engine.core.printable import printable
 from engine.errors import PipelineInvalid, SluiceError
 
 
@@ -98,11 +100,11 @@ def main(argv: list[str] | None = None) -> NoReturn:
         code = EXIT_INVALID if isinstance(exc, click.UsageError) else exc.exit_code
     except PipelineInvalid as exc:
         for problem in exc.problems:
-            click.echo(str(problem), err=True)
+            say(printable(str(problem)))
         annotate(exc.problems)
         code = exc.exit_code
     except SluiceError as exc:  # EngineUnavailable: exit 3
-        click.echo(f"sluice: error: {exc}", err=True)
+        say(f"sluice: error: {exc}")
         code = exc.exit_code
     except KeyboardInterrupt:
         click.echo("sluice: interrupted", err=True)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import click
 
-from engine.cli.common import CONTEXT, State, echo_json, say
+from engine.cli.common import CONTEXT, State, echo_json, json_out, say, shown
+from engine.core.printable import printable
 
 _fetch = click.option(
     "--fetch", is_flag=True, help="Fetch the results branch from the remote first."
@@ -37,9 +38,8 @@ def runs(state: State, pipeline_name: str | None, limit: int, fetch: bool, as_js
     click.echo(f"{'RUN':<24} {'PIPELINE':<24} {'STATUS':<17} {'TRIGGER':<12} {'DURATION':>9}")
     for m in found:
         took = f"{m.duration_s:.1f}s" if m.duration_s is not None else ""
-        click.echo(
-            f"{m.run_id:<24} {m.pipeline:<24} {m.status.value:<17} {m.trigger.kind:<12} {took:>9}"
-        )
+        run, pipeline, kind = (printable(v) for v in (m.run_id, m.pipeline, m.trigger.kind))
+        click.echo(shown(f"{run:<24} {pipeline:<24} {m.status.value:<17} {kind:<12} {took:>9}"))
 
 
 @click.command(context_settings=CONTEXT)
@@ -60,7 +60,7 @@ def show(state: State, run_id: str, fetch: bool, as_json: bool) -> None:
     with state.reading_store(fetch) as store:
         manifest = find_run(store, run_id)
         if as_json:
-            click.echo(manifest.to_json())
+            click.echo(json_out(manifest.to_json()))
             return
         production = production_of(store, manifest.pipeline)
     lines = summary_lines(manifest)
@@ -83,7 +83,8 @@ def show(state: State, run_id: str, fetch: bool, as_json: bool) -> None:
             )
         if rec.cached_from:
             lines.append(f"  {name} cached from {rec.cached_from}")
-    click.echo("\n".join(lines))
+    # each line as one line: names with line breaks or escape sequences come out escaped
+    click.echo("\n".join(shown(line) for line in lines))
 
 
 @click.command(context_settings=CONTEXT)
