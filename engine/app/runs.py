@@ -16,7 +16,7 @@ from engine.adapters.console import make_reporter
 from engine.adapters.pipeline_files import find_pipeline
 from engine.app import compose, execution
 from engine.app.drift_follow import DriftFollower, execute_following
-from engine.core import layout
+from engine.core import layout, names
 from engine.core.config import RepoConfig
 from engine.core.manifest import RunManifest, RunStatus, Trigger
 from engine.core.params import coerce_params
@@ -26,7 +26,7 @@ from engine.errors import NotFound, UsageError, json_object
 from engine.local.workspace import is_git_repo
 from engine.ports import ResultsBranch
 from engine.run.executor import Executor, RunOptions
-from engine.run.records import History
+from engine.run.records import History, refused_manifest
 
 
 class OneAtATime:
@@ -166,12 +166,20 @@ def report_errors(
 
 
 def find_run(store: ResultsBranch, run_id: str) -> RunManifest:
+    """Run `run_id`'s manifest; exit 2 naming the field when the branch holds one the engine
+    refuses (a hostile name: the branch is untrusted), or when there is no such run."""
+    names.checked(run_id, "run id")
     manifest = store.manifest(run_id)
     if manifest is None:
+        refused = refused_manifest(store, run_id)
+        if refused is not None:
+            raise UsageError(refused, hint="the results branch holds a damaged or hostile record")
         raise NotFound(
             f"no run {run_id!r} on the results branch",
             hint="`sluice runs` lists runs; `--fetch` gets the remote's results first",
         )
+    if manifest.run_id != run_id:
+        raise UsageError(f"run {run_id}'s manifest names another run: {manifest.run_id!r}")
     return manifest
 
 

@@ -33,6 +33,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
+from engine.core import names as names_check
 from engine.errors import UsageError
 
 if TYPE_CHECKING:  # the layout stays a leaf: importing it loads no models
@@ -55,14 +56,19 @@ LOCAL_STEPS = "steps"  # ditto: local copies of outputs and checkpoints, per ste
 
 
 def parts(path: str) -> tuple[str, ...]:
-    """The names along a branch path; UsageError for one git must not hold.
+    """The names along a branch path; UsageError for one git must not hold (`names.problem`,
+    and no `.git` or newline).
 
     >>> parts("/runs/churn/")
     ('runs', 'churn')
     """
-    names = tuple(path.strip("/").split("/"))
-    if any(p in ("", ".", "..") or p.lower() == ".git" or "\0" in p or "\n" in p for p in names):
-        raise UsageError(f"not a valid path on the results branch: {path!r}")
+    inside = path.strip("/")
+    names = tuple(inside.split("/"))
+    why = names_check.problem(inside, nested=True)
+    if why is None and any(p.lower() == ".git" or "\n" in p for p in names):
+        why = "has a '.git' name or a newline"
+    if why is not None:
+        raise UsageError(f"not a valid path on the results branch: {path!r} {why}")
     return names
 
 
@@ -97,8 +103,8 @@ def run_record(
 ) -> tuple[dict[str, bytes | None], str]:
     """(changes, commit message) that record a run: its manifest, its logs (by log_name),
     then any `extra` paths."""
-    if any("/" in name for name in logs):
-        raise UsageError(f"log names must not contain '/': {sorted(logs)}")
+    for name in logs:
+        names_check.checked(name, "log name")
     pipeline, run_id = record.pipeline, record.run_id
     changes: dict[str, bytes | None] = {log(pipeline, run_id, n): t for n, t in logs.items()}
     changes[manifest(pipeline, run_id)] = record.to_json().encode() + b"\n"

@@ -5,11 +5,20 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+
+from engine.core.names import safe_name, safe_path
 
 SCHEMA = "sluice/run/v1"
+
+# Names the engine turns into paths (run ids, pipeline and step names; output names and log
+# paths, in folders): checked whenever a manifest or a cache entry is read, since the results
+# branch is untrusted input (see engine/core/names.py).
+Name = Annotated[str, AfterValidator(safe_name)]
+RelPath = Annotated[str, AfterValidator(safe_path)]
+Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 
 
 class Outcome(StrEnum):
@@ -111,8 +120,8 @@ class _Model(BaseModel):
 
 class ArtifactPointer(_Model):
     uri: str
-    sha256: str
-    size: int
+    sha256: Sha256
+    size: Annotated[int, Field(ge=0)]
 
 
 class Attempt(_Model):
@@ -122,7 +131,7 @@ class Attempt(_Model):
     started_at: str
     finished_at: str | None = None
     duration_s: float | None = None
-    log: str | None = None
+    log: RelPath | None = None
     max_memory_bytes: int | None = None
     cpu_s: float | None = None
     error: str | None = None
@@ -134,12 +143,12 @@ class StepRecord(_Model):
     image: str = ""
     image_id: str | None = None
     cache_key: str | None = None
-    cached_from: str | None = None
-    needs: list[str] = Field(default_factory=list)
+    cached_from: Name | None = None
+    needs: list[Name] = Field(default_factory=list)
     is_finally: bool = False
     reason: str | None = None  # why skipped / upstream_failed / failed, in words
     attempts: list[Attempt] = Field(default_factory=list)
-    outputs: dict[str, ArtifactPointer] = Field(default_factory=dict)
+    outputs: dict[RelPath, ArtifactPointer] = Field(default_factory=dict)
     metrics: dict[str, float | int | bool] = Field(default_factory=dict)
     checkpoints: ArtifactPointer | None = None  # of its last failed attempt, for `sluice retry`
 
@@ -153,8 +162,8 @@ class Trigger(_Model):
 
 class RunManifest(_Model):
     schema_: str = Field(default=SCHEMA, alias="schema")
-    run_id: str
-    pipeline: str
+    run_id: Name
+    pipeline: Name
     pipeline_file: str
     pipeline_sha256: str
     commit: str | None = None
@@ -169,9 +178,9 @@ class RunManifest(_Model):
     ci: dict[str, Any] | None = None
     error: str | None = None
     engine_error: bool = False  # the engine itself could not run (exit 3); `error` says why
-    baseline_run: str | None = None  # the production run `when` and baseline.json saw
+    baseline_run: Name | None = None  # the production run `when` and baseline.json saw
     approvals: list[dict[str, str]] = Field(default_factory=list)  # {step, decision, by, at}
-    steps: dict[str, StepRecord] = Field(default_factory=dict)
+    steps: dict[Name, StepRecord] = Field(default_factory=dict)
 
     model_config = ConfigDict(extra="allow", populate_by_name=True)
 
@@ -184,3 +193,25 @@ class RunManifest(_Model):
     @classmethod
     def from_json(cls, text: str | bytes) -> RunManifest:
         return cls.model_validate_json(text)
+
+
+def refusal(exc: ValidationError, limit: int = 3) -> str:
+    """Why a record read from the results branch was refused, naming each field.
+
+    >>> try:
+    ...     StepRecord.model_validate({"needs": ["a"], "cached_from": "/x"})
+    ... except ValidationError as exc:
+    ...     print(refusal(exc))
+    cached_from: '/x' is an absolute path
+    """
+    found = []
+    for error in exc.errors()[:limit]:
+        loc = [str(part) for part in error["loc"]]
+        if loc and loc[-1] == "[key]":  # a bad key: name the mapping, the message shows the key
+            loc = loc[:-2]
+        message = str(error["msg"]).removeprefix("Value error, ")
+        if error["type"] not in ("value_error", "missing"):  # show what pydantic refused
+            message = f"{message} (got {str(error.get('input'))[:80]!r})"
+        found.append(f"{'.'.join(loc) or 'the record'}: {message}")
+    more = exc.error_count() - limit
+    return "; ".join(found) + (f"; and {more} more" if more > 0 else "")

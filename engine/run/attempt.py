@@ -15,6 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from engine.core import names
 from engine.core.manifest import ArtifactPointer, Attempt, utc_iso
 from engine.core.spec import DEFAULT_PIDS, Outcome, ResolvedStep
 from engine.errors import EngineUnavailable, SluiceError
@@ -119,6 +120,10 @@ class AttemptRunner:
         with self._guard:
             lock = self._locks.setdefault(name, threading.Lock())
         dest = self.step_dir(name) / "outputs"
+        # Names come from the results branch (a cache entry, a retried run): untrusted, so
+        # all are checked before the first file is written.
+        for rel in outputs:
+            names.checked(rel, f"output name of step {name}", nested=True)
         with lock:
             if not (dest / COMPLETE).exists():
                 shutil.rmtree(dest, ignore_errors=True)
@@ -378,6 +383,10 @@ class AttemptRunner:
             except SluiceError:
                 shutil.rmtree(dest, ignore_errors=True)
                 raise
+        for rel in written:
+            why = names.problem(rel.as_posix(), nested=True)
+            if why is not None:  # it could not be read back from the results branch
+                raise SluiceError(f"output {names.shown(rel.as_posix())} {why}: rename it")
         metrics = read_metrics(dest / "metrics.json")
         outputs = {
             rel.as_posix(): self.store.put_file(dest / rel)

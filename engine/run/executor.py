@@ -303,7 +303,7 @@ class Executor:
             assert self.history is not None
             prepared = self._prepare(name)
             record.cache_key = prepared.key
-            found = reuse.from_cache(self.history, prepared, self.store)
+            found = reuse.from_cache(self.history, prepared, self.store, self.reporter.note)
             if found is None:
                 return False
         record.outputs, record.metrics = found.outputs, found.metrics

@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
 from engine.core import layout
-from engine.core.manifest import ArtifactPointer, RunManifest, StepStatus, utc_iso
+from engine.core.manifest import (
+    ArtifactPointer,
+    Name,
+    RelPath,
+    RunManifest,
+    StepStatus,
+    refusal,
+    utc_iso,
+)
 from engine.core.production import (
     IMPLIED_FROM_RUNS,
     Decide,
@@ -29,10 +37,10 @@ _CLAIM_ATTEMPTS = 20
 class CacheEntry(BaseModel):
     """One cached step result: enough to reuse it without its run's manifest."""
 
-    run_id: str
-    pipeline: str
-    step: str
-    outputs: dict[str, ArtifactPointer]
+    run_id: Name
+    pipeline: Name
+    step: Name
+    outputs: dict[RelPath, ArtifactPointer]
     metrics: dict[str, float | int | bool]
 
 
@@ -43,6 +51,23 @@ def _json(data: bytes | None) -> Any:
         return json.loads(data)
     except ValueError:
         return None  # a damaged index entry is a miss, not a crash
+
+
+def refused_manifest(branch: ResultsBranch, run_id: str) -> str | None:
+    """Why the branch's manifest of `run_id` does not load (the adapters hide such a run
+    from listings); None when there is no manifest of that run at all."""
+    for pipeline in branch.list_dir(layout.RUNS):
+        path = layout.manifest(pipeline, run_id)
+        data = branch.read(path)
+        if data is None:
+            continue
+        try:
+            RunManifest.from_json(data)
+        except ValidationError as exc:
+            return f"{path} on the results branch is refused: {refusal(exc)}"
+        except ValueError as exc:
+            return f"{path} on the results branch is not valid JSON: {exc}"
+    return None
 
 
 class History:
@@ -56,11 +81,18 @@ class History:
         """The manifest of run `run_id`, None when the branch has no such run."""
         return self.branch.manifest(run_id)
 
-    def cache_entry(self, cache_key: str) -> CacheEntry | None:
-        data = _json(self.branch.read(layout.cache_entry(cache_key)))
+    def cache_entry(
+        self, cache_key: str, note: Callable[[str], None] | None = None
+    ) -> CacheEntry | None:
+        """The cached result of `cache_key`; None when absent or damaged. An entry with a
+        name the engine refuses (the branch is untrusted) is a miss that `note` tells."""
+        path = layout.cache_entry(cache_key)
+        data = _json(self.branch.read(path))
         try:
             return CacheEntry.model_validate(data) if data is not None else None
-        except ValidationError:
+        except ValidationError as exc:
+            if note is not None:
+                note(f"cache entry {path} refused: {refusal(exc)}; the step runs again")
             return None
 
     def last_components(self, pipeline: str, step: str) -> dict[str, Any] | None:

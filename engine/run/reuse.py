@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from engine.core import cache
@@ -47,9 +47,15 @@ def from_retried(original: RunManifest | None, name: str, store: ArtifactStore) 
     )
 
 
-def from_cache(history: History, prepared: Prepared, store: ArtifactStore) -> Reused | None:
-    """An earlier run's result for the same cache key, its outputs still in the store."""
-    entry = history.cache_entry(prepared.key) if prepared.key else None
+def from_cache(
+    history: History,
+    prepared: Prepared,
+    store: ArtifactStore,
+    note: Callable[[str], None] | None = None,
+) -> Reused | None:
+    """An earlier run's result for the same cache key, its outputs still in the store; an
+    entry the engine refuses (see History.cache_entry) is a miss that `note` tells."""
+    entry = history.cache_entry(prepared.key, note) if prepared.key else None
     if entry is None or not all(store.has(p) for p in entry.outputs.values()):
         return None
     return Reused(
