@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from conftest import make_repo, sluice
 
-pytestmark = pytest.mark.docker
+from engine.adapters.artifacts import ArtifactStore
 
 MB = 1024 * 1024
 
@@ -81,6 +81,7 @@ steps:
 """
 
 
+@pytest.mark.docker
 def test_a_run_keeps_only_logs_and_manifest_beyond_the_store(
     tmp_path: Path, busybox_image: str
 ) -> None:
@@ -173,6 +174,7 @@ def output_of(run: dict[str, Any], step: str, name: str) -> str:
     return sha
 
 
+@pytest.mark.docker
 def test_gc_runs_keeps_what_rollback_retry_and_the_cache_need(
     tmp_path: Path, busybox_image: str
 ) -> None:
@@ -232,6 +234,7 @@ def test_gc_runs_keeps_what_rollback_retry_and_the_cache_need(
     assert output_of(first, "build", "model.txt") == gone_blob
 
 
+@pytest.mark.docker
 def test_gc_runs_keeps_young_artifacts_and_unfinished_runs(
     tmp_path: Path, busybox_image: str
 ) -> None:
@@ -257,6 +260,7 @@ def test_gc_runs_keeps_young_artifacts_and_unfinished_runs(
     )
 
 
+@pytest.mark.docker
 def test_gc_runs_refuses_when_the_remote_is_unreachable(tmp_path: Path, busybox_image: str) -> None:
     repo = make_repo(
         tmp_path, {"big.yaml": GATED.format(image=busybox_image, size=1000)}, origin=True
@@ -267,3 +271,23 @@ def test_gc_runs_refuses_when_the_remote_is_unreachable(tmp_path: Path, busybox_
     refused = cli(repo, "gc", "--runs", "--keep", "1", "--grace", "0", check=None)
     assert refused.returncode == 3, refused.stderr
     assert files_under(repo / ".sluice") == before
+
+
+def test_storing_an_object_again_makes_it_young_for_the_grace_period(tmp_path: Path) -> None:
+    """A run that stores bytes an old, unreferenced object already holds must not lose them
+    to a gc that runs before its manifest names them."""
+    store = ArtifactStore("file://store", tmp_path)
+    model = tmp_path / "model.bin"
+    model.write_bytes(b"weights" * 1000)
+    pointer = store.put_file(model)
+    (old,) = store.objects()
+    assert old.sha256 == pointer.sha256 and old.size == model.stat().st_size
+    assert old.mtime is not None
+    stored = Path(pointer.uri.removeprefix("file://"))
+    os.utime(stored, (old.mtime - 7200, old.mtime - 7200))
+    assert store.put_file(model) == pointer
+    (again,) = store.objects()
+    assert again.mtime is not None and again.mtime >= old.mtime
+    store.remove(pointer.sha256)
+    store.remove(pointer.sha256)  # gone already: nothing to do
+    assert store.objects() == [] and not store.has(pointer)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
@@ -94,6 +95,9 @@ class ArtifactStore:
         try:
             if not self._present(target, size):
                 self._write(path, target)
+            elif self.local:  # stored again: young for `sluice gc --runs`'s grace period
+                with contextlib.suppress(OSError):
+                    os.utime(target)
         except Exception as exc:  # the store's failure, never the step's: the run stops
             why = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
             raise EngineUnavailable(
