@@ -112,6 +112,8 @@ steps:
       printf '::stop-commands::pwned\n::warning::pwned-inside\n::pwned::\n'
       printf '::error::pwned-after\n'
       printf 'last words without a newline\r::notice::pwned-end'
+      printf '{{"##[warning]pwned-metric": 1}}' > "$SLUICE_OUTPUTS/metrics.json"
+      printf x > "$SLUICE_OUTPUTS/::error::pwned-file ##[error]x"
 """
 
 
@@ -121,9 +123,12 @@ def test_step_output_on_a_github_runner_carries_no_workflow_command(
 ) -> None:
     repo = make_repo(tmp_path, {"p.yaml": HOSTILE_STEP.format(image=busybox_image)})
 
-    done = sluice("run", "hostile", repo=repo, env={"GITHUB_ACTIONS": "true"}, process=True)
+    github = {"GITHUB_ACTIONS": "true"}
+    done = sluice("run", "hostile", "--json", repo=repo, env=github, process=True)
 
     assert done.returncode == 0, done.stderr
+    assert runner_commands(done.stdout) == []  # the manifest on stdout: names stay data
+    assert json.loads(done.stdout)["steps"]["loud"]["metrics"] == {"##[warning]pwned-metric": 1}
     acted = runner_commands(done.stderr)
     injected = [line for line in acted if "pwned" in line]
     assert injected == []  # the figure: injected workflow commands, 0
@@ -132,6 +137,11 @@ def test_step_output_on_a_github_runner_carries_no_workflow_command(
     for piece in ("a", "::warning ::pwned-cr", "b", "  ::add-mask::pwned-mask", "::pwned::"):
         assert f"[loud] {piece}\n" in done.stderr
     assert "[loud] ::notice::pwned-end\n" in done.stderr
+    run_id = json.loads(done.stdout)["run_id"]
+    for command in (["show", run_id], ["show", run_id, "--json"], ["runs"]):
+        shown = sluice(*command, repo=repo, env=github, process=True)
+        assert shown.returncode == 0, shown.stderr
+        assert runner_commands(shown.stdout + shown.stderr) == [], command
 
     plain = sluice("run", "hostile", repo=repo, env={"GITHUB_ACTIONS": None}, process=True)
     assert "stop-commands::" not in plain.stderr.replace("::stop-commands::pwned", "")

@@ -14,6 +14,7 @@ from engine.cli.common import (
     echo_json,
     exit_with,
     install_signal_handlers,
+    json_out,
     push_option,
     runs_exit_code,
     say,
@@ -40,7 +41,7 @@ def _finish(manifests: list[RunManifest], as_json: bool) -> int:
     from engine.app.runs import outcome, report_errors  # lazy: `sluice --help` stays light
 
     if as_json:
-        click.echo(manifests[0].to_json())
+        click.echo(json_out(manifests[0].to_json()))
     report_errors(manifests, say)
     return runs_exit_code(outcome(m) for m in manifests)
 
