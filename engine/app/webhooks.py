@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.adapters.pipeline_files import find_pipeline_files, load_many
-from engine.adapters.webhook_http import DELIVERY_HEADERS, Reply, error, make_server
+from engine.adapters.webhook_http import DELIVERY_HEADERS, Limits, Reply, error, make_server
 from engine.app import compose, execution
 from engine.app.drift_follow import DriftFollower, execute_following
 from engine.core import layout
@@ -28,7 +28,7 @@ from engine.core.config import RepoConfig
 from engine.core.manifest import RunManifest, Trigger
 from engine.core.params import coerce_params
 from engine.core.parse import LoadedPipeline
-from engine.core.payloads import check_text
+from engine.core.payloads import check_payload
 from engine.errors import InvalidInput, PipelineInvalid, SluiceError
 from engine.local.workspace import is_git_repo
 from engine.ports import ContainerRuntime
@@ -79,7 +79,7 @@ def read_hook(
         raise InvalidInput(f"the body is not valid JSON: {exc}") from None
     if not isinstance(payload, dict):
         raise InvalidInput("the body must be a JSON object (the hook's client_payload)")
-    check_text(payload, "the body")  # before the 202: a run could not record it
+    check_payload(payload, "the body")  # before the 202: a run could not record it
     if len(payload) > MAX_PAYLOAD_KEYS:
         raise InvalidInput(
             f"the body has {len(payload)} top-level keys; at most {MAX_PAYLOAD_KEYS}, "
@@ -316,6 +316,7 @@ class Service:
         workers: int,
         queue_size: int,
         log: Callable[[str], None],
+        limits: Limits | None = None,
     ) -> None:
         self.repo, self.folder, self.log = repo, repo / config.pipelines, log
         self.receiver = Receiver(
@@ -327,7 +328,7 @@ class Service:
             queue_size=queue_size,
             log=log,
         )
-        self.server = make_server(self.receiver, host, port, log)
+        self.server = make_server(self.receiver, host, port, log, limits)
         self._thread: threading.Thread | None = None
 
     def _load(self) -> list[LoadedPipeline]:

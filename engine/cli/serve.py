@@ -41,8 +41,31 @@ if TYPE_CHECKING:
     show_default=True,
     help="Runs that may wait; a hook beyond that is answered 503.",
 )
+@click.option(
+    "--max-connections",
+    type=click.IntRange(1, 10_000),
+    default=256,
+    show_default=True,
+    help="Requests served at once; one beyond that is answered 503.",
+)
+@click.option(
+    "--request-timeout",
+    type=click.FloatRange(0.1, 3600),
+    default=30.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Time for a whole request (line, headers, body); then 408.",
+)
 @click.pass_obj
-def command(state: State, host: str, port: int, workers: int, queue_size: int) -> None:
+def command(
+    state: State,
+    host: str,
+    port: int,
+    workers: int,
+    queue_size: int,
+    max_connections: int,
+    request_timeout: float,
+) -> None:
     """Receive signed webhooks and run the pipelines that listen to them.
 
     \b
@@ -59,8 +82,11 @@ def command(state: State, host: str, port: int, workers: int, queue_size: int) -
     \b
     Answers, checked in this order: 413 body over 1 MiB (411 without a length),
     401 signature missing or wrong, 404 no pipeline listens to the event,
-    400 bad JSON, more than 10 top-level keys or bad params, 503 queue full,
-    else 202 {"run_ids": [...]}. Runs are recorded as usual (trigger kind webhook).
+    400 bad JSON, a lone surrogate, more than 10 top-level keys or bad params,
+    503 queue full, else 202 {"run_ids": [...]}. Runs are recorded as usual
+    (trigger kind webhook). 400 also on a Content-Length that is not ASCII digits
+    or is given twice differently; 408 when a request is not whole within
+    --request-timeout; 503 beyond --max-connections requests at once.
 
     \b
     Pipelines are read at start-up; SIGHUP reads them again (an invalid set is
@@ -74,6 +100,7 @@ def command(state: State, host: str, port: int, workers: int, queue_size: int) -
       sig=$(printf %s "$body" | openssl dgst -sha256 -hmac "$SLUICE_WEBHOOK_SECRET" | cut -d' ' -f2)
       curl -d "$body" -H "X-Sluice-Signature-256: sha256=$sig" localhost:8080/hooks/retrain-churn
     """
+    from engine.adapters.webhook_http import Limits  # lazy: as below
     from engine.app.webhooks import Service  # lazy: `sluice --help` does not load pydantic
 
     secret = os.environ.get("SLUICE_WEBHOOK_SECRET", "")
@@ -92,6 +119,7 @@ def command(state: State, host: str, port: int, workers: int, queue_size: int) -
         workers=workers,
         queue_size=queue_size,
         log=_Log(),
+        limits=Limits(request_timeout=request_timeout, max_connections=max_connections),
     )
     _serve_until_stopped(service)
     exit_with(EXIT_INTERRUPTED)

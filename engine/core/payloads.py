@@ -1,4 +1,4 @@
-"""Untrusted JSON payloads: only what a manifest can record (text that is UTF-8) gets in."""
+"""Untrusted JSON payloads: only what a manifest can record gets in (UTF-8 text, bounded depth)."""
 
 from __future__ import annotations
 
@@ -8,42 +8,46 @@ from typing import Any
 
 from engine.errors import InvalidInput
 
+MAX_DEPTH = 64  # nesting levels; deeper values break copying and recording, not parsing
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
-def lone_surrogate(value: Any) -> str | None:
-    """Where `value` holds a lone surrogate (in a key or a string, at any depth), or None.
+def payload_problem(value: Any, max_depth: int = MAX_DEPTH) -> str | None:
+    """What keeps `value` from being recorded, and where, or None.
 
     `json.loads` accepts `"\\ud800"` (and UTF-8-encoded surrogate bytes), but no such string
-    can be written as UTF-8: a run recording it would die on its manifest.
+    can be written as UTF-8; and it accepts nesting that recursion cannot copy or record.
 
-    >>> lone_surrogate({"a": [1, {"b": "ok\\ud800"}]})
-    '$["a"][1]["b"]'
-    >>> lone_surrogate(json.loads('{"pair": "\\\\ud83d\\\\ude00"}')) is None  # one character
+    >>> payload_problem({"a": [1, {"b": "ok\\ud800"}]})
+    'a lone surrogate (a \\\\ud800-\\\\udfff escape without its pair) at $["a"][1]["b"]'
+    >>> payload_problem(json.loads('{"pair": "\\\\ud83d\\\\ude00"}')) is None  # one character
     True
+    >>> payload_problem({"a": [[[]]]}, max_depth=2)
+    'nesting deeper than 2 levels at $["a"][0][0]'
     """
-    stack: list[tuple[str, Any]] = [("$", value)]  # a loop: depth is the client's to choose
+    stack: list[tuple[str, Any, int]] = [("$", value, 0)]  # a loop: depth is the client's
     while stack:
-        where, item = stack.pop()
-        if isinstance(item, str):
-            if _SURROGATE.search(item):
-                return where
-        elif isinstance(item, dict):
+        where, item, depth = stack.pop()
+        if depth > max_depth:
+            return f"nesting deeper than {max_depth} levels at {where[:200]}"
+        if isinstance(item, str) and _SURROGATE.search(item):
+            return _LONE + where
+        if isinstance(item, dict):
             for key, child in item.items():
                 step = f"{where}[{json.dumps(str(key)[:40])}]"  # ASCII: escapes are shown
                 if isinstance(key, str) and _SURROGATE.search(key):
-                    return step
-                stack.append((step, child))
+                    return _LONE + step
+                stack.append((step, child, depth + 1))
         elif isinstance(item, list | tuple):
-            stack.extend((f"{where}[{i}]", child) for i, child in enumerate(item))
+            stack.extend((f"{where}[{i}]", child, depth + 1) for i, child in enumerate(item))
     return None
 
 
-def check_text(value: Any, what: str) -> None:
-    """Raise InvalidInput when `value` holds a lone surrogate, naming where."""
-    where = lone_surrogate(value)
-    if where is not None:
-        raise InvalidInput(
-            f"{what} holds a lone surrogate (a \\ud800-\\udfff escape without its pair) at "
-            f"{where}: that is not text, and a run could not record it"
-        )
+_LONE = "a lone surrogate (a \\ud800-\\udfff escape without its pair) at "
+
+
+def check_payload(value: Any, what: str) -> None:
+    """Raise InvalidInput when `value` could not be recorded (see payload_problem)."""
+    problem = payload_problem(value)
+    if problem is not None:
+        raise InvalidInput(f"{what} holds {problem}: a run could not record it")

@@ -12,7 +12,7 @@ from engine.core.expressions import ExpressionError
 from engine.core.manifest import Trigger
 from engine.core.params import coerce_params
 from engine.core.parse import LoadedPipeline
-from engine.core.payloads import check_text
+from engine.core.payloads import check_payload
 from engine.core.suggest import suggest
 from engine.core.triggers.drift import bounded, holds_over
 from engine.core.triggers.paths import matches_paths, normalize
@@ -69,7 +69,7 @@ def plan(
     """
     if not isinstance(payload, Mapping):
         raise InvalidInput(f"the {event_name} event payload is not a JSON object")
-    check_text(payload, f"the {event_name} event payload")  # a run could not record it
+    check_payload(payload, f"the {event_name} event payload")  # a run could not record it
     if event_name == "push":
         return _push(payload, pipelines, changed_files)
     if event_name == "workflow_dispatch":
@@ -189,7 +189,7 @@ def _params_object(raw: Any, source: str) -> dict[str, Any]:
     if raw is None or (isinstance(raw, str) and not raw.strip()):
         return {}
     given = json_object(raw, source, example="'{\"n_estimators\": 200}'")
-    check_text(given, source)
+    check_payload(given, source)
     return given
 
 
