@@ -291,3 +291,15 @@ def test_storing_an_object_again_makes_it_young_for_the_grace_period(tmp_path: P
     store.remove(pointer.sha256)
     store.remove(pointer.sha256)  # gone already: nothing to do
     assert store.objects() == [] and not store.has(pointer)
+
+
+def test_gc_retention_options_go_with_runs_only(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path, {"p.yaml": "name: p\nsteps: [{name: a, image: x, run: 'true'}]\n"})
+    for args, said in [
+        (("--keep", "3"), "--keep: only with --runs"),
+        (("--dry-run", "--grace", "0"), "--grace, --dry-run: only with --runs"),
+        (("--runs", "--all"), "--all removes containers"),
+    ]:
+        done = sluice("gc", *args, repo=repo)
+        assert done.returncode == 2 and said in done.stderr, done.stderr
+    assert not (repo / ".sluice").exists()  # nothing was done

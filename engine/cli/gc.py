@@ -62,6 +62,7 @@ def gc(
       sluice gc
       sluice gc --runs --keep 5 --dry-run
     """
+    _check_options(runs, everything)
     if runs:
         _runs(state, keep, grace, dry_run, as_json)
         return
@@ -71,6 +72,20 @@ def gc(
     for name in removed:
         click.echo(name)
     say(f"sluice: removed {len(removed)} container(s)")
+
+
+def _check_options(runs: bool, everything: bool) -> None:
+    """--keep, --grace and --dry-run mean something only with --runs; --all never does."""
+    context = click.get_current_context()
+    given = [
+        f"--{name.replace('_', '-')}"
+        for name in ("keep", "grace", "dry_run")
+        if context.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE
+    ]
+    if given and not runs:
+        raise click.UsageError(f"{', '.join(given)}: only with --runs")
+    if runs and everything:
+        raise click.UsageError("--all removes containers: it does not go with --runs")
 
 
 def _runs(state: State, keep: int, grace: float, dry_run: bool, as_json: bool) -> None:
