@@ -245,6 +245,33 @@ def test_show_prints_names_with_control_characters_escaped(
     assert "metrics: m\\r\\nforged=1" in shown.stdout
 
 
+@pytest.mark.docker
+def test_names_that_are_not_utf8_are_refused_clearly(tmp_path: Path, busybox_image: str) -> None:
+    pipeline = rf"""
+    name: bytes
+    steps:
+      - name: b
+        image: {busybox_image}
+        run: |
+          printf x > "$SLUICE_OUTPUTS/$(printf 'n\377')"
+      - name: k
+        image: {busybox_image}
+        run: |
+          printf '{{"\\ud800": 1}}' > "$SLUICE_OUTPUTS/metrics.json"
+    """
+    repo = make_repo(tmp_path, {"b.yaml": pipeline})
+
+    ran = sluice("run", "bytes", "--json", repo=repo, process=True)
+
+    assert ran.returncode == 1, ran.stderr
+    steps = json.loads(ran.stdout)["steps"]
+    assert steps["b"]["status"] == "failed"
+    assert "output name 'n\\xff' is not UTF-8" in steps["b"]["reason"]
+    assert steps["k"]["status"] == "failed"
+    assert "metrics.json: key '\\ud800' is not valid Unicode text" in steps["k"]["reason"]
+    assert "Traceback" not in ran.stderr
+
+
 RELAY_CAP = 1024**2
 
 

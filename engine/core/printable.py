@@ -67,3 +67,17 @@ def inert(line: str) -> str:
     if rest.startswith("::"):
         line = line[: len(line) - len(rest)] + "\\" + rest
     return line.replace(_LEGACY_COMMAND, "##\\[")
+
+
+def is_utf8(text: str) -> bool:
+    """Whether `text` can be written as UTF-8 (a manifest, a summary): False when it holds a
+    lone surrogate, from a file name that was not UTF-8 or a JSON escape such as `\\ud800`.
+
+    >>> is_utf8("été"), is_utf8(b"n\\xff".decode("utf-8", "surrogateescape"))
+    (True, False)
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

@@ -17,6 +17,7 @@ from typing import Any
 
 from engine.core import names
 from engine.core.manifest import ArtifactPointer, Attempt, utc_iso
+from engine.core.printable import is_utf8, printable
 from engine.core.spec import DEFAULT_PIDS, Outcome, ResolvedStep
 from engine.errors import EngineUnavailable, SluiceError
 from engine.local import archives
@@ -79,6 +80,9 @@ def read_metrics(path: Path) -> dict[str, float | int | bool]:
         raise SluiceError(f"metrics.json is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise SluiceError("metrics.json must be a JSON object of numbers and booleans")
+    odd = next((key for key in data if not is_utf8(key)), None)
+    if odd is not None:  # "\ud800": the manifest could not hold it as it is
+        raise SluiceError(f"metrics.json: key '{printable(odd)}' is not valid Unicode text")
     bad = [
         k for k, v in data.items() if not isinstance(v, int | float | bool) or not math.isfinite(v)
     ]
@@ -384,6 +388,10 @@ class AttemptRunner:
                 shutil.rmtree(dest, ignore_errors=True)
                 raise
         for rel in written:
+            if not is_utf8(rel.as_posix()):  # a manifest is UTF-8: refused, never altered
+                raise SluiceError(
+                    f"output name '{printable(rel.as_posix())}' is not UTF-8: rename it"
+                )
             why = names.problem(rel.as_posix(), nested=True)
             if why is not None:  # it could not be read back from the results branch
                 raise SluiceError(f"output {names.shown(rel.as_posix())} {why}: rename it")
