@@ -19,6 +19,7 @@ from engine.app.drift_ledger import Signal
 from engine.app.runs import OneAtATime, Place
 from engine.core.manifest import RunManifest, Trigger, overall_status
 from engine.core.parse import LoadedPipeline
+from engine.core.printable import printable
 from engine.core.triggers.drift import bindings
 from engine.core.triggers.github import PlannedRun, RunTick, is_zero_sha, plan
 from engine.errors import PipelineInvalid, Problem, SluiceError
@@ -66,7 +67,7 @@ def load(place: Place, *, strict: bool) -> list[LoadedPipeline]:
             loaded.extend(load_many([path], place.repo))
     names = collections.Counter(p.name for p in loaded)
     for problem in problems:
-        place.log(f"sluice: warning: {problem} (left out)")
+        place.log(f"sluice: warning: {printable(str(problem))} (left out)")
     github.annotate(problems, os.environ, sys.stderr, level="warning")
     return [p for p in loaded if names[p.name] == 1]
 
