@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from engine.cli.common import CONTEXT, State, echo_json, push_option
+from engine.cli.common import CONTEXT, State, echo_json, push_option, shown
 
 if TYPE_CHECKING:
     from engine.core.production import Production
@@ -89,7 +89,12 @@ def _report(
         )
         return
     if not changed or after is None:
-        click.echo(f"{pipeline}: production stays {new} (already production; nothing recorded)")
+        click.echo(
+            shown(f"{pipeline}: production stays {new} (already production; nothing recorded)")
+        )
         return
-    click.echo(f"{pipeline}: production {old or '(none)'} -> {new}")
-    click.echo(f"  {after.action} #{after.seq} by {after.by} at {after.at} (step {after.step})")
+    click.echo(shown(f"{pipeline}: production {old or '(none)'} -> {new}"))
+    # who and when, as recorded on the branch: untrusted text, shown on one line
+    click.echo(
+        shown(f"  {after.action} #{after.seq} by {after.by} at {after.at} (step {after.step})")
+    )
