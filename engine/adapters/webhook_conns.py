@@ -146,7 +146,11 @@ class WaitingRoom:
                 assert isinstance(conn, socket.socket)
                 self._selector.unregister(conn)
                 address, since = self._waiting.pop(conn)
-                self.ready(conn, address, since)
+                try:
+                    self.ready(conn, address, since)
+                except Exception as exc:  # e.g. no thread to be had: this loop must live on
+                    self.log(f"{address[0]}: connection dropped: {exc}")
+                    conn.close()
             self._admit()
             now = time.monotonic()
             while self._waiting:  # oldest first: closed at the deadline, silently
@@ -165,8 +169,12 @@ class WaitingRoom:
         with self._lock:
             added, self._added = self._added, []
         for conn, address, since in added:
+            try:
+                self._selector.register(conn, selectors.EVENT_READ)
+            except (OSError, ValueError):  # closed already
+                conn.close()
+                continue
             self._waiting[conn] = (address, since)
-            self._selector.register(conn, selectors.EVENT_READ)
             if len(self._waiting) > self.capacity:
                 # Too many silent connections: the oldest makes room for the newest.
                 oldest = next(iter(self._waiting))

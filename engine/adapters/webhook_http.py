@@ -257,7 +257,7 @@ class _Handler(BaseHTTPRequestHandler):
             extra += f" ({_printable(reply.body['error'])})"
         path = _printable(urllib.parse.urlsplit(self.path).path) or "-"
         self.server.log(
-            f"{self.client_address[0]} {self.command} {path} {reply.status} {took:.1f}ms{extra}"
+            f"{self.client_address[0]} {self.command or '-'} {path} {reply.status} {took:.1f}ms{extra}"
         )
 
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
