@@ -84,6 +84,31 @@ def test_an_untracked_file_no_step_sees_is_neither_read_nor_copied(
 
 
 @pytest.mark.docker
+def test_a_large_file_a_step_sees_is_streamed_not_held(tmp_path: Path, busybox_image: str) -> None:
+    """With `workspace: true` a 300 MB file is copied in chunks: the step gets all of it and
+    the engine's RSS stays flat (before: the file's size and more)."""
+    repo = make_repo(
+        tmp_path,
+        {
+            "p.yaml": f"""
+        name: big-seen
+        steps:
+          - name: look
+            image: {busybox_image}
+            run: wc -c < /workspace/big.bin
+        """
+        },
+    )
+    with (repo / "big.bin").open("wb") as big:
+        big.truncate(300 * MB)
+    code, stdout, stderr, rss = run_measured(repo, "run", "big-seen", "--json")
+    assert code == 0, stderr
+    assert json.loads(stdout)["steps"]["look"]["status"] == "succeeded"
+    assert f"[look] {300 * MB}" in stderr
+    assert rss < 100 * MB, f"{rss / MB:.0f} MB"
+
+
+@pytest.mark.docker
 def test_workspace_true_still_sees_the_whole_repository_and_keys_hold(
     tmp_path: Path, busybox_image: str
 ) -> None:
