@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 MASK = "***"
@@ -23,12 +23,56 @@ class Masker:
             )
         ordered = sorted(values, key=len, reverse=True)  # longest first: no partial leftovers
         self._pattern = re.compile("|".join(map(re.escape, ordered))) if ordered else None
+        self.longest = len(ordered[0]) if ordered else 0
 
     def __call__(self, text: str) -> str:
         return self._pattern.sub(MASK, text) if self._pattern is not None else text
 
     def __bool__(self) -> bool:
         return self._pattern is not None
+
+    def finditer(self, text: str) -> Iterator[re.Match[str]]:
+        """Where secrets are in `text`, leftmost first."""
+        return self._pattern.finditer(text) if self._pattern is not None else iter(())
+
+
+class MaskedLines:
+    """Masks a stream of lines and pieces of lines on their way to `sink`.
+
+    A line longer than the watcher's limit arrives in pieces (no newline at the end of all
+    but the last), and a secret can straddle two of them: masked apart, neither piece holds
+    it whole. So a piece keeps back its last characters (one fewer than the longest secret),
+    and they are masked with what comes next. `close` passes on what is kept back.
+
+    >>> out = []
+    >>> lines = MaskedLines(Masker(["hunter2"]), out.append)
+    >>> lines("pass: hun"); lines("ter2\\n"); lines.close()
+    >>> out
+    ['pas', 's: ***\\n']
+    """
+
+    def __init__(self, mask: Masker, sink: Callable[[str], None]) -> None:
+        self._mask, self._sink = mask, sink
+        self._kept = ""
+
+    def __call__(self, text: str) -> None:
+        text = self._kept + text
+        self._kept = ""
+        if not text.endswith("\n") and self._mask and self._mask.longest > 1:
+            cut = max(len(text) - (self._mask.longest - 1), 0)
+            # A secret that starts before the cut ends inside `text`: keep it whole.
+            for found in self._mask.finditer(text):
+                if found.start() >= cut:
+                    break
+                cut = max(cut, found.end())
+            text, self._kept = text[:cut], text[cut:]
+        if text:
+            self._sink(self._mask(text))
+
+    def close(self) -> None:
+        kept, self._kept = self._kept, ""
+        if kept:
+            self._sink(self._mask(kept))
 
 
 class CappedLog:

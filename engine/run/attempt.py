@@ -21,7 +21,7 @@ from engine.core.printable import is_utf8, printable
 from engine.core.spec import DEFAULT_PIDS, Outcome, ResolvedStep
 from engine.errors import EngineUnavailable, SluiceError
 from engine.local import archives
-from engine.local.logs import CappedLog, Masker
+from engine.local.logs import CappedLog, MaskedLines, Masker
 from engine.local.workspace import WorkspaceSnapshot
 from engine.ports import (
     LABEL_ATTEMPT,
@@ -230,10 +230,11 @@ class AttemptRunner:
         if self.cancel.is_set():
             return _Ending(Outcome.cancelled)
 
-        def on_log(line: str) -> None:
-            masked = self.mask(line)
+        def relay(masked: str) -> None:
             log.write(masked)
             self.reporter.log(step.name, masked)
+
+        on_log = MaskedLines(self.mask, relay)  # masks across the pieces of a long line
 
         try:
             puts = [self._inputs_tar(prepared, inputs, work / "in.tar")]
@@ -258,6 +259,7 @@ class AttemptRunner:
             on_log=on_log,
             cancel=self.cancel,
         )
+        on_log.close()
         return self._ending(step, result, work)
 
     def _ending(self, step: ResolvedStep, result: ContainerResult, work: Path) -> _Ending:
@@ -375,6 +377,16 @@ class AttemptRunner:
         except SluiceError:
             return None
 
+    def _masked_keys(self, metrics: dict[str, float | int | bool]) -> dict[str, float | int | bool]:
+        """Metrics with every secret in their keys masked: keys leave the engine (the
+        manifest, `--json`, the job summary)."""
+        masked = {self.mask(key): value for key, value in metrics.items()}
+        if len(masked) != len(metrics):
+            raise SluiceError(
+                "metrics.json: keys holding a secret's value are the same once masked"
+            )
+        return masked
+
     def _collect(
         self, archive: Path, result: ContainerResult, dest: Path
     ) -> tuple[dict[str, ArtifactPointer], dict[str, float | int | bool]]:
@@ -392,10 +404,13 @@ class AttemptRunner:
                 raise SluiceError(
                     f"output name '{printable(rel.as_posix())}' is not UTF-8: rename it"
                 )
-            why = names.problem(rel.as_posix(), nested=True)
-            if why is not None:  # it could not be read back from the results branch
-                raise SluiceError(f"output {names.shown(rel.as_posix())} {why}: rename it")
-        metrics = read_metrics(dest / "metrics.json")
+            name = rel.as_posix()
+            why = names.problem(name, nested=True)
+            if why is None and self.mask(name) != name:
+                why = "contains the value of a secret"  # masked, it would name no file
+            if why is not None:  # (else it could not be read back from the results branch)
+                raise SluiceError(f"output {names.shown(self.mask(name))} {why}: rename it")
+        metrics = self._masked_keys(read_metrics(dest / "metrics.json"))
         outputs = {
             rel.as_posix(): self.store.put_file(dest / rel)
             for rel in sorted(written)
