@@ -8,12 +8,21 @@ real engine processes."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+import sys
 import threading
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
+import docker
 import pytest
-from conftest import git, make_repo, sluice
+from conftest import ROOT, git, make_repo, poll, sluice
+
+from engine.adapters.git_results import ResultsStore
+from engine.core.manifest import RunManifest, StepRecord, StepStatus, utc_iso
+from engine.local import liveness
 
 pytestmark = pytest.mark.docker
 
@@ -135,3 +144,108 @@ def test_three_concurrent_runs_in_one_clone_all_land_on_the_origin(
     for run_id in ids:
         text = git(tmp_path / "origin.git", "show", f"{BRANCH}:runs/p/{run_id}/manifest.json")
         assert json.loads(text)["status"] == "succeeded"
+
+
+# --- 8. a run whose engine was killed outright is closed by `sluice gc` ---------------------
+
+NAP = """
+name: nap
+defaults: {{image: {image}}}
+steps:
+  - name: first
+    run: echo first
+  - name: slow
+    needs: [first]
+    run: 'test -e fast || sleep 120'
+"""
+
+
+def test_gc_closes_a_run_whose_engine_was_sigkilled_and_retry_reuses_it(
+    tmp_path: Path, busybox_image: str, docker_client: docker.DockerClient
+) -> None:
+    repo = make_repo(tmp_path, {"nap.yaml": NAP.format(image=busybox_image)}, origin=True)
+    origin = tmp_path / "origin.git"
+    engine = subprocess.Popen(
+        [sys.executable, "-m", "engine", "--repo", str(repo), "run", "nap", "-q"],
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        slow = {"label": ["sluice.pipeline=nap", "sluice.step=slow"], "status": "running"}
+        poll(lambda: docker_client.containers.list(filters=slow), 60, "step slow to start")
+        poll(lambda: runs_on(origin, "nap"), 30, "the run's first record on the origin")
+    finally:
+        engine.kill()  # SIGKILL: no handler runs, nothing is cleaned up
+        engine.wait(timeout=30)
+    [run_id] = runs_on(origin, "nap")
+    before = json.loads(git(repo, "show", f"{BRANCH}:runs/nap/{run_id}/manifest.json"))
+    assert before["status"] == "running"
+    assert before["engine"]["pid"] == engine.pid and before["engine"]["boot_id"]
+
+    collected = sluice("gc", repo=repo, process=True)
+
+    assert collected.returncode == 0, collected.stderr
+    assert f"run {run_id} (nap) closed as cancelled" in collected.stderr
+    after = json.loads(git(origin, "show", f"{BRANCH}:runs/nap/{run_id}/manifest.json"))
+    assert after["status"] == "cancelled" and f"pid {engine.pid}" in after["error"]
+    assert after["steps"]["first"]["status"] == "succeeded"
+    assert after["steps"]["slow"]["status"] == "cancelled"
+    local = json.loads((repo / ".sluice" / "runs" / run_id / "manifest.json").read_text())
+    assert local["status"] == "cancelled"
+    assert not docker_client.containers.list(all=True, filters={"label": "sluice.pipeline=nap"})
+
+    (repo / "fast").write_text("the retry need not wait\n")
+    retried = sluice("retry", run_id, "--json", repo=repo)
+    assert retried.returncode == 0, retried.stderr
+    steps = json.loads(retried.stdout)["steps"]
+    assert steps["first"]["status"] == "cached" and steps["slow"]["status"] == "succeeded"
+    again = sluice("gc", repo=repo, process=True)
+    assert "closed 0 run(s)" in again.stderr, again.stderr
+
+
+def _record(repo: Path, run_id: str, engine: dict[str, Any], started: datetime) -> None:
+    manifest = RunManifest(
+        run_id=run_id,
+        pipeline="nap",
+        pipeline_file="pipelines/nap.yaml",
+        pipeline_sha256="0" * 64,
+        started_at=utc_iso(started),
+        engine=engine,
+        steps={"slow": StepRecord(type="training", status=StepStatus.running)},
+    )
+    with ResultsStore(repo) as store:
+        store.record_run(manifest)
+
+
+def test_gc_closes_only_runs_whose_engine_is_provably_gone(
+    tmp_path: Path, busybox_image: str
+) -> None:
+    repo = make_repo(tmp_path, {"nap.yaml": NAP.format(image=busybox_image)}, commit="nap")
+    now = datetime.now(UTC)
+    me = liveness.identity()  # this test process: alive, so its runs stay open
+    cases = {
+        "alive": (me, now),
+        "pid-reused": ({**me, "pid_started": me["pid_started"] + 1}, now),
+        "rebooted": ({**me, "boot_id": "00000000-0000-0000-0000-000000000000"}, now),
+        "elsewhere": ({**me, "host": "another-runner"}, now - timedelta(days=6)),
+        "elsewhere-silent": ({**me, "host": "another-runner"}, now - timedelta(days=8)),
+    }
+    ids = {}
+    for index, (name, (engine, started)) in enumerate(cases.items()):
+        ids[name] = f"{started:%Y%m%dT%H%M%SZ}-00000{index}"
+        _record(repo, ids[name], engine, started)
+
+    collected = sluice("gc", repo=repo)
+
+    assert collected.returncode == 0, collected.stderr
+    with ResultsStore(repo) as store:
+        status = {name: store.manifest(ids[name]).status.value for name in cases}  # type: ignore[union-attr]
+    assert status == {
+        "alive": "running",
+        "pid-reused": "cancelled",
+        "rebooted": "cancelled",
+        "elsewhere": "running",
+        "elsewhere-silent": "cancelled",
+    }
+    assert "closed 3 run(s)" in collected.stderr

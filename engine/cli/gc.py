@@ -48,7 +48,10 @@ def gc(
 
     \b
     Without --all: stopped Sluice containers, and running ones whose engine
-    process (on this host) is gone.
+    process (on this host) is gone. Then runs still `running` whose engine is
+    provably gone (this host: its pid, boot id and start time; another host:
+    nothing recorded for 7 days) are recorded as `cancelled`, with the reason;
+    `sluice retry` reuses their finished steps.
 
     \b
     With --runs: keep, per pipeline, the newest --keep runs, every run production
@@ -72,6 +75,15 @@ def gc(
     for name in removed:
         click.echo(name)
     say(f"sluice: removed {len(removed)} container(s)")
+    _orphaned_runs(state)
+
+
+def _orphaned_runs(state: State) -> None:
+    """Record as `cancelled` the `running` runs whose engine is provably gone."""
+    from engine.app.orphans import close_orphans  # lazy: pydantic and git, only when gc runs
+
+    closed = close_orphans(state.repo, state.config, log=say)
+    say(f"sluice: closed {len(closed)} run(s) whose engine is gone")
 
 
 def _check_options(runs: bool, everything: bool) -> None:

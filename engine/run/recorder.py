@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import secrets as random_hex
-import socket
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -13,6 +12,7 @@ from engine import __version__
 from engine.core.manifest import RunManifest, RunStatus, StepRecord, StepStatus, Trigger, utc_iso
 from engine.core.parse import LoadedPipeline
 from engine.errors import SluiceError
+from engine.local import liveness
 from engine.run.records import History
 
 
@@ -38,7 +38,7 @@ def new_manifest(
         trigger=trigger,
         params=params,
         started_at=utc_iso(started),
-        engine={"version": __version__, "host": socket.gethostname()},
+        engine={"version": __version__, **liveness.identity()},
         steps={
             step.name: StepRecord(
                 type=step.type.value,
@@ -59,6 +59,7 @@ def resumed(
 ) -> RunManifest:
     """A paused or crashed run, ready to continue: approved steps and unfinished ones pend."""
     manifest = paused.model_copy(deep=True)
+    manifest.engine = {**manifest.engine, "version": __version__, **liveness.identity()}
     manifest.status = RunStatus.running
     manifest.finished_at = None
     manifest.error = None

@@ -1,0 +1,110 @@
+"""Close runs whose engine is provably gone (killed outright: SIGKILL, a lost machine).
+
+Such a run stays `running` on the results branch and under `.sluice/runs/`; `sluice gc`
+records it as `cancelled`, with the reason, so that it no longer looks alive. Its finished
+steps keep their results: `sluice retry` reuses them. Whether an engine is gone is decided
+by engine.local.liveness (same host: pid, boot id and start time; another host: silence
+longer than liveness.STALE_AFTER).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from engine.app import compose
+from engine.core import layout
+from engine.core.config import RepoConfig
+from engine.core.manifest import TERMINAL, RunManifest, RunStatus, StepStatus, utc_iso
+from engine.errors import SluiceError
+from engine.local import liveness
+from engine.ports import ResultsBranch
+
+PER_PIPELINE = 100  # the newest runs of each pipeline looked at on the results branch
+
+
+def last_seen(manifest: RunManifest) -> datetime:
+    """The newest time the manifest records: its start, an approval, an attempt's start or end."""
+    times = [manifest.started_at, *(a.get("at", "") for a in manifest.approvals)]
+    for record in manifest.steps.values():
+        for attempt in record.attempts:
+            times += [attempt.started_at, attempt.finished_at or ""]
+    seen = []
+    for text in times:
+        with contextlib.suppress(ValueError):
+            moment = datetime.fromisoformat(text)
+            seen.append(moment if moment.tzinfo else moment.replace(tzinfo=UTC))
+    return max(seen, default=datetime.min.replace(tzinfo=UTC))
+
+
+def closed(manifest: RunManifest, reason: str, now: datetime) -> RunManifest:
+    """The run recorded as `cancelled`: steps not finished are cancelled with the reason."""
+    done = manifest.model_copy(deep=True)
+    why = f"closed by sluice gc: {reason}"
+    for record in done.steps.values():
+        if record.status not in TERMINAL:
+            record.status, record.reason = StepStatus.cancelled, why
+    done.status, done.error, done.finished_at = RunStatus.cancelled, why, utc_iso(now)
+    return done
+
+
+def _local(repo: Path) -> Iterator[tuple[Path, RunManifest]]:
+    folder = repo / layout.LOCAL_RUNS
+    for path in sorted(folder.glob("*/manifest.json")) if folder.is_dir() else []:
+        try:
+            yield path, RunManifest.from_json(path.read_bytes())
+        except (OSError, ValueError, ValidationError):
+            continue  # a damaged local copy is not ours to judge
+
+
+def _branch_running(store: ResultsBranch) -> list[RunManifest]:
+    found = []
+    for pipeline in store.list_dir(layout.RUNS):
+        try:
+            runs = store.runs(pipeline, PER_PIPELINE)
+        except (SluiceError, ValidationError):
+            continue
+        found += [m for m in runs if m.status is RunStatus.running]
+    return found
+
+
+def close_orphans(
+    repo: Path,
+    config: RepoConfig,
+    *,
+    log: Callable[[str], None],
+    now: datetime | None = None,
+) -> list[RunManifest]:
+    """Record as `cancelled` every `running` run whose engine is provably gone; the closed
+    manifests. The results branch is written (and pushed) like a run's record."""
+    now = now or datetime.now(UTC)
+    local = {m.run_id: (path, m) for path, m in _local(repo)}
+    store = compose.results_branch(repo, config, None)
+    with contextlib.ExitStack() as stack:
+        running: dict[str, RunManifest] = {}
+        if store is not None:
+            stack.enter_context(store)
+            store.catch_up()
+            running = {m.run_id: m for m in _branch_running(store)}
+        for run_id, (_, manifest) in local.items():
+            if manifest.status is RunStatus.running and run_id not in running:
+                on_branch = store.manifest(run_id) if store is not None else None
+                if on_branch is None:  # recorded here only (not a git repository)
+                    running[run_id] = manifest
+        done = []
+        for run_id, manifest in sorted(running.items()):
+            reason = liveness.gone(manifest.engine, last_seen(manifest), now)
+            if reason is None:
+                continue
+            closing = closed(manifest, reason, now)
+            if run_id in local:
+                local[run_id][0].write_text(closing.to_json())
+            if store is not None:  # a record that cannot be pushed stops gc: exit 3
+                store.commit(*layout.run_record(closing, {}, {}))
+            log(f"sluice: run {run_id} ({manifest.pipeline}) closed as cancelled: {reason}")
+            done.append(closing)
+    return done
