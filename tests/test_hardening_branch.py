@@ -240,3 +240,78 @@ def test_a_manifest_with_a_hostile_name_does_not_load() -> None:
     for field, value in [("run_id", "../x"), ("pipeline", "a/b"), ("baseline_run", "/x")]:
         with pytest.raises(ValueError, match=field):
             RunManifest.model_validate({**base, field: value})
+
+
+# --- the defences that held: hostile names from the user, output links leading out ---------
+
+HOSTILE_IDS = ["..", "../x", "/etc", f"../../{MARK}", "a\\b", "a" * 300, "."]
+
+
+def test_hostile_pipeline_and_step_names_are_refused(tmp_path: Path) -> None:
+    repo = make_repo(
+        tmp_path,
+        {
+            "a.yaml": f"name: ../../{MARK}-pipeline\nsteps: [{{name: ok, image: x, run: 'true'}}]\n",
+            "b.yaml": f"name: b\nsteps: [{{name: ../{MARK}-step, image: x, run: 'true'}}]\n",
+        },
+        commit="hostile names",
+    )
+    for command in (["validate"], ["run", "b"], ["run", f"../../{MARK}-pipeline"]):
+        done = sluice(*command, repo=repo)
+        assert done.returncode == 2, (command, done.stdout, done.stderr)
+        assert "Traceback" not in done.stderr
+    done = sluice("validate", repo=repo)
+    assert "a.yaml" in done.stderr and "b.yaml" in done.stderr
+    assert written_outside(tmp_path) == []
+    assert not (repo / ".sluice" / "runs").exists() or not any(
+        (repo / ".sluice" / "runs").iterdir()
+    )
+
+
+def test_hostile_run_ids_are_refused_by_every_command(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path, {"p.yaml": "name: p\nsteps: [{name: s, image: x, run: 'true'}]\n"})
+    git(repo, "commit", "-q", "--allow-empty", "-m", "start")
+    tried = 0
+    for run_id in HOSTILE_IDS:
+        for command in (
+            ["show", run_id],
+            ["logs", run_id, "s"],
+            ["retry", run_id],
+            ["approve", run_id],
+            ["reject", run_id],
+            ["promote", run_id],
+        ):
+            tried += 1
+            done = sluice(*command, repo=repo)
+            assert done.returncode == 2, (command, done.stderr)
+            assert "Traceback" not in done.stderr
+    print(f"hostile run ids tried: {tried} commands, files written outside: 0")
+    assert written_outside(tmp_path) == []
+
+
+@pytest.mark.docker
+def test_output_links_leading_out_are_refused(tmp_path: Path, busybox_image: str) -> None:
+    secret = tmp_path / f"{MARK}-host-file"
+    secret.write_text("the host's\n")
+    links = {
+        "absolute": f"ln -s {secret} $SLUICE_OUTPUTS/abs",
+        "climbing": "ln -s ../../../../../../.. $SLUICE_OUTPUTS/up",
+        "through a folder": "mkdir $SLUICE_OUTPUTS/d; ln -s .. $SLUICE_OUTPUTS/d/up; "
+        "ln -s d/up/.. $SLUICE_OUTPUTS/out",
+    }
+    steps = "\n".join(
+        f"  - name: link-{n}\n    image: {busybox_image}\n"
+        f"    run: 'echo fine > $SLUICE_OUTPUTS/ok.txt; {script}'"
+        for n, script in enumerate(links.values())
+    )
+    repo = make_repo(tmp_path, {"p.yaml": f"name: links\nsteps:\n{steps}\n"}, commit="links")
+    done = sluice("run", "links", "--json", repo=repo)
+    assert done.returncode == 1, done.stderr
+    recorded = json.loads(done.stdout)["steps"]
+    for n, what in enumerate(links):
+        step = recorded[f"link-{n}"]
+        assert step["status"] == "failed", (what, step)
+        assert step["outputs"] == {}, what
+        assert "links to absolute" in step["reason"] or "outside" in step["reason"], step
+    assert secret.read_text() == "the host's\n"
+    assert written_outside(tmp_path) == [secret]  # only the file the test made
