@@ -306,3 +306,35 @@ def test_step_output_relayed_to_stderr_is_capped_per_attempt(
     small = sluice("run", "chatty", repo=repo, env={"SLUICE_RELAY_CAP": "10000"}, process=True)
     assert small.returncode == 0, small.stderr
     assert len(small.stderr.encode()) < 10000 + 4096
+
+
+def test_the_relay_cap_is_per_attempt_and_the_tail_comes_before_the_verdict() -> None:
+    import io
+
+    from engine.adapters.console import PlainReporter
+    from engine.core.manifest import Attempt, StepRecord
+    from engine.core.spec import Outcome
+
+    stream = io.StringIO()
+    reporter = PlainReporter(stream, github=True, relay_cap=400)
+    for number in (1, 2):
+        reporter.attempt_started("s", number)
+        for i in range(100):
+            reporter.log("s", f"attempt {number} line {i:03}\n")
+        if number == 1:
+            failed = Attempt(number=1, outcome=Outcome.failed, started_at="t")
+            reporter.retrying("s", failed, 0.0)
+    reporter.step_changed("s", StepRecord(status="succeeded"))
+
+    text = stream.getvalue()
+    assert len(text.encode()) < 2 * (400 + 400)  # two attempts, each within its cap + markers
+    for number in (1, 2):
+        assert f"[s] attempt {number} line 000\n" in text  # its head
+        assert f"[s] attempt {number} line 099\n" in text  # its tail
+        assert f"[s] attempt {number} line 050\n" not in text  # the cut
+    assert text.count("of step output cut here") == 2
+    tail = text.index("[s] attempt 1 line 099")
+    assert tail < text.index("attempt 1 failed; retrying") < text.index("[s] attempt 2 line 000")
+    assert text.index("[s] attempt 2 line 099") < text.index("sluice: s: succeeded")
+    acted = runner_commands(text)
+    assert engine_brackets_only(acted) and len(acted) >= 4, acted

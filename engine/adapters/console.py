@@ -72,9 +72,13 @@ def relay_cap(env: Mapping[str, str]) -> int:
 
 
 def relay_pieces(line: str) -> list[str]:
-    """One line of step output as the lines to show. A lone `\r` ends a line, as GitHub's
+    """One line of step output as the lines to show. A lone CR ends a line, as GitHub's
     runner reads it (so it can neither hide text on a terminal nor start a command on a
-    runner); colours stay, every other control character is escaped."""
+    runner); colours stay, every other control character is escaped.
+
+    >>> relay_pieces("10%\\r20%\\r\\x1b[1mdone\\x1b[0m\\x1b]0;t\\x07\\n")
+    ['10%', '20%', '\\x1b[1mdone\\x1b[0m\\\\x1b]0;t\\\\x07']
+    """
     pieces = [p.rstrip() for p in line.rstrip("\r\n").split("\r")]
     kept = [p for p in pieces if p] or [""]
     return [
@@ -85,10 +89,11 @@ def relay_pieces(line: str) -> list[str]:
 
 @dataclass
 class _Held:
-    """One attempt's output past the head: the last half-cap bytes, and what was cut."""
+    """One attempt's relay: bytes shown from its head, the last lines held back (with their
+    sizes), and what was cut between."""
 
     head: int = 0
-    tail: deque[str] = field(default_factory=deque)
+    tail: deque[tuple[str, int]] = field(default_factory=deque)
     tail_bytes: int = 0
     cut_bytes: int = 0
     cut_lines: int = 0
@@ -111,7 +116,7 @@ class Relay:
         held = self._steps.setdefault(step, _Held())
         now: list[str] = []
         for text in shown:
-            size = len(text.encode("utf-8", "replace")) + 1
+            size = len(text.encode()) + 1  # printable: no surrogates left
             if not held.tail and held.head + size <= self._half:
                 held.head += size
                 now.append(text)
@@ -121,12 +126,12 @@ class Relay:
                     f"[{step}] [sluice: output past {self._half} bytes is held back; its last "
                     f"{self._half} bytes follow when the attempt ends ({RELAY_CAP_ENV})]"
                 )
-            held.tail.append(text)
+            held.tail.append((text, size))
             held.tail_bytes += size
             while held.tail_bytes > self._half and len(held.tail) > 1:
-                dropped = held.tail.popleft()
-                held.tail_bytes -= len(dropped.encode("utf-8", "replace")) + 1
-                held.cut_bytes += len(dropped.encode("utf-8", "replace")) + 1
+                _, dropped = held.tail.popleft()
+                held.tail_bytes -= dropped
+                held.cut_bytes += dropped
                 held.cut_lines += 1
         return now
 
@@ -141,7 +146,7 @@ class Relay:
                 f"[{step}] [sluice: {held.cut_bytes} bytes ({held.cut_lines} lines) of step "
                 "output cut here; head and tail kept, the run's log has its own]"
             )
-        return [*marker, *held.tail]
+        return [*marker, *(text for text, _ in held.tail)]
 
     def end_all(self) -> list[str]:
         return [line for step in list(self._steps) for line in self.end(step)]
