@@ -24,8 +24,6 @@ from engine.adapters.git_results import ResultsStore
 from engine.core.manifest import RunManifest, StepRecord, StepStatus, utc_iso
 from engine.local import liveness
 
-pytestmark = pytest.mark.docker
-
 BRANCH = "sluice-results"
 
 
@@ -55,6 +53,7 @@ def refuse_pushes(origin: Path) -> None:
 # --- 7. a record that could not be pushed never ends green ----------------------------------
 
 
+@pytest.mark.docker
 def test_an_unreachable_origin_exits_3_and_the_next_run_pushes_both(
     tmp_path: Path, busybox_image: str
 ) -> None:
@@ -94,6 +93,7 @@ def test_an_unreachable_origin_exits_3_and_the_next_run_pushes_both(
     assert runs_on(origin, "p") == ids  # the earlier records went out with this run's
 
 
+@pytest.mark.docker
 def test_a_refused_push_fails_trigger_and_tick_with_3(tmp_path: Path, busybox_image: str) -> None:
     pipelines = {"p.yaml": quick(busybox_image, extra='triggers: [{cron: "0 2 * * *"}]')}
     repo = make_repo(tmp_path, pipelines, origin=True)
@@ -122,6 +122,7 @@ def test_a_refused_push_fails_trigger_and_tick_with_3(tmp_path: Path, busybox_im
 # --- held: three concurrent runs in one clone, each pushing, all recorded --------------------
 
 
+@pytest.mark.docker
 def test_three_concurrent_runs_in_one_clone_all_land_on_the_origin(
     tmp_path: Path, busybox_image: str
 ) -> None:
@@ -160,6 +161,7 @@ steps:
 """
 
 
+@pytest.mark.docker
 def test_gc_closes_a_run_whose_engine_was_sigkilled_and_retry_reuses_it(
     tmp_path: Path, busybox_image: str, docker_client: docker.DockerClient
 ) -> None:
@@ -218,6 +220,7 @@ def _record(repo: Path, run_id: str, engine: dict[str, Any], started: datetime) 
         store.record_run(manifest)
 
 
+@pytest.mark.docker
 def test_gc_closes_only_runs_whose_engine_is_provably_gone(
     tmp_path: Path, busybox_image: str
 ) -> None:
@@ -249,3 +252,33 @@ def test_gc_closes_only_runs_whose_engine_is_provably_gone(
         "elsewhere-silent": "cancelled",
     }
     assert "closed 3 run(s)" in collected.stderr
+
+
+# --- 9. Docker unavailable: the cause recorded, the manifests printed, exit 3 ----------------
+
+
+@pytest.mark.parametrize("command", ["trigger", "tick"])
+def test_trigger_and_tick_without_docker_exit_3_and_record_the_cause(
+    tmp_path: Path, command: str
+) -> None:
+    pipelines = {"p.yaml": quick("sluice-test/busybox:1", extra='triggers: [{cron: "0 2 * * *"}]')}
+    repo = make_repo(tmp_path, pipelines, origin=True)
+    event = tmp_path / "dispatch.json"
+    event.write_text(json.dumps({"inputs": {"pipeline": "p"}}))
+    args = {
+        "trigger": ["--event-name", "workflow_dispatch", "--event-path", str(event)],
+        "tick": ["--now", "2026-11-25T02:05:00Z"],
+    }[command]
+    nobody = f"unix://{tmp_path / 'nobody.sock'}"
+    env = {"DOCKER_HOST": nobody, "GITHUB_ACTIONS": "true"}
+
+    done = sluice(command, *args, "--json", repo=repo, env=env)
+
+    assert done.returncode == 3, done.stderr
+    [run] = json.loads(done.stdout)
+    assert run["status"] == "failed" and run["engine_error"] is True
+    assert "cannot reach the Docker daemon" in run["error"]
+    assert run["steps"]["only"]["reason"] == "not started: the engine could not run"
+    assert any(line.startswith("::error") for line in done.stderr.splitlines())
+    text = git(tmp_path / "origin.git", "show", f"{BRANCH}:runs/p/{run['run_id']}/manifest.json")
+    assert json.loads(text)["error"] == run["error"]  # the cause is recorded, and pushed
