@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from engine.core.manifest import RunManifest
+from engine.core.manifest import Name, RunManifest
 
 PRODUCTION_SCHEMA = "sluice/production/v1"
 KEPT = 100  # entries (and lineage) the pointer keeps; every entry also has its own file
@@ -20,12 +20,12 @@ class ProductionEntry(BaseModel):
     """One change of a pipeline's production run (`seq` counts them from 1)."""
 
     seq: int = 0  # 0: not recorded (implied by an older results branch)
-    run_id: str
-    step: str
+    run_id: Name  # names read from the results branch are checked (core/names.py)
+    step: Name
     action: Action
     by: str = ""
     at: str = ""
-    previous: str | None = None  # the run that was production before this entry
+    previous: Name | None = None  # the run that was production before this entry
 
 
 class Production(ProductionEntry):
@@ -35,8 +35,8 @@ class Production(ProductionEntry):
     model_config = ConfigDict(populate_by_name=True)
 
     schema_: str = Field(default=PRODUCTION_SCHEMA, alias="schema")
-    pipeline: str
-    lineage: list[str] = Field(default_factory=list)  # oldest first; the last is run_id
+    pipeline: Name
+    lineage: list[Name] = Field(default_factory=list)  # oldest first; the last is run_id
     history: list[ProductionEntry] = Field(default_factory=list)
 
     @model_validator(mode="after")
