@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json
-
 import click
 
-from engine.cli.common import CONTEXT, State
+from engine.cli.common import CONTEXT, State, echo_json, shown
 
 
 @click.command("signals", context_settings=CONTEXT)
@@ -40,7 +38,7 @@ def command(
     with state.reading_store(fetch) as store:
         found = DriftLedger(store).signals(pipeline, monitor, limit)
     if as_json:
-        click.echo(json.dumps(found, indent=2))
+        echo_json(found)
         return
     if not found:
         click.echo("sluice: no drift signals recorded", err=True)
@@ -52,6 +50,5 @@ def command(
             detail = f"run {record.get('run_id')}"
         else:
             detail = f"until {record.get('cooldown_until')}"
-        click.echo(
-            f"{record.get('at', ''):<25} {route:<40} {record.get('decision', ''):<11} {detail}"
-        )
+        line = f"{record.get('at', ''):<25} {route:<40} {record.get('decision', ''):<11} {detail}"
+        click.echo(shown(line))  # read from the results branch: one line, inert
