@@ -68,8 +68,9 @@ class _Ending:
     engine_error: EngineUnavailable | None = None
 
 
-def read_metrics(path: Path) -> dict[str, float | int | bool]:
-    """`metrics.json`: a flat JSON object of numbers and booleans (absent: no metrics)."""
+def read_metrics(path: Path, mask: Callable[[str], str] = str) -> dict[str, float | int | bool]:
+    """`metrics.json`: a flat JSON object of numbers and booleans (absent: no metrics),
+    secrets in its keys masked (keys leave the engine: the manifest, `--json`, summaries)."""
     if not path.is_file():
         return {}
     if path.stat().st_size > MAX_METRICS_BYTES:
@@ -91,7 +92,10 @@ def read_metrics(path: Path) -> dict[str, float | int | bool]:
             f"metrics.json: {bad[0]!r} is not a number or boolean; metrics are a flat object "
             'such as {"accuracy": 0.93}'
         )
-    return data
+    masked = {mask(key): value for key, value in data.items()}
+    if len(masked) != len(data):
+        raise SluiceError("metrics.json: keys holding a secret's value are the same once masked")
+    return masked
 
 
 @dataclass
@@ -377,16 +381,6 @@ class AttemptRunner:
         except SluiceError:
             return None
 
-    def _masked_keys(self, metrics: dict[str, float | int | bool]) -> dict[str, float | int | bool]:
-        """Metrics with every secret in their keys masked: keys leave the engine (the
-        manifest, `--json`, the job summary)."""
-        masked = {self.mask(key): value for key, value in metrics.items()}
-        if len(masked) != len(metrics):
-            raise SluiceError(
-                "metrics.json: keys holding a secret's value are the same once masked"
-            )
-        return masked
-
     def _collect(
         self, archive: Path, result: ContainerResult, dest: Path
     ) -> tuple[dict[str, ArtifactPointer], dict[str, float | int | bool]]:
@@ -410,7 +404,7 @@ class AttemptRunner:
                 why = "contains the value of a secret"  # masked, it would name no file
             if why is not None:  # (else it could not be read back from the results branch)
                 raise SluiceError(f"output {names.shown(self.mask(name))} {why}: rename it")
-        metrics = self._masked_keys(read_metrics(dest / "metrics.json"))
+        metrics = read_metrics(dest / "metrics.json", self.mask)
         outputs = {
             rel.as_posix(): self.store.put_file(dest / rel)
             for rel in sorted(written)
