@@ -55,6 +55,7 @@ def show(state: State, run_id: str, fetch: bool, as_json: bool) -> None:
       sluice show 20261124T100000Z-a1b2c3
     """
     from engine.adapters.console import summary_lines  # lazy: `sluice --help` stays light
+    from engine.app.orphans import engine_gone  # lazy: as above
     from engine.app.runs import find_run, production_of  # lazy: as above
 
     with state.reading_store(fetch) as store:
@@ -68,6 +69,9 @@ def show(state: State, run_id: str, fetch: bool, as_json: bool) -> None:
         1,
         f"  trigger {manifest.trigger.kind}, started {manifest.started_at}, commit {manifest.commit}",
     )
+    gone = engine_gone(manifest)
+    if gone is not None:
+        lines.insert(2, f"  {gone}: `sluice gc` closes the run as cancelled")
     if production is not None and production.run_id == run_id:
         lines.insert(
             2, f"  production of {manifest.pipeline} ({production.action} at {production.at})"
@@ -95,6 +99,9 @@ def show(state: State, run_id: str, fetch: bool, as_json: bool) -> None:
 @click.pass_obj
 def logs(state: State, run_id: str, step: str, attempt: int | None, fetch: bool) -> None:
     """Print a step's log from the results branch.
+
+    Inside GitHub Actions (stdout not a file) it comes between ::stop-commands:: and its
+    token, so what the step printed issues no workflow command.
 
     \b
     Examples:
