@@ -184,6 +184,9 @@ def test_gc_closes_a_run_whose_engine_was_sigkilled_and_retry_reuses_it(
     before = json.loads(git(repo, "show", f"{BRANCH}:runs/nap/{run_id}/manifest.json"))
     assert before["status"] == "running"
     assert before["engine"]["pid"] == engine.pid and before["engine"]["boot_id"]
+    shown = sluice("show", run_id, repo=repo)  # a command that notices says so
+    assert f"its engine (pid {engine.pid} on " in shown.stdout
+    assert "`sluice gc` closes the run as cancelled" in shown.stdout
 
     collected = sluice("gc", repo=repo, process=True)
 

@@ -41,6 +41,14 @@ def last_seen(manifest: RunManifest) -> datetime:
     return max(seen, default=datetime.min.replace(tzinfo=UTC))
 
 
+def engine_gone(manifest: RunManifest, now: datetime | None = None) -> str | None:
+    """Why a `running` run's engine is provably gone (None: it may still be running, or the
+    run is not running)."""
+    if manifest.status is not RunStatus.running:
+        return None
+    return liveness.gone(manifest.engine, last_seen(manifest), now or datetime.now(UTC))
+
+
 def closed(manifest: RunManifest, reason: str, now: datetime) -> RunManifest:
     """The run recorded as `cancelled`: steps not finished are cancelled with the reason."""
     done = manifest.model_copy(deep=True)
@@ -97,7 +105,7 @@ def close_orphans(
                     running[run_id] = manifest
         done = []
         for run_id, manifest in sorted(running.items()):
-            reason = liveness.gone(manifest.engine, last_seen(manifest), now)
+            reason = engine_gone(manifest, now)
             if reason is None:
                 continue
             closing = closed(manifest, reason, now)
