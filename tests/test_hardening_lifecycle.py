@@ -117,6 +117,14 @@ def test_a_refused_push_fails_trigger_and_tick_with_3(tmp_path: Path, busybox_im
     ticked = sluice("tick", "--now", "2026-11-25T02:05:00Z", "--json", repo=repo)
     assert ticked.returncode == 3, ticked.stderr  # was 1: the claim could not be pushed
     assert "results are frozen today" in ticked.stderr
+    assert "claims/cron" not in git(repo, "ls-tree", "--name-only", BRANCH)  # taken back
+
+    (tmp_path / "origin.git" / "hooks" / "pre-receive").unlink()  # the origin takes pushes
+    again = sluice("tick", "--now", "2026-11-25T02:05:00Z", "--json", repo=repo)
+    assert again.returncode == 0, again.stderr  # was: "already claimed: not run again"
+    [cron] = json.loads(again.stdout)
+    assert cron["trigger"]["scheduled_for"] == "2026-11-25T02:00:00Z"
+    assert set(runs_on(tmp_path / "origin.git", "p")) == {run["run_id"], cron["run_id"]}
 
 
 # --- held: three concurrent runs in one clone, each pushing, all recorded --------------------

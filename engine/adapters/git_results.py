@@ -28,18 +28,24 @@ if TYPE_CHECKING:  # for annotations only: recording and listing never load thes
 _RACE = ("non-fast-forward", "fetch first", "stale info", "cannot lock", "failed to update ref")
 _BACKOFF_S, _BACKOFF_CAP_S = 0.1, 5.0
 _LOCAL_ATTEMPTS = 100
+_UNDONE = (layout.CRON_CLAIMS + "/", layout.DRIFT + "/")  # claims of work still to do
 _EMPTY: Mapping[str, bytes] = MappingProxyType({})
 
 
 class ResultsNotPushed(EngineUnavailable):
     """The results are committed on the local branch, but the remote refused them."""
 
-    def __init__(self, branch: str, remote: str, commit: str, reason: str) -> None:
-        super().__init__(
-            f"could not push results to {remote}: git said: {reason}; "
-            f"they are committed locally on branch {branch} at {commit[:12]}",
-            hint=f"the next run here pushes them, or `git push {remote} {branch}`",
-        )
+    def __init__(
+        self, branch: str, remote: str, commit: str, reason: str, *, kept: bool = True
+    ) -> None:
+        if kept:
+            super().__init__(
+                f"could not push results to {remote}: git said: {reason}; "
+                f"they are committed locally on branch {branch} at {commit[:12]}",
+                hint=f"the next run here pushes them, or `git push {remote} {branch}`",
+            )
+        else:  # a claim only counts once pushed: it was taken back
+            super().__init__(f"could not push a claim to {remote}: git said: {reason}")
         self.branch, self.remote, self.commit = branch, remote, commit
 
 
@@ -232,8 +238,8 @@ class ResultsStore:
                 break
             reason = _push_reason(pushed)
             if attempt + 1 == self._push_attempts:
-                self._cas(commit, local, message)
-                raise ResultsNotPushed(self.branch, self.remote, commit, reason)
+                kept = self._unpushed(commit, local, first_parent, message, absent)
+                raise ResultsNotPushed(self.branch, self.remote, commit, reason, kept=kept)
             # Jittered exponential backoff, scaled by how slow a round is here and now.
             scale = max(_BACKOFF_S, 4 * (time.monotonic() - started))
             time.sleep(random.uniform(0, min(_BACKOFF_CAP_S, scale * 2**attempt)))
@@ -245,8 +251,9 @@ class ResultsStore:
             if base == commit:  # another local writer's push already carried ours
                 break
             if remote is None or (base == remote and not any(r in reason for r in _RACE)):
-                self._cas(commit, local, message)  # refused, and not for a race: no retry
-                raise ResultsNotPushed(self.branch, self.remote, commit, reason)
+                # refused, and not for a race: no retry
+                kept = self._unpushed(commit, local, first_parent, message, absent)
+                raise ResultsNotPushed(self.branch, self.remote, commit, reason, kept=kept)
             if base != parent:
                 pending = self._carried(base, commit, remote, ours=blobs)
             try:
@@ -258,6 +265,22 @@ class ResultsStore:
         if commit != local:
             self._cas(commit, local, message)  # best effort: a later local commit carries ours
         return commit
+
+    def _unpushed(
+        self, commit: str, local: str, before: str | None, message: str, absent: Sequence[str]
+    ) -> bool:
+        """The local branch after a push that failed: our commit stays, to go out with the
+        next one (True), except a claim of work not yet done (a cron slot, a drift firing),
+        which counts only once pushed: taken back (False), so that the slot is still due
+        here next time. A production change happened: it stays, like a run's record."""
+        if not any(clean(p).startswith(_UNDONE) for p in absent):
+            self._cas(commit, local, message)
+            return True
+        if before is None:
+            self._git("update-ref", "-d", self._ref, local, check=False)
+        else:
+            self._cas(before, local, "sluice: claim not pushed")
+        return False
 
     def _without_claim(self, before: str | None, remote: str) -> str:
         """The remote tip plus whatever the local branch held unpushed before the claim."""
