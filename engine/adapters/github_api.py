@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from engine.core.payloads import check_payload
 from engine.errors import InvalidInput, SluiceError, UsageError, json_object
 
 DEFAULT_API = "https://api.github.com"
@@ -55,7 +56,9 @@ def parse_payload(text: str | None) -> dict[str, Any]:
     """`--payload` text -> a JSON object ({} when not given)."""
     if text is None or not text.strip():
         return {}
-    return json_object(text, "--payload", example='\'{"params": {"n": 3}}\'')
+    payload = json_object(text, "--payload", example='\'{"params": {"n": 3}}\'')
+    check_payload(payload, "--payload")
+    return payload
 
 
 def current_hops(environ: Mapping[str, str]) -> int:

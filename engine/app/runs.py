@@ -21,6 +21,7 @@ from engine.core.config import RepoConfig
 from engine.core.manifest import RunManifest, RunStatus, Trigger
 from engine.core.params import coerce_params
 from engine.core.parse import LoadedPipeline
+from engine.core.payloads import check_payload
 from engine.core.production import Production
 from engine.errors import NotFound, UsageError, json_object
 from engine.local.workspace import is_git_repo
@@ -87,6 +88,7 @@ def params(
         overrides[key.strip()] = value
     texts = coerce_params(declared, overrides, source="-p", from_text=True)
     result.update({key: texts[key] for key in overrides})
+    check_payload(result, "the params")
     return result
 
 
