@@ -29,25 +29,37 @@ from engine.local.workspace import snapshot
 MB = 1024 * 1024
 
 
+# A child's peak RSS starts from its parent's: Linux carries the high-water mark of the
+# address space a process had before exec into its rusage. pytest grows to hundreds of MB
+# over the suite, so the engine is started from this small launcher, whose own children
+# are then measured from its size, not pytest's.
+_LAUNCHER = """
+import resource, subprocess, sys
+code = subprocess.call(sys.argv[2:])
+with open(sys.argv[1], "w") as f:
+    f.write(str(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss))
+sys.exit(code)
+"""
+
+
 def run_measured(repo: Path, *args: str, timeout: float = 300) -> tuple[int, str, str, int]:
     """`sluice --repo REPO ARGS` in a child process: exit code, stdout, stderr, and the peak
-    RSS in bytes of the engine and every process it waited for (`wait4`'s rusage)."""
+    RSS in bytes of the engine and every process it waited for (RUSAGE_CHILDREN)."""
     out, err = repo.parent / "stdout.txt", repo.parent / "stderr.txt"
+    peak = repo.parent / "peak-rss-kib.txt"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    command = [sys.executable, "-m", "engine", "--repo", str(repo), *args]
     with out.open("wb") as stdout, err.open("wb") as stderr:
-        child = subprocess.Popen(
-            [sys.executable, "-m", "engine", "--repo", str(repo), *args],
+        done = subprocess.run(
+            [sys.executable, "-c", _LAUNCHER, str(peak), *command],
             cwd=ROOT,
             env=env,
             stdout=stdout,
             stderr=stderr,
+            timeout=timeout,
+            check=False,
         )
-        try:
-            _, status, usage = os.wait4(child.pid, 0)
-        finally:
-            child.returncode = 0  # reaped above; keeps Popen from waiting again
-    code = os.waitstatus_to_exitcode(status)
-    return code, out.read_text(), err.read_text(), usage.ru_maxrss * 1024
+    return done.returncode, out.read_text(), err.read_text(), int(peak.read_text()) * 1024
 
 
 @pytest.mark.docker
