@@ -301,3 +301,122 @@ def github() -> Iterator[FakeGitHub]:
         fake.stall.set()
     server.shutdown()
     server.server_close()
+
+
+# --- a real S3 server on loopback (moto's standalone server) --------------------------------
+
+
+@dataclass
+class S3Server:
+    """A `moto_server` process on 127.0.0.1: a real S3 HTTP endpoint.
+
+    `endpoint` is its URL; `env` the variables a client (s3fs, the CLI in a child process)
+    needs to reach it: AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
+    AWS_DEFAULT_REGION. `bucket()` creates a fresh, empty bucket and returns its name.
+    """
+
+    endpoint: str
+    process: subprocess.Popen[bytes]
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {
+            "AWS_ENDPOINT_URL": self.endpoint,
+            "AWS_ACCESS_KEY_ID": "sluice-test",
+            "AWS_SECRET_ACCESS_KEY": "sluice-test-secret",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
+
+    def bucket(self) -> str:
+        import urllib.request
+
+        name = f"sluice-{secrets.token_hex(6)}"
+        request = urllib.request.Request(f"{self.endpoint}/{name}", method="PUT")
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            assert answer.status == 200, f"could not create bucket {name}: {answer.status}"
+        return name
+
+    def stop(self) -> None:
+        """Stop the server (by its pid) and wait for it; stopping twice is harmless."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+
+
+def start_s3_server(env: Mapping[str, str] | None = None) -> S3Server:
+    """Start a `moto_server` on a free loopback port and wait (bounded) until it answers.
+
+    For a short-lived second server (one to stop mid-test, or one with `env`
+    {"INITIAL_NO_AUTH_ACTION_COUNT": "0"} that checks credentials); the caller stops it
+    with `.stop()`. Most tests want the session's shared server: the `s3_server` fixture.
+    Without moto installed this skips, and under CI=true it fails.
+    """
+    import shutil
+
+    program = shutil.which("moto_server")
+    if program is None:
+        reason = "moto_server is not installed (pip install -e '.[dev]')"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{reason} (CI=true: S3 tests must run, not skip)", pytrace=False)
+        pytest.skip(reason)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    process = subprocess.Popen(
+        [program, "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, **(env or {})},
+    )
+    server = S3Server(f"http://127.0.0.1:{port}", process)
+
+    def answers() -> bool:
+        assert process.poll() is None, f"moto_server exited with {process.returncode}"
+        with socket.socket() as client:
+            client.settimeout(0.5)
+            return client.connect_ex(("127.0.0.1", port)) == 0
+
+    try:
+        poll(answers, 30, f"moto_server on port {port}")
+    except BaseException:
+        server.stop()
+        raise
+    return server
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    """The session's one S3 server (moto, a real process on 127.0.0.1), shared by every test.
+
+    Use `s3_server.bucket()` for a fresh bucket and `s3_server.env` for the client's
+    environment (pass it as `env=` to `sluice(...)`), or the `s3_bucket` fixture, which
+    does both for the current test.
+    """
+    server = start_s3_server()
+    yield server
+    server.stop()
+
+
+@dataclass
+class S3Bucket:
+    """A fresh bucket on the session's S3 server; `url` is `s3://<name>`, `env` the client's."""
+
+    name: str
+    url: str
+    env: dict[str, str]
+
+
+@pytest.fixture
+def s3_bucket(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> S3Bucket:
+    """A fresh, empty bucket on the shared S3 server, with the AWS variables that reach it
+    set in this process's environment for the test (monkeypatch), so in-process stores and
+    `sluice(...)` calls see it; pass `env=s3_bucket.env` to child processes explicitly.
+    """
+    for key, value in s3_server.env.items():
+        monkeypatch.setenv(key, value)
+    name = s3_server.bucket()
+    return S3Bucket(name, f"s3://{name}", s3_server.env)
