@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from engine.core.names import safe_name, safe_path
 
@@ -118,10 +119,41 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="allow")
 
 
+def content_key(sha256: str) -> str:
+    """Where an object lies inside any store: `sha256/<ab>/<the other 62 digits>`."""
+    return f"sha256/{sha256[:2]}/{sha256[2:]}"
+
+
+_KEY_TAIL = re.compile(r"/sha256/[0-9a-f]{2}/[0-9a-f]{62}$")
+
+
 class ArtifactPointer(_Model):
+    """One stored output: the store as configured (`s3://bucket/prefix`; a `file://` store
+    inside the repository relative to its root), the content key, sha256 and size; `uri`
+    joins the two. Old records (a machine-absolute `file:///...` uri) read the same way.
+    The engine fetches by sha256 from the store it is configured with, never from `uri`.
+
+    >>> old = ArtifactPointer(uri="file:///tmp/x/store/sha256/ab/" + "c" * 62,
+    ...                       sha256="ab" + "c" * 62, size=1)
+    >>> old.store, old.key == content_key(old.sha256)
+    ('file:///tmp/x/store', True)
+    """
+
     uri: str
     sha256: Sha256
     size: Annotated[int, Field(ge=0)]
+    store: str = ""
+    key: str = ""
+
+    @model_validator(mode="after")
+    def _named(self) -> ArtifactPointer:
+        if not self.key:
+            self.key = content_key(self.sha256)
+        if self.key != content_key(self.sha256):  # the branch is untrusted
+            raise ValueError(f"key {self.key[:80]!r} is not the content key of its sha256")
+        if not self.store:
+            self.store = _KEY_TAIL.sub("", self.uri)
+        return self
 
 
 class Attempt(_Model):
