@@ -1,4 +1,5 @@
-"""One contract for the artifact store on a local folder (file://) and on fsspec's memory://.
+"""One contract for the artifact store on a local folder (file://), fsspec's memory:// and a
+real S3 server (s3://, moto's standalone server on loopback: the `s3_server` fixture).
 
 Content-addressed by sha256: identical bytes are stored once, reads are checked against the
 digest (a corrupt or missing object is an error, never wrong bytes), and writers racing to
@@ -18,14 +19,19 @@ import pytest
 
 from engine.adapters.artifacts import ArtifactStore, CorruptArtifact
 from engine.core.manifest import ArtifactPointer
-from engine.errors import SluiceError
+from engine.errors import EngineUnavailable, SluiceError
 from engine.ports import ArtifactStore as ArtifactStorePort
+from tests.conftest import S3Bucket, S3Server, start_s3_server
 
 
-@pytest.fixture(params=["file", "memory"])
+@pytest.fixture(params=["file", "memory", "s3"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ArtifactStore]:
     if request.param == "file":
         yield ArtifactStore(f"file://{tmp_path / 'store'}", tmp_path)
+        return
+    if request.param == "s3":
+        bucket: S3Bucket = request.getfixturevalue("s3_bucket")
+        yield ArtifactStore(f"{bucket.url}/team/artifacts", tmp_path)
         return
     # memory:// is one file system per process: each test gets its own root
     made = ArtifactStore(f"memory://contract-{secrets.token_hex(6)}", tmp_path)
@@ -133,3 +139,57 @@ def test_concurrent_writers_of_the_same_bytes_agree(store: ArtifactStore, tmp_pa
     assert list(objects(store).values()) == [data]  # one object, whole; no temp files left
     port(store).get_file(pointers[0], tmp_path / "back.bin")
     assert (tmp_path / "back.bin").read_bytes() == data
+
+
+# --- a remote store that fails: each failure names the store and the fix (exit 3) ----------
+
+
+def _fails_clearly(store: ArtifactStore, tmp_path: Path, why: str, fix: str) -> None:
+    source = a_file(tmp_path, "in.bin", b"bytes to store")
+    sha = hashlib.sha256(b"bytes to store").hexdigest()
+    pointer = ArtifactPointer(uri=store.uri(sha), sha256=sha, size=14)
+    for action in (
+        lambda: store.put_file(source),
+        lambda: store.has(pointer),
+        lambda: store.get_file(pointer, tmp_path / "out" / "x.bin"),
+    ):
+        with pytest.raises(EngineUnavailable) as raised:
+            action()
+        text = f"{raised.value} {raised.value.hint}"
+        assert store.url in text and why in text and fix in text, text
+        assert raised.value.exit_code == 3
+    assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []
+
+
+def test_a_missing_bucket_names_the_bucket_and_the_fix(s3_bucket: S3Bucket, tmp_path: Path) -> None:
+    store = ArtifactStore("s3://no-such-bucket-here/artifacts", tmp_path)
+    _fails_clearly(store, tmp_path, "the bucket does not exist", "create the bucket")
+
+
+def test_wrong_credentials_name_the_credentials_to_check(
+    s3_bucket: S3Bucket, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A second server that checks credentials: no key is known to it, so every key is wrong.
+    strict = start_s3_server({"INITIAL_NO_AUTH_ACTION_COUNT": "0"})
+    try:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", strict.endpoint)
+        store = ArtifactStore("s3://some-bucket/artifacts", tmp_path)
+        _fails_clearly(store, tmp_path, "access denied", "AWS_ACCESS_KEY_ID")
+    finally:
+        strict.stop()
+
+
+def test_a_stopped_server_names_the_endpoint_to_check(
+    s3_bucket: S3Bucket, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    short: S3Server = start_s3_server()
+    try:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", short.endpoint)
+        monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")  # botocore's retries: keep the test short
+        store = ArtifactStore(f"s3://{short.bucket()}/artifacts", tmp_path)
+        kept = store.put_file(a_file(tmp_path, "kept.bin", b"stored before the stop"))
+        short.stop()
+        _fails_clearly(store, tmp_path, "does not answer", short.endpoint)
+        assert kept.uri.startswith("s3://")
+    finally:
+        short.stop()

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from engine.core import layout
-from engine.core.manifest import ArtifactPointer
+from engine.core.manifest import ArtifactPointer, content_key
 from engine.errors import EngineUnavailable, SluiceError, UsageError
 from engine.local import disk
 from engine.local.disk import free_text, size_text
@@ -21,6 +21,7 @@ CHUNK = 1024 * 1024
 DEFAULT_URL = layout.DEFAULT_ARTIFACTS
 
 
+_REMOTE = ("s3", "s3a", "gs", "gcs")  # fsspec back ends with a listings cache to turn off
 _OBJECT = re.compile(r"(?:^|/)sha256/([0-9a-f]{2})/([0-9a-f]{62})$")
 
 
@@ -54,6 +55,22 @@ def _resolve_url(url: str, repo: Path) -> str:
     return url
 
 
+def store_name(url: str, repo: Path) -> str:
+    """The store as a manifest names it: as configured, a `file://` store inside the
+    repository relative to its root, so that another machine's clone resolves it.
+
+    >>> store_name("s3://bucket/prefix/", Path("/r"))
+    's3://bucket/prefix'
+    >>> store_name("file:///r/.sluice/artifacts", Path("/r")), store_name("store", Path("/r"))
+    ('file://.sluice/artifacts', 'file://store')
+    """
+    resolved = _resolve_url(url, repo).rstrip("/")
+    if not resolved.startswith("file://"):
+        return resolved
+    path, root = Path(resolved.removeprefix("file://")), repo.resolve()
+    return f"file://{path.relative_to(root).as_posix()}" if path.is_relative_to(root) else resolved
+
+
 class ArtifactStore:
     """Objects at `<root>/sha256/<ab>/<rest of digest>`; identical bytes are stored once."""
 
@@ -61,10 +78,14 @@ class ArtifactStore:
         import fsspec
 
         self.url = _resolve_url(url, repo)
+        self.name = store_name(url, repo)  # what pointers name: the same on every machine
+        scheme = self.url.split("://", 1)[0]
+        # A fresh client per store, no cached listings: another machine writes the same
+        # store, and a changed AWS_ENDPOINT_URL or credential must be seen.
+        fresh = {"skip_instance_cache": True, "use_listings_cache": False}
         try:
-            fs, root = fsspec.core.url_to_fs(self.url)
+            fs, root = fsspec.core.url_to_fs(self.url, **(fresh if scheme in _REMOTE else {}))
         except ImportError as exc:
-            scheme = self.url.split("://", 1)[0]
             extra = {"s3": "s3", "gs": "gcs", "gcs": "gcs", "az": "azure", "abfs": "azure"}.get(
                 scheme, scheme
             )
@@ -75,6 +96,10 @@ class ArtifactStore:
         except ValueError as exc:
             raise UsageError(f"artifact store {url!r}: {exc}") from None
         self.fs: Any = fs
+        # s3fs uploads up to 10 parts of 50 MiB at once, each held in memory (584 MiB peak for a
+        # 256 MiB file): 4 parts of 8 MiB keep a 1 GiB upload streamed (bench_store.py).
+        self._upload = {"chunksize": 8 * CHUNK, "max_concurrency": 4} if scheme == "s3" else {}
+        self._download = {"block_size": 16 * CHUNK} if scheme == "s3" else {}  # not 50 MiB
         self.root = root.rstrip("/")
         self.local = self.url.startswith("file://")
         if self.local:
@@ -84,8 +109,8 @@ class ArtifactStore:
         return f"{self.root}/sha256/{sha256[:2]}/{sha256[2:]}"
 
     def uri(self, sha256: str) -> str:
-        path = self._path(sha256)
-        return f"file://{path}" if self.local else self.fs.unstrip_protocol(path)
+        """`<store as configured>/sha256/<ab>/<rest>`: never a path of this machine."""
+        return f"{self.name}/{content_key(sha256)}"
 
     def put_file(self, path: Path) -> ArtifactPointer:
         """Store a file (if its content is new) and return its pointer."""
@@ -99,6 +124,8 @@ class ArtifactStore:
                 with contextlib.suppress(OSError):
                     os.utime(target)
         except Exception as exc:  # the store's failure, never the step's: the run stops
+            if self._store_failure(exc):
+                raise self.unavailable(exc, f"cannot write {size_text(size)} to") from None
             why = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
             raise EngineUnavailable(
                 f"cannot write {size_text(size)} to artifact store {self.url}: {why} "
@@ -106,15 +133,47 @@ class ArtifactStore:
                 hint="free space in the artifact store (or point `artifacts:` in sluice.yaml "
                 "at a larger one), then `sluice retry`",
             ) from None
-        return ArtifactPointer(uri=self.uri(sha256), sha256=sha256, size=size)
+        return ArtifactPointer(
+            uri=self.uri(sha256), store=self.name, key=content_key(sha256), sha256=sha256, size=size
+        )
+
+    def unavailable(self, exc: BaseException, doing: str) -> EngineUnavailable:
+        """A remote store's failure, named with the store and the likely fix (exit 3)."""
+        text = str(exc) or type(exc).__name__
+        retry = "then `sluice retry` (or run again)"
+        if isinstance(exc, PermissionError):
+            why, hint = (
+                "access denied",
+                "check the credentials the store gets (AWS_ACCESS_KEY_ID and "
+                "AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or the runner's role) and that they may "
+                f"read and write {self.url}; {retry}",
+            )
+        elif isinstance(exc, FileNotFoundError) and "bucket" in text.lower():
+            bucket = self.root.split("/", 1)[0]
+            why, hint = (
+                "the bucket does not exist",
+                f"create the bucket {bucket!r} or point `artifacts:` in sluice.yaml at an "
+                f"existing one; {retry}",
+            )
+        else:
+            endpoint = os.environ.get("AWS_ENDPOINT_URL")
+            why, hint = (
+                "the store does not answer",
+                "check that the store is up and reachable"
+                + (f" at AWS_ENDPOINT_URL={endpoint}" if endpoint else "")
+                + f"; {retry}",
+            )
+        return EngineUnavailable(f"{doing} artifact store {self.url}: {why} ({text})", hint=hint)
 
     def _free(self) -> str:
         return free_text(Path(self.root)) if self.local else "free space unknown"
 
     def _present(self, target: str, size: int) -> bool:
         try:
-            return bool(self.fs.exists(target)) and int(self.fs.size(target)) == size
-        except (OSError, ValueError):
+            return int(self.fs.size(target)) == size
+        except Exception as exc:
+            if self._store_failure(exc):
+                raise  # the store's failure, not a missing object
             return False
 
     def _write(self, source: Path, target: str) -> None:
@@ -126,6 +185,10 @@ class ArtifactStore:
                 Path(target).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(source, tmp)
                 os.replace(tmp, target)
+                return
+            if self._upload:  # S3's PUT is atomic (a multipart upload appears when complete):
+                # written in place, streamed from disk, never a copy-and-delete of 1 GiB
+                self.fs.put_file(str(source), target, **self._upload)
                 return
             self.fs.makedirs(target.rsplit("/", 1)[0], exist_ok=True)
             self.fs.put_file(str(source), tmp)
@@ -146,18 +209,31 @@ class ArtifactStore:
     def has(self, pointer: ArtifactPointer, *, verify: bool = False) -> bool:
         """Whether the object is there with the right size (and, with `verify`, the right bytes)."""
         target = self._path(pointer.sha256)
-        if not self._present(target, pointer.size):
-            return False
-        if not verify:
-            return True
-        digest = hashlib.sha256()
         try:
+            if not self._present(target, pointer.size):
+                return False
+            if not verify:
+                return True
+            digest = hashlib.sha256()
             with self.fs.open(target, "rb") as handle:
                 while chunk := handle.read(CHUNK):
                     digest.update(chunk)
-        except OSError:
-            return False
+        except Exception as exc:
+            if self._store_failure(exc):
+                raise self.unavailable(exc, "cannot read from") from None
+            if isinstance(exc, OSError):
+                return False
+            raise
         return digest.hexdigest() == pointer.sha256
+
+    def _store_failure(self, exc: BaseException) -> bool:
+        """A remote store that refuses, lacks its bucket or does not answer (not an object's
+        absence, nor a disk's failure): the cases `unavailable` names the fix of."""
+        if self.local:
+            return False
+        if isinstance(exc, FileNotFoundError):
+            return "bucket" in str(exc).lower()
+        return isinstance(exc, PermissionError) or not isinstance(exc, OSError)
 
     def get_file(self, pointer: ArtifactPointer, dest: Path) -> None:
         """Copy an object to `dest`, checking its sha256; raises CorruptArtifact on a mismatch."""
@@ -166,19 +242,28 @@ class ArtifactStore:
         tmp = dest.with_name(f".{dest.name}.tmp-{secrets.token_hex(4)}")
         digest = hashlib.sha256()
         try:
-            with self.fs.open(target, "rb") as src, tmp.open("wb") as out:
+            with self.fs.open(target, "rb", **self._download) as src, tmp.open("wb") as out:
                 while chunk := src.read(CHUNK):
                     digest.update(chunk)
                     out.write(chunk)
-        except (OSError, FileNotFoundError) as exc:
+            actual = digest.hexdigest()
+        except Exception as exc:
             tmp.unlink(missing_ok=True)
-            full = disk.full_disk(exc, dest.parent, f"artifact {pointer.sha256[:12]}")
+            full = (
+                disk.full_disk(exc, dest.parent, f"artifact {pointer.sha256[:12]}")
+                if isinstance(exc, OSError)
+                else None
+            )
             if full is not None:  # the engine's disk, not a missing object
                 raise full from None
+            if self._store_failure(exc):
+                raise self.unavailable(exc, "cannot read from") from None
+            if not isinstance(exc, OSError):
+                raise
             raise CorruptArtifact(
                 f"artifact {pointer.sha256[:12]} is missing from {self.url}: {exc}"
             ) from None
-        if digest.hexdigest() != pointer.sha256:
+        if actual != pointer.sha256:
             tmp.unlink(missing_ok=True)
             raise CorruptArtifact(
                 f"artifact {pointer.sha256[:12]} in {self.url} does not match its sha256"
