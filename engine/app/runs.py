@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import tempfile
@@ -12,18 +13,20 @@ from pathlib import Path
 from typing import Any, Literal
 
 from engine.adapters import github_env as github
+from engine.adapters.artifacts import store_name
 from engine.adapters.console import make_reporter
 from engine.adapters.pipeline_files import find_pipeline
 from engine.app import compose, execution
 from engine.app.drift_follow import DriftFollower, execute_following
 from engine.core import layout, names
 from engine.core.config import RepoConfig
-from engine.core.manifest import RunManifest, RunStatus, Trigger
+from engine.core.manifest import DONE_OK, TERMINAL, ArtifactPointer, RunManifest, RunStatus, Trigger
 from engine.core.params import coerce_params
 from engine.core.parse import LoadedPipeline
 from engine.core.payloads import check_payload
 from engine.core.production import Production
-from engine.errors import NotFound, UsageError, json_object
+from engine.errors import EngineUnavailable, NotFound, UsageError, json_object
+from engine.local.disk import size_text
 from engine.local.workspace import is_git_repo
 from engine.ports import ResultsBranch
 from engine.run.executor import Executor, RunOptions
@@ -186,7 +189,12 @@ def find_run(store: ResultsBranch, run_id: str) -> RunManifest:
 
 
 def _read(place: Place, run_id: str) -> RunManifest:
+    """The run as recorded, the remote's record first (it may have run on another runner);
+    offline, the local branch's."""
     with compose.reading_branch(place.repo, place.config) as store:
+        if place.push is not False:
+            with contextlib.suppress(EngineUnavailable):
+                store.fetch()
         return find_run(store, run_id)
 
 
@@ -200,6 +208,40 @@ def _current(place: Place, manifest: RunManifest) -> LoadedPipeline:
     return loaded
 
 
+def _missing(place: Place, manifest: RunManifest, steps: list[str]) -> list[str]:
+    """`step/output` of `steps`' outputs that the configured store does not hold."""
+    store = compose.artifact_store(place.config, place.repo)
+    return [
+        f"{name}/{rel} (sha256 {pointer.sha256[:12]}, {size_text(pointer.size)}, "
+        f"recorded in {pointer.store})"
+        for name in steps
+        for rel, pointer in manifest.steps[name].outputs.items()
+        if not store.has(pointer)
+    ]
+
+
+def refuse_without_outputs(
+    place: Place, manifest: RunManifest, verb: str, steps: list[str]
+) -> None:
+    """Exit 2 before anything changes when the outputs `verb` builds on are not in the store."""
+    missing = _missing(place, manifest, steps)
+    if not missing:
+        return
+    used = sorted({p.store for s in steps for p in manifest.steps[s].outputs.values()})
+    stays = {"approve": "waiting for approval", "retry": "as it was, retryable"}.get(
+        verb, "as it was"
+    )
+    configured = store_name(place.config.artifacts, place.repo)
+    raise UsageError(
+        f"cannot {verb} run {manifest.run_id} here: {len(missing)} output(s) it needs are not "
+        f"in the artifact store {configured}: {'; '.join(missing)}. Nothing was changed: the "
+        f"run stays {stays}",
+        hint=f"configure the store the run used ({', '.join(used)}) as `artifacts:` in "
+        "sluice.yaml, with its credentials (e.g. AWS_* for s3://), or run the command where "
+        "the run ran; a file:// store inside a CI runner's workspace ends with its job",
+    )
+
+
 def retry(
     place: Place,
     run_id: str,
@@ -209,6 +251,8 @@ def retry(
 ) -> list[RunManifest]:
     """A new run that reuses `run_id`'s succeeded steps and runs the rest."""
     original = _read(place, run_id)
+    done = [name for name, rec in original.steps.items() if rec.status in DONE_OK]
+    refuse_without_outputs(place, original, "retry", done)
     loaded = _current(place, original)
     trigger = Trigger(kind="retry", event=run_id, payload={"retry_of": run_id})
     run_options = options(
@@ -230,6 +274,15 @@ def decide(
     paused = _read(place, run_id)
     if paused.status is not RunStatus.waiting_approval:
         raise UsageError(f"run {run_id} is {paused.status.value}, not waiting for approval")
+    if decision == "approve":  # what the steps still to run need from those that ran
+        needed = {
+            need
+            for rec in paused.steps.values()
+            if rec.status not in TERMINAL
+            for need in rec.needs
+            if need in paused.steps and paused.steps[need].status in DONE_OK
+        }
+        refuse_without_outputs(place, paused, "approve", sorted(needed))
     loaded = _current(place, paused)
     run_options = options(place, loaded, params=dict(paused.params), trigger=paused.trigger)
     run_options.resume = paused
@@ -238,6 +291,24 @@ def decide(
         by or os.environ.get("GITHUB_ACTOR") or os.environ.get("USER") or "unknown"
     )
     return launch(place, loaded, run_options, on_executor=on_executor)
+
+
+def outputs(
+    place: Place, store: ResultsBranch, run_id: str, step: str, dest: Path | None
+) -> dict[str, ArtifactPointer]:
+    """A step's recorded outputs; with `dest`, each copied there from the artifact store,
+    verified against its sha256 (exit 2, nothing written, when some are not in the store)."""
+    manifest = find_run(store, run_id)
+    record = manifest.steps.get(step)
+    if record is None:
+        raise NotFound(f"run {run_id} has no step {step!r}; steps: {', '.join(manifest.steps)}")
+    if dest is not None:
+        refuse_without_outputs(place, manifest, "fetch the outputs of", [step])
+        artifacts = compose.artifact_store(place.config, place.repo)
+        for rel, pointer in record.outputs.items():
+            names.checked(rel, f"output name of step {step}", nested=True)
+            artifacts.get_file(pointer, dest / rel)
+    return dict(record.outputs)
 
 
 def production_of(store: ResultsBranch, pipeline: str) -> Production | None:

@@ -72,10 +72,16 @@ def why_missed(
     history: History, pipeline: str, prepared: Prepared, files: Mapping[str, str]
 ) -> str:
     """Words for why a cacheable step has no cached result (`files`: what it sees now)."""
+    if prepared.error:
+        return prepared.error
+    entry = history.cache_entry(prepared.key) if prepared.key else None
+    if entry is not None:  # a hit but for its blobs: another runner's store, or gc
+        return (
+            f"the outputs of {entry.run_id} are gone from the artifact store (it runs again; "
+            "a lasting store, `artifacts:` in sluice.yaml, keeps them across runners)"
+        )
     last = history.last_components(pipeline, prepared.step.name) or {}
-    return prepared.error or cache.why_missed(
-        last.get("parts"), prepared.components, last.get("files"), files
-    )
+    return cache.why_missed(last.get("parts"), prepared.components, last.get("files"), files)
 
 
 def never_cached(step: ResolvedStep, use_cache: bool, history: History | None) -> str | None:

@@ -1,0 +1,188 @@
+"""Issue 13, items 2-3: a run outlives its runner. Pointers name the store as configured, so a
+run recorded on machine A resolves on machine B; approve, retry, the cache, show, logs and
+`sluice outputs` work from B with a remote store, and refuse cleanly (exit 2, nothing changed)
+when the outputs they need are not in B's store.
+
+"Another machine" is a fresh clone of the same bare origin in another folder, with a fresh
+`.sluice/` and another TMPDIR; only the origin and the S3 server (moto, a real process on
+loopback) are shared. Real Docker (busybox steps), real git, the CLI in a process."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import S3Bucket, git, make_repo, sluice
+
+BRANCH = "sluice-results"
+
+RELEASE = """
+name: release
+defaults: {{image: {image}, workspace: false}}
+steps:
+  - name: train
+    run: 'head -c 16 /dev/urandom | od -An -tx1 | tr -d " \\n" > /sluice/outputs/model.txt'
+  - name: evaluate
+    needs: [train]
+    workspace: true
+    run: 'test -f ok && cat /sluice/inputs/train/model.txt > /sluice/outputs/score.txt'
+  - name: deploy
+    type: deployment
+    needs: [train, evaluate]
+    approval: true
+    run: 'echo "deploying $(cat /sluice/inputs/train/model.txt)"'
+"""
+
+
+@dataclass
+class Machine:
+    """One runner: its own clone, `.sluice/` and TMPDIR; `env` for its engine processes."""
+
+    repo: Path
+    env: dict[str, str]
+
+    def cli(self, *args: str, check: int | None = 0) -> subprocess.CompletedProcess[str]:
+        done = sluice(*args, repo=self.repo, env=self.env, process=True, timeout=300)
+        assert "Traceback" not in done.stderr, done.stderr
+        if check is not None:
+            assert done.returncode == check, done.stdout + done.stderr
+        return done
+
+    def json(self, *args: str, check: int | None = 0) -> Any:
+        return json.loads(self.cli(*args, "--json", check=check).stdout)
+
+
+def machines(
+    tmp_path: Path, image: str, store: str | None, env: dict[str, str]
+) -> tuple[Machine, Machine, Path]:
+    """Machine A (where the repository was made) and a fresh clone B; and the bare origin."""
+    files = {"sluice.yaml": f"artifacts: {store}\n"} if store else {}
+    repo = make_repo(
+        tmp_path / "a", {"release.yaml": RELEASE.format(image=image)}, files, origin=True
+    )
+    origin = tmp_path / "a" / "origin.git"
+    found = []
+    for name, clone in (("a", repo), ("b", tmp_path / "b" / "repo")):
+        if name == "b":
+            git(tmp_path, "clone", "-q", str(origin), str(clone))
+        tmp = tmp_path / name / "tmp"
+        tmp.mkdir(parents=True)
+        found.append(Machine(clone, {**env, "TMPDIR": str(tmp)}))
+    return found[0], found[1], origin
+
+
+def on_origin(origin: Path, run_id: str) -> dict[str, Any]:
+    text = git(origin, "show", f"{BRANCH}:runs/release/{run_id}/manifest.json")
+    manifest: dict[str, Any] = json.loads(text)
+    return manifest
+
+
+@pytest.mark.docker
+def test_paused_on_a_approved_on_b_from_s3(
+    tmp_path: Path, busybox_image: str, s3_bucket: S3Bucket
+) -> None:
+    """Scenario 1, with show, logs and `sluice outputs` from B."""
+    store = f"{s3_bucket.url}/runs"
+    a, b, origin = machines(tmp_path, busybox_image, store, s3_bucket.env)
+    (a.repo / "ok").write_text("yes\n")
+    paused = a.json("run", "release")
+    assert paused["status"] == "waiting_approval"
+    run_id = paused["run_id"]
+
+    recorded = on_origin(origin, run_id)
+    model = recorded["steps"]["train"]["outputs"]["model.txt"]
+    assert model["store"] == store
+    assert model["key"] == f"sha256/{model['sha256'][:2]}/{model['sha256'][2:]}"
+    assert model["uri"] == f"{store}/{model['key']}"
+    assert str(tmp_path) not in json.dumps(recorded)  # no path of the machine that ran it
+
+    b.cli("approve", run_id, "--by", "bob")
+    shown = b.json("show", run_id)
+    assert shown["status"] == "succeeded"
+    assert shown["steps"]["deploy"]["status"] == "succeeded"
+    assert b.cli("logs", run_id, "evaluate").returncode == 0  # a log recorded on A
+    fetched = b.cli("outputs", run_id, "train", "--to", str(tmp_path / "got")).stdout
+    content = (tmp_path / "got" / "model.txt").read_text()
+    assert len(content) == 32 and "model.txt" in fetched
+    assert f"deploying {content}" in b.cli("logs", run_id, "deploy").stdout
+    listed = b.json("outputs", run_id, "train")
+    assert [o["path"] for o in listed["outputs"]] == ["model.txt"]
+    assert listed["outputs"][0]["sha256"] == model["sha256"]
+    assert not (b.repo / ".sluice" / "artifacts").exists()  # B never had a local store
+
+
+@pytest.mark.docker
+def test_failed_on_a_retried_on_b_reusing_a_outputs(
+    tmp_path: Path, busybox_image: str, s3_bucket: S3Bucket
+) -> None:
+    """Scenario 2: `evaluate` fails on A (no `ok` file); B retries with it, and `train` is
+    reused from A's run (verified in S3), not run again."""
+    a, b, origin = machines(tmp_path, busybox_image, s3_bucket.url, s3_bucket.env)
+    failed = a.json("run", "release", check=1)
+    assert failed["status"] == "failed"
+    run_id = failed["run_id"]
+    sha = on_origin(origin, run_id)["steps"]["train"]["outputs"]["model.txt"]["sha256"]
+
+    (b.repo / "ok").write_text("yes\n")
+    retried = b.json("retry", run_id)
+    assert retried["status"] == "waiting_approval"
+    again = on_origin(origin, retried["run_id"])
+    assert again["steps"]["train"]["status"] == "cached"
+    assert again["steps"]["train"]["cached_from"] == run_id
+    assert again["steps"]["train"]["outputs"]["model.txt"]["sha256"] == sha
+    assert again["steps"]["evaluate"]["status"] == "succeeded"
+
+
+@pytest.mark.docker
+def test_a_rerun_on_b_comes_from_the_cache_a_filled(
+    tmp_path: Path, busybox_image: str, s3_bucket: S3Bucket
+) -> None:
+    """Scenario 3: every cacheable step of B's run is cached from A's; `--dry-run` says so."""
+    a, b, _ = machines(tmp_path, busybox_image, s3_bucket.url, s3_bucket.env)
+    for machine in (a, b):
+        (machine.repo / "ok").write_text("yes\n")
+    first = a.json("run", "release")
+    assert first["status"] == "waiting_approval"
+
+    dry = b.cli("run", "release", "--dry-run").stdout
+    assert f"cached from {first['run_id']}" in dry, dry
+    second = b.json("run", "release")
+    steps = b.json("show", second["run_id"])["steps"]
+    assert steps["train"]["status"] == steps["evaluate"]["status"] == "cached"
+    assert steps["train"]["cached_from"] == steps["evaluate"]["cached_from"] == first["run_id"]
+
+
+@pytest.mark.docker
+def test_with_a_file_store_b_refuses_cleanly_and_nothing_is_lost(
+    tmp_path: Path, busybox_image: str
+) -> None:
+    """Scenario 4: the default `file://` store stays on A. B's approve and retry exit 2
+    before changing anything, naming the outputs, the store and the fix; a cached re-run on
+    B runs the steps and `--dry-run` says why; A then approves the run as if nothing happened."""
+    a, b, origin = machines(tmp_path, busybox_image, None, {})
+    for machine in (a, b):
+        (machine.repo / "ok").write_text("yes\n")
+    run_id = a.json("run", "release")["run_id"]
+    before = git(origin, "rev-parse", BRANCH)
+    model = on_origin(origin, run_id)["steps"]["train"]["outputs"]["model.txt"]
+    assert model["store"] == "file://.sluice/artifacts"  # relative to the repository root
+
+    for verb in (("approve", run_id), ("retry", run_id)):
+        refused = b.cli(*verb, check=2)
+        said = refused.stderr
+        assert "train/model.txt" in said and "evaluate/score.txt" in said, said
+        assert "file://.sluice/artifacts" in said and "artifacts:" in said, said
+        assert "Nothing was changed" in said, said
+    assert git(origin, "rev-parse", BRANCH) == before  # no record pushed
+    assert b.json("show", run_id)["status"] == "waiting_approval"
+    assert b.json("runs")[0]["run_id"] == run_id  # no retry run started
+
+    dry = b.cli("run", "release", "--dry-run").stdout
+    assert f"outputs of {run_id} are gone from the artifact store" in dry, dry
+
+    a.cli("approve", run_id)
+    assert on_origin(origin, run_id)["status"] == "succeeded"
