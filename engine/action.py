@@ -199,7 +199,8 @@ def _summary(manifests: list[dict[str, Any]], workspace: Path, heading: str) -> 
                 )
                 if found is not None:
                     dags[run.pipeline] = found.dag
-        return github.summary(runs, dags, {}, heading=heading)
+        branch = config.results.branch
+        return github.summary(runs, dags, {}, heading=heading, results_branch=branch)
     except Exception as exc:  # the summary is a courtesy: never fail the job over it
         _annotate("warning", f"sluice: no job summary: {exc}")
         return None

@@ -330,3 +330,46 @@ def test_zizmor_finds_nothing_of_medium_or_high_severity(tmp_path: Path) -> None
     argv = [tool, "--offline", "--no-config", "--min-severity", "medium", "--format", "plain"]
     done = _run([*argv, *map(str, targets)])
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+# --- store credentials: sluice.yaml `workflow:` (issue 13 §4) -----------------------------------
+
+AWS = "aws-actions/configure-aws-credentials@e3dd6a429d7300a6a4c196c26e071d42e0343502"
+WORKFLOW_SETTINGS = f"""\
+artifacts: s3://bucket/sluice
+workflow:
+  env: {{AWS_REGION: eu-west-1, SLUICE_NOTE: "${{{{ vars.NOTE }}}}"}}
+  permissions: {{id-token: write}}
+  steps_before:
+    - name: AWS credentials
+      uses: "{AWS}  # v4.0.2"
+      with: {{role-to-assume: "${{{{ vars.ROLE }}}}", aws-region: eu-west-1}}
+"""
+
+
+def test_store_credentials_from_settings_survive_regeneration_and_check(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path, PIPELINES, {"sluice.yaml": WORKFLOW_SETTINGS})
+    assert workflow(repo, "generate").exit_code == 0
+    job = workflow_of(repo)["jobs"]["sluice"]
+    assert job["permissions"] == {"contents": "write", "id-token": "write"}
+    names = [step["name"] for step in job["steps"]]
+    assert names == [names[0], "AWS credentials", "Run what the event calls for"]
+    assert job["steps"][1]["uses"] == AWS and job["steps"][1]["with"]["aws-region"] == "eu-west-1"
+    env = job["steps"][2]["env"]
+    assert env["AWS_REGION"] == "eu-west-1" and env["SLUICE_NOTE"] == "${{ vars.NOTE }}"
+    assert f"uses: {AWS}  # v4.0.2" in (repo / ".github/workflows/sluice.yml").read_text()
+    assert workflow(repo, "check").exit_code == 0  # was: env, with and the step stripped
+    # a Dependabot bump of the credentials step is kept, like the Action's `uses:`
+    path = repo / ".github/workflows/sluice.yml"
+    bumped = "aws-actions/configure-aws-credentials@" + "b" * 40
+    path.write_text(path.read_text().replace(f"{AWS}  # v4.0.2", f"{bumped}  # v4.1.0"))
+    assert workflow(repo, "check").exit_code == 0
+    assert workflow(repo, "generate").exit_code == 0
+    assert f"uses: {bumped}  # v4.1.0" in path.read_text()
+
+
+def test_workflow_settings_refuse_the_runners_own_names(tmp_path: Path) -> None:
+    bad = "workflow: {env: {GITHUB_TOKEN: x}}\n"
+    repo = make_repo(tmp_path, PIPELINES, {"sluice.yaml": bad})
+    result = workflow(repo, "generate")
+    assert result.exit_code == 2 and "GITHUB_" in result.output

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from engine.adapters.github_ci import manifest_url, run_url
 from engine.core.graph import Dag, render_mermaid
 from engine.core.manifest import RunManifest, StepRecord
 from engine.core.printable import printable
@@ -209,14 +210,29 @@ def _note(record: StepRecord) -> str:
     return _cell(record.reason)
 
 
-def run_summary(manifest: RunManifest, dag: Dag | None, baseline: RunManifest | None) -> str:
-    """One run as markdown: a steps table, the DAG coloured by status, metrics vs baseline."""
+def _links(manifest: RunManifest, results_branch: str) -> str:
+    """` · [manifest](…) · [CI run](…)`: links built only from checked parts (github_ci)."""
+    found = [
+        ("manifest", manifest_url(manifest.ci, results_branch, manifest.pipeline, manifest.run_id)),
+        ("CI run", run_url(manifest.ci)),
+    ]
+    return "".join(f" · [{label}](<{url}>)" for label, url in found if url)
+
+
+def run_summary(
+    manifest: RunManifest,
+    dag: Dag | None,
+    baseline: RunManifest | None,
+    results_branch: str = "sluice-results",
+) -> str:
+    """One run as markdown: a steps table, the DAG coloured by status, metrics vs baseline;
+    links to its manifest on the results branch and its CI run, when `ci` names them."""
     took = f" · {manifest.duration_s:.1f}s" if manifest.duration_s is not None else ""
     lines = [
         f"### {_status(manifest.status.value)}: {_cell(manifest.pipeline)}",
         "",
         f"Run {_code(manifest.run_id, table=False)} · trigger "
-        f"{_code(manifest.trigger.kind, table=False)}{took}",
+        f"{_code(manifest.trigger.kind, table=False)}{took}{_links(manifest, results_branch)}",
         "",
     ]
     if manifest.error:
@@ -251,6 +267,7 @@ def summary(
     *,
     heading: str = "Sluice",
     nothing: str = "nothing to run",
+    results_branch: str = "sluice-results",
 ) -> str:
     """The job summary for several runs; `dags` by pipeline, `baselines` by run id."""
     if not manifests:
@@ -258,7 +275,8 @@ def summary(
     parts = [f"## {heading}: {len(manifests)} run{'s' if len(manifests) != 1 else ''}\n"]
     for manifest in manifests:
         baseline = baselines.get(manifest.baseline_run) if manifest.baseline_run else None
-        parts.append(run_summary(manifest, dags.get(manifest.pipeline), baseline))
+        dag = dags.get(manifest.pipeline)
+        parts.append(run_summary(manifest, dag, baseline, results_branch))
     return "\n".join(parts)
 
 
@@ -274,6 +292,10 @@ def problems_summary(problems: Sequence[Problem]) -> str:
 
 def _escape_data(text: str) -> str:
     return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+
+escape_data = _escape_data  # a workflow command's message
+markdown_text = _cell  # untrusted text as plain markdown text
 
 
 def _escape_property(text: str) -> str:

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from engine.adapters import github_ci
 from engine.app import compose
 from engine.core.config import RepoConfig
 from engine.core.manifest import RunManifest, Trigger
@@ -43,6 +44,7 @@ def run_options(
         options.history = History(store)
     options.artifacts = compose.artifact_store(config, repo)
     options.engine_image = os.environ.get("SLUICE_ENGINE_IMAGE") or None
+    options.ci = github_ci.ci_context(os.environ)
     return options
 
 

@@ -200,6 +200,7 @@ def publish(
             _baselines(place, manifests),
             heading=f"Sluice ({event_name})",
             nothing=f"The {event_name} event calls for no pipeline: nothing ran.",
+            results_branch=place.config.results.branch,
         )
         github.append_summary(Path(summary_path), markdown)
 

@@ -48,6 +48,9 @@ class Wanted:
         options = WorkflowOptions(
             pipelines_folder=display_path(folder, self.repo),
             results_branch=self.config.results.branch,
+            env=self.config.workflow.env,
+            permissions={str(k): str(v) for k, v in self.config.workflow.permissions.items()},
+            steps_before=tuple(self.config.workflow.steps_before),
         )
         options = _override(keep_uses(options, existing), self.uses, self.tick)
         return render([(p.file, p.pipeline) for p in loaded], options)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import click
 
 from engine.core.printable import inert, printable
-from engine.errors import Problem, UsageError
+from engine.errors import Problem, SluiceError, UsageError
 
 if TYPE_CHECKING:
     from engine.adapters.git_results import ResultsStore
@@ -110,6 +110,32 @@ def annotate(problems: list[Problem]) -> None:
     from engine.adapters import github_env as github  # lazy: only on an error path
 
     github.annotate(problems, os.environ, sys.stderr)
+
+
+# The commands that write outputs to the artifact store or read them back from it.
+STORE_COMMANDS = frozenset({"run", "retry", "approve", "reject", "trigger", "tick"})
+
+
+def warn_ephemeral_store(state: State) -> None:
+    """On a GitHub runner, one `::warning::` and one job-summary line when the artifact
+    store is a folder inside the workspace: it ends with the job (github_ci)."""
+    if os.environ.get("GITHUB_ACTIONS") != "true":
+        return
+    from engine.adapters import github_ci  # lazy: only on a runner
+    from engine.adapters import github_env as github  # lazy: as above
+
+    try:
+        why = github_ci.ephemeral_store(state.config.artifacts, state.repo, os.environ)
+    except SluiceError:
+        return  # no repository, invalid settings: the command itself says so
+    if why is None:
+        return
+    print(
+        f"::warning title=Sluice: outputs will not last::{github.escape_data(why)}", file=sys.stderr
+    )
+    summary = os.environ.get("GITHUB_STEP_SUMMARY")
+    if summary:
+        github.append_summary(Path(summary), f"> **Sluice warning:** {github.markdown_text(why)}")
 
 
 def problems_exit(problems: list[Problem], tail: str) -> NoReturn:

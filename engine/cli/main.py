@@ -27,9 +27,11 @@ from engine.cli.common import (
     EXIT_INTERRUPTED,
     EXIT_INVALID,
     EXIT_OK,
+    STORE_COMMANDS,
     State,
     annotate,
     say,
+    warn_ephemeral_store,
 )
 from engine.core.printable import printable
 from engine.errors import PipelineInvalid, SluiceError
@@ -61,6 +63,8 @@ Docs: docs/pipeline-format.md, docs/cli.md""",
 def cli(ctx: click.Context, repo: str | None, config: str | None) -> None:
     """Sluice: pipelines as code; every step in its own container, every run recorded."""
     ctx.obj = State(repo, config)
+    if ctx.invoked_subcommand in STORE_COMMANDS:
+        warn_ephemeral_store(ctx.obj)
 
 
 for _command in (

@@ -55,6 +55,7 @@ def show(state: State, run_id: str, fetch: bool, as_json: bool) -> None:
       sluice show 20261124T100000Z-a1b2c3
     """
     from engine.adapters.console import summary_lines  # lazy: `sluice --help` stays light
+    from engine.adapters.github_ci import run_url  # lazy: as above
     from engine.app.orphans import engine_gone  # lazy: as above
     from engine.app.runs import find_run, production_of  # lazy: as above
 
@@ -69,6 +70,9 @@ def show(state: State, run_id: str, fetch: bool, as_json: bool) -> None:
         1,
         f"  trigger {manifest.trigger.kind}, started {manifest.started_at}, commit {manifest.commit}",
     )
+    url = run_url(manifest.ci)
+    if url:
+        lines.insert(2, f"  CI run {url}")
     gone = engine_gone(manifest)
     if gone is not None:
         lines.insert(2, f"  {gone}: `sluice gc` closes the run as cancelled")

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from engine.core import layout
 
@@ -29,6 +29,42 @@ class DriftConfig(StrictModel):
     start: Literal["run", "dispatch"] = "run"
 
 
+def _not_github(name: str) -> str:
+    if name.upper().startswith("GITHUB_"):
+        raise ValueError(f"{name}: GITHUB_* is the runner's own (GITHUB_TOKEN is always passed)")
+    return name
+
+
+EnvName = Annotated[
+    str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,99}$"), AfterValidator(_not_github)
+]
+Permission = Literal[
+    "actions",
+    "attestations",
+    "checks",
+    "deployments",
+    "discussions",
+    "id-token",
+    "issues",
+    "packages",
+    "pages",
+    "pull-requests",
+    "repository-projects",
+    "security-events",
+    "statuses",
+]  # `contents` stays `write`: the results branch is pushed
+
+
+class WorkflowConfig(StrictModel):
+    """What `sluice workflow generate` adds to the job, e.g. the artifact store's credentials:
+    `env` for the Action's step, `permissions` for the job (`id-token: write` for OIDC),
+    `steps_before` the Action (e.g. aws-actions/configure-aws-credentials)."""
+
+    env: dict[EnvName, str] = Field(default_factory=dict)
+    permissions: dict[Permission, Literal["read", "write", "none"]] = Field(default_factory=dict)
+    steps_before: list[dict[str, Any]] = Field(default_factory=list, max_length=20)
+
+
 class RepoConfig(StrictModel):
     """`sluice.yaml` at the repository root (every field optional)."""
 
@@ -37,3 +73,4 @@ class RepoConfig(StrictModel):
     artifacts: str = layout.DEFAULT_ARTIFACTS
     max_parallel: Annotated[int, Field(ge=1, le=256)] | None = None
     drift: DriftConfig = Field(default_factory=DriftConfig)
+    workflow: WorkflowConfig = Field(default_factory=WorkflowConfig)

@@ -89,6 +89,7 @@ class Executor:
                 trigger=options.trigger,
                 params=options.params,
                 started=clock(),
+                ci=options.ci,
             )
         self.run_id = self.manifest.run_id
         ensure_engine_dir(repo)

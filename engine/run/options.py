@@ -29,4 +29,5 @@ class RunOptions:
     resume: RunManifest | None = None  # `sluice approve|reject`: the paused run to continue
     decision: Literal["approve", "reject"] | None = None
     decided_by: str = ""
+    ci: dict[str, Any] | None = None  # the CI run that started it (GitHub: github_ci.ci_context)
     engine_image: str | None = None  # what `image: "@engine"` means (SLUICE_ENGINE_IMAGE)

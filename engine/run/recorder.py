@@ -28,6 +28,7 @@ def new_manifest(
     trigger: Trigger,
     params: dict[str, Any],
     started: datetime,
+    ci: dict[str, Any] | None = None,
 ) -> RunManifest:
     """The manifest of a run about to start: every step pending."""
     return RunManifest(
@@ -39,6 +40,7 @@ def new_manifest(
         params=params,
         started_at=utc_iso(started),
         engine={"version": __version__, **liveness.identity()},
+        ci=ci,
         steps={
             step.name: StepRecord(
                 type=step.type.value,
