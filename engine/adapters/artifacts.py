@@ -163,7 +163,8 @@ class ArtifactStore:
                 + (f" at AWS_ENDPOINT_URL={endpoint}" if endpoint else "")
                 + f"; {retry}",
             )
-        return EngineUnavailable(f"{doing} artifact store {self.url}: {why} ({text})", hint=hint)
+        # The fix in the message itself: a run records the message in the step's attempt.
+        return EngineUnavailable(f"{doing} artifact store {self.url}: {why} ({text}); {hint}")
 
     def _free(self) -> str:
         return free_text(Path(self.root)) if self.local else "free space unknown"
