@@ -132,7 +132,10 @@ def test_step_output_on_a_github_runner_carries_no_workflow_command(
     acted = runner_commands(done.stderr)
     injected = [line for line in acted if "pwned" in line]
     assert injected == []  # the figure: injected workflow commands, 0
-    assert acted and engine_brackets_only(acted), acted
+    # the engine's own warning (issue 13: the default store ends with the job), once
+    store = [line for line in acted if line.startswith("::warning title=Sluice: outputs will")]
+    acted = [line for line in acted if line not in store]
+    assert len(store) == 1 and acted and engine_brackets_only(acted), acted
     assert "\r" not in done.stderr  # normalised: each piece a line of its own, prefixed
     for piece in ("a", "::warning ::pwned-cr", "b", "  ::add-mask::pwned-mask", "::pwned::"):
         assert f"[loud] {piece}\n" in done.stderr
