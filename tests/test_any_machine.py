@@ -45,8 +45,10 @@ class Machine:
     repo: Path
     env: dict[str, str]
 
-    def cli(self, *args: str, check: int | None = 0) -> subprocess.CompletedProcess[str]:
-        done = sluice(*args, repo=self.repo, env=self.env, process=True, timeout=300)
+    def cli(
+        self, *args: str, check: int | None = 0, cwd: Path | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        done = sluice(*args, repo=self.repo, env=self.env, process=True, cwd=cwd, timeout=300)
         assert "Traceback" not in done.stderr, done.stderr
         if check is not None:
             assert done.returncode == check, done.stdout + done.stderr
@@ -65,14 +67,17 @@ def machines(
         tmp_path / "a", {"release.yaml": RELEASE.format(image=image)}, files, origin=True
     )
     origin = tmp_path / "a" / "origin.git"
-    found = []
-    for name, clone in (("a", repo), ("b", tmp_path / "b" / "repo")):
-        if name == "b":
-            git(tmp_path, "clone", "-q", str(origin), str(clone))
-        tmp = tmp_path / name / "tmp"
-        tmp.mkdir(parents=True)
-        found.append(Machine(clone, {**env, "TMPDIR": str(tmp)}))
-    return found[0], found[1], origin
+    tmp = tmp_path / "a" / "tmp"
+    tmp.mkdir()
+    return Machine(repo, {**env, "TMPDIR": str(tmp)}), another(tmp_path, origin, "b", env), origin
+
+
+def another(tmp_path: Path, origin: Path, name: str, env: dict[str, str]) -> Machine:
+    """A fresh clone of `origin` in `tmp_path/name`, with its own TMPDIR."""
+    clone, tmp = tmp_path / name / "repo", tmp_path / name / "tmp"
+    git(tmp_path, "clone", "-q", str(origin), str(clone))
+    tmp.mkdir()
+    return Machine(clone, {**env, "TMPDIR": str(tmp)})
 
 
 def on_origin(origin: Path, run_id: str) -> dict[str, Any]:
@@ -85,7 +90,7 @@ def on_origin(origin: Path, run_id: str) -> dict[str, Any]:
 def test_paused_on_a_approved_on_b_from_s3(
     tmp_path: Path, busybox_image: str, s3_bucket: S3Bucket
 ) -> None:
-    """Scenario 1, with show, logs and `sluice outputs` from B."""
+    """Scenario 1; then show, logs and `sluice outputs` from a third, later clone."""
     store = f"{s3_bucket.url}/runs"
     a, b, origin = machines(tmp_path, busybox_image, store, s3_bucket.env)
     (a.repo / "ok").write_text("yes\n")
@@ -101,18 +106,23 @@ def test_paused_on_a_approved_on_b_from_s3(
     assert str(tmp_path) not in json.dumps(recorded)  # no path of the machine that ran it
 
     b.cli("approve", run_id, "--by", "bob")
-    shown = b.json("show", run_id)
-    assert shown["status"] == "succeeded"
-    assert shown["steps"]["deploy"]["status"] == "succeeded"
-    assert b.cli("logs", run_id, "evaluate").returncode == 0  # a log recorded on A
-    fetched = b.cli("outputs", run_id, "train", "--to", str(tmp_path / "got")).stdout
-    content = (tmp_path / "got" / "model.txt").read_text()
-    assert len(content) == 32 and "model.txt" in fetched
-    assert f"deploying {content}" in b.cli("logs", run_id, "deploy").stdout
-    listed = b.json("outputs", run_id, "train")
-    assert [o["path"] for o in listed["outputs"]] == ["model.txt"]
-    assert listed["outputs"][0]["sha256"] == model["sha256"]
+    assert on_origin(origin, run_id)["steps"]["deploy"]["status"] == "succeeded"
     assert not (b.repo / ".sluice" / "artifacts").exists()  # B never had a local store
+
+    # a third machine, cloned afterwards: show, logs and outputs, no `--fetch` needed
+    c = another(tmp_path, origin, "c", s3_bucket.env)
+    shown = c.json("show", run_id)
+    assert shown["status"] == "succeeded" and shown["steps"]["train"]["outputs"]
+    fetched = c.cli("outputs", run_id, "train", cwd=tmp_path / "c").stdout  # ./outputs/train
+    content = (tmp_path / "c" / "outputs" / "train" / "model.txt").read_text()
+    assert len(content) == 32 and "model.txt" in fetched
+    assert f"deploying {content}" in c.cli("logs", run_id, "deploy").stdout  # B's log
+    assert c.cli("logs", run_id, "evaluate").returncode == 0  # A's log
+    listed = c.json("outputs", run_id, "train")
+    assert [o["path"] for o in listed["outputs"]] == ["model.txt"]
+    assert listed["outputs"][0]["sha256"] == model["sha256"] and listed["to"] is None
+    c.cli("outputs", run_id, "train", "--to", str(tmp_path / "got"))
+    assert (tmp_path / "got" / "model.txt").read_text() == content
 
 
 @pytest.mark.docker
@@ -183,6 +193,61 @@ def test_with_a_file_store_b_refuses_cleanly_and_nothing_is_lost(
 
     dry = b.cli("run", "release", "--dry-run").stdout
     assert f"outputs of {run_id} are gone from the artifact store" in dry, dry
+    rerun = b.json("run", "release")["steps"]
+    assert rerun["train"]["status"] == rerun["evaluate"]["status"] == "succeeded"
 
     a.cli("approve", run_id)
     assert on_origin(origin, run_id)["status"] == "succeeded"
+
+
+def _recorded(repo: Path, outputs: dict[str, Any]) -> str:
+    """A run recorded by hand on `repo`'s results branch, its `train` step with `outputs`."""
+    from engine.adapters.git_results import ResultsStore
+    from engine.core.manifest import RunManifest
+
+    run_id = "20261101T100000Z-01d0e0"
+    manifest = RunManifest.model_validate(
+        {
+            "run_id": run_id,
+            "pipeline": "release",
+            "pipeline_file": "pipelines/release.yaml",
+            "pipeline_sha256": "0" * 64,
+            "started_at": "2026-11-01T10:00:00.000Z",
+            "status": "succeeded",
+            "steps": {"train": {"status": "succeeded", "outputs": outputs}},
+        }
+    )
+    with ResultsStore(repo) as store:
+        store.record_run(manifest)
+    return run_id
+
+
+def test_an_old_manifest_with_a_machine_path_still_reads(tmp_path: Path) -> None:
+    """Old pointers (`uri: file:///<another machine's path>`) read, and `sluice outputs`
+    finds the object by its sha256 in the store configured here."""
+    from engine.adapters.artifacts import ArtifactStore
+
+    repo = make_repo(tmp_path, {"release.yaml": "name: release\nsteps: []\n"}, commit="init")
+    model = tmp_path / "model.txt"
+    model.write_text("weights\n")
+    pointer = ArtifactStore("file://.sluice/artifacts", repo).put_file(model)
+    assert pointer.store == "file://.sluice/artifacts"  # new pointers: relative to the root
+    old = f"file:///home/runner/work/x/.sluice/artifacts/{pointer.key}"
+    run_id = _recorded(repo, {"model.txt": {"uri": old, "sha256": pointer.sha256, "size": 8}})
+
+    shown = json.loads(sluice("show", run_id, "--json", repo=repo).stdout)
+    assert shown["steps"]["train"]["outputs"]["model.txt"]["store"] == old.removesuffix(
+        "/" + pointer.key
+    )
+    done = sluice("outputs", run_id, "train", "--to", str(tmp_path / "got"), repo=repo)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "got" / "model.txt").read_text() == "weights\n"
+
+
+def test_a_pointer_whose_key_is_not_its_sha256_is_refused(tmp_path: Path) -> None:
+    """The results branch is untrusted: a `key` other than the content key is refused."""
+    repo = make_repo(tmp_path, {"release.yaml": "name: release\nsteps: []\n"}, commit="init")
+    sha = "ab" * 32
+    hostile = {"uri": "s3://b/x", "sha256": sha, "size": 1, "key": "../../etc/passwd"}
+    with pytest.raises(ValueError, match="not the content key"):
+        _recorded(repo, {"model.txt": hostile})
