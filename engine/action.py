@@ -240,7 +240,14 @@ def _written_since(env: Mapping[str, str], sizes: tuple[int, int]) -> tuple[set[
         with contextlib.suppress(OSError), open(path, encoding="utf-8", errors="replace") as f:
             f.seek(sizes[0])
             names = output_names(f.read())
-    return names, _size(env.get("GITHUB_STEP_SUMMARY")) > sizes[1]
+    added = ""
+    if path := env.get("GITHUB_STEP_SUMMARY"):
+        with contextlib.suppress(OSError), open(path, encoding="utf-8", errors="replace") as f:
+            f.seek(sizes[1])
+            added = f.read()
+    # the lasting-store warning (cli/common.py) is no summary of the runs
+    summary = [line for line in added.splitlines() if not line.startswith(github.STORE_WARNING)]
+    return names, any(line.strip() for line in summary)
 
 
 def _run_json(

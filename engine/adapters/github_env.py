@@ -294,6 +294,7 @@ def _escape_data(text: str) -> str:
     return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
 
 
+STORE_WARNING = "> **Sluice warning:** "  # a job-summary line that summarises no run
 escape_data = _escape_data  # a workflow command's message
 markdown_text = _cell  # untrusted text as plain markdown text
 

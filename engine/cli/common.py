@@ -135,7 +135,7 @@ def warn_ephemeral_store(state: State) -> None:
     )
     summary = os.environ.get("GITHUB_STEP_SUMMARY")
     if summary:
-        github.append_summary(Path(summary), f"> **Sluice warning:** {github.markdown_text(why)}")
+        github.append_summary(Path(summary), github.STORE_WARNING + github.markdown_text(why))
 
 
 def problems_exit(problems: list[Problem], tail: str) -> NoReturn:
