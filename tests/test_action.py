@@ -483,7 +483,7 @@ def test_settings_inputs_go_over_the_repository_s_sluice_yaml(
     [run_id] = ws.outputs()["run-ids"]
     manifest = json.loads(git(ws.origin, "show", f"ml-runs:runs/{ws.name}/{run_id}/manifest.json"))
     [pointer] = manifest["steps"]["greet"]["outputs"].values()
-    assert pointer["uri"].startswith("file:///github/workspace/.sluice/store/")
+    assert pointer["uri"].startswith("file://.sluice/store/sha256/")  # not the runner's path
     assert git(ws.origin, "branch", "--list", "from-yaml") == ""
 
     kept = run_action(
