@@ -128,3 +128,35 @@ def test_a_store_outside_the_workspace_or_remote_is_not_warned_about(tmp_path: P
     assert ephemeral_store(f"file://{tmp_path}/cache", repo, env) is None
     assert ephemeral_store("file://.sluice/artifacts", repo, env) is not None
     assert ephemeral_store("store", repo, env) is not None
+
+
+@pytest.mark.docker
+def test_an_approval_decided_in_another_ci_run_records_that_run(
+    tmp_path: Path, busybox_image: str
+) -> None:
+    gated = f"""
+    name: g
+    steps:
+      - name: build
+        image: {busybox_image}
+        run: echo built
+      - name: deploy
+        image: {busybox_image}
+        needs: [build]
+        approval: true
+        run: echo deployed
+    """
+    repo = make_repo(tmp_path, {"g.yaml": gated}, commit="g")
+    paused = sluice("run", "g", "--json", repo=repo, env=OFF_RUNNER)
+    assert paused.returncode == 0, paused.stderr
+    run = json.loads(paused.stdout)
+    assert run["status"] == "waiting_approval" and run["ci"] is None  # not made on a runner
+
+    approver = {**RUNNER, "GITHUB_RUN_ID": "555", "GITHUB_RUN_ATTEMPT": "1"}
+    done = sluice("approve", run["run_id"], repo=repo, env=approver)
+
+    assert done.returncode == 0, done.stderr
+    approved = json.loads(sluice("show", run["run_id"], "--json", repo=repo, env=OFF_RUNNER).stdout)
+    assert approved["status"] == "succeeded" and approved["ci"] is None  # the run's origin
+    [decision] = approved["approvals"]
+    assert decision["ci_run"] == "https://github.com/acme/churn/actions/runs/555/attempts/1"

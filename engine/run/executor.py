@@ -81,7 +81,8 @@ class Executor:
         self._stopped: EngineUnavailable | None = None  # the engine's own failure
         if options.resume is not None:
             decision, by = options.decision, options.decided_by
-            self.manifest = resumed(options.resume, decision, by, clock())
+            ci_run = (options.ci or {}).get("run_url")
+            self.manifest = resumed(options.resume, decision, by, clock(), ci_run)
         else:
             self.manifest = new_manifest(
                 loaded,

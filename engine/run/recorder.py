@@ -58,8 +58,11 @@ def resumed(
     decision: Literal["approve", "reject"] | None,
     by: str,
     now: datetime,
+    ci_run: str | None = None,
 ) -> RunManifest:
-    """A paused or crashed run, ready to continue: approved steps and unfinished ones pend."""
+    """A paused or crashed run, ready to continue: approved steps and unfinished ones pend.
+
+    `ci_run`: the CI run that decides (its URL), recorded with the decision."""
     manifest = paused.model_copy(deep=True)
     manifest.engine = {**manifest.engine, "version": __version__, **liveness.identity()}
     manifest.status = RunStatus.running
@@ -69,7 +72,8 @@ def resumed(
     for name, rec in manifest.steps.items():
         if rec.status is StepStatus.waiting_approval and decision is not None:
             by = by or "someone"
-            decisions.append({"step": name, "decision": decision, "by": by, "at": utc_iso(now)})
+            entry = {"step": name, "decision": decision, "by": by, "at": utc_iso(now)}
+            decisions.append({**entry, "ci_run": ci_run} if ci_run else entry)
             if decision == "approve":
                 rec.status, rec.reason = StepStatus.pending, None
             else:
