@@ -155,6 +155,14 @@ class ArtifactStore(Protocol):
         """Copy an object to `dest`, checking its sha256 (a SluiceError when it cannot)."""
         ...
 
+    def put_files(self, paths: Sequence[Path]) -> list[ArtifactPointer]:
+        """`put_file` for many files (batched where the store can), pointers in order."""
+        ...
+
+    def get_files(self, wanted: Sequence[tuple[ArtifactPointer, Path]]) -> None:
+        """`get_file` for many (pointer, dest) pairs (batched where the store can)."""
+        ...
+
 
 class Reporter(Protocol):
     """Receives run events; `log` may be called from several threads at once."""

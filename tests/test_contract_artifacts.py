@@ -144,6 +144,27 @@ def test_concurrent_writers_of_the_same_bytes_agree(store: ArtifactStore, tmp_pa
     assert (tmp_path / "back.bin").read_bytes() == data
 
 
+def test_many_files_at_once_agree_with_one_at_a_time(store: ArtifactStore, tmp_path: Path) -> None:
+    """put_files/get_files (batched on S3): the same pointers, the same bytes, still checked."""
+    datas = [f"file {n % 40}\n".encode() * (n + 1) for n in range(50)]  # 10 repeated
+    sources = [a_file(tmp_path, f"in/{n}.txt", data) for n, data in enumerate(datas)]
+    pointers = port(store).put_files(sources)
+    assert pointers == [port(store).put_file(path) for path in sources]
+    assert len(objects(store)) == len({p.sha256 for p in pointers})
+    wanted = [(p, tmp_path / "out" / f"{n}.txt") for n, p in enumerate(pointers)]
+    port(store).get_files(wanted)
+    assert [dest.read_bytes() for _, dest in wanted] == datas
+    path = next(iter(objects(store)))
+    store.fs.pipe_file(path, b"x" * len(store.fs.cat_file(path)))  # one corrupt, same size
+    again = [(p, tmp_path / "again" / f"{n}.txt") for n, p in enumerate(pointers)]
+    with pytest.raises(CorruptArtifact, match="does not match its sha256"):
+        port(store).get_files(again)
+    names = (
+        {p.name for p in (tmp_path / "again").iterdir()} if (tmp_path / "again").exists() else set()
+    )
+    assert not any(".tmp-" in name for name in names)  # no temporary file left
+
+
 # --- a remote store that fails: each failure names the store and the fix (exit 3) ----------
 
 

@@ -135,8 +135,7 @@ class AttemptRunner:
         with lock:
             if not (dest / COMPLETE).exists():
                 shutil.rmtree(dest, ignore_errors=True)
-                for rel, pointer in outputs.items():
-                    self.store.get_file(pointer, dest / rel)
+                self.store.get_files([(pointer, dest / rel) for rel, pointer in outputs.items()])
                 dest.mkdir(parents=True, exist_ok=True)
                 (dest / COMPLETE).touch()
         return dest
@@ -405,10 +404,12 @@ class AttemptRunner:
             if why is not None:  # (else it could not be read back from the results branch)
                 raise SluiceError(f"output {names.shown(self.mask(name))} {why}: rename it")
         metrics = read_metrics(dest / "metrics.json", self.mask)
-        outputs = {
-            rel.as_posix(): self.store.put_file(dest / rel)
+        files = [
+            rel
             for rel in sorted(written)
             if (dest / rel).is_file() and not (dest / rel).is_symlink()
-        }
+        ]
+        stored = self.store.put_files([dest / rel for rel in files])  # batched on S3
+        outputs = {rel.as_posix(): pointer for rel, pointer in zip(files, stored, strict=True)}
         (dest / COMPLETE).touch()
         return outputs, metrics
