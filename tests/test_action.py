@@ -428,6 +428,15 @@ def test_run_starts_sibling_containers_pushes_results_and_leaves_no_root_files(
     )
 
     assert "```mermaid" in ws.summary() and run_id in ws.summary()
+    # issue 13: the record links to its CI run, the summary to the manifest and the run;
+    # the default store is in the workspace: warned about, once
+    assert manifest["ci"]["run_url"] == "https://github.com/o/r/actions/runs/1"
+    assert (
+        f"(<https://github.com/o/r/blob/sluice-results/runs/{ws.name}/{run_id}/manifest.json>)"
+        in ws.summary()
+    )
+    assert ws.summary().count("Sluice warning") == 1
+    assert done.stderr.count("::warning title=Sluice: outputs will not last::") == 1
     assert_owned_by_runner(ws)
     assert "dubious ownership" not in done.stderr
 
