@@ -186,7 +186,7 @@ def test_with_a_file_store_b_refuses_cleanly_and_nothing_is_lost(
         said = refused.stderr
         assert "train/model.txt" in said and "evaluate/score.txt" in said, said
         assert "file://.sluice/artifacts" in said and "artifacts:" in said, said
-        assert "Nothing was changed" in said, said
+        assert "Nothing was changed" in said and "run the command there" in said, said
     assert git(origin, "rev-parse", BRANCH) == before  # no record pushed
     assert b.json("show", run_id)["status"] == "waiting_approval"
     assert b.json("runs")[0]["run_id"] == run_id  # no retry run started
@@ -200,8 +200,9 @@ def test_with_a_file_store_b_refuses_cleanly_and_nothing_is_lost(
     assert on_origin(origin, run_id)["status"] == "succeeded"
 
 
-def _recorded(repo: Path, outputs: dict[str, Any]) -> str:
-    """A run recorded by hand on `repo`'s results branch, its `train` step with `outputs`."""
+def _recorded(repo: Path, outputs: dict[str, Any], status: str = "succeeded") -> str:
+    """A run recorded by hand on `repo`'s results branch, its `train` step with `outputs`;
+    `waiting_approval`: with a `deploy` step after it, waiting."""
     from engine.adapters.git_results import ResultsStore
     from engine.core.manifest import RunManifest
 
@@ -213,8 +214,11 @@ def _recorded(repo: Path, outputs: dict[str, Any]) -> str:
             "pipeline_file": "pipelines/release.yaml",
             "pipeline_sha256": "0" * 64,
             "started_at": "2026-11-01T10:00:00.000Z",
-            "status": "succeeded",
-            "steps": {"train": {"status": "succeeded", "outputs": outputs}},
+            "status": status,
+            "steps": {
+                "train": {"status": "succeeded", "outputs": outputs},
+                "deploy": {"status": status, "needs": ["train"]},
+            },
         }
     )
     with ResultsStore(repo) as store:
@@ -251,3 +255,25 @@ def test_a_pointer_whose_key_is_not_its_sha256_is_refused(tmp_path: Path) -> Non
     hostile = {"uri": "s3://b/x", "sha256": sha, "size": 1, "key": "../../etc/passwd"}
     with pytest.raises(ValueError, match="not the content key"):
         _recorded(repo, {"model.txt": hostile})
+
+
+def test_approve_names_the_store_the_run_used_when_another_is_configured(tmp_path: Path) -> None:
+    """B is configured with another store than the run's: exit 2, the run still waiting,
+    the message naming the run's store and the setting to change."""
+    repo = make_repo(tmp_path, {"release.yaml": "name: release\nsteps: []\n"}, commit="init")
+    sha = "ab" * 32
+    used = "s3://ml-artifacts/sluice"
+    pointer = {"uri": f"{used}/sha256/ab/{sha[2:]}", "sha256": sha, "size": 5}
+    run_id = _recorded(repo, {"model.txt": pointer}, status="waiting_approval")
+    before = git(repo, "rev-parse", BRANCH)
+
+    for verb in ("approve", "retry"):
+        refused = sluice(verb, run_id, repo=repo)
+        assert refused.returncode == 2, refused.stderr
+        assert f"train/model.txt (sha256 {sha[:12]}" in refused.stderr
+        assert f"configure the store the run used ({used}) as `artifacts:`" in refused.stderr
+    assert git(repo, "rev-parse", BRANCH) == before
+    shown = json.loads(sluice("show", run_id, "--json", repo=repo).stdout)
+    assert shown["status"] == "waiting_approval"
+    fetched = sluice("outputs", run_id, "train", "--to", str(tmp_path / "got"), repo=repo)
+    assert fetched.returncode == 2 and not (tmp_path / "got").exists()

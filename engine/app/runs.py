@@ -232,13 +232,33 @@ def refuse_without_outputs(
         verb, "as it was"
     )
     configured = store_name(place.config.artifacts, place.repo)
+    listed = "; ".join(missing[:5]) + (f"; and {len(missing) - 5} more" if len(missing) > 5 else "")
     raise UsageError(
         f"cannot {verb} run {manifest.run_id} here: {len(missing)} output(s) it needs are not "
-        f"in the artifact store {configured}: {'; '.join(missing)}. Nothing was changed: the "
-        f"run stays {stays}",
-        hint=f"configure the store the run used ({', '.join(used)}) as `artifacts:` in "
-        "sluice.yaml, with its credentials (e.g. AWS_* for s3://), or run the command where "
-        "the run ran; a file:// store inside a CI runner's workspace ends with its job",
+        f"in the artifact store {configured}: {listed}. Nothing was changed: the run stays "
+        f"{stays}",
+        hint=_fix(configured, used),
+    )
+
+
+def _fix(configured: str, used: list[str]) -> str:
+    """How to get a run's outputs within reach, from where they were stored and where not."""
+    where = ", ".join(used)
+    if used != [configured]:
+        return (
+            f"configure the store the run used ({where}) as `artifacts:` in sluice.yaml, with "
+            "its credentials (AWS_* or AWS_PROFILE for s3://), then run the command again"
+        )
+    if configured.startswith("file://"):
+        return (
+            f"{configured} is a folder on the machine that ran the run: run the command there, "
+            "or give runs a lasting store (`artifacts: s3://...`, gs://, az:// in sluice.yaml) "
+            "that every runner reaches; a store inside a CI runner's workspace ends with its job"
+        )
+    return (
+        f"the objects are gone from {configured} (removed by `sluice gc --runs` or a lifecycle "
+        "rule), or this machine reaches another endpoint or account (check AWS_ENDPOINT_URL "
+        "and the credentials); run the pipeline again to rebuild them"
     )
 
 
