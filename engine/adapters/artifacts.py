@@ -286,8 +286,8 @@ class ArtifactStore:
         tmp = dest.with_name(f".{dest.name}.tmp-{secrets.token_hex(4)}")
         digest = hashlib.sha256()
         try:
-            if self._upload:  # ranged GETs in parallel, the same parts as an upload's
-                self.fs.get_file(target, str(tmp), **self._upload)
+            if self._upload:  # one GET streamed to disk (s3fs's parallel ranges: 50 MiB each)
+                self.fs.get_file(target, str(tmp), max_concurrency=1)
                 actual = sha256_file(tmp)
             else:
                 with self.fs.open(target, "rb") as src, tmp.open("wb") as out:
