@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 
 echo "== install" >&2
 python3 -m pip install -q --disable-pip-version-check -e ".[dev,drift]" 2>&1 | grep -v -i "running pip as the 'root' user" || true
-python3 -c "import engine, docker, pydantic, croniter, numpy, pyarrow" >/dev/null
+python3 -c "import engine, docker, pydantic, croniter, numpy, pyarrow, s3fs, moto.server" >/dev/null
 
 echo "== docker" >&2
 if ! bash scripts/docker-up.sh; then
