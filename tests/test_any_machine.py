@@ -130,7 +130,7 @@ def test_failed_on_a_retried_on_b_reusing_a_outputs(
     tmp_path: Path, busybox_image: str, s3_bucket: S3Bucket
 ) -> None:
     """Scenario 2: `evaluate` fails on A (no `ok` file); B retries with it, and `train` is
-    reused from A's run (verified in S3), not run again."""
+    reused from A's run (verified in S3), not run again; C rejects the retry's release."""
     a, b, origin = machines(tmp_path, busybox_image, s3_bucket.url, s3_bucket.env)
     failed = a.json("run", "release", check=1)
     assert failed["status"] == "failed"
@@ -145,6 +145,12 @@ def test_failed_on_a_retried_on_b_reusing_a_outputs(
     assert again["steps"]["train"]["cached_from"] == run_id
     assert again["steps"]["train"]["outputs"]["model.txt"]["sha256"] == sha
     assert again["steps"]["evaluate"]["status"] == "succeeded"
+
+    # and a third machine rejects the release the retry paused before
+    c = another(tmp_path, origin, "c", s3_bucket.env)
+    c.cli("reject", retried["run_id"], "--by", "carol")
+    rejected = on_origin(origin, retried["run_id"])
+    assert rejected["status"] == "failed" and rejected["approvals"][0]["by"] == "carol"
 
 
 @pytest.mark.docker
