@@ -373,3 +373,10 @@ def test_workflow_settings_refuse_the_runners_own_names(tmp_path: Path) -> None:
     repo = make_repo(tmp_path, PIPELINES, {"sluice.yaml": bad})
     result = workflow(repo, "generate")
     assert result.exit_code == 2 and "GITHUB_" in result.output
+
+
+def test_a_step_before_the_action_needs_uses_or_run(tmp_path: Path) -> None:
+    bad = "workflow: {steps_before: [{name: nothing}]}\n"
+    repo = make_repo(tmp_path, PIPELINES, {"sluice.yaml": bad})
+    result = workflow(repo, "generate")
+    assert result.exit_code == 2 and "exactly one of `uses:` and `run:`" in result.output

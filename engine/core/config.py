@@ -35,6 +35,12 @@ def _not_github(name: str) -> str:
     return name
 
 
+def _a_step(step: dict[str, Any]) -> dict[str, Any]:
+    if ("uses" in step) == ("run" in step) or not all(isinstance(k, str) for k in step):
+        raise ValueError("a step has exactly one of `uses:` and `run:`, as in a workflow")
+    return step
+
+
 EnvName = Annotated[
     str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,99}$"), AfterValidator(_not_github)
 ]
@@ -62,7 +68,9 @@ class WorkflowConfig(StrictModel):
 
     env: dict[EnvName, str] = Field(default_factory=dict)
     permissions: dict[Permission, Literal["read", "write", "none"]] = Field(default_factory=dict)
-    steps_before: list[dict[str, Any]] = Field(default_factory=list, max_length=20)
+    steps_before: list[Annotated[dict[str, Any], AfterValidator(_a_step)]] = Field(
+        default_factory=list, max_length=20
+    )
 
 
 class RepoConfig(StrictModel):
