@@ -14,14 +14,15 @@
 # ~/.cache/sluice/engine-wheels, so later builds need no network at all.
 #
 # Environment: SLUICE_ENGINE_BASE (another base image with python, pip and git),
-# SLUICE_ENGINE_EXTRAS (extras to install, e.g. s3,gcs,azure,drift; default none, to keep
-# test builds small: the Dockerfile's own default installs them all).
+# SLUICE_ENGINE_EXTRAS (extras to install, e.g. s3,gcs,azure,drift; default s3, which the
+# Action's S3 test needs, and no more, to keep test builds small: the Dockerfile's own
+# default installs them all).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 BASE_TAG=sluice-test/engine-base:3
 base="${SLUICE_ENGINE_BASE:-$BASE_TAG}"
-extras="${SLUICE_ENGINE_EXTRAS:-}"
+extras="${SLUICE_ENGINE_EXTRAS-s3}"
 cache="${XDG_CACHE_HOME:-$HOME/.cache}/sluice/engine-wheels"
 
 say() { echo "build-engine-image: $*" >&2; }

@@ -8,7 +8,7 @@ import secrets
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,7 +16,7 @@ from typing import Any
 import conftest
 import docker
 import pytest
-from conftest import poll
+from conftest import S3Bucket, poll
 
 from engine.action import git_env, hand_back, has_checkout_credentials
 from engine.cli.action_inputs import (
@@ -200,6 +200,7 @@ class Workspace:
 
     root: Path
     name: str  # the pipeline, unique per test: its containers are ours alone
+    shared_origin: Path | None = None  # another job's: a second runner's clone of its origin
 
     @property
     def repo(self) -> Path:
@@ -207,7 +208,7 @@ class Workspace:
 
     @property
     def origin(self) -> Path:
-        return self.root / "origin.git"
+        return self.shared_origin or self.root / "origin.git"
 
     @property
     def files(self) -> Path:
@@ -303,19 +304,33 @@ def workspace(tmp_path: Path, busybox_image: str) -> Iterator[Workspace]:
     git(tmp_path, "init", "-q", "--bare", str(ws.origin))
     git(ws.repo, "remote", "add", "origin", str(ws.origin))
     git(ws.repo, "push", "-q", "origin", "main")
-    ws.files.mkdir()
-    for name in ("set_output", "step_summary"):  # the runner makes them, as its user
-        (ws.files / name).touch()
-    (tmp_path / "home").mkdir()
-    (tmp_path / "workflow").mkdir()
-    for folder in (ws.repo, ws.files, tmp_path / "home"):
-        _give_to_runner(folder)
+    _runner_folders(ws)
     yield ws
 
 
+def _runner_folders(ws: Workspace) -> None:
+    """The folders the runner makes next to a checkout, and the checkout, as its user's."""
+    ws.files.mkdir()
+    for name in ("set_output", "step_summary"):  # the runner makes them, as its user
+        (ws.files / name).touch()
+    (ws.root / "home").mkdir()
+    (ws.root / "workflow").mkdir()
+    for folder in (ws.repo, ws.files, ws.root / "home"):
+        _give_to_runner(folder)
+
+
 def _argv(
-    image: str, ws: Workspace, event: str, payload: dict[str, Any], **inputs: str
+    image: str,
+    ws: Workspace,
+    event: str,
+    payload: dict[str, Any],
+    *,
+    s3_env: Mapping[str, str] | None = None,
+    **inputs: str,
 ) -> list[str]:
+    """`docker run` as the runner runs the Action. `s3_env`: the AWS variables a workflow's
+    `env:` would give for an S3 server on the host's loopback; the container then joins the
+    host's network to reach it (the steps still get their own network from the engine)."""
     (ws.root / "workflow" / "event.json").write_text(json.dumps(payload))
     env = {
         "HOME": "/github/home",
@@ -330,6 +345,7 @@ def _argv(
         "GITHUB_SERVER_URL": "https://github.com",
         "GITHUB_RUN_ID": "1",
         "GITHUB_ACTOR": "octocat",
+        **(s3_env or {}),
         **{f"INPUT_{key.upper().replace('_', '-')}": value for key, value in inputs.items()},
     }
     mounts = {
@@ -340,18 +356,25 @@ def _argv(
         str(ws.root / "home"): "/github/home",
         str(ws.origin): str(ws.origin),  # origin's URL is its path: the same inside
     }
-    argv = ["docker", "run", "--rm", "--network", "none", "--cidfile", str(ws.root / "cid")]
+    network = "host" if s3_env else "none"
+    argv = ["docker", "run", "--rm", "--network", network, "--cidfile", str(ws.root / "cid")]
     argv += [arg for host, inside in mounts.items() for arg in ("-v", f"{host}:{inside}")]
     argv += [arg for key, value in env.items() for arg in ("-e", f"{key}={value}")]
     return [*argv, "-w", "/github/workspace", image]
 
 
 def run_action(
-    image: str, ws: Workspace, event: str, payload: dict[str, Any], **inputs: str
+    image: str,
+    ws: Workspace,
+    event: str,
+    payload: dict[str, Any],
+    *,
+    s3_env: Mapping[str, str] | None = None,
+    **inputs: str,
 ) -> subprocess.CompletedProcess[str]:
     (ws.root / "cid").unlink(missing_ok=True)
     return subprocess.run(
-        _argv(image, ws, event, payload, **inputs),
+        _argv(image, ws, event, payload, s3_env=s3_env, **inputs),
         capture_output=True,
         text=True,
         timeout=300,
@@ -583,6 +606,70 @@ def test_approve_checks_the_step_and_continues_the_run(
     manifest = json.loads(ws.results(f"runs/{pipeline}/{run_id}/manifest.json"))
     assert manifest["steps"]["ship"]["status"] == "succeeded"
     assert_owned_by_runner(ws)
+
+
+RELEASE = """\
+name: {name}
+defaults: {{image: "{image}"}}
+steps:
+  - name: train
+    run: 'head -c 16 /dev/urandom | od -An -tx1 | tr -d " \\n" > /sluice/outputs/model.txt'
+  - name: deploy
+    needs: [train]
+    approval: true
+    run: 'echo "deploying $(cat /sluice/inputs/train/model.txt)"'
+"""
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_paused_in_one_job_and_approved_in_another_with_an_s3_store(
+    engine_image: str, workspace: Workspace, busybox_image: str, s3_bucket: S3Bucket
+) -> None:
+    """Issue 13, scenario 1 through the Action: job 1 runs on one runner and pauses; job 2, on
+    a fresh runner (another clone of the origin, nothing else shared but the S3 server),
+    approves, and `deploy` reads `train`'s model from S3."""
+    a = workspace
+    name, store = f"release-{a.name}", f"{s3_bucket.url}/runs"
+    a.commit("sluice.yaml", f"artifacts: {store}\n")
+    a.commit("pipelines/release.yaml", RELEASE.format(name=name, image=busybox_image))
+    paused = run_action(
+        engine_image, a, "workflow_dispatch", {}, s3_env=s3_bucket.env, command="run", pipeline=name
+    )
+    assert paused.returncode == 0, paused.stderr
+    assert a.outputs()["status"] == ["waiting_approval"]
+    assert "outputs will not last" not in paused.stderr  # a lasting store: no warning
+    [run_id] = a.outputs()["run-ids"]
+    recorded = json.loads(a.results(f"runs/{name}/{run_id}/manifest.json"))
+    model = recorded["steps"]["train"]["outputs"]["model.txt"]
+    assert model["store"] == store and model["uri"] == f"{store}/{model['key']}"
+    assert "file:" not in json.dumps(recorded["steps"])  # no path of the runner that made it
+    import fsspec  # lazy: only this test needs the S3 client in the test process
+
+    s3 = fsspec.filesystem("s3", skip_instance_cache=True)  # the AWS variables reach moto
+    content = s3.cat_file(model["uri"]).decode()  # in S3, not on runner A
+    assert len(content) == 32
+
+    b = Workspace(a.root / "b", a.name, shared_origin=a.origin)
+    git(a.root, "clone", "-q", "-b", "main", str(a.origin), str(b.repo))
+    _runner_folders(b)
+    approved = run_action(
+        engine_image,
+        b,
+        "workflow_dispatch",
+        {},
+        s3_env=s3_bucket.env,
+        command="approve",
+        run_id=run_id,
+    )
+    assert approved.returncode == 0, approved.stderr
+    assert b.outputs()["status"] == ["succeeded"] and b.outputs()["run-ids"] == [run_id]
+    manifest = json.loads(b.results(f"runs/{name}/{run_id}/manifest.json"))
+    assert manifest["status"] == "succeeded"
+    assert manifest["steps"]["deploy"]["status"] == "succeeded"
+    assert f"deploying {content}" in b.results(f"runs/{name}/{run_id}/logs/deploy.1.log")
+    assert not (b.repo / ".sluice" / "artifacts").exists()  # B never had a local store
+    assert_owned_by_runner(b)
 
 
 # --- `sluice trigger` through the Action, with GitHub-shaped events ----------------------------
