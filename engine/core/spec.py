@@ -170,6 +170,19 @@ def _approval_text(value: str) -> str:
 
 ImageRef = Annotated[str, Field(min_length=1), AfterValidator(_image_name)] | ImageBuild
 EnvValue = str | int | float | bool
+# A GitHub runner label (`ubuntu-latest`, `self-hosted`, `gpu`) and environment name: plain
+# text, never an expression (the generated workflow writes them as they are).
+RunnerLabel = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:/+-][A-Za-z0-9_.:/+ -]{0,99}$")]
+EnvironmentName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-][A-Za-z0-9_. -]{0,254}$")]
+
+
+def _labels(value: object) -> object:
+    return [value] if isinstance(value, str) else value
+
+
+RunnerLabels = Annotated[
+    list[RunnerLabel], BeforeValidator(_labels), Field(min_length=1, max_length=10)
+]
 
 
 class StepFields(StrictModel):
@@ -191,6 +204,10 @@ class StepFields(StrictModel):
     capabilities: list[Capability] | None = None
     cache: bool | None = None
     workspace: bool | list[str] | None = None
+    # jobs mode (docs/scaling.md): the runner labels of the step's job, and the GitHub
+    # environment it runs in (its required reviewers gate an approval step)
+    runs_on: RunnerLabels | None = None
+    environment: EnvironmentName | None = None
 
 
 class Defaults(StepFields):
@@ -251,6 +268,8 @@ class ResolvedStep(BaseModel):
     capabilities: list[str]  # all the container keeps: DEFAULT_CAPABILITIES and the step's own
     cache: bool
     workspace: bool | list[str]
+    runs_on: list[str] = []  # jobs mode: the job's runner labels ([]: the workflow's default)
+    environment: str | None = None  # jobs mode: the job's GitHub environment
 
     @property
     def argv(self) -> list[str] | None:
@@ -321,6 +340,8 @@ def resolve_step(step: Step, defaults: Defaults, *, is_finally: bool) -> Resolve
         capabilities=sorted({*DEFAULT_CAPABILITIES, *(pick("capabilities") or [])}),
         cache=cache if cache is not None else step_type != StepType.deployment,
         workspace=pick("workspace") if pick("workspace") is not None else True,
+        runs_on=list(pick("runs_on") or []),
+        environment=pick("environment"),
     )
 
 
