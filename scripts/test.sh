@@ -11,6 +11,9 @@ echo "== install" >&2
 python3 -m pip install -q --disable-pip-version-check -e ".[dev,drift]" 2>&1 | grep -v -i "running pip as the 'root' user" || true
 python3 -c "import engine, docker, pydantic, croniter, numpy, pyarrow, s3fs, moto.server" >/dev/null
 
+echo "== node tools" >&2
+bash scripts/node-tools.sh  # GitHub's workflow parser and expression evaluator, for the tests
+
 echo "== docker" >&2
 if ! bash scripts/docker-up.sh; then
   if [ "${CI:-}" = "true" ]; then
