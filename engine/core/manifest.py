@@ -183,6 +183,8 @@ class StepRecord(_Model):
     outputs: dict[RelPath, ArtifactPointer] = Field(default_factory=dict)
     metrics: dict[str, float | int | bool] = Field(default_factory=dict)
     checkpoints: ArtifactPointer | None = None  # of its last failed attempt, for `sluice retry`
+    warnings: list[str] = Field(default_factory=list)  # e.g. a `when` read a missing metric
+    job: dict[str, str] | None = None  # jobs mode: the GitHub job that ran it {job, runner, url}
 
 
 class Trigger(_Model):

@@ -28,6 +28,7 @@ class Decision:
     step: str
     action: Action
     reason: str = ""
+    warning: str | None = None  # something the user should see (the executor records it)
 
 
 class Planner:

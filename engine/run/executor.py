@@ -243,6 +243,8 @@ class Executor:
             changed = False
             for decision in decisions:
                 name = decision.step
+                if decision.warning:
+                    self._warn(name, decision.warning)
                 if decision.action is planner.Action.run:
                     if name not in busy and name not in ready:
                         if self._reuse(name):
@@ -260,6 +262,13 @@ class Executor:
                 self._set(name, status, decision.reason)
             if not changed:
                 return ready
+
+    def _warn(self, name: str, text: str) -> None:
+        """A warning about step `name`: in its record (and so the summary), and said now."""
+        record = self.manifest.steps[name]
+        if text not in record.warnings:
+            record.warnings.append(self.mask(text))
+            self.reporter.note(f"warning: {name}: {self.mask(text)}")
 
     # ---- preparing, and results taken over --------------------------------------------
 
