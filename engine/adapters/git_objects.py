@@ -190,6 +190,10 @@ class Tree:
         i = self.index(name)
         return None if i is None else self.parse(self.offsets[i])[::2]
 
+    def entries(self) -> list[tuple[bytes, str]]:
+        """(name, id) of every entry."""
+        return [(name, sha) for _, name, sha in map(self.parse, self.offsets)]
+
     def names(self) -> list[tuple[bytes, bool]]:
         """(name, is a folder) of every entry."""
         return [(name, mode == TREE) for mode, name, _ in map(self.parse, self.offsets)]

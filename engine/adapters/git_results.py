@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from engine.adapters.git_objects import BLOB, Obj, ObjectDB, Tree, TreeChanges, clean, parts, text
 from engine.core import layout
-from engine.core.manifest import RunManifest
+from engine.core.manifest import RunManifest, with_step_records
 from engine.errors import ClaimLost, EngineUnavailable, UsageError
 from engine.local import gitcli
 
@@ -156,13 +156,42 @@ class ResultsStore:
         ]
         newest = heapq.nlargest(limit, found)  # run ids sort by their start time
         folders = [f for f in cat([sha for _, sha in newest]) if f and f[1] == "tree"]
-        files = [Tree(f[2], self._hashlen).get(layout.MANIFEST.encode()) for f in folders]
-        blobs = cat([file[1] for file in files if file and file[0] == BLOB])
-        return [m for f in blobs if (m := _manifest(f)) is not None]
+        trees = [Tree(f[2], self._hashlen) for f in folders]
+        files = [(tree, tree.get(layout.MANIFEST.encode())) for tree in trees]
+        with_file = [(tree, file[1]) for tree, file in files if file and file[0] == BLOB]
+        blobs = cat([blob for _, blob in with_file])
+        runs = []
+        for (tree, _), blob in zip(with_file, blobs, strict=True):
+            manifest = _manifest(blob)
+            if manifest is not None:
+                steps = tree.get(layout.STEP_RECORDS.encode())
+                runs.append(self._with_steps(manifest, steps[1] if steps else None))
+        return runs
 
     def manifest(self, run_id: str) -> RunManifest | None:
-        """The manifest of run `run_id`, whichever pipeline it belongs to."""
-        return _manifest(self._in_run(run_id, layout.manifest))
+        """The manifest of run `run_id`, whichever pipeline it belongs to (in jobs mode, with
+        the records its step jobs wrote laid over it)."""
+        manifest = _manifest(self._in_run(run_id, layout.manifest))
+        if manifest is None:
+            return None
+        folder = self._at(layout.step_records(manifest.pipeline, manifest.run_id), None)
+        return self._with_steps(manifest, folder[0] if folder and folder[1] == "tree" else None)
+
+    def _with_steps(self, manifest: RunManifest, tree: str | None) -> RunManifest:
+        """`manifest` with the step records of folder object `tree` (None: none) over it."""
+        if tree is None:
+            return manifest
+        found = self.objects.cat([tree])[0]
+        if not found or found[1] != "tree":
+            return manifest
+        entries = Tree(found[2], self._hashlen).entries()
+        blobs = self.objects.cat([sha for _, sha in entries])
+        records = {
+            text(name): blob[2]
+            for (name, _), blob in zip(entries, blobs, strict=True)
+            if blob and blob[1] == "blob"
+        }
+        return with_step_records(manifest, records)
 
     def log(self, run_id: str, step: str, attempt: int) -> bytes | None:
         """The log of one attempt of a step, None when it was not recorded."""

@@ -23,6 +23,8 @@ HOPS_ENV = "SLUICE_DISPATCH_HOPS"
 MAX_HOPS = 3
 TIMEOUT_S = 30.0
 _MAX_ERROR_BYTES = 64 * 1024
+_MAX_REVIEW_BYTES = 1024 * 1024
+_LOGIN = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})(?:\[bot\])?")
 _REPOSITORY = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})/[A-Za-z0-9._-]{1,100}$")
 
 
@@ -187,6 +189,54 @@ def dispatch(
     except OSError as exc:  # a reset connection, after the request was sent
         raise DispatchFailed(f"connection to {url} failed: {exc}") from None
     return url
+
+
+def environment_approver(
+    repository: str,
+    run_id: int,
+    environment: str,
+    *,
+    token: str,
+    api_url: str = DEFAULT_API,
+    timeout: float = TIMEOUT_S,
+) -> str | None:
+    """The login of whoever last approved `environment` for workflow run `run_id`
+    (GET .../actions/runs/{run_id}/approvals); None when no review names it. Raises
+    DispatchFailed when GitHub cannot be asked (the answer is untrusted: only a login that
+    looks like one is returned)."""
+    owner, name = parse_repository(repository)
+    url = f"{api_url.rstrip('/')}/repos/{owner}/{name}/actions/runs/{run_id}/approvals"
+    request = urllib.request.Request(
+        url,
+        headers={
+            "Accept": "application/vnd.github+json",
+            "Authorization": f"Bearer {token.strip()}",
+            "X-GitHub-Api-Version": API_VERSION,
+            "User-Agent": "sluice",
+        },
+    )
+    opener = urllib.request.build_opener(_NoRedirect)
+    try:
+        with opener.open(request, timeout=timeout) as response:
+            reviews = json.loads(response.read(_MAX_REVIEW_BYTES))
+    except urllib.error.HTTPError as exc:
+        with exc:
+            raise _refused(exc, f"{owner}/{name}") from None
+    except (urllib.error.URLError, TimeoutError, OSError, ValueError) as exc:
+        raise DispatchFailed(f"cannot read {url}: {exc}") from None
+    found = None
+    for review in reviews if isinstance(reviews, list) else []:
+        if not isinstance(review, dict) or review.get("state") != "approved":
+            continue
+        named = [e.get("name") for e in review.get("environments") or [] if isinstance(e, dict)]
+        login = (
+            (review.get("user") or {}).get("login")
+            if isinstance(review.get("user"), dict)
+            else None
+        )
+        if environment in named and isinstance(login, str) and _LOGIN.fullmatch(login):
+            found = login
+    return found
 
 
 def _refused(exc: urllib.error.HTTPError, repository: str) -> DispatchFailed:

@@ -23,7 +23,7 @@ from types import MappingProxyType
 from pydantic import ValidationError
 
 from engine.core import layout
-from engine.core.manifest import RunManifest
+from engine.core.manifest import RunManifest, with_step_records
 from engine.errors import ClaimLost, EngineUnavailable, UsageError
 from engine.ports import Changes
 
@@ -159,10 +159,17 @@ class MemoryResultsBranch:
         ]
         newest = heapq.nlargest(limit, found)  # run ids sort by their start time
         read = (_manifest(files.get(layout.manifest(p, r))) for r, p in newest)
-        return [m for m in read if m is not None]
+        return [self._with_steps(m) for m in read if m is not None]
 
     def manifest(self, run_id: str) -> RunManifest | None:
-        return _manifest(self._in_run(run_id, layout.MANIFEST))
+        manifest = _manifest(self._in_run(run_id, layout.MANIFEST))
+        return None if manifest is None else self._with_steps(manifest)
+
+    def _with_steps(self, manifest: RunManifest) -> RunManifest:
+        files = self.repo.files(self.tip())
+        folder = layout.step_records(manifest.pipeline, manifest.run_id)
+        records = {name: files[f"{folder}/{name}"] for name in _entries(files, folder)}
+        return with_step_records(manifest, records)
 
     def log(self, run_id: str, step: str, attempt: int) -> bytes | None:
         return self._in_run(run_id, f"{layout.LOGS}/{layout.log_name(step, attempt)}")

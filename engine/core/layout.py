@@ -4,6 +4,8 @@ The results branch (`sluice-results`):
 
     runs/<pipeline>/<run id>/manifest.json           a run's manifest
     runs/<pipeline>/<run id>/logs/<step>.<n>.log      the log of attempt n of a step
+    runs/<pipeline>/<run id>/steps/<step>.json        jobs mode: a step job's record, until
+                                                      `finish` folds it into the manifest
     cache/<key[:2]>/<key>.json                        a cached step result, by cache key
     cache/last/<pipeline>/<step>.json                 a step's last cache-key components
     index/succeeded/<pipeline>/<step>                 the last run where the step succeeded
@@ -30,7 +32,7 @@ The repository's own `.sluice/` folder (git-ignored, never committed):
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
 from engine.core import names as names_check
@@ -88,6 +90,19 @@ def manifest(pipeline: str, run_id: str) -> str:
     return f"{run(pipeline, run_id)}/{MANIFEST}"
 
 
+STEP_RECORDS = "steps"
+
+
+def step_records(pipeline: str, run_id: str) -> str:
+    """Jobs mode: the folder where each step's job records its step (one file per step, so
+    that jobs pushing at once never write the same file)."""
+    return f"{run(pipeline, run_id)}/{STEP_RECORDS}"
+
+
+def step_record(pipeline: str, run_id: str, step: str) -> str:
+    return f"{step_records(pipeline, run_id)}/{step}.json"
+
+
 def log_name(step: str, attempt: int) -> str:
     """`train.1.log`: the name of an attempt's log in its run's `logs/` folder."""
     return f"{step}.{attempt}.log"
@@ -110,6 +125,24 @@ def run_record(
     changes[manifest(pipeline, run_id)] = record.to_json().encode() + b"\n"
     changes.update(extra)
     return changes, f"sluice: {pipeline} {run_id} {record.status}"
+
+
+def step_run_record(
+    record: RunManifest,
+    steps: Iterable[str],
+    logs: Mapping[str, bytes],
+    extra: Mapping[str, bytes | None],
+) -> tuple[dict[str, bytes | None], str]:
+    """Jobs mode: (changes, message) that record `steps` of a run in their own files, with
+    their logs and `extra` paths; the manifest is left as it is."""
+    changes, _ = run_record(record, logs, extra)
+    pipeline, run_id = record.pipeline, record.run_id
+    del changes[manifest(pipeline, run_id)]
+    for name in steps:
+        step = record.steps[name]
+        changes[step_record(pipeline, run_id, name)] = step.model_dump_json(indent=2).encode()
+    names = ", ".join(steps)
+    return changes, f"sluice: {pipeline} {run_id} {names}"
 
 
 # -- cache and index ---------------------------------------------------------------------

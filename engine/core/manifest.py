@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any
@@ -227,6 +227,28 @@ class RunManifest(_Model):
     @classmethod
     def from_json(cls, text: str | bytes) -> RunManifest:
         return cls.model_validate_json(text)
+
+
+def with_step_records(manifest: RunManifest, records: Mapping[str, bytes]) -> RunManifest:
+    """The manifest with jobs mode's per-step records (`<step>.json` -> bytes) laid over it.
+
+    A record counts only for a step the manifest has that is not yet finished there (once
+    `finish` folded the records in, a late one changes nothing); one that does not load
+    (the branch is untrusted) is left out.
+    """
+    merged: RunManifest | None = None
+    for file, data in sorted(records.items()):
+        name = file.removesuffix(".json")
+        current = manifest.steps.get(name)
+        if not file.endswith(".json") or current is None or current.status in TERMINAL:
+            continue
+        try:
+            record = StepRecord.model_validate_json(data)
+        except ValueError:
+            continue
+        merged = merged or manifest.model_copy(deep=True)
+        merged.steps[name] = record
+    return merged or manifest
 
 
 def refusal(exc: ValidationError, limit: int = 3) -> str:

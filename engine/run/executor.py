@@ -28,7 +28,7 @@ from engine.errors import EngineUnavailable, SluiceError
 from engine.local.logs import Masker
 from engine.local.workspace import WorkspaceSnapshot, ensure_engine_dir, selection, snapshot
 from engine.ports import ArtifactStore, ContainerRuntime, NullReporter, Reporter
-from engine.run import reuse
+from engine.run import reuse, roles
 from engine.run.attempt import AttemptReport, AttemptRunner, read_metrics
 from engine.run.options import RunOptions
 from engine.run.prepare import Prepared, Preparer, decide_approval, expression_context
@@ -103,6 +103,7 @@ class Executor:
             components=self._components,
             note=lambda text: self.reporter.note(text),
         )
+        self.recorder.for_role(options.role, [s.name for s in loaded.steps if s.is_finally])
         self._started_mono = time.monotonic()
 
     # ---- public -------------------------------------------------------------------------
@@ -196,7 +197,7 @@ class Executor:
             grace_s=self.options.grace_s,
             baseline_json=self._baseline.to_json().encode() if self._baseline else None,
         )
-        self.recorder.save(self.manifest, record=True)
+        self.recorder.save(self.manifest, record=self.options.role is None)
         self.reporter.run_started(self.manifest, self.loaded.dag)
 
     def _approved(self) -> set[str]:
@@ -241,8 +242,16 @@ class Executor:
         while True:
             decisions = self.planner.next(self._statuses(), self._context(), approved)
             changed = False
-            for decision in decisions:
-                name = decision.step
+            for given in decisions:
+                name = given.step
+                decision = roles.taken(self.options.role, given, self.steps[name])
+                if decision is None:
+                    continue
+                if decision == roles.CACHE_ONLY:
+                    if name not in busy and name not in ready and self._reuse(name):
+                        changed = True
+                    continue
+                assert isinstance(decision, planner.Decision)
                 if decision.warning:
                     self._warn(name, decision.warning)
                 if decision.action is planner.Action.run:
@@ -330,6 +339,8 @@ class Executor:
         record = self.manifest.steps[name]
         record.cache_key = prepared.key
         record.attempts.append(Attempt(number=number, started_at=utc_iso(self.clock())))
+        if self.options.role is not None and self.options.role.job:
+            record.job = dict(self.options.role.job)
         self._set(name, StepStatus.running)
         self.reporter.attempt_started(name, number)
         inputs = self._inputs(self.steps[name])
@@ -385,6 +396,13 @@ class Executor:
     def _finish(self) -> None:
         if self._stopped is not None and not self._cancel.is_set():
             self.stop(set())
+        role = self.options.role
+        if role is not None and role.part != "finish":  # the run goes on in other jobs
+            if self._stopped is not None:
+                self.manifest.engine_error = True
+            self.recorder.save(self.manifest, record=True, final=True)
+            self._tidy()
+            return
         status = run_status(self._statuses().values(), cancelled=self._cancel.is_set())
         if status is not RunStatus.cancelled and self._stopped is not None:
             status = RunStatus.failed  # the engine could not go on
@@ -394,7 +412,7 @@ class Executor:
         self.manifest.status = status
         self.manifest.finished_at = utc_iso(self.clock())
         self.manifest.duration_s = round(time.monotonic() - self._started_mono, 3)
-        self.recorder.save(self.manifest, record=True)
+        self.recorder.save(self.manifest, record=True, final=True)
         self._tidy()
         self.reporter.run_finished(self.manifest)
 

@@ -13,6 +13,31 @@ from engine.ports import ArtifactStore
 from engine.run.records import History
 
 
+@dataclass(frozen=True)
+class JobRole:
+    """Jobs mode (docs/scaling.md): this process's part in a run whose steps run as separate
+    GitHub jobs, sharing nothing but the results branch and the artifact store.
+
+    - `plan` makes the run's record and settles what needs no container (cache hits, steps
+      certainly skipped); it starts nothing.
+    - `step` runs the one step `step`, and records only that step's file.
+    - `finish` runs the `finally` steps, closes every step whose job left no record (with
+      its job's result, from `results`), and settles the run; `cancelled` when the workflow was.
+    """
+
+    part: Literal["plan", "step", "finish"]
+    step: str | None = None
+    job: dict[str, str] | None = None  # the GitHub job recorded with the steps it runs
+    results: Mapping[str, str] = field(default_factory=dict)  # finish: step -> job result
+    cancelled: bool = False
+
+    def runs(self, name: str, is_finally: bool) -> bool:
+        """Whether this part runs step `name` itself."""
+        if self.part == "step":
+            return name == self.step
+        return self.part == "finish" and is_finally
+
+
 @dataclass
 class RunOptions:
     params: dict[str, Any]
@@ -31,3 +56,4 @@ class RunOptions:
     decided_by: str = ""
     ci: dict[str, Any] | None = None  # the CI run that started it (GitHub: github_ci.ci_context)
     engine_image: str | None = None  # what `image: "@engine"` means (SLUICE_ENGINE_IMAGE)
+    role: JobRole | None = None  # jobs mode: this process's part of the run (None: all of it)

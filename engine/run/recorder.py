@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import secrets as random_hex
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -13,6 +13,7 @@ from engine.core.manifest import RunManifest, RunStatus, StepRecord, StepStatus,
 from engine.core.parse import LoadedPipeline
 from engine.errors import SluiceError
 from engine.local import liveness
+from engine.run.options import JobRole
 from engine.run.records import History
 
 
@@ -108,6 +109,11 @@ class Recorder:
         self.run_dir, self.history, self.baseline_step = run_dir, history, baseline_step
         self.components, self.note = components, note
         self.dry = False  # `explain`: nothing is written
+        # jobs mode: the steps whose own files this process writes (None: the manifest), and
+        # whether only the final record is committed, and the step files the manifest absorbs
+        self.steps_only: frozenset[str] | None = None
+        self.final_only = False
+        self.absorbs = False
         self._logs: list[str] = []  # run-relative paths of logs not yet recorded
         self._newly_done: set[str] = set()
         self.unrecorded: SluiceError | None = None
@@ -118,15 +124,33 @@ class Recorder:
     def step_done(self, name: str) -> None:
         self._newly_done.add(name)
 
-    def save(self, manifest: RunManifest, *, record: bool = False) -> None:
+    def for_role(self, role: JobRole | None, finally_steps: Sequence[str]) -> None:
+        """Record as jobs mode's `role` does: `plan` commits the manifest once, at the end;
+        `step` commits its step's own file when the step finishes; `finish` commits the
+        manifest with every step file folded in (the files go)."""
+        if role is None:
+            return
+        self.final_only = role.part == "plan"
+        if role.part == "step" and role.step is not None:
+            self.steps_only = frozenset([role.step])
+        self.absorbs = role.part == "finish"
+
+    def save(self, manifest: RunManifest, *, record: bool = False, final: bool = False) -> None:
+        """Write the manifest under the run's folder; with `record`, commit it too (in jobs
+        mode, only what the role commits: `final` marks the last record)."""
         if self.dry:
             return
         path = self.run_dir / "manifest.json"
         tmp = path.with_suffix(".json.tmp")
         tmp.write_text(manifest.to_json())
         tmp.replace(path)
-        if record and self.history is not None:
-            self._record(self.history, manifest)
+        if not record or self.history is None:
+            return
+        if self.final_only and not final:
+            return
+        if self.steps_only is not None and not final and not (self._newly_done & self.steps_only):
+            return
+        self._record(self.history, manifest)
 
     def _record(self, history: History, manifest: RunManifest) -> None:
         logs = {}
@@ -146,6 +170,8 @@ class Recorder:
                 components=components,
                 baseline_step=self.baseline_step,
                 newly_done=set(self._newly_done),
+                steps_only=self.steps_only,
+                absorb=self.absorbs,
             )
         except SluiceError as exc:
             self.note(f"results branch: {exc}")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -209,14 +209,20 @@ class History:
         components: Mapping[str, Mapping[str, Any]],
         baseline_step: str | None,
         newly_done: set[str],
+        steps_only: Collection[str] | None = None,
+        absorb: bool = False,
     ) -> None:
         """Commit the manifest, new logs, and index entries for steps that just succeeded.
 
         A run whose baseline step just succeeded becomes production (action `deploy`),
-        recorded right after its manifest.
+        recorded right after its manifest. Jobs mode: with `steps_only`, the file of each of
+        those steps instead of the manifest (jobs that push at once write different files);
+        with `absorb`, the manifest with every step file removed (it holds them now).
         """
         extra: dict[str, bytes | None] = {}
         deployed = False
+        if steps_only is not None:
+            newly_done = newly_done & set(steps_only)
         for name in newly_done:
             record = manifest.steps[name]
             if record.status is not StepStatus.succeeded:
@@ -235,7 +241,14 @@ class History:
             if name == baseline_step:
                 extra[layout.succeeded(manifest.pipeline, name)] = manifest.run_id.encode()
                 deployed = True
-        self.branch.commit(*layout.run_record(manifest, logs, extra))
+        if absorb:
+            folder = layout.step_records(manifest.pipeline, manifest.run_id)
+            for file in self.branch.list_dir(folder):
+                extra[f"{folder}/{file}"] = None
+        if steps_only is None:
+            self.branch.commit(*layout.run_record(manifest, logs, extra))
+        else:
+            self.branch.commit(*layout.step_run_record(manifest, steps_only, logs, extra))
         if deployed and baseline_step is not None:
             run_id = manifest.run_id
             decide = deploy_once(run_id, baseline_step)
