@@ -71,6 +71,16 @@ def test_inputs_come_from_input_variables_with_dashes_kept() -> None:
             {"command": "drift", "params": '{"reference": "a.csv", "features": ["x", "y"]}'},
             ["drift", "compute", "--features", "x", "--features", "y", "--reference", "a.csv"],
         ),
+        ({"command": "plan", "pipeline": "churn"}, ["plan", "churn"]),
+        ({"command": "step", "run_id": "r1", "step": "train"}, ["step", "r1", "train"]),
+        (
+            {"command": "finish", "run_id": "r1", "jobs": '{"plan": {}}'},
+            ["finish", "r1", '--jobs={"plan": {}}'],
+        ),
+        (
+            {"command": "finish", "run_id": "r1", "jobs": "--push"},
+            ["finish", "r1", "--jobs=--push"],
+        ),
     ],
 )
 def test_each_command_becomes_a_sluice_command_line(given: dict[str, str], argv: list[str]) -> None:
@@ -83,6 +93,8 @@ def test_each_command_becomes_a_sluice_command_line(given: dict[str, str], argv:
         ({"command": "deploy"}, "use one of trigger, run"),
         ({"command": "run"}, "needs the input pipeline"),
         ({"command": "approve"}, "needs the input run-id"),
+        ({"command": "step", "run_id": "r1"}, "needs the input step"),
+        ({"command": "plan"}, "needs the input pipeline"),
         ({"command": "run", "pipeline": "--no-cache"}, "may not start with '-'"),
         ({"command": "run", "pipeline": "p", "params": "[1]"}, "must be a JSON object"),
         ({"command": "run", "pipeline": "p", "params": "{"}, "not valid JSON"),

@@ -12,7 +12,19 @@ from engine.cli.common import EXIT_INTERRUPTED, EXIT_OK
 from engine.core.manifest import overall_status
 from engine.errors import ActionError, json_object
 
-COMMANDS = ("trigger", "run", "tick", "validate", "retry", "approve", "reject", "drift")
+COMMANDS = (
+    "trigger",
+    "run",
+    "tick",
+    "validate",
+    "retry",
+    "approve",
+    "reject",
+    "drift",
+    "plan",
+    "step",
+    "finish",
+)
 JSON_COMMANDS = ("trigger", "tick", "run", "retry")  # take --json: manifests on stdout
 
 _BRANCH = re.compile(r"^(?!-)(?!.*\.\.)(?!.*//)[A-Za-z0-9._/-]{1,200}(?<![./])$")
@@ -31,6 +43,7 @@ class Inputs:
     artifacts: str = ""
     push: str = "true"
     max_parallel: str = ""
+    jobs: str = ""  # finish: the finish job's ${{ toJSON(needs) }}
 
 
 def read_inputs(env: Mapping[str, str]) -> Inputs:
@@ -95,6 +108,12 @@ def command_argv(inputs: Inputs) -> list[str]:
         return ["retry", _need(inputs, "run_id"), "--json"]
     if command in ("approve", "reject"):
         return [command, _need(inputs, "run_id")]
+    if command == "plan":  # jobs mode (docs/scaling.md): these write their own outputs
+        return ["plan", _need(inputs, "pipeline")]
+    if command == "step":
+        return ["step", _need(inputs, "run_id"), _need(inputs, "step")]
+    if command == "finish":
+        return ["finish", _need(inputs, "run_id"), f"--jobs={inputs.jobs}"]
     params = _json_object(inputs.params, "params") if inputs.params else {}
     return ["drift", "compute", *_drift_options(params)]
 
@@ -110,10 +129,13 @@ def unused_inputs(inputs: Inputs) -> list[str]:
         "approve": {"run_id", "step"},
         "reject": {"run_id", "step"},
         "drift": {"params"},
+        "plan": {"pipeline"},
+        "step": {"run_id", "step"},
+        "finish": {"run_id", "jobs"},
     }.get(inputs.command, set())
     return [
         name.replace("_", "-")
-        for name in ("pipeline", "params", "run_id", "step")
+        for name in ("pipeline", "params", "run_id", "step", "jobs")
         if getattr(inputs, name) and name not in used
     ]
 
