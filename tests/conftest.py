@@ -261,7 +261,7 @@ class FakeGitHub:
     url: str = ""
     requests: list[Request] = field(default_factory=list)
     status: int = 204
-    reply: dict[str, object] | None = None
+    reply: dict[str, object] | list[object] | None = None
     headers: dict[str, str] = field(default_factory=dict)
     stall: threading.Event | None = None  # set: hold the answer until released
 
@@ -271,10 +271,13 @@ def github() -> Iterator[FakeGitHub]:
     fake = FakeGitHub()
 
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
+        def do_GET(self) -> None:
+            self.do_POST(method="GET")
+
+        def do_POST(self, method: str = "POST") -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
             headers = {name.lower(): value for name, value in self.headers.items()}
-            fake.requests.append(Request("POST", self.path, headers, body))
+            fake.requests.append(Request(method, self.path, headers, body))
             if fake.stall is not None:
                 fake.stall.wait(10)
             data = json.dumps(fake.reply).encode() if fake.reply is not None else b""

@@ -268,3 +268,95 @@ def test_a_cached_re_plan_decides_every_step_and_starts_no_step_job(
     git(jobs.root / "job1", "push", "-q", "origin", "sluice-results")
     _, decisions = plan(jobs)
     assert decisions == {"prep": "cached", "left": "cached", "right": "cached", "join": "cached"}
+
+
+GATED = """
+name: gated
+defaults: {image: "sluice-test/busybox:1"}
+steps:
+  - name: train
+    run: echo model > /sluice/outputs/model.txt
+  - name: deploy
+    needs: [train]
+    approval: true
+    environment: production
+    run: cat /sluice/inputs/train/model.txt
+"""
+
+
+def test_an_approval_step_in_an_environment_is_approved_by_its_job_and_says_who(
+    tmp_path: Path, busybox_image: str, github: Any
+) -> None:
+    github.status = 200
+    github.reply = [
+        {
+            "state": "approved",
+            "environments": [{"name": "production"}],
+            "user": {"login": "octo-reviewer"},
+            "comment": "ship it",
+        }
+    ]
+    jobs = Jobs(tmp_path / "jobs")
+    (jobs.repo / "pipelines" / "gated.yaml").write_text(GATED)
+    git(jobs.repo, "add", "-A")
+    git(jobs.repo, "commit", "-q", "-m", "gated")
+    git(jobs.repo, "push", "-q", "origin", "main")
+    event = dispatch_event(jobs.root)
+    code, out = jobs.part(
+        "plan", "gated", "--event-name", "workflow_dispatch", "--event-path", str(event)
+    )
+    run_id = out["run-id"]
+    assert json.loads(out["steps"]) == {"train": "run", "deploy": "run"}
+    assert jobs.part("step", run_id, "train")[0] == 0
+    actions = {
+        "GITHUB_ACTIONS": "true",
+        "GITHUB_TOKEN": "t0ken",
+        "GITHUB_REPOSITORY": "octo/models",
+        "GITHUB_RUN_ID": "4242",
+        "GITHUB_API_URL": github.url,
+        "GITHUB_SERVER_URL": "https://github.com",
+        "GITHUB_JOB": "step-deploy",
+        "RUNNER_NAME": "runner-7",
+    }
+    code, out = jobs.part("step", run_id, "deploy", env=actions)
+    assert code == 0 and out["status"] == "succeeded"
+    assert github.requests[-1].method == "GET"
+    assert github.requests[-1].path == "/repos/octo/models/actions/runs/4242/approvals"
+    recorded = jobs.manifest(run_id)
+    (approval,) = recorded["approvals"]
+    assert approval["step"] == "deploy" and approval["by"] == "octo-reviewer"
+    assert approval["environment"] == "production"
+    assert recorded["steps"]["deploy"]["job"] == {
+        "job": "step-deploy",
+        "runner": "runner-7",
+        "url": "https://github.com/octo/models/actions/runs/4242",
+    }
+
+
+def test_an_approval_step_without_an_environment_pauses_for_sluice_approve(
+    tmp_path: Path, busybox_image: str
+) -> None:
+    jobs = Jobs(tmp_path / "jobs")
+    (jobs.repo / "pipelines" / "gated.yaml").write_text(
+        GATED.replace("    environment: production\n", "")
+    )
+    git(jobs.repo, "add", "-A")
+    git(jobs.repo, "commit", "-q", "-m", "gated")
+    git(jobs.repo, "push", "-q", "origin", "main")
+    event = dispatch_event(jobs.root)
+    _, out = jobs.part(
+        "plan", "gated", "--event-name", "workflow_dispatch", "--event-path", str(event)
+    )
+    run_id = out["run-id"]
+    jobs.part("step", run_id, "train")
+    code, out = jobs.part("step", run_id, "deploy")
+    assert code == 0 and out["status"] == "waiting_approval"
+    needs = {"step-train": {"result": "success"}, "step-deploy": {"result": "success"}}
+    code, out = jobs.part("finish", run_id, "--jobs", json.dumps(needs))
+    assert code == 0 and out["status"] == "waiting_approval"
+    # approved later, on another runner: the rest runs there, as in single-runner mode
+    code, _ = jobs.part("approve", run_id, "--by", "alice")
+    assert code == 0
+    recorded = jobs.manifest(run_id)
+    assert recorded["status"] == "succeeded"
+    assert recorded["steps"]["deploy"]["status"] == "succeeded"

@@ -32,6 +32,7 @@ The repository's own `.sluice/` folder (git-ignored, never committed):
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
@@ -139,8 +140,11 @@ def step_run_record(
     pipeline, run_id = record.pipeline, record.run_id
     del changes[manifest(pipeline, run_id)]
     for name in steps:
-        step = record.steps[name]
-        changes[step_record(pipeline, run_id, name)] = step.model_dump_json(indent=2).encode()
+        data = record.steps[name].model_dump(mode="json")
+        approvals = [a for a in record.approvals if a.get("step") == name]
+        if approvals:  # the run's approvals of the step (an environment's reviewer)
+            data["approvals"] = approvals
+        changes[step_record(pipeline, run_id, name)] = json.dumps(data, indent=2).encode()
     names = ", ".join(steps)
     return changes, f"sluice: {pipeline} {run_id} {names}"
 

@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
 
 from engine.core.names import safe_name, safe_path
 
@@ -243,12 +252,18 @@ def with_step_records(manifest: RunManifest, records: Mapping[str, bytes]) -> Ru
         if not file.endswith(".json") or current is None or current.status in TERMINAL:
             continue
         try:
-            record = StepRecord.model_validate_json(data)
-        except ValueError:
+            fields = json.loads(data)
+            approvals = _Approvals.validate_python(fields.pop("approvals", []))
+            record = StepRecord.model_validate(fields)
+        except (ValueError, AttributeError):
             continue
         merged = merged or manifest.model_copy(deep=True)
         merged.steps[name] = record
+        merged.approvals += [a for a in approvals if a.get("step") == name]
     return merged or manifest
+
+
+_Approvals = TypeAdapter(list[dict[str, str]])
 
 
 def refusal(exc: ValidationError, limit: int = 3) -> str:
