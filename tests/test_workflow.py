@@ -17,7 +17,6 @@ from conftest import make_repo, sluice
 from engine.core.gh_workflow import (
     ACTION,
     CHECKOUT,
-    TICK,
     WorkflowOptions,
     diff,
     document,
@@ -105,7 +104,8 @@ def test_generate_writes_the_events_the_pipelines_listen_to(tmp_path: Path) -> N
         "src/**",
     ]  # "!src/tests/**" left out: the union of all pipelines may only be wider
     assert on["push"]["branches-ignore"] == ["sluice-results"]
-    assert on["schedule"] == [{"cron": TICK}]
+    # derived from the cron lines: 02:00 UTC, and 06:30 Berlin in summer and winter time
+    assert on["schedule"] == [{"cron": "0 2 * * *"}, {"cron": "30 4,5 * * *"}]
     inputs = on["workflow_dispatch"]["inputs"]
     assert inputs["pipeline"]["type"] == "choice"
     assert inputs["pipeline"]["options"] == ["nightly", "on-push", "retrain"]

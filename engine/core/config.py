@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
@@ -61,11 +62,50 @@ Permission = Literal[
 ]  # `contents` stays `write`: the results branch is pushed
 
 
-class WorkflowConfig(StrictModel):
-    """What `sluice workflow generate` adds to the job, e.g. the artifact store's credentials:
-    `env` for the Action's step, `permissions` for the job (`id-token: write` for OIDC),
-    `steps_before` the Action (e.g. aws-actions/configure-aws-credentials)."""
+# The Sluice Action, pinned: `OWNER/REPO[/PATH]@REF`, optionally `  # vX.Y.Z`, or `./PATH`.
+_ACTION_REF = re.compile(r"^(?:\./[\w./-]*|[\w.-]+/[\w./-]+@[\w./-]+)(?:\s+#\s*\S.*)?$")
+# A published engine image pinned by digest: `REGISTRY/NAME[:TAG]@sha256:<64 hex>`.
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_IMAGE_REF = re.compile(
+    rf"^(?:[A-Za-z0-9.-]+(?::[0-9]+)?/)?{_COMPONENT}(?:/{_COMPONENT})*"
+    r"(?::[\w][\w.-]{0,127})?@sha256:[0-9a-f]{64}$"
+)
 
+
+def action_ref(value: str) -> str:
+    """A `workflow.uses` / `--uses` value, checked; ValueError naming the form otherwise."""
+    text = value.strip()
+    if text.startswith("docker://"):
+        raise ValueError(f"{value!r} is an image: give it as `image:` (or --image), not `uses:`")
+    if not _ACTION_REF.match(text):
+        raise ValueError(
+            f"{value!r} is not an Action reference: give OWNER/REPO@<commit>, e.g. "
+            "'my-org/sluice@<40-hex commit>  # v1.2.0', or ./ for this repository's action.yml"
+        )
+    return text
+
+
+def image_ref(value: str) -> str:
+    """A `workflow.image` / `--image` value without `docker://`, pinned by digest."""
+    text = value.strip().removeprefix("docker://")
+    if not _IMAGE_REF.match(text):
+        raise ValueError(
+            f"{value!r} is not an image pinned by digest: give NAME@sha256:<64 hex digits>, "
+            "e.g. ghcr.io/my-org/sluice@sha256:<digest> (the release workflow prints it)"
+        )
+    return text
+
+
+class WorkflowConfig(StrictModel):
+    """What `sluice workflow generate` writes: `mode` (one job for every pipeline, or a
+    workflow per pipeline with a job per step), the engine step (`uses:` the Sluice Action,
+    or `image:` a published engine image), and what it adds to the jobs, e.g. the artifact
+    store's credentials: `env` for the engine step, `permissions` for the jobs (`id-token:
+    write` for OIDC), `steps_before` the engine step (e.g. configure-aws-credentials)."""
+
+    mode: Literal["single", "jobs"] = "single"
+    uses: Annotated[str, AfterValidator(action_ref)] | None = None
+    image: Annotated[str, AfterValidator(image_ref)] | None = None
     env: dict[EnvName, str] = Field(default_factory=dict)
     permissions: dict[Permission, Literal["read", "write", "none"]] = Field(default_factory=dict)
     steps_before: list[Annotated[dict[str, Any], AfterValidator(_a_step)]] = Field(
