@@ -13,7 +13,7 @@ from test_results import race
 from engine.adapters.git_results import ResultsStore
 from engine.adapters.memory_results import MemoryRepository, MemoryResultsBranch
 from engine.core import layout
-from engine.core.manifest import RunManifest, RunStatus
+from engine.core.manifest import RunManifest, RunStatus, StepRecord, StepStatus
 from engine.errors import ClaimLost, UsageError
 from engine.ports import ResultsBranch
 
@@ -147,6 +147,51 @@ def test_runs_newest_first_and_each_run_by_its_id(place: Place) -> None:
     assert branch.log(ids[3], "train", 2) is None
     assert branch.manifest("20261124T090000Z-ffffff") is None  # damaged: hidden, no crash
     assert branch.manifest("../x") is None
+
+
+def test_step_jobs_racing_on_one_run_lose_no_step_and_readers_see_them_all(place: Place) -> None:
+    planned = manifest("20261124T100000Z-00000a")
+    planned.status = RunStatus.running
+    names = ["a", "b", "c", "d"]
+    planned.steps = {n: StepRecord() for n in names}
+    place.clone().commit(*layout.run_record(planned, {}, {}))
+    runners = [place.clone() for _ in names]
+
+    def record(i: int) -> str:
+        mine = planned.model_copy(deep=True)
+        mine.steps[names[i]].status = StepStatus.succeeded
+        mine.steps["d"].status = StepStatus.failed  # a hostile or stale claim on another step
+        logs = {f"{names[i]}.1.log": b"ok\n"}
+        runners[i].fetch()
+        return runners[i].commit(*layout.step_run_record(mine, [names[i]], logs, {}))
+
+    outcomes = race(3, record)
+    assert all(isinstance(o, str) for o in outcomes), outcomes
+    reader = place.clone()
+    reader.fetch()
+    seen = reader.manifest(planned.run_id)
+    assert seen is not None
+    assert {n: r.status for n, r in seen.steps.items()} == {
+        "a": StepStatus.succeeded,
+        "b": StepStatus.succeeded,
+        "c": StepStatus.succeeded,
+        "d": StepStatus.pending,  # only its own file speaks for a step
+    }
+    assert [m.steps["b"].status for m in reader.runs("churn")] == [StepStatus.succeeded]
+    reader.commit({layout.step_record("churn", planned.run_id, "d"): b"{not json"}, "damaged")
+    assert reader.manifest(planned.run_id) == seen  # a damaged record is left out
+
+
+def test_step_records_never_change_a_step_the_manifest_finished(place: Place) -> None:
+    done = manifest("20261124T100000Z-00000b")
+    done.steps = {"a": StepRecord(status=StepStatus.failed)}
+    late = StepRecord(status=StepStatus.succeeded).model_dump_json().encode()
+    branch = place.clone()
+    branch.commit(
+        *layout.run_record(done, {}, {layout.step_record("churn", done.run_id, "a"): late})
+    )
+    seen = branch.manifest(done.run_id)
+    assert seen is not None and seen.steps["a"].status is StepStatus.failed
 
 
 # -- compare-and-swap ----------------------------------------------------------------------
