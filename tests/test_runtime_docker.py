@@ -365,7 +365,7 @@ def test_image_id_and_missing_image(runtime: DockerRuntime, busybox_image: str) 
     start = time.monotonic()
     with pytest.raises(ImageMissing, match="sluice-test/no-such-image:0") as info:
         runtime.image_id("sluice-test/no-such-image:0")
-    assert "scripts/build-images.sh" in str(info.value)
+    assert "docker build -t sluice-test/no-such-image:0 ." in str(info.value)
     assert time.monotonic() - start < 30
 
 

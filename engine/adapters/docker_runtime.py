@@ -33,7 +33,17 @@ from engine.ports import (
 )
 
 _DAEMON_HINT = "start the Docker daemon, or run scripts/docker-up.sh"
-_IMAGE_HINT = "build it, or on machines without a registry run scripts/build-images.sh"
+
+
+def _image_hint(ref: str) -> str:
+    """How to get a missing image, in the user's own repository."""
+    return (
+        f"pull it where a registry answers (`docker pull {ref}`), build it in your repository "
+        f"(`docker build -t {ref} .`), or let Sluice build it: "
+        "image: {build: {context: ., dockerfile: Dockerfile}}"
+    )
+
+
 _MAX_WAIT = 30 * 86400.0  # sockets reject absurd timeouts; no step runs a month
 
 
@@ -106,14 +116,16 @@ class DockerRuntime:
             except docker.errors.ImageNotFound:
                 pass
             except docker.errors.APIError as exc:  # e.g. an invalid reference
-                raise ImageMissing(f"image {ref!r}: {_explain(exc)}", hint=_IMAGE_HINT) from exc
+                raise ImageMissing(
+                    f"image {ref!r}: {_explain(exc)}", hint=_image_hint(ref)
+                ) from exc
             try:  # once: where no registry answers this fails within a second
                 return str(self.client.images.pull(ref).id)
             except docker.errors.APIError as exc:
                 raise ImageMissing(
                     f"image {ref!r} is not present locally and could not be pulled: "
                     f"{_explain(exc)}",
-                    hint=_IMAGE_HINT,
+                    hint=_image_hint(ref),
                 ) from exc
 
     def build_image(self, build: BuildRequest) -> str:
@@ -164,7 +176,7 @@ class DockerRuntime:
             try:
                 container = self.client.containers.create(**_create_args(spec))
             except docker.errors.ImageNotFound:
-                error = f"image {spec.image!r} not found locally; {_IMAGE_HINT}"
+                error = f"image {spec.image!r} not found locally; {_image_hint(spec.image)}"
                 return ContainerResult(exit_code=None, error=error)
             except docker.errors.APIError as exc:
                 return ContainerResult(exit_code=None, error=f"docker refused: {_explain(exc)}")
