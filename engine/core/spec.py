@@ -181,7 +181,9 @@ def _labels(value: object) -> object:
 
 
 RunnerLabels = Annotated[
-    list[RunnerLabel], BeforeValidator(_labels), Field(min_length=1, max_length=10)
+    list[RunnerLabel],
+    BeforeValidator(_labels, json_schema_input_type=RunnerLabel | list[RunnerLabel]),
+    Field(min_length=1, max_length=10),
 ]
 
 
@@ -216,7 +218,10 @@ class Defaults(StepFields):
 
 class Step(StepFields):
     name: Annotated[str, Field(pattern=NAME_PATTERN)]
-    needs: list[str] = Field(default_factory=list)
+    # `needs: prepare` is short for `needs: [prepare]`, as in a GitHub workflow
+    needs: Annotated[
+        list[str], BeforeValidator(_labels, json_schema_input_type=str | list[str])
+    ] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _run_or_command(self) -> Step:
