@@ -330,6 +330,23 @@ def test_checks_survive_data_the_schema_rejects() -> None:
         {"steps": [{"name": "a"}], "triggers": [None, {"cron": {"schedule": 5, "timezone": 3}}]},
     ):
         result = check_pipeline(data, None)
-        # odd shapes are the schema's to report; without a pipeline nothing is resolved
-        assert result.problems == []
+        # odd shapes are the schema's to report (a step without an image is the checks' own,
+        # whatever the shape); without a pipeline nothing is resolved
+        assert [m for _, m in result.problems if "image" not in m] == []
         assert result.steps == [] and result.dag is None
+
+
+def test_a_missing_image_is_reported_with_the_shape_problems() -> None:
+    data = {"steps": [{"name": "a", "retries": "two"}, {"name": "b", "image": "x"}]}
+    result = check_pipeline(data, None)
+    assert result.problems == [
+        (("steps", 0, "name"), "step 'a' has no image: set image on the step or in defaults")
+    ]
+    everyone = check_pipeline({"steps": [{"name": "a"}, {"name": "b"}]}, None)
+    assert [p for p, _ in everyone.problems] == [("steps",)]
+    assert "defaults: {image: python:3.11-slim}" in everyone.problems[0][1]
+    # an image in defaults covers every step, and a broken `defaults` is its own problem
+    assert (
+        check_pipeline({"defaults": {"image": "x"}, "steps": [{"name": "a"}]}, None).problems == []
+    )
+    assert check_pipeline({"defaults": 3, "steps": [{"name": "a"}]}, None).problems == []

@@ -388,7 +388,10 @@ def test_repo_config_wrong_type(tmp_path: Path) -> None:
     with pytest.raises(PipelineInvalid) as caught:
         load_repo_config(tmp_path)
     (problem,) = caught.value.problems
-    assert (problem.line, problem.message) == (2, "max_parallel: expected a whole number, got text")
+    assert (problem.line, problem.message) == (
+        2,
+        "max_parallel: expected a whole number, got text 'lots'",
+    )
 
 
 def test_repo_config_not_a_mapping(tmp_path: Path) -> None:

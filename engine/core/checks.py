@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -162,11 +163,28 @@ def _check_when(
     try:
         expr = expressions.parse(text)
     except expressions.ExpressionError as exc:
-        result.add(path, f"when: {exc}")
+        result.add(path, _when_mistake(text) or f"when: {exc}")
         return None
     for message in expression_eval.check(expr, steps=steps, params=params, roots=roots):
         result.add(path, f"when: {message}")
     return expr
+
+
+_NOT_OPERATORS = {"=>": ">=", "=<": "<=", "=!": "!="}
+
+
+def _when_mistake(text: str) -> str | None:
+    """What a `when` that does not parse most likely meant, when a usual slip explains it."""
+    stripped = text.strip()
+    if "${{" in stripped:
+        inner = stripped.removeprefix("${{").removesuffix("}}").strip()
+        bare = inner if stripped.startswith("${{") and stripped.endswith("}}") else ""
+        fix = f": when: {json.dumps(bare)}" if bare and "${{" not in bare else ""
+        return f"when is already an expression: write it without ${{{{ }}}}{fix}"
+    for wrong, right in _NOT_OPERATORS.items():
+        if wrong in stripped:
+            return f"when: {wrong!r} is not an operator: use {right!r}"
+    return None
 
 
 def _check_needs(
@@ -218,6 +236,7 @@ def check_pipeline(data: Mapping[str, Any], pipeline: Pipeline | None) -> CheckR
         _check_templates(defaults, ("defaults",), params, result)
     _check_baseline(data, names, result)
     _check_triggers(data, result)
+    _check_images(data, result)
 
     if pipeline is not None and not result.problems:
         try:
@@ -227,6 +246,32 @@ def check_pipeline(data: Mapping[str, Any], pipeline: Pipeline | None) -> CheckR
             result.add((section, index, "name"), str(exc))
         result.dag = dag
     return result
+
+
+def _check_images(data: Mapping[str, Any], result: CheckResult) -> None:
+    """Each step names an image, itself or through `defaults`: checked on the file as written,
+    so a missing image is reported together with every other problem."""
+    defaults = data.get("defaults")
+    if "defaults" in data and not isinstance(defaults, dict):
+        return  # its own problem; whether it meant to give an image is unknowable
+    if isinstance(defaults, dict) and defaults.get("image") is not None:
+        return
+    items = list(_step_items(data))
+    missing = [
+        (section, index, item) for section, index, item in items if item.get("image") is None
+    ]
+    if len(missing) > 1 and len(missing) == len(items):
+        result.add(
+            ("defaults",) if "defaults" in data else ("steps",),
+            "no step names an image: give every step one in defaults "
+            "(defaults: {image: python:3.11-slim}), or set image on each step",
+        )
+        return
+    for section, index, item in missing:
+        name = item.get("name")
+        where: Path_ = (section, index, "name") if "name" in item else (section, index)
+        shown = name if isinstance(name, str) else f"{section}[{index}]"
+        result.add(where, str(StepWithoutImage(shown)))
 
 
 def _step_names(data: Mapping[str, Any], result: CheckResult) -> dict[str, tuple[str, int]]:

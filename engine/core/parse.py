@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -72,6 +73,7 @@ def load_text(text: str, file: str = "<string>") -> LoadedPipeline:
                 ),
             ]
         )
+    _one_item_needs(data)
     pipeline: Pipeline | None = None
     try:
         pipeline = Pipeline.model_validate(data)
@@ -91,6 +93,15 @@ def load_text(text: str, file: str = "<string>") -> LoadedPipeline:
         dag=result.dag,
         lines=lines,
     )
+
+
+def _one_item_needs(data: dict[str, Any]) -> None:
+    """`needs: prepare` means `needs: [prepare]`, as a GitHub Actions job's `needs` does."""
+    for section in ("steps", "finally"):
+        items = data.get(section)
+        for item in items if isinstance(items, list) else ():
+            if isinstance(item, dict) and isinstance(item.get("needs"), str):
+                item["needs"] = [item["needs"]]
 
 
 def decode(raw: bytes, file: str) -> str:

@@ -100,6 +100,28 @@ _TYPE_WORDS = {
 }
 
 
+# Fields whose value has more than one form: each form, written out, in a type error.
+_FORMS = {
+    "retries": "a whole number (retries: 2) or a mapping (retries: {limit: 2, backoff: 10s})",
+    "needs": "a step name or a list of them (needs: [prepare, train])",
+    "image": "an image name (image: python:3.11-slim) or a build (image: {build: {context: .}})",
+    "workspace": "true, false or a list of paths (workspace: [src, data])",
+    "approval": "true, false or '${{ params.<name> }}' of a boolean param",
+}
+
+
+def _got(value: Any) -> str:
+    """`text 'two'`, `a number (2.5)`: the kind of a wrong value, and the value when short."""
+    kind = type_name(value)
+    if isinstance(value, str) and len(value) <= 40:
+        return f"{kind} {value!r}"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return f"{kind} ({value})"
+    return kind
+
+
 def type_name(value: Any) -> str:
     """What a YAML value is, in words: `a list`, `text`, `nothing (null)`."""
     if value is None:
@@ -183,8 +205,10 @@ def _one_problem(
         expected = first.get("ctx", {}).get("expected", "")
         return Problem(file, line, f"{where}: {first['input']!r} is not one of {expected}")
     wanted = [_TYPE_WORDS.get(e["type"]) for e in errors]
+    form = _FORMS.get(str(path[-1])) if path else None
+    if form and all(wanted):
+        return Problem(file, line, f"{where}: expected {form}, got {_got(first['input'])}")
     if all(wanted):
         words = " or ".join(dict.fromkeys(w for w in wanted if w))
-        got = type_name(first["input"])
-        return Problem(file, line, f"{where}: expected {words}, got {got}")
+        return Problem(file, line, f"{where}: expected {words}, got {_got(first['input'])}")
     return Problem(file, line, f"{where}: {first['msg']}")

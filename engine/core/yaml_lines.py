@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -164,6 +165,22 @@ class _BadScalar(Exception):
         self.message = message
 
 
+_KEY_VALUE = re.compile(r"^\s*(?:-\s+)?([A-Za-z_][\w-]*):\s+(\S.*)$")
+
+
+def _colon_hint(text: str, line: int) -> str:
+    """A plain value holding `: ` reads as a second key: say how to keep it one value."""
+    lines = text.splitlines()
+    found = _KEY_VALUE.match(lines[line - 1]) if 0 < line <= len(lines) else None
+    if found is None or ": " not in found.group(2):
+        return ": a value holding ': ' must be quoted, or written as a block scalar (key: |)"
+    key = found.group(1)
+    return (
+        f": the value of {key} holds ': ', which YAML reads as a new key; write it as a "
+        f"block scalar ({key}: |, then the value on the next lines, indented) or quote it"
+    )
+
+
 def compose(text: str, file: str) -> tuple[Any, LineMap, list[Problem]]:
     """The document as plain data (None when it cannot be read), its LineMap and its problems."""
     try:
@@ -175,6 +192,8 @@ def compose(text: str, file: str) -> tuple[Any, LineMap, list[Problem]]:
         start = exc.context_mark
         if exc.context and start is not None and start.line + 1 != line:
             what += f" ({exc.context} started at line {start.line + 1})"
+        if what.startswith("mapping values are not allowed"):
+            what += _colon_hint(text, line)
         return None, LineMap(), [Problem(file, line, f"YAML syntax error: {what}")]
     except yaml.reader.ReaderError as exc:
         # libyaml counts bytes, the pure-Python reader characters.
