@@ -1,0 +1,53 @@
+"""ghemu: a GitHub Actions workflow emulator for the tests (test code, not product).
+
+Runs a workflow file as GitHub does: jobs as their needs allow, `if:` and `${{ }}` by
+GitHub's own evaluator (@actions/expressions), each job on a free runner of its `runs-on`
+pool in a fresh clone of a bare origin, `actions/checkout`, `run:` steps, Docker actions
+(`docker://IMAGE`, or `OWNER/REPO@REF` mapped to a local image) with the runner's mounts and
+variables, environments gated by a reviewer, cancellation and timeout-minutes.
+
+    run = WorkflowRun(workflow.load(path), evaluator, Options(origin=..., work=...))
+    record = run.run()
+
+Fixtures (tests/ghemu/fixtures.py; `pytest_plugins = ["ghemu.fixtures"]` in a test module):
+`gh_evaluator`, `image_registry`, `published_engine_image`.
+"""
+
+from __future__ import annotations
+
+from .emulator import (
+    Decision,
+    JobRecord,
+    MappedAction,
+    Options,
+    RunRecord,
+    StepRecord,
+    WorkflowRun,
+    max_overlap,
+)
+from .expressions import Evaluator, ExpressionError, Status
+from .machine import docker_argv, input_variable, parse_file_commands
+from .workflow import Job, Step, Workflow, WorkflowError, load, parse
+
+__all__ = [
+    "Decision",
+    "Evaluator",
+    "ExpressionError",
+    "Job",
+    "JobRecord",
+    "MappedAction",
+    "Options",
+    "RunRecord",
+    "Status",
+    "Step",
+    "StepRecord",
+    "Workflow",
+    "WorkflowError",
+    "WorkflowRun",
+    "docker_argv",
+    "input_variable",
+    "load",
+    "max_overlap",
+    "parse",
+    "parse_file_commands",
+]
