@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from conftest import make_repo, sluice
+from ghemu import registry
 from workflow_validators import (
     ZIZMOR,
     check_jsonschema,
@@ -445,3 +448,76 @@ def test_a_step_before_the_action_needs_uses_or_run(tmp_path: Path) -> None:
     repo = make_repo(tmp_path, PIPELINES, {"sluice.yaml": bad})
     result = workflow(repo, "generate")
     assert result.exit_code == 2 and "exactly one of `uses:` and `run:`" in result.output
+
+
+# --- .github/workflows/release.yml: its scripts, run as the runner would ------------------------
+
+RELEASE = ROOT / ".github" / "workflows" / "release.yml"
+
+
+def _release_step(name: str) -> str:
+    steps = yaml.safe_load(RELEASE.read_text())["jobs"]["image"]["steps"]
+    [script] = [step["run"] for step in steps if step.get("name") == name]
+    return str(script)
+
+
+def _bash(script: str, tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    base = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "DOCKER_CONFIG": str(tmp_path)}
+    return subprocess.run(
+        ["bash", "-e", "-c", script],
+        env={**base, **env},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+def test_release_names_the_image_from_the_repository_and_tag(tmp_path: Path) -> None:
+    output = tmp_path / "output"
+    env = {
+        "REGISTRY": "ghcr.io",
+        "GITHUB_REPOSITORY": "My-Org/Sluice",
+        "GITHUB_OUTPUT": str(output),
+    }
+    done = _bash(_release_step("Name the image"), tmp_path, GITHUB_REF_NAME="v1.2.0", **env)
+    assert done.returncode == 0, done.stderr
+    assert output.read_text() == "image=ghcr.io/my-org/sluice\ntag=v1.2.0\n"
+    done = _bash(_release_step("Name the image"), tmp_path, GITHUB_REF_NAME="v1.2.0+b1", **env)
+    assert done.returncode == 1 and "is not a valid image tag" in done.stdout
+
+
+@pytest.mark.docker
+def test_release_pushes_and_prints_the_image_pinned_by_digest(
+    tmp_path: Path, busybox_image: str
+) -> None:
+    """The Push step against a real registry on loopback (no login needed there, but the
+    token still goes through stdin): the summary's reference is what the registry holds."""
+    served = registry.start(tmp_path / "registry")
+    image = f"{served.host}/my-org/sluice"
+    try:
+        subprocess.run(["docker", "tag", busybox_image, f"{image}:v0.0.1"], check=True)
+        summary = tmp_path / "summary.md"
+        done = _bash(
+            _release_step("Push"),
+            tmp_path,
+            REGISTRY=served.host,
+            IMAGE=image,
+            TAG="v0.0.1",
+            GITHUB_TOKEN="not-a-real-token",
+            GITHUB_ACTOR="release-bot",
+            GITHUB_STEP_SUMMARY=str(summary),
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        digest = served.manifest_digest("my-org/sluice", "v0.0.1")
+        pinned = f"{image}@{digest}"
+        assert f'  image: "{pinned}"' in summary.read_text()
+        assert f"sluice workflow generate --jobs --image '{pinned}'" in summary.read_text()
+        assert "not-a-real-token" not in done.stdout + done.stderr
+        # what the summary prints is accepted as workflow.image
+        repo = make_repo(tmp_path, PIPELINES, {"sluice.yaml": f'workflow: {{image: "{pinned}"}}\n'})
+        assert workflow(repo, "generate").exit_code == 0
+        assert workflow_of(repo)["jobs"]["sluice"]["steps"][1]["uses"] == f"docker://{pinned}"
+    finally:
+        subprocess.run(["docker", "rmi", f"{image}:v0.0.1"], capture_output=True, check=False)
+        served.stop()
