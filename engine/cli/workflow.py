@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -69,34 +70,23 @@ def command() -> None:
     """
 
 
-def _wanted(
-    state: State,
-    output: str | None,
-    uses: str | None,
-    tick: str | None,
-    image: str | None,
-    jobs: bool | None,
-) -> Wanted:
+def _options(function: Callable[..., None]) -> Callable[..., None]:
+    """The options `generate` and `check` share, which say what the files should be."""
+    for option in (_jobs, _tick, _image, _uses, _output):
+        function = option(function)
+    return function
+
+
+def _wanted(state: State, output: str | None, **given: Any) -> Wanted:
     from engine.app.workflow import Wanted  # lazy: `sluice --help` does not load pydantic
 
-    return Wanted(state.repo, state.config, output, uses, tick, image, jobs)
+    return Wanted(state.repo, state.config, output, **given)
 
 
 @command.command("generate", context_settings=CONTEXT)
-@_output
-@_uses
-@_image
-@_tick
-@_jobs
+@_options
 @click.pass_obj
-def generate(
-    state: State,
-    output: str | None,
-    uses: str | None,
-    image: str | None,
-    tick: str | None,
-    jobs: bool | None,
-) -> None:
+def generate(state: State, /, output: str | None, **given: Any) -> None:
     """Write the workflow files (`-o -` prints them instead); remove generated files that
     no pipeline or mode calls for any more.
 
@@ -109,8 +99,7 @@ def generate(
     from engine.app import workflow  # lazy: `sluice --help` does not load pydantic
 
     to_stdout = output == "-"
-    wanted = _wanted(state, None if to_stdout else output, uses, tick, image, jobs)
-    files = wanted.files()
+    files = _wanted(state, None if to_stdout else output, **given).files()
     if to_stdout:
         printed = [f for f in files if f.wanted is not None]
         for file in printed:
@@ -130,20 +119,9 @@ def generate(
 
 
 @command.command("check", context_settings=CONTEXT)
-@_output
-@_uses
-@_image
-@_tick
-@_jobs
+@_options
 @click.pass_obj
-def check(
-    state: State,
-    output: str | None,
-    uses: str | None,
-    image: str | None,
-    tick: str | None,
-    jobs: bool | None,
-) -> None:
+def check(state: State, /, output: str | None, **given: Any) -> None:
     """Exit 1, printing a diff, when a workflow file is not what `generate` would write
     (missing, out of date, or generated for a pipeline or mode that is gone).
 
@@ -152,7 +130,7 @@ def check(
       sluice workflow check || { echo 'run: sluice workflow generate'; exit 1; }
     """
     failed = False
-    for file in _wanted(state, output, uses, tick, image, jobs).files():
+    for file in _wanted(state, output, **given).files():
         if file.existing is None:
             say(f"sluice: {file.shown} is missing; run `sluice workflow generate`")
         elif file.wanted is None:
