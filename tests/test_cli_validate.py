@@ -72,7 +72,7 @@ def test_validate_ok(repo: Path) -> None:
     result = sluice("--repo", str(repo), "validate")
     assert result.returncode == 0
     assert result.stdout == ""
-    assert result.stderr == "sluice: 2 pipeline(s) valid\n"
+    assert result.stderr == "sluice: 2 pipelines valid\n"
 
 
 def test_validate_ok_json_is_an_empty_list(repo: Path) -> None:
@@ -88,7 +88,7 @@ def test_validate_invalid(repo: Path) -> None:
     assert result.stdout == ""
     assert result.stderr.splitlines() == [
         "pipelines/broken.yaml:5: unknown key 'timout' in steps.a (did you mean 'timeout'?)",
-        "sluice: 1 problem(s) in 1 file(s)",
+        "sluice: 1 problem in 1 file",
     ]
     assert "::error" not in result.stderr
 
@@ -129,7 +129,7 @@ def test_validate_several_paths(repo: Path, monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.chdir(repo)
     result = sluice("validate", "pipelines/churn.yaml", "pipelines/monitoring")
     assert result.returncode == 0
-    assert result.stderr == "sluice: 2 pipeline(s) valid\n"
+    assert result.stderr == "sluice: 2 pipelines valid\n"
 
 
 def test_validate_same_name_in_two_files(repo: Path) -> None:
@@ -151,7 +151,7 @@ def test_validate_missing_path(repo: Path) -> None:
     assert result.returncode == 2
     assert result.stderr.splitlines() == [
         "nope.yaml: no such file or folder",
-        "sluice: 1 problem(s) in 1 file(s)",
+        "sluice: 1 problem in 1 file",
     ]
     assert "Traceback" not in result.stdout + result.stderr
 
@@ -221,7 +221,7 @@ def test_repo_defaults_to_the_git_top_level(repo: Path, monkeypatch: pytest.Monk
     monkeypatch.chdir(repo / "pipelines" / "monitoring")
     result = sluice("validate")
     assert result.returncode == 0
-    assert result.stderr == "sluice: 2 pipeline(s) valid\n"
+    assert result.stderr == "sluice: 2 pipelines valid\n"
 
 
 def test_repo_option_must_be_a_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -235,10 +235,10 @@ def test_config_sets_the_pipelines_folder(repo: Path) -> None:
     (repo / "ml" / "only.yaml").write_text(OTHER)
     (repo / "sluice.yaml").write_text("pipelines: ml/\n")
     result = sluice("--repo", str(repo), "validate")
-    assert result.stderr == "sluice: 1 pipeline(s) valid\n"
+    assert result.stderr == "sluice: 1 pipeline valid\n"
     (repo / "ci.yaml").write_text("pipelines: pipelines/\n")
     result = sluice("--repo", str(repo), "--config", str(repo / "ci.yaml"), "validate")
-    assert result.stderr == "sluice: 2 pipeline(s) valid\n"
+    assert result.stderr == "sluice: 2 pipelines valid\n"
 
 
 def test_config_that_is_invalid(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -214,7 +214,7 @@ def test_gc_closes_a_run_whose_engine_was_sigkilled_and_retry_reuses_it(
     steps = json.loads(retried.stdout)["steps"]
     assert steps["first"]["status"] == "cached" and steps["slow"]["status"] == "succeeded"
     again = sluice("gc", repo=repo, process=True)
-    assert "closed 0 run(s)" in again.stderr, again.stderr
+    assert "closed 0 runs" in again.stderr, again.stderr
 
 
 def _record(repo: Path, run_id: str, engine: dict[str, Any], started: datetime) -> None:
@@ -262,7 +262,7 @@ def test_gc_closes_only_runs_whose_engine_is_provably_gone(
         "elsewhere": "running",
         "elsewhere-silent": "cancelled",
     }
-    assert "closed 3 run(s)" in collected.stderr
+    assert "closed 3 runs" in collected.stderr
 
 
 # --- 9. Docker unavailable: the cause recorded, the manifests printed, exit 3 ----------------

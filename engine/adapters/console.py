@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, TextIO
 
 from engine.core.manifest import RunManifest, StepRecord, StepStatus
 from engine.core.printable import inert, printable
+from engine.core.suggest import counted
 from engine.errors import UsageError
 from engine.local.logs import DEFAULT_LOG_CAP
 from engine.ports import Reporter
@@ -50,9 +51,26 @@ def summary_lines(manifest: RunManifest) -> list[str]:
         lines.append(
             f"  {names[name]:<{width}}  {rec.status.value:<16} {tries:<11} {_duration(rec):>7}{note}"
         )
+    for name, rec in manifest.steps.items():
+        lines.extend(f"  warning: {names[name]}: {printable(text)}" for text in rec.warnings)
     if manifest.error:
         lines.append(f"  error: {printable(manifest.error)}")
-    return lines
+    return lines + approval_lines(manifest)
+
+
+def approval_lines(manifest: RunManifest) -> list[str]:
+    """For a paused run: which steps wait, and the two commands that decide, to copy."""
+    if manifest.status.value != "waiting_approval":
+        return []
+    waiting = [
+        printable(n) for n, r in manifest.steps.items() if r.status is StepStatus.waiting_approval
+    ]
+    run_id = printable(manifest.run_id)
+    return [
+        f"  {', '.join(waiting) or 'a step'} waits for approval; to decide, run one of:",
+        f"    sluice approve {run_id}",
+        f"    sluice reject {run_id}",
+    ]
 
 
 # --- step output on its way to the screen ------------------------------------------------
@@ -198,7 +216,10 @@ class PlainReporter:
 
     def run_started(self, manifest: RunManifest, dag: Dag) -> None:
         count = len(manifest.steps)
-        self._say(f"sluice: run {manifest.run_id} of {manifest.pipeline} started ({count} steps)")
+        self._say(
+            f"sluice: run {manifest.run_id} of {manifest.pipeline} started "
+            f"({counted(count, 'step')})"
+        )
 
     def step_changed(self, name: str, record: StepRecord) -> None:
         if record.status is StepStatus.running:
@@ -243,6 +264,15 @@ _STYLE = {
     StepStatus.skipped: "dim",
     StepStatus.waiting_approval: "magenta",
     StepStatus.cancelled: "dim",
+}
+
+
+# A run's final status on a terminal: only a failure is red; a paused run waits for someone.
+_RUN_STYLE = {
+    "succeeded": "green",
+    "waiting_approval": "magenta",
+    "cancelled": "yellow",
+    "failed": "red",
 }
 
 
@@ -331,13 +361,20 @@ class LiveReporter:
         self._records = {name: rec.model_copy() for name, rec in manifest.steps.items()}
         if self._live is not None:
             self._live.stop()
-        colour = "green" if manifest.status.value == "succeeded" else "red"
+        colour = _RUN_STYLE.get(manifest.status.value, "red")
         from rich.markup import escape
 
         pipeline, run_id = escape(printable(manifest.pipeline)), escape(printable(manifest.run_id))
         self.console.print(f"[{colour}]{pipeline}: {manifest.status.value}[/] ({run_id})")
+        for name, rec in manifest.steps.items():
+            for text in rec.warnings:
+                self.console.print(
+                    f"warning: {printable(name)}: {printable(text)}", markup=False, style="yellow"
+                )
         if manifest.error:
             self.console.print(f"error: {printable(manifest.error)}", markup=False)
+        for line in approval_lines(manifest):
+            self.console.print(line, markup=False, highlight=False)
 
 
 def make_reporter(*, quiet: bool = False, env: Mapping[str, str] | None = None) -> Reporter:

@@ -25,6 +25,7 @@ from engine.core.params import coerce_params
 from engine.core.parse import LoadedPipeline
 from engine.core.payloads import check_payload
 from engine.core.production import Production
+from engine.core.suggest import counted
 from engine.errors import EngineUnavailable, NotFound, UsageError, json_object
 from engine.local.disk import size_text
 from engine.local.workspace import is_git_repo
@@ -60,12 +61,14 @@ class OneAtATime:
 
 @dataclass(frozen=True)
 class Place:
-    """Where runs start and record: the repository, its settings, the push mode, a log line."""
+    """Where runs start and record: the repository, its settings, the push mode, a log line,
+    and whether the console leaves step logs out (`-q`: they are still recorded)."""
 
     repo: Path
     config: RepoConfig
     push: bool | None
     log: Callable[[str], None]
+    quiet: bool = False
 
     def pipeline(self, ref: str) -> LoadedPipeline:
         found = find_pipeline(self.repo, self.repo / self.config.pipelines, ref)
@@ -135,7 +138,10 @@ def launch(
     on_executor: Callable[[Executor], None],
     quiet: bool = False,
 ) -> list[RunManifest]:
-    """Run with console progress, then what its drift bindings start; the requested run first."""
+    """Run with console progress, then what its drift bindings start; the requested run first.
+
+    Step logs stay off the console when `quiet` or `place.quiet`."""
+    quiet = quiet or place.quiet
     follower = DriftFollower(place.repo, place.config, push=place.push, log=place.log)
     manifests = execute_following(
         loaded,
@@ -234,7 +240,7 @@ def refuse_without_outputs(
     configured = store_name(place.config.artifacts, place.repo)
     listed = "; ".join(missing[:5]) + (f"; and {len(missing) - 5} more" if len(missing) > 5 else "")
     raise UsageError(
-        f"cannot {verb} run {manifest.run_id} here: {len(missing)} output(s) it needs are not "
+        f"cannot {verb} run {manifest.run_id} here: {counted(len(missing), 'output')} it needs are not "
         f"in the artifact store {configured}: {listed}. Nothing was changed: the run stays "
         f"{stays}",
         hint=_fix(configured, used),

@@ -148,7 +148,7 @@ def run_all(
                 loaded,
                 options,
                 follower=follower,
-                reporter=make_reporter,
+                reporter=lambda: make_reporter(quiet=place.quiet),
                 on_executor=runs.started,
             )
         runs.finished()

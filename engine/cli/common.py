@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import click
 
 from engine.core.printable import inert, printable
+from engine.core.suggest import counted
 from engine.errors import Problem, SluiceError, UsageError
 
 if TYPE_CHECKING:
@@ -139,11 +140,12 @@ def warn_ephemeral_store(state: State) -> None:
 
 
 def problems_exit(problems: list[Problem], tail: str) -> NoReturn:
-    """Print every problem (and annotate it), then `N problem(s) in M file(s)<tail>`; exit 2."""
+    """Print every problem (and annotate it), then `N problems in M files<tail>`; exit 2."""
     for problem in problems:
         say(printable(str(problem)))  # a name with a line break stays on its problem's line
     annotate(problems)
-    say(f"sluice: {len(problems)} problem(s) in {len({p.file for p in problems})} file(s){tail}")
+    files = len({p.file for p in problems})
+    say(f"sluice: {counted(len(problems), 'problem')} in {counted(files, 'file')}{tail}")
     exit_with(EXIT_INVALID)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import click
 
 from engine.cli.common import CONTEXT, State, echo_json, say
+from engine.core.suggest import counted
 
 
 @click.command(context_settings=CONTEXT)
@@ -74,7 +75,7 @@ def gc(
     removed = compose.docker_runtime().gc(everything=everything)
     for name in removed:
         click.echo(name)
-    say(f"sluice: removed {len(removed)} container(s)")
+    say(f"sluice: removed {counted(len(removed), 'container')}")
     _orphaned_runs(state)
 
 
@@ -83,7 +84,7 @@ def _orphaned_runs(state: State) -> None:
     from engine.app.orphans import close_orphans  # lazy: pydantic and git, only when gc runs
 
     closed = close_orphans(state.repo, state.config, log=say)
-    say(f"sluice: closed {len(closed)} run(s) whose engine is gone")
+    say(f"sluice: closed {counted(len(closed), 'run')} whose engine is gone")
 
 
 def _check_options(runs: bool, everything: bool) -> None:
@@ -114,7 +115,7 @@ def _runs(state: State, keep: int, grace: float, dry_run: bool, as_json: bool) -
     for obj in done.artifacts:
         click.echo(f"artifact {obj['sha256'][:12]}: {obj['bytes']} bytes")
     say(
-        f"sluice: {verb} {sum(r['whole'] for r in done.runs)} run folder(s) and "
-        f"{len(done.artifacts)} artifact(s), {done.bytes_freed} bytes; "
-        f"kept {len(done.kept_runs)} run(s) and {done.kept_artifacts} artifact(s)"
+        f"sluice: {verb} {counted(sum(r['whole'] for r in done.runs), 'run folder')} and "
+        f"{counted(len(done.artifacts), 'artifact')}, {counted(done.bytes_freed, 'byte')}; "
+        f"kept {counted(len(done.kept_runs), 'run')} and {counted(done.kept_artifacts, 'artifact')}"
     )

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from engine.cli.common import CONTEXT, State, echo_json, problems_exit, say
+from engine.core.suggest import counted
 
 
 @click.command(context_settings=CONTEXT)
@@ -36,7 +37,7 @@ def validate(state: State, paths: tuple[str, ...], as_json: bool) -> None:
         echo_json([p.as_dict() for p in problems])
     if problems:
         problems_exit(problems, "")
-    say(f"sluice: {len(loaded)} pipeline(s) valid")
+    say(f"sluice: {counted(len(loaded), 'pipeline')} valid")
 
 
 @click.command(context_settings=CONTEXT)

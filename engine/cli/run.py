@@ -26,10 +26,14 @@ if TYPE_CHECKING:
     from engine.run.executor import Executor
 
 
-def _place(state: State, push: bool | None) -> Place:
+def _place(state: State, push: bool | None, quiet: bool = False) -> Place:
     from engine.app.runs import Place  # lazy: `sluice --help` does not load pydantic
 
-    return Place(state.repo, state.config, push, say)
+    return Place(state.repo, state.config, push, say, quiet)
+
+
+QUIET_HELP = "Do not echo step logs (they are still recorded)."
+quiet_option = click.option("-q", "--quiet", is_flag=True, help=QUIET_HELP)
 
 
 def _on_executor(executor: Executor) -> None:
@@ -70,9 +74,7 @@ def _finish(manifests: list[RunManifest], as_json: bool) -> int:
 )
 @push_option
 @click.option("--json", "as_json", is_flag=True, help="Print the run manifest as JSON on stdout.")
-@click.option(
-    "-q", "--quiet", is_flag=True, help="Do not echo step logs (they are still recorded)."
-)
+@quiet_option
 @click.pass_obj
 def run(
     state: State,
@@ -110,14 +112,14 @@ def run(
     from engine.app import runs  # lazy: `sluice --help` does not load pydantic
     from engine.core.manifest import Trigger  # lazy: as above
 
-    place = _place(state, push)
+    place = _place(state, push, quiet)
     loaded = place.pipeline(pipeline)
     given = runs.params(loaded, pairs, params_json)
     trigger = Trigger(kind="manual")
     options = runs.options(place, loaded, params=given, trigger=trigger, max_parallel=max_parallel)
     options.use_cache = not no_cache
     if not dry_run:
-        manifests = runs.launch(place, loaded, options, on_executor=_on_executor, quiet=quiet)
+        manifests = runs.launch(place, loaded, options, on_executor=_on_executor)
         exit_with(_finish(manifests, as_json))
     verdicts = runs.explain(place, loaded, options)
     if as_json:
@@ -136,9 +138,15 @@ def run(
 @click.option(
     "--json", "as_json", is_flag=True, help="Print the new run's manifest as JSON on stdout."
 )
+@quiet_option
 @click.pass_obj
 def retry(
-    state: State, run_id: str, max_parallel: int | None, push: bool | None, as_json: bool
+    state: State,
+    run_id: str,
+    max_parallel: int | None,
+    push: bool | None,
+    as_json: bool,
+    quiet: bool,
 ) -> None:
     """Start a new run that reuses RUN_ID's succeeded steps and runs the rest.
 
@@ -151,7 +159,7 @@ def retry(
     """
     from engine.app import runs  # lazy: `sluice --help` does not load pydantic
 
-    place = _place(state, push)
+    place = _place(state, push, quiet)
     manifests = runs.retry(place, run_id, max_parallel=max_parallel, on_executor=_on_executor)
     exit_with(_finish(manifests, as_json))
 
@@ -163,13 +171,19 @@ def _decision(decision: Literal["approve", "reject"], who: str, doc: str) -> cli
     @click.argument("run_id")
     @click.option("--by", metavar="NAME", help=f"Who {who} (default: $GITHUB_ACTOR, else $USER).")
     @push_option
+    @click.option(
+        "--json", "as_json", is_flag=True, help="Print the run's manifest as JSON on stdout."
+    )
+    @quiet_option
     @click.pass_obj
-    def command(state: State, run_id: str, by: str | None, push: bool | None) -> None:
+    def command(
+        state: State, run_id: str, by: str | None, push: bool | None, as_json: bool, quiet: bool
+    ) -> None:
         from engine.app import runs  # lazy: `sluice --help` does not load pydantic
 
-        place = _place(state, push)
+        place = _place(state, push, quiet)
         manifests = runs.decide(place, run_id, decision, by, on_executor=_on_executor)
-        code = _finish(manifests, as_json=False)
+        code = _finish(manifests, as_json)
         if decision == "approve" or code not in (EXIT_OK, EXIT_FAILED):
             exit_with(code)
         say(f"sluice: run {run_id} rejected")  # failed is what a rejection means: exit 0

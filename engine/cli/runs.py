@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Mapping
+from typing import Any
+
 import click
 
 from engine.cli.common import CONTEXT, State, echo_json, json_out, say, shown
@@ -29,17 +33,31 @@ def runs(state: State, pipeline_name: str | None, limit: int, fetch: bool, as_js
     """
     with state.reading_store(fetch) as store:
         found = store.runs(pipeline_name, limit)
+    if pipeline_name and not found:
+        _known(state, pipeline_name)  # a name no file declares: exit 2, with a did-you-mean
     if as_json:
         echo_json([m.to_dict() for m in found])
         return
     if not found:
-        say("sluice: no runs recorded yet")
+        if pipeline_name:
+            say(f"sluice: no runs of {pipeline_name} recorded yet: `sluice run {pipeline_name}`")
+        else:
+            say("sluice: no runs recorded yet: `sluice run PIPELINE` starts one")
         return
     click.echo(f"{'RUN':<24} {'PIPELINE':<24} {'STATUS':<17} {'TRIGGER':<12} {'DURATION':>9}")
     for m in found:
         took = f"{m.duration_s:.1f}s" if m.duration_s is not None else ""
         run, pipeline, kind = (printable(v) for v in (m.run_id, m.pipeline, m.trigger.kind))
         click.echo(shown(f"{run:<24} {pipeline:<24} {m.status.value:<17} {kind:<12} {took:>9}"))
+
+
+def _known(state: State, name: str) -> None:
+    """NotFound (exit 2, with a did-you-mean) unless a pipeline file declares `name`."""
+    from engine.errors import PipelineInvalid  # lazy: `sluice --help` stays light
+
+    # An invalid file that declares the name is that pipeline: `validate` says what is wrong.
+    with contextlib.suppress(PipelineInvalid):
+        state.pipeline(name)
 
 
 @click.command(context_settings=CONTEXT)
@@ -66,10 +84,12 @@ def show(state: State, run_id: str, fetch: bool, as_json: bool) -> None:
             return
         production = production_of(store, manifest.pipeline)
     lines = summary_lines(manifest)
+    commit = f"commit {manifest.commit}" if manifest.commit else "no commit"
+    dirty = " (plus uncommitted changes)" if manifest.dirty else ""
     lines.insert(
-        1,
-        f"  trigger {manifest.trigger.kind}, started {manifest.started_at}, commit {manifest.commit}",
+        1, f"  trigger {manifest.trigger.kind}, started {manifest.started_at}, {commit}{dirty}"
     )
+    lines.insert(2, f"  params: {_pairs(manifest.params) or 'none'}")
     url = run_url(manifest.ci)
     if url:
         lines.insert(2, f"  CI run {url}")
@@ -82,9 +102,7 @@ def show(state: State, run_id: str, fetch: bool, as_json: bool) -> None:
         )
     for name, rec in manifest.steps.items():
         if rec.metrics:
-            lines.append(
-                f"  {name} metrics: " + ", ".join(f"{k}={v}" for k, v in rec.metrics.items())
-            )
+            lines.append(f"  {name} metrics: {_pairs(rec.metrics)}")
         for path, pointer in rec.outputs.items():
             lines.append(
                 f"  {name} output {path}: {pointer.size} bytes sha256:{pointer.sha256[:12]}"
@@ -93,6 +111,13 @@ def show(state: State, run_id: str, fetch: bool, as_json: bool) -> None:
             lines.append(f"  {name} cached from {rec.cached_from}")
     # each line as one line: names with line breaks or escape sequences come out escaped
     click.echo("\n".join(shown(line) for line in lines))
+
+
+def _pairs(values: Mapping[str, Any]) -> str:
+    """`n_estimators=200, strict=true`: values as the pipeline file writes them."""
+    from engine.core.suggest import literal  # lazy: `sluice --help` stays light
+
+    return ", ".join(f"{key}={literal(value)}" for key, value in values.items())
 
 
 @click.command(context_settings=CONTEXT)

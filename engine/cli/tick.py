@@ -20,6 +20,7 @@ from engine.cli.common import (
     runs_exit_code,
     say,
 )
+from engine.cli.run import quiet_option
 from engine.errors import PipelineInvalid
 
 
@@ -51,6 +52,7 @@ from engine.errors import PipelineInvalid
     help="Push claims and results (default: when a remote exists).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list of manifests on stdout.")
+@quiet_option
 @click.pass_obj
 def command(
     state: State,
@@ -59,6 +61,7 @@ def command(
     names: tuple[str, ...],
     push: bool | None,
     as_json: bool,
+    quiet: bool,
 ) -> None:
     """Run the cron slots that are due: each slot once, however many runners tick.
 
@@ -89,7 +92,7 @@ def command(
         pipelines = tick.load(state.repo, state.pipelines_dir, names, say)
     except PipelineInvalid as exc:
         problems_exit(exc.problems, ": nothing run")
-    ticker = tick.Ticker(state.repo, state.config, push, say)
+    ticker = tick.Ticker(state.repo, state.config, push, say, quiet)
     store = ticker.open()
     done = tick.Ticked()
     try:

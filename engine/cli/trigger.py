@@ -21,6 +21,7 @@ from engine.cli.common import (
     runs_exit_code,
     say,
 )
+from engine.cli.run import quiet_option
 from engine.errors import PipelineInvalid
 
 if TYPE_CHECKING:
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
 )
 @push_option
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list of manifests on stdout.")
+@quiet_option
 @click.pass_context
 def command(
     ctx: click.Context,
@@ -42,6 +44,7 @@ def command(
     event_path: str | None,
     push: bool | None,
     as_json: bool,
+    quiet: bool,
 ) -> None:
     """Run the pipelines a GitHub event calls for, one after another.
 
@@ -72,7 +75,7 @@ def command(
 
     state: State = ctx.obj
     event = trigger.read_event(event_name, event_path)
-    place = Place(state.repo, state.config, push, say)
+    place = Place(state.repo, state.config, push, say, quiet)
     try:
         pipelines = trigger.load(place, strict=event.name == "push")
     except PipelineInvalid as exc:
@@ -80,7 +83,7 @@ def command(
         problems_exit(exc.problems, "; nothing was run")
     planned = trigger.planned_runs(place, event, pipelines)
     if isinstance(planned, RunTick):
-        _tick(ctx, planned, as_json=as_json, push=push)
+        _tick(ctx, planned, as_json=as_json, push=push, quiet=quiet)
         return
     if not planned:
         say(f"sluice: the {event.name} event calls for no pipeline: nothing to run")
@@ -106,10 +109,12 @@ def command(
         exit_with(max(EXIT_FAILED, code))
 
 
-def _tick(ctx: click.Context, event: RunTick, *, as_json: bool, push: bool | None) -> None:
+def _tick(
+    ctx: click.Context, event: RunTick, *, as_json: bool, push: bool | None, quiet: bool
+) -> None:
     """Hand a `schedule` event to `sluice tick`: the cron slot, not the event, names the run."""
     say(f"sluice: schedule event ({event.schedule or 'no cron line'}): as `sluice tick`")
     # Pass only what the tick command declares, so its own defaults (now, window) apply.
     declared = {param.name for param in tick.command.params}
-    given: dict[str, Any] = {"as_json": as_json, "json": as_json, "push": push}
+    given: dict[str, Any] = {"as_json": as_json, "json": as_json, "push": push, "quiet": quiet}
     ctx.invoke(tick.command, **{k: v for k, v in given.items() if k in declared})

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
+import re
 import shutil
 import socket
 import threading
@@ -96,6 +98,33 @@ def read_metrics(path: Path, mask: Callable[[str], str] = str) -> dict[str, floa
     if len(masked) != len(data):
         raise SluiceError("metrics.json: keys holding a secret's value are the same once masked")
     return masked
+
+
+# Commands that fetch from a network, and what failing to reach one prints.
+_FETCHES = re.compile(
+    r"\b(?:pip3?|uv\s+pip|conda|mamba|micromamba)\s+(?:install|download)\b|"
+    r"\b(?:apt-get|apt)\s+(?:install|update)\b|\bapk\s+add\b|\bnpm\s+(?:install|ci)\b|"
+    r"\b(?:curl|wget)\s|\bgit\s+clone\b"
+)
+_NO_NETWORK = re.compile(
+    r"Temporary failure in name resolution|Name or service not known|Network is unreachable|"
+    r"Could not resolve host|Failed to establish a new connection|\(from versions: none\)|"
+    r"No address associated with hostname"
+)
+
+
+def network_hint(step: ResolvedStep, offline_output: bool) -> str:
+    """For a failed step without a network that fetched something: how to give it one."""
+    command = step.run if step.run is not None else " ".join(step.command or [])
+    fetched = _FETCHES.search(command)
+    if not fetched and not offline_output:
+        return ""
+    what = f"`{fetched.group(0).strip()}`" if fetched else "its output says it"
+    return (
+        f"the step has no network (network: none, the default) and {what} needs one: set "
+        "`network: bridge` on the step, or install what it needs into its image "
+        "(image: {build: ...})"
+    )
 
 
 @dataclass
@@ -233,9 +262,13 @@ class AttemptRunner:
         if self.cancel.is_set():
             return _Ending(Outcome.cancelled)
 
+        offline: list[str] = []  # output lines that say the network was missed
+
         def relay(masked: str) -> None:
             log.write(masked)
             self.reporter.log(step.name, masked)
+            if step.network == "none" and not offline and _NO_NETWORK.search(masked):
+                offline.append(masked)
 
         on_log = MaskedLines(self.mask, relay)  # masks across the pieces of a long line
 
@@ -263,7 +296,12 @@ class AttemptRunner:
             cancel=self.cancel,
         )
         on_log.close()
-        return self._ending(step, result, work)
+        end = self._ending(step, result, work)
+        if end.outcome is Outcome.failed and step.network == "none" and end.error:
+            hint = network_hint(step, bool(offline))
+            if hint:
+                end = dataclasses.replace(end, error=f"{end.error}; {hint}")
+        return end
 
     def _ending(self, step: ResolvedStep, result: ContainerResult, work: Path) -> _Ending:
         """What the container's end means for the attempt (outputs stored when it succeeded)."""
