@@ -233,7 +233,10 @@ def test_promote_refuses_runs_that_cannot_be_production(
     tip = git(repo, "rev-parse", BRANCH)
 
     _, err = cli(repo, "promote", skipped.run_id, code=2)
-    assert f"run {skipped.run_id}'s deploy step was skipped (when is false: params.ship)" in err
+    assert (
+        f"run {skipped.run_id}'s deploy step was skipped (when is false: params.ship (params.ship = false))"
+        in err
+    )
     assert "promote a run whose deploy succeeded" in err
     assert "sluice runs --pipeline gate" in err
     _, err = cli(repo, "promote", failed.run_id, code=2)

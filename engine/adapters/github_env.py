@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from engine.adapters.github_ci import manifest_url, run_url
+from engine.core import cache
 from engine.core.graph import Dag, render_mermaid
 from engine.core.manifest import RunManifest, StepRecord
 from engine.core.printable import printable
@@ -202,11 +203,14 @@ def _metric_rows(manifest: RunManifest, baseline: RunManifest | None) -> list[st
 
 
 def _note(record: StepRecord) -> str:
-    """Where a cached step came from; why a step did not run or failed (a false `when`...)."""
+    """Where a cached step came from; why a step did not run or failed (a false `when`...),
+    or why it ran (`not cached: workspace files changed (...)`)."""
     if record.cached_from:
         return f"cached from {_code(record.cached_from)}"
-    if record.status.value in ("succeeded", "running", "pending") or not record.reason:
+    if not record.reason or record.status.value in ("running", "pending"):
         return ""
+    if record.status.value == "succeeded" and not record.reason.startswith(cache.MISSED):
+        return ""  # e.g. an approval's "waits for", left from before it ran
     return _cell(record.reason)
 
 
@@ -246,6 +250,10 @@ def run_summary(
             f"| {_cell(name)} | {_status(record.status.value)} | {len(record.attempts)} "
             f"| {_took(record)} | {_note(record)} |"
         )
+    warned = [(name, text) for name, record in manifest.steps.items() for text in record.warnings]
+    if warned:
+        lines += ["", "**Warnings**", ""]
+        lines += [f"- ⚠️ {_cell(name)}: {_cell(text)}" for name, text in warned]
     if dag is not None:
         statuses = {name: record.status.value for name, record in manifest.steps.items()}
         lines += ["", "```mermaid", render_mermaid(dag, statuses).rstrip("\n"), "```"]

@@ -7,6 +7,7 @@ from typing import Any
 
 from engine.core.fingerprint import CACHE_VERSION, digest
 
+MISSED = "not cached: "  # starts a step's reason that says why it ran instead of reusing
 MAX_LISTED_FILES = 2000  # beyond this a miss says "workspace changed" without naming files
 
 

@@ -5,8 +5,10 @@ The semantics are summed up in engine.core.expressions, which parses the text.
 
 from __future__ import annotations
 
+import json
 import operator
 from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
 from typing import Any, TypeGuard
 
 from engine.core.expressions import (
@@ -159,28 +161,46 @@ def _compare(op: str, left: Value, right: Value, column: int) -> bool:
     return bool(_ORDER[op](left, right))
 
 
-def _value(node: Node, context: Mapping[str, Any]) -> Value:
+@dataclass
+class Trace:
+    """What one evaluation looked at, in order: each reference read with its value, and
+    each comparison made (its operands, operator and outcome), for messages."""
+
+    reads: dict[tuple[str, ...], Value] = field(default_factory=dict)
+    comparisons: list[tuple[Value, str, Value, bool]] = field(default_factory=list)
+
+
+def _value(node: Node, context: Mapping[str, Any], trace: Trace | None = None) -> Value:
     if isinstance(node, Constant):
         return node.value
     if isinstance(node, Reference):
-        return _resolve(node, context)
+        value = _resolve(node, context)
+        if trace is not None:
+            trace.reads.setdefault(node.path, value)
+        return value
     if isinstance(node, Unary):
-        value = _value(node.operand, context)
+        value = _value(node.operand, context, trace)
         if node.op == "not":
             return not _truthy(value)
         if value is None or _is_number(value):
             return value if value is None else -value
         raise ExpressionError(f"cannot negate {_type_name(value)}", node.column)
     if isinstance(node, Arithmetic):
-        result = _value(node.first, context)
+        result = _value(node.first, context, trace)
         for op, column, operand in node.rest:
-            result = _arith(op, result, _value(operand, context), column)
+            result = _arith(op, result, _value(operand, context, trace), column)
         return result
     if isinstance(node, Comparison):
-        left = _value(node.left, context)
-        return _compare(node.op, left, _value(node.right, context), node.column)
+        left = _value(node.left, context, trace)
+        right = _value(node.right, context, trace)
+        outcome = _compare(node.op, left, right, node.column)
+        if trace is not None:
+            trace.comparisons.append((left, node.op, right, outcome))
+        return outcome
     stop = node.op == "or"  # `or` stops at the first true operand, `and` at the first false
-    return stop if any(_truthy(_value(o, context)) == stop for o in node.operands) else not stop
+    if any(_truthy(_value(o, context, trace)) == stop for o in node.operands):
+        return stop
+    return not stop
 
 
 def evaluate(expr: Expression, context: Mapping[str, Any]) -> Any:
@@ -191,3 +211,43 @@ def evaluate(expr: Expression, context: Mapping[str, Any]) -> Any:
 def holds(expr: Expression, context: Mapping[str, Any]) -> bool:
     """Whether the expression's value is truthy (not null, false, 0 or "")."""
     return _truthy(_value(expr.root, context))
+
+
+def traced(expr: Expression, context: Mapping[str, Any]) -> tuple[bool, Trace]:
+    """`holds`, with what the evaluation read and compared (see `explain`)."""
+    trace = Trace()
+    return _truthy(_value(expr.root, context, trace)), trace
+
+
+_OPPOSITE = {"<": ">=", "<=": ">", ">": "<=", ">=": "<", "==": "!=", "!=": "=="}
+
+
+def literal(value: Value, limit: int = 40) -> str:
+    """A value as the language writes it: null, true, 0.858, 'text' (long text cut).
+
+    >>> print(literal(None), literal(True), literal(0.858), literal("ok"))
+    null true 0.858 'ok'
+    """
+    if isinstance(value, str):
+        text = value if len(value) <= limit else value[: limit - 1] + "…"
+        return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    return json.dumps(value)
+
+
+def explain(trace: Trace) -> str:
+    """The values behind an outcome, each as a true statement: `0.858 < 0.9`, or for a
+    reference read on its own, `params.go = false`.
+
+    Comparisons come first, as made; ordering with null is always false, and says so.
+    """
+    facts: list[str] = []
+    for left, op, right, outcome in trace.comparisons:
+        if not outcome and op not in ("==", "!=") and (left is None or right is None):
+            fact = f"{literal(left)} {op} {literal(right)} is false"
+        else:
+            fact = f"{literal(left)} {op if outcome else _OPPOSITE[op]} {literal(right)}"
+        if fact not in facts:
+            facts.append(fact)
+    if not facts:
+        facts = [f"{'.'.join(path)} = {literal(value)}" for path, value in trace.reads.items()]
+    return ", ".join(facts)

@@ -13,6 +13,7 @@ from engine.core.manifest import TERMINAL, StepStatus
 from engine.core.spec import ResolvedStep
 
 _BROKEN = frozenset({StepStatus.failed, StepStatus.upstream_failed, StepStatus.cancelled})
+_RAN = frozenset({StepStatus.succeeded.value, StepStatus.cached.value})
 
 
 class Action(StrEnum):
@@ -84,17 +85,61 @@ class Planner:
             expr = self._when.get(name)
             if expr is not None:
                 try:
-                    holds = expression_eval.holds(expr, context)
+                    holds, trace = expression_eval.traced(expr, context)
                 except expressions.ExpressionError as exc:
                     decisions.append(
                         Decision(name, Action.fail, f"when could not be evaluated: {exc}")
                     )
                     continue
+                warning = missing_metrics(trace, context)
                 if not holds:
-                    decisions.append(Decision(name, Action.skip, f"when is false: {expr.text}"))
+                    reason = f"when is false: {expr.text} ({expression_eval.explain(trace)})"
+                    decisions.append(Decision(name, Action.skip, reason, warning))
                     continue
+            else:
+                warning = None
             if step.approval and name not in approved:
-                decisions.append(Decision(name, Action.wait_approval, "waits for `sluice approve`"))
+                decisions.append(
+                    Decision(name, Action.wait_approval, "waits for `sluice approve`", warning)
+                )
                 continue
-            decisions.append(Decision(name, Action.run))
+            decisions.append(Decision(name, Action.run, warning=warning))
         return decisions
+
+
+def _keys(metrics: Mapping[str, Any]) -> str:
+    shown = ", ".join(sorted(metrics)[:5])
+    return shown + (f" and {len(metrics) - 5} more" if len(metrics) > 5 else "")
+
+
+def missing_metrics(trace: expression_eval.Trace, context: Mapping[str, Any]) -> str | None:
+    """Words for each metric a `when` read as null from a step that ran (succeeded or was
+    cached) without writing it: almost always metrics.json written to the wrong place, or
+    a key spelt differently. A step that did not run has no metrics, and says so itself.
+    """
+    found: list[str] = []
+    for path, value in trace.reads.items():
+        baseline = path[:1] == ("baseline",)
+        ref = path[1:] if baseline else path
+        if value is not None or len(ref) < 4 or ref[0] != "steps" or ref[2] != "metrics":
+            continue
+        view = (context.get("baseline") or {}) if baseline else context
+        step = (view.get("steps") or {}).get(ref[1])
+        if not isinstance(step, Mapping) or step.get("status") not in _RAN:
+            continue
+        metrics, key, where = step.get("metrics") or {}, ref[3], ref[1]
+        if baseline:
+            where = f"the baseline run's {ref[1]}"
+        if key in metrics:
+            continue  # a deeper path into a flat metric: null, and not a missing metric
+        if not metrics:
+            found.append(
+                f"`{key}` is missing: {where} wrote no metrics.json "
+                "(a step writes its metrics to /sluice/outputs/metrics.json)"
+            )
+        else:
+            found.append(
+                f"`{key}` is missing: {where} wrote metrics without `{key}` "
+                f"(it wrote {_keys(metrics)})"
+            )
+    return "; ".join(found) or None
