@@ -231,3 +231,16 @@ def test_levels_match_the_definition(raw: list[list[int]]) -> None:
     needs = {f"s{i}": [f"s{j % i}" for j in deps] if i else [] for i, deps in enumerate(raw)}
     dag = build(needs)
     assert [list(level) for level in dag.levels] == _reference_levels(needs)
+
+
+def test_a_finally_steps_needs_on_main_steps_are_drawn_in_every_format() -> None:
+    dag = graph.with_finally(build({"pick": [], "publish": ["pick"]}), {"summary": ["pick"]})
+    assert render(dag, "text").endswith("finally:\n  summary  (needs pick)\n")
+    mermaid = render(dag, "mermaid").splitlines()
+    assert "  s_pick --> s_summary" in mermaid
+    assert "  s_publish -.-> s_summary" in mermaid  # still after every main step
+    assert "  s_pick -.-> s_summary" not in mermaid
+    assert '  "pick" -> "summary";' in render(dag, "dot")
+    document = json.loads(render(dag, "json"))
+    assert ["pick", "summary"] in document["edges"]
+    assert document["levels"] == [["pick"], ["publish"], ["summary"]]

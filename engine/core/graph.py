@@ -118,8 +118,30 @@ def build(needs: Mapping[str, Sequence[str]], finally_steps: Sequence[str] = ())
     return Dag(needs=known, order=order, levels=tuple(levels), finally_steps=tuple(finally_steps))
 
 
+def with_finally(main: Dag, final_needs: Mapping[str, Sequence[str]]) -> Dag:
+    """`main` with its `finally` steps: laid out among themselves (levels after every main
+    step), each keeping all its needs, main steps included (which `build` would drop as
+    unknown). The loader's DAG; raises CycleError for a cycle among the finally steps.
+
+    >>> dag = with_finally(build({"pick": [], "publish": ["pick"]}), {"summary": ["pick"]})
+    >>> dag.finally_steps, dag.needs["summary"]
+    (('summary',), ('pick',))
+    """
+    final = build(final_needs)
+    kept = {
+        name: tuple(dict.fromkeys(d for d in deps if d in main.needs or d in final_needs))
+        for name, deps in final_needs.items()
+    }
+    return Dag(
+        needs={**main.needs, **kept},
+        order=main.order,
+        levels=main.levels,
+        finally_steps=final.order,
+    )
+
+
 def _all_edges(dag: Dag) -> list[tuple[str, str]]:
-    """Main edges, then those among `finally` steps (which `Dag.edges` leaves out)."""
+    """Main edges, then the needs of `finally` steps (which `Dag.edges` leaves out)."""
     final = [(dep, step) for step in dag.finally_steps for dep in dag.needs.get(step, ())]
     return [*dag.edges, *final]
 
@@ -169,10 +191,17 @@ def render_mermaid(dag: Dag, statuses: Mapping[str, str] | None = None) -> str:
         lines.append(f'  {_node_id(name)}["{name}"]')
     for dep, step in _all_edges(dag):
         lines.append(f"  {_node_id(dep)} --> {_node_id(step)}")
+    # Dotted: "after every main step", drawn from the last ones to each finally step that
+    # needs no other finally step (those come after it anyway), where no need is drawn.
     last = [n for n in dag.order if n not in {d for d, _ in dag.edges}]
+    final = set(dag.finally_steps)
     for fin in dag.finally_steps:
+        needs = dag.needs.get(fin, ())
+        if any(d in final for d in needs):
+            continue
         for name in last:
-            lines.append(f"  {_node_id(name)} -.-> {_node_id(fin)}")
+            if name not in needs:
+                lines.append(f"  {_node_id(name)} -.-> {_node_id(fin)}")
     for status, style in _MERMAID_STYLE.items():
         lines.append(f"  classDef {status} {style}")
     for name, status in (statuses or {}).items():
@@ -196,7 +225,8 @@ def render_dot(dag: Dag) -> str:
 def render_json(dag: Dag) -> str:
     """`{"levels": [...], "edges": [...]}`; `finally` steps make the last levels, since
     they run after every main step."""
-    final = build({name: dag.needs.get(name, ()) for name in dag.finally_steps})
+    names = set(dag.finally_steps)
+    final = build({n: [d for d in dag.needs.get(n, ()) if d in names] for n in dag.finally_steps})
     return json.dumps(
         {
             "levels": [list(level) for level in (*dag.levels, *final.levels)],
@@ -219,4 +249,13 @@ def render(dag: Dag, fmt: str) -> str:
     raise ValueError(f"unknown graph format {fmt!r}")
 
 
-__all__ = ["CycleError", "Dag", "build", "find_cycle", "render", "render_mermaid", "render_text"]
+__all__ = [
+    "CycleError",
+    "Dag",
+    "build",
+    "find_cycle",
+    "render",
+    "render_mermaid",
+    "render_text",
+    "with_finally",
+]
