@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -61,9 +62,8 @@ def test_coerce_param_from_text(default: Any, raw: str, value: Any) -> None:
 def test_coerce_param_from_text_refuses(default: Any, raw: str, want: str) -> None:
     with pytest.raises(InvalidInput) as caught:
         coerce_param("p", default, raw, from_text=True, source="-p")
-    assert (
-        str(caught.value) == f"-p: param 'p' takes {want} (its default is {default!r}), got {raw!r}"
-    )
+    shown = json.dumps(default)  # `false`, never Python's `False`
+    assert str(caught.value) == f"-p: param 'p' takes {want} (its default is {shown}), got {raw!r}"
     assert caught.value.exit_code == 2
 
 

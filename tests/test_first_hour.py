@@ -130,6 +130,18 @@ def test_runs_of_a_misspelt_pipeline_says_so_with_exit_2(tmp_path: Path) -> None
     assert "no runs of two-models recorded yet: `sluice run two-models`" in right.stderr
 
 
+def test_messages_spell_values_as_yaml_does_never_as_python(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path, {"gated.yaml": GATED.replace("IMAGE", "busybox")})
+    bad = sluice("run", "gated", "-p", "strict=maybe", repo=repo)
+    assert bad.returncode == 2
+    assert "param 'strict' takes true or false (its default is true), got 'maybe'" in bad.stderr
+    typed = FIRST.replace("    type: training\n", "    type: training\n    network: true\n")
+    code, err = _validate(tmp_path / "other", typed)
+    assert code == 2 and "steps.train.network: true is not one of" in err
+    for python in ("True", "False", "None"):
+        assert python not in bad.stderr + err
+
+
 # --- runs: real Docker ---------------------------------------------------------------------
 
 

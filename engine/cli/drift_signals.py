@@ -45,10 +45,10 @@ def command(
         return
     click.echo(f"{'AT':<25} {'MONITOR -> PIPELINE':<40} {'DECISION':<11} DETAIL")
     for record in found:
-        route = f"{record.get('monitor')} -> {record.get('pipeline')}"
+        route = f"{record.get('monitor') or '?'} -> {record.get('pipeline') or '?'}"
         if record.get("decision") == "fired":
-            detail = f"run {record.get('run_id')}"
+            detail = f"run {record.get('run_id') or '(none)'}"
         else:
-            detail = f"until {record.get('cooldown_until')}"
+            detail = f"until {record.get('cooldown_until') or '(no cooldown)'}"
         line = f"{record.get('at', ''):<25} {route:<40} {record.get('decision', ''):<11} {detail}"
         click.echo(shown(line))  # read from the results branch: one line, inert

@@ -7,7 +7,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from engine.core.suggest import suggest
+from engine.core.suggest import literal, suggest
 from engine.errors import InvalidInput
 
 
@@ -33,6 +33,11 @@ def coerce_params(
     return result
 
 
+def _shown(value: Any) -> str:
+    """Text quoted, anything else as YAML and JSON write it (`true`, `null`, `0.5`)."""
+    return repr(value) if isinstance(value, str) else literal(value)
+
+
 _TRUE = {"true", "yes", "on", "1"}
 _FALSE = {"false", "no", "off", "0"}
 
@@ -42,7 +47,8 @@ def coerce_param(key: str, default: Any, raw: Any, *, from_text: bool, source: s
     kind = type(default)
     want = {bool: "true or false", int: "a whole number", float: "a number", str: "text"}[kind]
     bad = InvalidInput(
-        f"{source}: param {key!r} takes {want} (its default is {default!r}), got {raw!r}"
+        f"{source}: param {key!r} takes {want} (its default is {_shown(default)}), "
+        f"got {_shown(raw)}"
     )
     if from_text and isinstance(raw, str):
         text = raw.strip()

@@ -24,7 +24,7 @@ from engine.core.spec import (
     Trigger,
     WebhookSpec,
 )
-from engine.core.suggest import suggest
+from engine.core.suggest import literal, suggest
 from engine.core.yaml_lines import LineMap, Path_
 from engine.errors import Problem
 
@@ -203,7 +203,9 @@ def _one_problem(
         )
     if kind in ("literal_error", "enum"):
         expected = first.get("ctx", {}).get("expected", "")
-        return Problem(file, line, f"{where}: {first['input']!r} is not one of {expected}")
+        given = first["input"]
+        shown = repr(given) if isinstance(given, str) else literal(given)
+        return Problem(file, line, f"{where}: {shown} is not one of {expected}")
     wanted = [_TYPE_WORDS.get(e["type"]) for e in errors]
     form = _FORMS.get(str(path[-1])) if path else None
     if form and all(wanted):
