@@ -23,6 +23,8 @@ The repository's own `.sluice/` folder (git-ignored, never committed):
     .sluice/runs/<run id>/workspace.tar               the workspace snapshot, while it runs
     .sluice/runs/<run id>/steps/<step>/               outputs and checkpoints, while it runs
     .sluice/artifacts/                                the default artifact store
+    .sluice/cache/pipelines/<key>.json                a validated pipeline file, keyed by its
+                                                      sha256 and the engine's version (a cache)
 
 >>> manifest("churn", "20261124T100000Z-00002a")
 'runs/churn/20261124T100000Z-00002a/manifest.json'
@@ -56,6 +58,7 @@ LOCAL_RUNS = f"{ENGINE_DIR}/{RUNS}"
 DEFAULT_ARTIFACTS = f"file://{ENGINE_DIR}/artifacts"
 WORKSPACE_TAR = "workspace.tar"  # in a local run's folder, while it runs
 LOCAL_STEPS = "steps"  # ditto: local copies of outputs and checkpoints, per step
+PIPELINE_CACHE = f"{ENGINE_DIR}/{CACHE}/pipelines"  # validated pipeline files, by digest
 
 
 def parts(path: str) -> tuple[str, ...]:
@@ -233,3 +236,8 @@ def local_run(run_id: str) -> str:
 
 def local_manifest(run_id: str) -> str:
     return f"{local_run(run_id)}/{MANIFEST}"
+
+
+def pipeline_cache_entry(key: str) -> str:
+    """A cached, validated pipeline file (relative to the repository's root), by its key."""
+    return f"{PIPELINE_CACHE}/{key}.json"
