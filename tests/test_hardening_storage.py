@@ -173,7 +173,7 @@ def test_snapshot_digests_are_the_sha256_of_the_bytes_whatever_is_selected(
     (repo / "run.sh").write_text("#!/bin/sh\n")
     (repo / "run.sh").chmod(0o755)
     (repo / "link").symlink_to("src/a.py")
-    whole = snapshot(repo, tmp_path / "whole.tar")
+    whole = snapshot(repo, tmp_path / "whole.tar", ["."])  # everything: docs too
     some = snapshot(repo, tmp_path / "some.tar", ["src"])
     for name in ("src/a.py", "src/b/c.bin", "docs/r.md", "run.sh"):
         assert whole.digests[name] == hashlib.sha256((repo / name).read_bytes()).hexdigest()

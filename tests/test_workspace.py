@@ -13,6 +13,7 @@ from engine.local.workspace import (
     WorkspaceSnapshot,
     ensure_engine_dir,
     find_repo_root,
+    selection,
     snapshot,
 )
 
@@ -102,3 +103,34 @@ def test_the_engine_dir_ignores_itself_and_the_root_is_found_upwards(tmp_path: P
     assert git(repo, "status", "--porcelain") == ""  # nothing of .sluice shows up
     assert find_repo_root(repo / "a" / "b") == repo.resolve()
     assert WorkspaceSnapshot(root=repo, tar=None).files_for(True) == {}
+
+
+def test_workspace_true_leaves_out_docs_markdown_and_github_files(tmp_path: Path) -> None:
+    repo = make_repo(
+        tmp_path,
+        files={
+            "src/a.py": "a",
+            "README.md": "r",
+            "src/NOTES.md": "n",
+            "docs/guide.txt": "g",
+            ".github/workflows/ci.yml": "c",
+            "Dockerfile": "FROM x",
+        },
+        commit="first",
+    )
+    snap = snapshot(repo, tmp_path / "ws.tar", selection([True]))
+    assert sorted(snap.files_for(True)) == ["Dockerfile", "src/a.py"]
+    assert sorted(members(tmp_path / "ws.tar")) == [
+        "workspace",
+        "workspace/Dockerfile",
+        "workspace/src",
+        "workspace/src/a.py",
+    ]
+    # named paths are what they name; `.` is every file
+    both = snapshot(repo, tmp_path / "both.tar", selection([True, ["docs"], "."]))
+    assert sorted(both.files_for(True)) == ["Dockerfile", "docs/guide.txt", "src/a.py"]
+    assert sorted(both.files_for(["docs", "README.md"])) == ["README.md", "docs/guide.txt"]
+    assert len(both.files_for(["."])) == 6  # the build context `.` is digested, not copied
+    assert "workspace/README.md" not in members(tmp_path / "both.tar")
+    subset = both.subset_tar(["."], tmp_path / "sub.tar")
+    assert "workspace/docs/guide.txt" in members(subset)

@@ -134,9 +134,10 @@ class Preparer:
                 if not self.engine_image:
                     raise ImageMissing(
                         f'step {step.name!r} runs in image "{ENGINE_IMAGE}" (the Sluice engine '
-                        "image), and none is known: set SLUICE_ENGINE_IMAGE to a local image "
-                        "with sluice installed (`docker build -t sluice .` in Sluice's "
-                        "repository, then SLUICE_ENGINE_IMAGE=sluice); the Action sets it itself"
+                        "image), and none is known: set SLUICE_ENGINE_IMAGE to an image with "
+                        "sluice installed, or run the step in any Python image with sluice "
+                        'installed (docs/drift.md, "Without the engine image"); the Action '
+                        "sets it itself"
                     )
                 self._images[key] = self.runtime.image_id(self.engine_image)
             else:

@@ -25,12 +25,21 @@ class Reused:
     reason: str
 
 
-def from_retried(original: RunManifest | None, name: str, store: ArtifactStore) -> Reused | None:
-    """`sluice retry`: the original run's result of a step that succeeded there."""
+def from_retried(
+    original: RunManifest | None, step: str | ResolvedStep, store: ArtifactStore
+) -> Reused | None:
+    """`sluice retry`: the original run's result of a step that succeeded there.
+
+    Never of a `finally` step or a `cache: false` step: those run again, so that a
+    notification reports the retry and a side effect happens for it.
+    """
+    name = step if isinstance(step, str) else step.name
     done = original.steps.get(name) if original else None
     if (
         original is None
         or done is None
+        or done.is_finally
+        or (not isinstance(step, str) and (step.is_finally or not step.cache))
         or done.status not in DONE_OK
         # re-verified: a retry must never build on outputs that changed under it
         or not all(store.has(p, verify=True) for p in done.outputs.values())
@@ -81,11 +90,27 @@ def why_missed(
             "a lasting store, `artifacts:` in sluice.yaml, keeps them across runners)"
         )
     last = history.last_components(pipeline, prepared.step.name) or {}
-    return cache.why_missed(last.get("parts"), prepared.components, last.get("files"), files)
+    why = cache.why_missed(last.get("parts"), prepared.components, last.get("files"), files)
+    if prepared.step.workspace is True and "workspace files changed" in why:
+        why += "; declare `workspace: [paths]` to narrow"
+    return why
 
 
-def never_cached(step: ResolvedStep, use_cache: bool, history: History | None) -> str | None:
-    """Why `step` is not looked up in the cache at all; None when it is."""
+def ran_because(
+    history: History, pipeline: str, prepared: Prepared, files: Mapping[str, str]
+) -> str:
+    """A cacheable step's reason when it runs: `not cached: <why_missed>`; the job summary
+    shows it, e.g. `not cached: workspace files changed (README.md); declare ...`."""
+    return cache.MISSED + why_missed(history, pipeline, prepared, files)
+
+
+def never_cached(
+    step: ResolvedStep, use_cache: bool, history: History | None, retry: bool = False
+) -> str | None:
+    """Why `step` is not looked up in the cache at all; None when it is. On `sluice retry`
+    (`retry`), a `finally` step runs again too: its cache key would find the original's."""
+    if retry and step.is_finally:
+        return "finally steps run again on `sluice retry`"
     if not step.cache:
         return (
             "deployment steps are never cached"
