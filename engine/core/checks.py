@@ -191,7 +191,6 @@ def _check_needs(
     data: Mapping[str, Any], names: dict[str, tuple[str, int]], result: CheckResult
 ) -> dict[str, list[str]]:
     needs: dict[str, list[str]] = {}
-    main = [n for n, (section, _) in names.items() if section == "steps"]
     for section, index, item in _step_items(data):
         name = item.get("name")
         deps = item.get("needs", [])
@@ -216,9 +215,7 @@ def _check_needs(
                 )
             elif dep == name:
                 result.add(where, f"step {name!r} needs itself")
-            elif section == "finally" and dep in main:
-                continue  # finally steps run after every main step anyway
-            else:
+            else:  # a finally step's needs on main steps are kept: graph draws them
                 needs[name].append(dep)
     return needs
 
@@ -306,13 +303,7 @@ def _dag(
             result.add((section, index, "needs"), "cycle in needs: " + " -> ".join(cycle))
     if not cycle_free:
         return None
-    main_dag, final_dag = graph.build(main_needs), graph.build(final_needs)
-    return graph.Dag(
-        needs={**main_dag.needs, **final_dag.needs},
-        order=main_dag.order,
-        levels=main_dag.levels,
-        finally_steps=final_dag.order,
-    )
+    return graph.with_finally(graph.build(main_needs), final_needs)
 
 
 def _check_steps(
