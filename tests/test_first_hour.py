@@ -379,3 +379,25 @@ def test_on_a_terminal_a_paused_run_is_not_red_and_says_how_to_decide(
     assert run_id, text
     assert f"sluice approve {run_id.group(1)}" in text
     assert f"sluice reject {run_id.group(1)}" in text
+
+
+@pytest.mark.docker
+def test_the_summary_says_why_a_step_ran_instead_of_reusing(
+    tmp_path: Path, busybox_image: str
+) -> None:
+    pipeline = f"""
+    name: reader
+    steps:
+      - name: read
+        image: {busybox_image}
+        run: cat src/a.py
+    """
+    repo = make_repo(tmp_path, {"reader.yaml": pipeline}, {"src/a.py": "print(1)\n"})
+    assert sluice("run", "reader", repo=repo).returncode == 0
+    (repo / "src" / "a.py").write_text("print(2)\n")
+    again = sluice("run", "reader", repo=repo)
+    assert again.returncode == 0, again.stderr
+    line = next(x for x in again.stderr.splitlines() if x.startswith("  read "))
+    assert "succeeded" in line and "not cached: " in line, again.stderr
+    assert "workspace files changed (src/a.py)" in line
+    assert "declare `workspace: [paths]` to narrow" in line

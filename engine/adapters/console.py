@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TextIO
 
+from engine.core.cache import MISSED
 from engine.core.manifest import RunManifest, StepRecord, StepStatus
 from engine.core.printable import inert, printable
 from engine.core.suggest import counted
@@ -34,6 +35,14 @@ def _duration(record: StepRecord) -> str:
     return f"{total:.1f}s" if record.attempts else ""
 
 
+def _says_why(record: StepRecord) -> bool:
+    """A reason worth a line: why a step did not succeed, or why a succeeded one missed the
+    cache (`not cached: workspace files changed ...`); never an approval's stale `waits for`."""
+    if not record.reason:
+        return False
+    return record.status is not StepStatus.succeeded or record.reason.startswith(MISSED)
+
+
 def summary_lines(manifest: RunManifest) -> list[str]:
     """A plain table of steps, for the end of a run (names and reasons made printable)."""
     names = {name: printable(name) for name in manifest.steps}
@@ -46,8 +55,7 @@ def summary_lines(manifest: RunManifest) -> list[str]:
             if rec.attempts
             else ""
         )
-        why = rec.reason and rec.status is not StepStatus.succeeded
-        note = f"  {printable(rec.reason or '')}" if why else ""
+        note = f"  {printable(rec.reason or '')}" if _says_why(rec) else ""
         lines.append(
             f"  {names[name]:<{width}}  {rec.status.value:<16} {tries:<11} {_duration(rec):>7}{note}"
         )
@@ -224,11 +232,7 @@ class PlainReporter:
     def step_changed(self, name: str, record: StepRecord) -> None:
         if record.status is StepStatus.running:
             return  # attempt_started says it, with the attempt number
-        why = (
-            f": {printable(record.reason)}"
-            if record.reason and record.status is not StepStatus.succeeded
-            else ""
-        )
+        why = f": {printable(record.reason or '')}" if _says_why(record) else ""
         took = f" in {_duration(record)}" if record.attempts else ""
         self._say(f"sluice: {name}: {record.status.value}{took}{why}", ended=name)
 
