@@ -165,6 +165,23 @@ def test_pip_install_without_a_network_points_at_network(tmp_path: Path, python_
     assert "`pip install` needs one: set `network: bridge` on the step" in done.stderr
 
 
+@pytest.mark.docker
+def test_a_missing_image_names_how_to_get_it_in_the_users_repository(
+    tmp_path: Path, docker_client: object
+) -> None:
+    missing = "sluice-test/never-built:0"
+    repo = make_repo(
+        tmp_path,
+        {"m.yaml": f"name: m\nsteps:\n  - name: a\n    image: {missing}\n    run: echo a\n"},
+    )
+    done = sluice("run", "m", repo=repo)
+    assert done.returncode == 1, done.stderr
+    assert f"docker pull {missing}" in done.stderr
+    assert f"docker build -t {missing} ." in done.stderr
+    assert "image: {build: {context: ." in done.stderr
+    assert "scripts/" not in done.stderr  # Sluice's own scripts are not in the user's repository
+
+
 GATED = """
 name: gated
 params: {seed: 0, strict: true, note: text}
