@@ -418,3 +418,26 @@ def test_the_summary_says_why_a_step_ran_instead_of_reusing(
     assert "succeeded" in line and "not cached: " in line, again.stderr
     assert "workspace files changed (src/a.py)" in line
     assert "declare `workspace: [paths]` to narrow" in line
+
+
+@pytest.mark.docker
+def test_engine_image_without_one_points_pip_users_at_the_docs(
+    tmp_path: Path, busybox_image: str
+) -> None:
+    repo = make_repo(
+        tmp_path,
+        {
+            "eng.yaml": """
+            name: eng
+            steps:
+              - name: check
+                image: "@engine"
+                run: sluice drift compute --reference a.csv --current b.csv
+            """
+        },
+    )
+    done = sluice("run", "eng", repo=repo, env={"SLUICE_ENGINE_IMAGE": None})
+    assert done.returncode == 1, done.stderr
+    assert "set SLUICE_ENGINE_IMAGE" in done.stderr
+    assert 'docs/drift.md, "Without the engine image"' in done.stderr
+    assert "### Without the engine image" in (ROOT / "docs" / "drift.md").read_text()
