@@ -192,7 +192,9 @@ def permissions(options: WorkflowOptions) -> dict[str, Any]:
     granted: dict[str, Any] = {
         "contents": Commented("write", "push the results branch; send dispatches")
     }
-    granted.update({k: options.permissions[k] for k in sorted(options.permissions)})
+    granted.update(
+        {k: Commented(options.permissions[k], "sluice.yaml") for k in sorted(options.permissions)}
+    )
     return granted
 
 
