@@ -51,6 +51,7 @@ SELF_HOSTED_LIMIT_MINUTES = 5 * 24 * 60  # self-hosted runners: 5 days
 # Labels of GitHub-hosted runners; a label set with any other label is taken as self-hosted
 # (actions-runner-controller scale sets included).
 _HOSTED = re.compile(r"^(ubuntu|windows|macos)-[a-z0-9.-]+$")
+RUN_ID = "${{ needs.plan.outputs.run-id }}"  # what the step and finish jobs act on
 _DECISION_BYTES = len('"waiting_approval",')  # the longest decision, as JSON, with its comma
 
 
@@ -124,9 +125,6 @@ def _plan(pipeline: str, labels: list[str], options: WorkflowOptions) -> dict[st
         },
         "steps": [*setup_steps(options), engine],
     }
-
-
-RUN_ID = "${{ needs.plan.outputs.run-id }}"
 
 
 def _step_job(
