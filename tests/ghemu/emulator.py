@@ -67,11 +67,10 @@ class Options:
     # this process's own (a self-hosted runner's); every folder above `work` must let it in
     runner_uid: int | None = None
 
-    def pool_size(self, labels: tuple[str, ...]) -> int:
-        for key, size in self.pools.items():
-            if tuple(sorted([key] if isinstance(key, str) else key)) == labels:
-                return size
-        return self.default_pool_size
+    # runners shared with other runs (several runs of a workflow at once); default: this
+    # run's own, sized by `pools` and `default_pool_size`
+    runners: Runners | None = None
+    api: Any = None  # a ghemu.api.GitHubApi: records environment reviews, answers the engine
 
 
 @dataclass
@@ -171,6 +170,26 @@ class Pool:
             self.cond.notify()
 
 
+class Runners:
+    """The emulated runners: a pool per `runs-on` label set; `pools` sizes some sets
+    (a label, or a tuple of labels in any order), the others get `default` runners."""
+
+    def __init__(self, pools: Mapping[str | tuple[str, ...], int] | None = None, default: int = 1):
+        self.sizes = {
+            tuple(sorted([key] if isinstance(key, str) else key)): size
+            for key, size in (pools or {}).items()
+        }
+        self.default = default
+        self._pools: dict[tuple[str, ...], Pool] = {}
+        self._lock = threading.Lock()
+
+    def pool(self, labels: tuple[str, ...]) -> Pool:
+        with self._lock:
+            if labels not in self._pools:
+                self._pools[labels] = Pool(labels, self.sizes.get(labels, self.default))
+            return self._pools[labels]
+
+
 class WorkflowRun:
     """One run of `workflow`: `start()`, then `wait()` (or `run()` for both); `cancel()`."""
 
@@ -182,20 +201,20 @@ class WorkflowRun:
             from .machine import _git  # lazy: only when the caller gave no sha
 
             options.sha = _git(options.origin, "rev-parse", options.ref)
+        if options.api is not None and options.api_url == Options.api_url:
+            options.api_url = options.api.url
         self.record = RunRecord({name: JobRecord(name) for name in workflow.jobs})
         self.folder = options.work / f"run-{options.run_id}"
         self._cond = threading.Condition()
         self._cancelled = threading.Event()
         self._active: dict[str, JobRunner] = {}
-        self._pools: dict[tuple[str, ...], Pool] = {}
+        self.runners = options.runners or Runners(options.pools, options.default_pool_size)
         self._threads: list[threading.Thread] = []
 
     # --- the caller's side ---------------------------------------------------------------
 
     def start(self) -> WorkflowRun:
         for job in self.workflow.jobs.values():
-            if job.pool not in self._pools:
-                self._pools[job.pool] = Pool(job.pool, self.options.pool_size(job.pool))
             thread = threading.Thread(target=self._job, args=(job,), name=f"ghemu-{job.id}")
             thread.daemon = True
             self._threads.append(thread)
@@ -327,6 +346,8 @@ class WorkflowRun:
             if decision is None:
                 return "cancelled"
             record.decided_by = decision.by
+            if self.options.api is not None:
+                self.options.api.review(self.options.run_id, job.environment, decision)
             if not decision.approve:
                 record.error = f"rejected in environment {job.environment} by {decision.by}"
                 return "failure"
@@ -339,7 +360,7 @@ class WorkflowRun:
                 memo.append(not self._wanted(job))
             return memo[0]
 
-        pool = self._pools[job.pool]
+        pool = self.runners.pool(job.pool)
         name = pool.acquire(give_up)
         if name is None:
             return "cancelled"

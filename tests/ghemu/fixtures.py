@@ -11,7 +11,7 @@ from typing import NoReturn
 
 import pytest
 
-from . import expressions, registry
+from . import api, expressions, registry
 
 
 def _unavailable(reason: str) -> NoReturn:
@@ -47,3 +47,11 @@ def published_engine_image(image_registry: registry.Registry, engine_image: str)
     """The engine image pushed to the loopback registry: `127.0.0.1:PORT/sluice@sha256:...`,
     pinned by digest; not present under that name locally, so using it pulls it."""
     return image_registry.push(engine_image, "sluice")
+
+
+@pytest.fixture(scope="session")
+def gh_api() -> Iterator[api.GitHubApi]:
+    """GitHub's REST API as far as the jobs ask about their run (environment approvals)."""
+    served = api.GitHubApi().start()
+    yield served
+    served.stop()

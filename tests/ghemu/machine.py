@@ -241,7 +241,9 @@ def docker_argv(folder: JobFolder, step: DockerStep, name: str, job: str) -> lis
         str(folder.origin): str(folder.origin),  # origin's URL is its path: the same inside
     }
     env = {**step.env, **{input_variable(k): v for k, v in step.inputs.items()}}
-    argv = ["docker", "run", "--name", name, "--label", f"{LABEL}={job}"]
+    # its own host name, as on GitHub (there: the container's id; here: its name, which
+    # Docker also finds it by): engines tell each other's containers apart by host name
+    argv = ["docker", "run", "--name", name, "--hostname", name, "--label", f"{LABEL}={job}"]
     argv += ["--network", step.network, "--workdir", "/github/workspace"]
     argv += [a for host, inside in mounts.items() for a in ("-v", f"{host}:{inside}")]
     argv += [a for key, value in env.items() for a in ("-e", f"{key}={value}")]
@@ -255,7 +257,7 @@ def run_container(
 ) -> Outcome:
     """Run the action's container to its end (or stop it: `docker stop -t GRACE`, SIGTERM
     then SIGKILL); its start and finish times come from the daemon, then it is removed."""
-    name = f"ghemu-{job}-{secrets.token_hex(4)}"
+    name = f"ghemu-{secrets.token_hex(6)}"
     with log.open("ab") as out:
         proc = subprocess.Popen(
             docker_argv(folder, step, name, job), stdout=out, stderr=subprocess.STDOUT

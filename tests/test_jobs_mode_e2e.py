@@ -1,0 +1,427 @@
+"""Jobs mode end to end, the way GitHub would run it (issue 14): `sluice workflow generate
+--jobs` writes the workflow, and the emulator (tests/ghemu) runs that file: the `if:`s by
+GitHub's own evaluator, every job on its `runs-on` pool in its own fresh clone of a bare
+origin, the engine as `docker://` the image published to a loopback registry (pulled by
+digest), the artifacts in S3 (moto on loopback). Each scenario's record is compared with a
+single-runner `sluice run` of the same pipeline: the same statuses and output digests, and
+in jobs mode each step also names its job and runner."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import docker
+import pytest
+from conftest import S3Server, git, make_repo, poll, sluice
+from ghemu import Decision, Evaluator, Options, RunRecord, WorkflowRun, load, max_overlap
+from ghemu.api import GitHubApi
+from ghemu.emulator import Runners
+
+pytest_plugins = ["ghemu.fixtures"]
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
+
+BUSYBOX = "sluice-test/busybox:1"
+SETTINGS = """\
+artifacts: {store}
+workflow:
+  mode: jobs
+  image: "{image}"
+  env:
+    AWS_ENDPOINT_URL: "{endpoint}"
+    AWS_DEFAULT_REGION: us-east-1
+    AWS_ACCESS_KEY_ID: "${{{{ secrets.AWS_ACCESS_KEY_ID }}}}"
+    AWS_SECRET_ACCESS_KEY: "${{{{ secrets.AWS_SECRET_ACCESS_KEY }}}}"
+"""
+
+
+@dataclass
+class Project:
+    """A repository with one pipeline and its generated jobs-mode workflow, its bare
+    origin, and an S3 bucket for its artifacts."""
+
+    root: Path
+    name: str
+    repo: Path
+    origin: Path
+    s3: S3Server
+    evaluator: Evaluator
+    api: GitHubApi
+
+    @property
+    def workflow_file(self) -> Path:
+        return self.repo / ".github" / "workflows" / f"sluice-{self.name}.yml"
+
+    def workflow_run(self, **options: Any) -> WorkflowRun:
+        opts = Options(
+            origin=self.origin,
+            work=self.root / "runners",
+            event_name="workflow_dispatch",
+            event={"inputs": {"params": "{}"}, "ref": "refs/heads/main"},
+            secrets={
+                "AWS_ACCESS_KEY_ID": self.s3.env["AWS_ACCESS_KEY_ID"],
+                "AWS_SECRET_ACCESS_KEY": self.s3.env["AWS_SECRET_ACCESS_KEY"],
+            },
+            api=self.api,
+            grace=5,
+            **options,
+        )
+        return WorkflowRun(load(self.workflow_file), self.evaluator, opts)
+
+    def manifest(self, run_id: str) -> dict[str, Any]:
+        path = f"sluice-results:runs/{self.name}/{run_id}/manifest.json"
+        return json.loads(git(self.origin, "show", path))  # type: ignore[no-any-return]
+
+    def step_files(self, run_id: str) -> str:
+        return git(self.origin, "ls-tree", "sluice-results", f"runs/{self.name}/{run_id}/steps/")
+
+
+def project(
+    root: Path, pipeline: str, s3: S3Server, image: str, evaluator: Evaluator, api: GitHubApi
+) -> Project:
+    """The pipeline (`{image}` filled) in a new repository with its generated workflow."""
+    text = textwrap.dedent(pipeline).format(image=BUSYBOX)
+    name = text.split("name:", 1)[1].split()[0]
+    settings = SETTINGS.format(store=f"s3://{s3.bucket()}/store", image=image, endpoint=s3.endpoint)
+    repo = make_repo(root, {f"{name}.yaml": text}, {"sluice.yaml": settings}, origin=True)
+    done = sluice("workflow", "generate", repo=repo)
+    assert done.returncode == 0, done.stderr
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "the jobs-mode workflow")
+    git(repo, "push", "-q", "origin", "main")
+    return Project(root, name, repo, root / "origin.git", s3, evaluator, api)
+
+
+def single_repo(root: Path, pipeline: str, s3: S3Server) -> tuple[Path, str]:
+    """The same pipeline in its own repository, origin and bucket: (repository, name)."""
+    text = textwrap.dedent(pipeline).format(image=BUSYBOX)
+    name = text.split("name:", 1)[1].split()[0]
+    settings = f"artifacts: s3://{s3.bucket()}/store\n"
+    return make_repo(root, {f"{name}.yaml": text}, {"sluice.yaml": settings}, origin=True), name
+
+
+def single_runner(
+    root: Path, pipeline: str, s3: S3Server, *more: list[str], runs: int = 1
+) -> dict[str, Any]:
+    """A single-runner `sluice run` of the same pipeline (`runs` times: the last counts);
+    `more`: commands after it (e.g. approve), each given the run id; the last manifest."""
+    repo, name = single_repo(root, pipeline, s3)
+    for _ in range(runs):
+        done = sluice("run", name, "--json", repo=repo, process=True, env=s3.env)
+        assert done.returncode in (0, 1), done.stderr
+    manifest: dict[str, Any] = json.loads(done.stdout)
+    for command in more:
+        done = sluice(*command, manifest["run_id"], repo=repo, process=True, env=s3.env)
+        assert done.returncode in (0, 1), done.stderr
+        shown = sluice("show", manifest["run_id"], "--json", repo=repo, process=True, env=s3.env)
+        manifest = json.loads(shown.stdout)
+    return manifest
+
+
+def shape(manifest: dict[str, Any]) -> dict[str, Any]:
+    """What a jobs-mode record shares with a single-runner one."""
+    return {
+        "status": manifest["status"],
+        "steps": {
+            name: (
+                step["status"],
+                {rel: pointer["sha256"] for rel, pointer in step["outputs"].items()},
+                step["metrics"],
+            )
+            for name, step in manifest["steps"].items()
+        },
+    }
+
+
+def sluice_run_id(record: RunRecord) -> str:
+    return record.jobs["plan"].outputs["run-id"]
+
+
+def assert_jobs_named(manifest: dict[str, Any], record: RunRecord) -> None:
+    """Every step that ran in a step job names that job and the runner the emulator gave."""
+    for name, step in manifest["steps"].items():
+        job = record.jobs.get(f"step-{name}")
+        if job is None or job.runner is None:
+            continue
+        assert step["job"]["job"] == f"step-{name}", name
+        assert step["job"]["runner"] == job.runner, name
+
+
+@pytest.fixture
+def make(
+    tmp_path: Path,
+    s3_server: S3Server,
+    published_engine_image: str,
+    gh_evaluator: Evaluator,
+    gh_api: GitHubApi,
+    busybox_image: str,
+) -> Any:
+    def build(pipeline: str, where: str = "jobs") -> Project:
+        return project(
+            tmp_path / where, pipeline, s3_server, published_engine_image, gh_evaluator, gh_api
+        )
+
+    return build
+
+
+# --- 1. a diamond: a parallel pair on two runners, train on a gpu pool ----------------------
+
+DIAMOND = """\
+name: diamond
+defaults: {{image: "{image}"}}
+steps:
+  - name: prep
+    run: echo prepared > /sluice/outputs/data.txt
+  - name: left
+    needs: [prep]
+    run: |
+      cat /sluice/inputs/prep/data.txt > /sluice/outputs/left.txt
+      echo '{{"score": 0.9}}' > /sluice/outputs/metrics.json
+  - name: right
+    needs: [prep]
+    run: echo right > /sluice/outputs/right.txt
+  - name: train
+    needs: [left, right]
+    runs_on: [self-hosted, gpu]
+    run: cat /sluice/inputs/left/left.txt /sluice/inputs/right/right.txt > /sluice/outputs/model.txt
+finally:
+  - name: report
+    needs: [train]
+    cache: false
+    run: echo reported > /sluice/outputs/report.txt
+"""
+
+
+def test_a_diamond_runs_its_pair_on_two_runners_and_train_on_the_gpu_pool(
+    make: Any, tmp_path: Path, s3_server: S3Server
+) -> None:
+    jobs = make(DIAMOND)
+    text = jobs.workflow_file.read_text()
+    assert "docker://127.0.0.1:" in text and "@sha256:" in text  # the published image
+    run = jobs.workflow_run(pools={"ubuntu-latest": 2, ("self-hosted", "gpu"): 1})
+    record = run.run(timeout=300)
+    assert record.results() == {
+        "plan": "success",
+        "step-prep": "success",
+        "step-left": "success",
+        "step-right": "success",
+        "step-train": "success",
+        "finish": "success",
+    }, record.describe()
+    assert {record.jobs["step-left"].runner, record.jobs["step-right"].runner} == {
+        "ubuntu-latest-1",
+        "ubuntu-latest-2",
+    }
+    assert record.jobs["step-train"].runner == "gpu-self-hosted-1"
+    ubuntu = [job for job in record.jobs.values() if job.pool == ("ubuntu-latest",)]
+    assert max_overlap(ubuntu) <= 2
+    run_id = sluice_run_id(record)
+    manifest = jobs.manifest(run_id)
+    assert shape(manifest) == shape(single_runner(tmp_path / "single", DIAMOND, s3_server))
+    assert_jobs_named(manifest, record)
+    assert jobs.step_files(run_id) == ""  # finish folded the step records in
+    assert run_id in record.jobs["finish"].summary
+
+
+# --- 2. a step fails, retries, fails again; finally still runs; the run failed ---------------
+
+FLAKY = """\
+name: flaky
+defaults: {{image: "{image}"}}
+steps:
+  - name: prep
+    run: echo prepared > /sluice/outputs/data.txt
+  - name: flaky
+    needs: [prep]
+    retries: {{limit: 1, backoff: 1s}}
+    run: echo "trying"; exit 3
+  - name: after
+    needs: [flaky]
+    run: echo never
+finally:
+  - name: report
+    cache: false
+    run: echo reported > /sluice/outputs/report.txt
+"""
+
+
+def test_a_step_that_fails_twice_fails_the_run_and_finally_still_runs(
+    make: Any, tmp_path: Path, s3_server: S3Server
+) -> None:
+    jobs = make(FLAKY)
+    record = jobs.workflow_run().run(timeout=300)
+    assert record.results() == {
+        "plan": "success",
+        "step-prep": "success",
+        "step-flaky": "failure",
+        "step-after": "skipped",  # GitHub starts no job after a failed need
+        "finish": "failure",  # it exits 1: the run failed
+    }, record.describe()
+    assert record.result == "failure"
+    manifest = jobs.manifest(sluice_run_id(record))
+    assert manifest["status"] == "failed"
+    assert len(manifest["steps"]["flaky"]["attempts"]) == 2
+    assert manifest["steps"]["report"]["status"] == "succeeded"
+    assert manifest["steps"]["after"]["status"] == "upstream_failed"
+    assert shape(manifest) == shape(single_runner(tmp_path / "single", FLAKY, s3_server))
+    assert_jobs_named(manifest, record)
+
+
+# --- 3. an approval step, approved in its GitHub environment ---------------------------------
+
+GATED = """\
+name: gated
+defaults: {{image: "{image}"}}
+steps:
+  - name: train
+    run: echo model > /sluice/outputs/model.txt
+  - name: deploy
+    needs: [train]
+    approval: true
+    environment: production
+    run: cat /sluice/inputs/train/model.txt > /sluice/outputs/deployed.txt
+"""
+
+
+def test_an_approval_step_is_approved_in_its_environment(
+    make: Any, tmp_path: Path, s3_server: S3Server
+) -> None:
+    jobs = make(GATED)
+    asked: list[tuple[str, str]] = []
+
+    def reviewer(job: str, environment: str) -> Decision:
+        asked.append((job, environment))
+        return Decision(True, by="octo-reviewer")
+
+    run = jobs.workflow_run(reviewer=reviewer)
+    record = run.run(timeout=300)
+    assert asked == [("step-deploy", "production")]
+    assert set(record.results().values()) == {"success"}, record.describe()
+    manifest = jobs.manifest(sluice_run_id(record))
+    (approval,) = manifest["approvals"]
+    assert approval["step"] == "deploy" and approval["by"] == "octo-reviewer"
+    assert approval["environment"] == "production"
+    single = single_runner(
+        tmp_path / "single", GATED, s3_server, ["approve", "--by", "octo-reviewer"]
+    )
+    assert shape(manifest) == shape(single)
+    assert_jobs_named(manifest, record)
+
+
+# --- 4. a cached re-run starts no runner for any step ----------------------------------------
+
+
+def test_a_cached_re_run_starts_no_step_job(make: Any, tmp_path: Path, s3_server: S3Server) -> None:
+    jobs = make(DIAMOND)
+    first = jobs.workflow_run(pools={"ubuntu-latest": 2}).run(timeout=300)
+    assert first.result == "success", first.describe()
+    again = jobs.workflow_run(pools={"ubuntu-latest": 2}).run(timeout=300)
+    assert again.result == "success", again.describe()
+    steps = [name for name in again.jobs if name.startswith("step-")]
+    assert {again.jobs[name].result for name in steps} == {"skipped"}
+    assert [again.jobs[name].runner for name in steps] == [None] * len(steps)
+    decisions = json.loads(again.jobs["plan"].outputs["steps"])
+    assert set(decisions.values()) == {"cached"}
+    assert sluice_run_id(again) != sluice_run_id(first)
+    manifest = jobs.manifest(sluice_run_id(again))
+    single = single_runner(tmp_path / "single", DIAMOND, s3_server, runs=2)
+    assert shape(manifest) == shape(single)
+
+
+# --- 5. three runs of one pipeline at once ---------------------------------------------------
+
+UNCACHED = DIAMOND.replace(
+    'defaults: {{image: "{image}"}}', 'defaults: {{image: "{image}", cache: false}}'
+)
+
+
+def test_three_runs_of_one_pipeline_at_once(make: Any, tmp_path: Path, s3_server: S3Server) -> None:
+    jobs = make(UNCACHED)
+    runners = Runners({"ubuntu-latest": 3, ("self-hosted", "gpu"): 1})
+    runs = [jobs.workflow_run(runners=runners).start() for _ in range(3)]
+    records = [run.wait(400) for run in runs]
+    for record in records:
+        assert record.result == "success", record.describe()
+    run_ids = {sluice_run_id(record) for record in records}
+    assert len(run_ids) == 3
+    single = shape(single_runner(tmp_path / "single", UNCACHED, s3_server))
+    for record in records:
+        run_id = sluice_run_id(record)
+        manifest = jobs.manifest(run_id)
+        assert shape(manifest) == single, run_id
+        assert_jobs_named(manifest, record)
+        assert jobs.step_files(run_id) == ""
+    every = [job for record in records for job in record.jobs.values()]
+    assert max_overlap([job for job in every if job.pool == ("gpu", "self-hosted")]) == 1
+    assert max_overlap([job for job in every if job.pool == ("ubuntu-latest",)]) <= 3
+
+
+# --- 6. a workflow cancelled mid-run ---------------------------------------------------------
+
+SLOW = """\
+name: slow-e2e
+defaults: {{image: "{image}"}}
+steps:
+  - name: prep
+    run: echo prepared > /sluice/outputs/data.txt
+  - name: wait
+    needs: [prep]
+    run: sleep 300
+  - name: after
+    needs: [wait]
+    run: echo never
+finally:
+  - name: report
+    cache: false
+    run: echo reported
+"""
+
+
+def _step_running(client: docker.DockerClient, step: str) -> bool:
+    labels = ["sluice.pipeline=slow-e2e", f"sluice.step={step}"]
+    return bool(client.containers.list(filters={"label": labels}))
+
+
+def test_a_workflow_cancelled_mid_run_is_recorded_cancelled(
+    make: Any, tmp_path: Path, s3_server: S3Server, docker_client: docker.DockerClient
+) -> None:
+    jobs = make(SLOW)
+    run = jobs.workflow_run().start()
+    try:
+        poll(lambda: _step_running(docker_client, "wait"), 120, "the wait step's container")
+    finally:
+        run.cancel()
+    record = run.wait(300)
+    assert record.result == "cancelled"
+    assert record.results() == {
+        "plan": "success",
+        "step-prep": "success",
+        "step-wait": "cancelled",
+        "step-after": "cancelled",
+        "finish": "success",  # always(): it settles the run
+    }, record.describe()
+    manifest = jobs.manifest(sluice_run_id(record))
+    assert manifest["status"] == "cancelled"
+    assert not _step_running(docker_client, "wait")
+
+    repo, name = single_repo(tmp_path / "single", SLOW, s3_server)
+    single = subprocess.Popen(
+        [sys.executable, "-m", "engine", "--repo", str(repo), "run", name, "--json"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, **s3_server.env},
+    )  # fmt: skip
+    try:
+        poll(lambda: _step_running(docker_client, "wait"), 120, "the single run's wait step")
+        single.send_signal(signal.SIGTERM)
+        out, err = single.communicate(timeout=60)
+    finally:
+        if single.poll() is None:
+            single.kill()
+    assert single.returncode == 130, err
+    assert shape(manifest) == shape(json.loads(out))
