@@ -1,7 +1,12 @@
-"""Pipeline files on disk: find them, read them, hand their text to engine.core.parse."""
+"""Pipeline files on disk: find them, read them, hand their text to engine.core.parse.
+
+A file inside a repository whose text validated before is taken from the repository's
+pipeline cache (engine.local.pipeline_cache) when its sha256 and the engine are unchanged.
+"""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -9,6 +14,7 @@ from engine.core.parse import LoadedPipeline, decode, load_text, parse_repo_conf
 from engine.core.spec import RepoConfig
 from engine.core.suggest import suggest
 from engine.errors import NotFound, PipelineInvalid, Problem
+from engine.local import pipeline_cache
 
 
 def _read(path: Path, display: str) -> str:
@@ -32,9 +38,21 @@ def display_path(path: Path, repo: Path | None) -> str:
 
 
 def load_file(path: Path, repo: Path | None = None) -> LoadedPipeline:
-    """One pipeline file, its problems located by its path relative to `repo`."""
+    """One pipeline file, its problems located by its path relative to `repo`; from `repo`'s
+    pipeline cache when this text validated before (a file with problems is never cached)."""
     display = display_path(path, repo)
-    return load_text(_read(path, display), display)
+    text = _read(path, display)
+    cache = pipeline_cache.for_repo(repo) if repo is not None else None
+    if cache is None:
+        return load_text(text, display)
+    digest = hashlib.sha256(text.encode()).hexdigest()
+    found = cache.get(text, digest, display)
+    if found is not None:
+        return found
+    loaded = load_text(text, display)
+    if loaded.sha256 == digest:
+        cache.put(loaded)
+    return loaded
 
 
 def find_pipeline_files(folder: Path) -> list[Path]:
