@@ -2,43 +2,137 @@
 
 from __future__ import annotations
 
+import importlib
 import sys
 from typing import NoReturn
 
 import click
 
 from engine import __version__
-from engine.cli import (
-    dispatch,
-    drift,
-    gc,
-    jobs,
-    outputs,
-    pipelines,
-    production,
-    run,
-    runs,
-    serve,
-    tick,
-    trigger,
-    workflow,
-)
-from engine.cli.common import (
-    CONTEXT,
-    EXIT_INTERRUPTED,
-    EXIT_INVALID,
-    EXIT_OK,
-    STORE_COMMANDS,
-    State,
-    annotate,
-    say,
-    warn_ephemeral_store,
-)
-from engine.core.printable import printable
-from engine.errors import PipelineInvalid, SluiceError
+
+# name -> (module, attribute, first paragraph of its help). `sluice --help` lists commands
+# from this table; a command's module (and everything it imports) loads only when it is the
+# one invoked. tests/test_cli_startup.py holds the table to the commands themselves.
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "validate": (
+        "pipelines",
+        "validate",
+        "Check pipeline files; print every problem as file:line: message.",
+    ),
+    "graph": ("pipelines", "graph", "Print a pipeline's DAG by level."),
+    "schema": ("pipelines", "schema", "Print the JSON Schema of pipeline files (for editors)."),
+    "run": ("run", "run", "Run a pipeline now: every step in its own container."),
+    "runs": ("runs", "runs", "List recorded runs, newest first, from the results branch."),
+    "show": ("runs", "show", "Show one run: its steps, attempts, metrics and outputs."),
+    "logs": ("runs", "logs", "Print a step's log from the results branch."),
+    "outputs": (
+        "outputs",
+        "outputs",
+        "Copy a step's outputs from the artifact store, each checked against its sha256.",
+    ),
+    "retry": (
+        "run",
+        "retry",
+        "Start a new run that reuses RUN_ID's succeeded steps and runs the rest.",
+    ),
+    "approve": (
+        "run",
+        "approve",
+        "Approve a paused run and continue it here; finished steps are not run again.",
+    ),
+    "reject": (
+        "run",
+        "reject",
+        "Reject a paused run: it ends as failed (its finally steps still run); exits 0.",
+    ),
+    "plan": (
+        "jobs",
+        "plan",
+        "Make the run a GitHub event calls for of PIPELINE, without running a step.",
+    ),
+    "step": ("jobs", "step", "Run one STEP of a planned run here, and record it."),
+    "finish": ("jobs", "finish", "Run the finally steps of a planned run, and settle it."),
+    "gc": (
+        "gc",
+        "gc",
+        "Remove containers left behind by an engine that was killed outright.",
+    ),
+    "trigger": (
+        "trigger",
+        "command",
+        "Run the pipelines a GitHub event calls for, one after another.",
+    ),
+    "tick": (
+        "tick",
+        "command",
+        "Run the cron slots that are due: each slot once, however many runners tick.",
+    ),
+    "dispatch": (
+        "dispatch",
+        "command",
+        "Send a repository_dispatch event (what a drift monitor outside GitHub calls).",
+    ),
+    "serve": (
+        "serve",
+        "command",
+        "Receive signed webhooks and run the pipelines that listen to them.",
+    ),
+    "workflow": (
+        "workflow",
+        "command",
+        "Write, or check, the GitHub workflows that run this repository's pipelines.",
+    ),
+    "drift": (
+        "drift",
+        "command",
+        "Measure data drift; the metrics it writes can start retraining.",
+    ),
+    "promote": (
+        "production",
+        "promote",
+        "Make RUN_ID the production run of its pipeline: the baseline of its next runs.",
+    ),
+    "rollback": (
+        "production",
+        "rollback",
+        "Re-point PIPELINE's production to the run that was production before the current one.",
+    ),
+}
+
+# engine.cli.common.CONTEXT, spelt here so that `sluice --help` need not load common (a test
+# keeps the two equal).
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+class LazyGroup(click.Group):
+    """A group whose commands are imported when invoked (or asked for by name)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*COMMANDS, *self.commands})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in COMMANDS:
+            module, attribute, _ = COMMANDS[cmd_name]
+            command = getattr(importlib.import_module(f"engine.cli.{module}"), attribute)
+            self.add_command(command, cmd_name)
+        return self.commands.get(cmd_name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """The command list of `--help`, as click lays it out, without importing a command."""
+        names = self.list_commands(ctx)
+        if not names:
+            return
+        limit = formatter.width - 6 - max(len(name) for name in names)
+        rows = []
+        for name in names:  # a stand-in Command shortens the help as the real one would
+            command = self.commands.get(name) or click.Command(name, help=COMMANDS[name][2])
+            rows.append((name, command.get_short_help_str(limit)))
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
 
 
 @click.group(
+    cls=LazyGroup,
     context_settings=CONTEXT,
     epilog="""\b
 Examples:
@@ -63,60 +157,50 @@ Docs: docs/pipeline-format.md, docs/cli.md""",
 @click.pass_context
 def cli(ctx: click.Context, repo: str | None, config: str | None) -> None:
     """Sluice: pipelines as code; every step in its own container, every run recorded."""
+    # lazy: State and its helpers load with the command, not for `sluice --help`
+    from engine.cli.common import STORE_COMMANDS, State, warn_ephemeral_store
+
     ctx.obj = State(repo, config)
     if ctx.invoked_subcommand in STORE_COMMANDS:
         warn_ephemeral_store(ctx.obj)
 
 
-for _command in (
-    pipelines.validate,
-    pipelines.graph,
-    pipelines.schema,
-    run.run,
-    runs.runs,
-    runs.show,
-    runs.logs,
-    outputs.outputs,
-    run.retry,
-    run.approve,
-    run.reject,
-    jobs.plan,
-    jobs.step,
-    jobs.finish,
-    gc.gc,
-    trigger.command,
-    tick.command,
-    dispatch.command,
-    serve.command,
-    workflow.command,
-    drift.command,
-    production.promote,
-    production.rollback,
-):
-    cli.add_command(_command)
-
-
 def main(argv: list[str] | None = None) -> NoReturn:
     """Console entry point: never shows a traceback for an error the engine expects."""
+    interrupted, invalid = 130, 2  # common.EXIT_INTERRUPTED, common.EXIT_INVALID
     try:
         code = cli.main(args=argv, prog_name="sluice", standalone_mode=False)
     except click.exceptions.Exit as exc:
         code = exc.exit_code
     except click.exceptions.Abort:
         click.echo("sluice: interrupted", err=True)
-        code = EXIT_INTERRUPTED
+        code = interrupted
     except click.ClickException as exc:
         exc.show()
-        code = EXIT_INVALID if isinstance(exc, click.UsageError) else exc.exit_code
-    except PipelineInvalid as exc:
+        code = invalid if isinstance(exc, click.UsageError) else exc.exit_code
+    except KeyboardInterrupt:
+        click.echo("sluice: interrupted", err=True)
+        code = interrupted
+    except Exception as exc:
+        found = _engine_error(exc)
+        if found is None:
+            raise
+        code = found
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _engine_error(exc: Exception) -> int | None:
+    """The exit code of an error the engine expects, having shown it; None for any other."""
+    from engine.cli.common import annotate, say  # lazy: loaded when something went wrong
+    from engine.core.printable import printable  # lazy: ditto
+    from engine.errors import PipelineInvalid, SluiceError  # lazy: ditto
+
+    if isinstance(exc, PipelineInvalid):
         for problem in exc.problems:
             say(printable(str(problem)))
         annotate(exc.problems)
-        code = exc.exit_code
-    except SluiceError as exc:  # EngineUnavailable: exit 3
+        return exc.exit_code
+    if isinstance(exc, SluiceError):  # EngineUnavailable: exit 3
         say(f"sluice: error: {exc}")
-        code = exc.exit_code
-    except KeyboardInterrupt:
-        click.echo("sluice: interrupted", err=True)
-        code = EXIT_INTERRUPTED
-    sys.exit(code if isinstance(code, int) else EXIT_OK)
+        return exc.exit_code
+    return None
