@@ -334,6 +334,19 @@ def test_check_reports_each_missing_changed_and_stale_file(tmp_path: Path) -> No
     assert cli(repo, "check", "--jobs")[0] == 0
 
 
+def test_a_hand_written_file_of_the_same_name_is_never_overwritten(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path, {"approve.yaml": OTHER.replace("other", "approve")})
+    hand = repo / ".github" / "workflows" / "sluice-approve.yml"
+    hand.parent.mkdir(parents=True)
+    hand.write_text("name: Sluice approval\n")
+    for command in ("generate", "check"):
+        code, out = cli(repo, command, "--jobs")
+        assert code == 2, out
+        assert "sluice-approve.yml was not written by `sluice workflow generate`" in out
+        assert "rename the pipeline or the file" in out
+    assert hand.read_text() == "name: Sluice approval\n"
+
+
 def test_generate_to_stdout_prints_every_file(tmp_path: Path) -> None:
     repo = make_repo(tmp_path, {"diamond.yaml": DIAMOND, "other.yaml": OTHER})
     code, out = cli(repo, "generate", "--jobs", "-o", "-")

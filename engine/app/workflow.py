@@ -92,6 +92,13 @@ class Wanted:
             for one in loaded:
                 path = folder / Path(gh_jobs.workflow_path(one.name)).name
                 existing = read(path)
+                if existing is not None and not existing.startswith(_MARK):
+                    shown = display_path(path, self.repo)
+                    raise UsageError(
+                        f"{shown} was not written by `sluice workflow generate`, and pipeline "
+                        f"{one.name!r} ({one.file}) would replace it: rename the pipeline or "
+                        "the file"
+                    )
                 text = gh_jobs.render(one, self._options(existing or ""))
                 found.append(File(path, display_path(path, self.repo), existing, text))
         if self.output is None or self.mode == "jobs":
