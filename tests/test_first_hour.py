@@ -441,3 +441,30 @@ def test_engine_image_without_one_points_pip_users_at_the_docs(
     assert "set SLUICE_ENGINE_IMAGE" in done.stderr
     assert 'docs/drift.md, "Without the engine image"' in done.stderr
     assert "### Without the engine image" in (ROOT / "docs" / "drift.md").read_text()
+
+
+@pytest.mark.docker
+def test_metrics_written_to_the_wrong_place_are_named_in_the_summary_and_show(
+    tmp_path: Path, busybox_image: str
+) -> None:
+    pipeline = f"""
+    name: gate
+    defaults: {{image: {busybox_image}}}
+    steps:
+      - name: evaluate
+        run: |
+          echo '{{"accuracy": 0.9}}' > metrics.json
+      - name: deploy
+        needs: [evaluate]
+        when: "steps.evaluate.metrics.accuracy >= 0.8"
+        run: echo deploy
+    """
+    repo = make_repo(tmp_path, {"gate.yaml": pipeline})
+    done = sluice("run", "gate", "--json", repo=repo)
+    assert done.returncode == 0, done.stderr
+    fix = (
+        "evaluate wrote no metrics.json (a step writes its metrics to /sluice/outputs/metrics.json)"
+    )
+    assert f"  warning: deploy: `accuracy` is missing: {fix}" in done.stderr
+    shown = sluice("show", json.loads(done.stdout)["run_id"], repo=repo)
+    assert f"  warning: deploy: `accuracy` is missing: {fix}" in shown.stdout
