@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import subprocess
 import textwrap
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -124,9 +125,15 @@ def test_a_monitor_tick_on_drifted_data_retrains_once_per_cooldown(
     repo: Path, engine_image: str, tmp_path: Path
 ) -> None:
     env = {"SLUICE_ENGINE_IMAGE": engine_image}
+    # `--now` times the cooldowns too, and the dispatches of step 4 read the wall clock:
+    # tick two hours ago and one, so that the cooldown still holds for them (and the
+    # signals recorded sort as they happened).
+    hour = (datetime.now(UTC) - timedelta(hours=2)).replace(minute=5, second=0, microsecond=0)
+    stamp = f"{hour:%Y-%m-%dT%H:%M:%SZ}"
+    later = f"{hour + timedelta(hours=1):%Y-%m-%dT%H:%M:%SZ}"
 
     # 1. The hourly tick runs the monitor in the engine image; it finds drift in `a`.
-    first = manifests(cli(repo, "tick", "--now", "2026-11-25T10:05:00Z", "--json", env=env))
+    first = manifests(cli(repo, "tick", "--now", stamp, "--json", env=env))
     assert [m["pipeline"] for m in first] == ["churn-drift", "retrain"]
     monitor, retrained = first
     assert monitor["trigger"]["kind"] == "cron"
@@ -144,7 +151,7 @@ def test_a_monitor_tick_on_drifted_data_retrains_once_per_cooldown(
 
     # 3. New drifted data an hour later: the monitor runs, the retrain is suppressed.
     commit(repo, {"data/current.csv": table(3.0, seed=3)}, "more drift")
-    second = manifests(cli(repo, "tick", "--now", "2026-11-25T11:05:00Z", "--json", env=env))
+    second = manifests(cli(repo, "tick", "--now", later, "--json", env=env))
     assert [m["pipeline"] for m in second] == ["churn-drift"]
     assert second[0]["steps"]["check"]["metrics"]["drift_detected"] is True
     records = signals(repo, "retrain", "churn-drift")

@@ -80,10 +80,22 @@ def _drift_trigger(
     )
 
 
+class _Clock:
+    """A follower's clock as the Clock port the ledger takes."""
+
+    def __init__(self, read: Callable[[], datetime]) -> None:
+        self.read = read
+
+    def now(self) -> datetime:
+        return self.read()
+
+
 class DriftFollower:
     """What a finished run's drift bindings call for: runs to start here, or one dispatch.
 
     Cooldowns and the record of every signal live on the results branch (engine.app.drift_ledger).
+    `clock` is the command's: `sluice tick --now T` times cooldowns from T, not the wall
+    clock (run ids keep the wall clock: "the latest run" is the one that started last).
     """
 
     def __init__(
@@ -145,12 +157,14 @@ class DriftFollower:
         runs: list[tuple[LoadedPipeline, RunOptions]] = []
         with store:
             store.catch_up()  # other runners' firings (a lost claim is caught anyway)
-            ledger = DriftLedger(store)
+            ledger = DriftLedger(store, _Clock(self.clock))  # the command's clock throughout
             for binding in bound:
                 now = self.clock()
                 where = f"drift {signal.monitor} -> {binding.pipeline}"
                 try:
-                    settled = ledger.settle(binding, signal, now, new_run_id(now))
+                    # The run is named by the wall clock: ids sort by when runs started.
+                    run_id = new_run_id(datetime.now(UTC))
+                    settled = ledger.settle(binding, signal, now, run_id)
                 except ExpressionError as exc:
                     self.log(f"sluice: warning: {where}: when {binding.spec.when!r}: {exc}")
                     continue

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 from collections.abc import Callable
@@ -14,9 +15,11 @@ from engine.adapters.pipeline_files import display_path, find_pipeline_files, lo
 from engine.app import compose, execution
 from engine.app.drift_follow import DriftFollower, execute_following
 from engine.app.runs import OneAtATime, Place
+from engine.core import layout, names
 from engine.core.manifest import RunManifest, RunStatus, Trigger
 from engine.core.parse import LoadedPipeline
-from engine.core.suggest import suggest
+from engine.core.printable import printable
+from engine.core.suggest import counted, suggest
 from engine.core.triggers.cron import claim_path, claim_record, due_slots, slot_id, slot_iso
 from engine.core.values import parse_duration
 from engine.errors import (
@@ -29,6 +32,7 @@ from engine.errors import (
     UsageError,
 )
 from engine.ports import ResultsBranch
+from engine.run.executor import new_run_id
 
 
 @dataclass(frozen=True)
@@ -102,14 +106,15 @@ def due(
 ) -> list[Due]:
     """The unclaimed slots of every cron trigger, oldest first (one per pipeline and slot)."""
     found: dict[tuple[str, datetime], Due] = {}
-    ran: set[tuple[str, datetime]] = set()
+    ran: dict[tuple[str, datetime], bytes] = {}
     for loaded in pipelines:
 
         def claimed(slot: datetime, name: str = loaded.name) -> bool:
             # One lookup of one path: the cost does not grow with the runs recorded.
-            if store.read(claim_path(name, slot)) is None:
+            claim = store.read(claim_path(name, slot))
+            if claim is None:
                 return False
-            ran.add((name, slot))
+            ran[(name, slot)] = claim
             return True
 
         for index, trigger in enumerate(loaded.pipeline.triggers):
@@ -132,8 +137,52 @@ def due(
                 item = Due(slot, loaded, cron.schedule, cron.timezone)
                 found.setdefault((loaded.name, slot), item)  # two triggers, one slot: one run
     if ran:
-        log(f"sluice: {len(ran)} due slot(s) already claimed: not run again")
+        log(f"sluice: {counted(len(ran), 'due slot')} already claimed: not run again")
+        for (name, slot), claim in sorted(ran.items(), key=lambda item: item[0][1]):
+            log(f"sluice: {slot_id(name, slot)}: {held_by(store, name, claim)}")
     return sorted(found.values(), key=lambda d: (d.slot, d.loaded.name))
+
+
+def held_by(store: ResultsBranch, pipeline: str, claim: bytes) -> str:
+    """Which run holds a claimed slot and how it ended, and how to run it again.
+
+    The claim names its run (claims made before they did say who claimed, and when). One
+    more read, of that run's manifest: the cost does not grow with the runs recorded.
+    """
+    try:
+        record = json.loads(claim)
+    except ValueError:
+        record = None
+    if not isinstance(record, dict):
+        return "its claim cannot be read; it stays claimed"
+    run_id = record.get("run_id")
+    if not isinstance(run_id, str) or names.problem(run_id) is not None:
+        by = record.get("claimed_by")
+        host = by.get("host") if isinstance(by, dict) else None
+        who = f" by {printable(str(host))}" if host else ""
+        when = f" at {printable(str(record['claimed_at']))}" if record.get("claimed_at") else ""
+        return (
+            f"claimed{when}{who}, by a tick that did not record its run "
+            f"(`sluice runs --pipeline {pipeline}` lists the runs)"
+        )
+    shown = printable(run_id)
+    raw = store.read(layout.manifest(pipeline, run_id))
+    if raw is None:
+        return (
+            f"held by run {shown}, which has recorded nothing yet: it is still running, or "
+            f"its runner stopped first (`sluice gc` closes such a run; `sluice run {pipeline}` "
+            "runs the pipeline now)"
+        )
+    try:
+        status = RunManifest.model_validate_json(raw).status
+    except ValueError:
+        return f"held by run {shown}, whose manifest cannot be read"
+    ended = status.value.replace("_", " ")
+    if status in (RunStatus.failed, RunStatus.cancelled):
+        return f"held by run {shown}, which {ended}: to run it again, `sluice retry {shown}`"
+    if status is RunStatus.waiting_approval:
+        return f"held by run {shown}, which waits for `sluice approve {shown}`"
+    return f"held by run {shown}, which {ended}"
 
 
 class Ticker(Place):
@@ -172,17 +221,27 @@ class Ticker(Place):
             if not slots:
                 return
             arm(runs.cancel)
-            follower = DriftFollower(self.repo, self.config, push=self.push, log=self.log)
+            # One clock per command: `--now` also times the drift cooldowns.
+            follower = DriftFollower(
+                self.repo, self.config, push=self.push, log=self.log, clock=lambda: now
+            )
             for item in slots:
                 if runs.interrupted.is_set():
                     break
-                self._claim_and_run(store, item, follower, runs, done)
+                self._claim_and_run(store, item, follower, runs, done, now)
         finally:
             store.close()
             done.interrupted = runs.interrupted.is_set()
 
-    def _claim(self, store: ResultsBranch, item: Due) -> bool:
-        """Commit the slot's claim; False when another runner has it or it may not be ours."""
+    def _claim(
+        self,
+        store: ResultsBranch,
+        item: Due,
+        now: datetime | None = None,
+        run_id: str | None = None,
+    ) -> bool:
+        """Commit the slot's claim, naming the run that will hold it (give that run this
+        `run_id`); False when another runner has it or it may not be ours."""
         name, slot = item.loaded.name, item.slot
         path = claim_path(name, slot)
         record = claim_record(
@@ -192,7 +251,8 @@ class Ticker(Place):
             timezone=item.timezone,
             host=socket.gethostname(),
             pid=os.getpid(),
-            claimed_at=datetime.now(UTC),
+            claimed_at=now or datetime.now(UTC),
+            run_id=run_id,
         )
         message = f"sluice: claim {name} {slot_iso(slot)}"
         try:
@@ -210,10 +270,12 @@ class Ticker(Place):
         follower: DriftFollower,
         runs: OneAtATime,
         done: Ticked,
+        now: datetime,
     ) -> None:
         where = slot_id(item.loaded.name, item.slot)
+        run_id = new_run_id(datetime.now(UTC))  # ids sort by real start, whatever --now says
         try:
-            if not self._claim(store, item):
+            if not self._claim(store, item, now, run_id):
                 return
         except EngineUnavailable as exc:  # not claimed for sure: running could run it twice
             self.log(f"sluice: error: {where} not claimed, not run: {exc}")
@@ -224,12 +286,13 @@ class Ticker(Place):
             options = execution.run_options(
                 self.repo, self.config, item.loaded, trigger=trigger, push=self.push
             )
+            options.run_id = run_id  # the claim names it
             # The slot's run, then the runs its drift bindings start (a monitor's tick).
             manifests = execute_following(
                 item.loaded,
                 options,
                 follower=follower,
-                reporter=make_reporter,
+                reporter=lambda: make_reporter(quiet=self.quiet),
                 on_executor=runs.started,
             )
         except SluiceError as exc:  # one slot's engine trouble need not cost the others

@@ -96,9 +96,10 @@ def claim_record(
     host: str,
     pid: int,
     claimed_at: datetime,
+    run_id: str | None = None,
 ) -> bytes:
-    """The claim file's content: which slot, by whom, when (JSON)."""
-    record = {
+    """The claim file's content: which slot, by whom, when, and the run that holds it (JSON)."""
+    record: dict[str, object] = {
         "schema": CLAIM_SCHEMA,
         "slot": slot_id(pipeline, slot),
         "pipeline": pipeline,
@@ -108,6 +109,8 @@ def claim_record(
         "claimed_by": {"host": host, "pid": pid},
         "claimed_at": slot_iso(claimed_at),
     }
+    if run_id is not None:
+        record["run_id"] = run_id
     return json.dumps(record, indent=2).encode() + b"\n"
 
 
