@@ -1,15 +1,21 @@
-"""Loader and CLI start-up benchmarks: `python benchmarks/bench_loader.py [--json]`.
+"""Loader benchmarks: `python benchmarks/bench_loader.py [--json]`.
 
-(a) load + validate + plan one generated 5,000-step pipeline from text   goal < 1 s
+(a) load + validate + plan one generated 5,000-step pipeline              goal < 1 s
+    side by side in one run, alternating: from its text (no cache; what every load did
+    before issue 16), from its file with an empty pipeline cache (a miss: parse, check,
+    write the entry), and from its file again (a hit); once, the pure-Python YAML loader
+    in place of libyaml's. Then as a user waits: `sluice validate FILE` as a subprocess,
+    the cache off (SLUICE_PIPELINE_CACHE=off) and warm, beside `python -c pass`.
 (b) `sluice validate` of a folder of 500 generated pipelines (subprocess)  goal < 3 s
-(c) `sluice --help` start-up (subprocess, median of 20 runs)              goal < 0.15 s
-    next to `python -c pass`, the interpreter's own floor.
+    with no cache, and warm.
+`sluice --help` start-up: benchmarks/bench_startup.py.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import shutil
 import statistics
@@ -18,7 +24,8 @@ import sys
 import sysconfig
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -26,9 +33,15 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(REPO))
 
+import yaml  # noqa: E402
+
+from engine.adapters.pipeline_files import find_pipeline  # noqa: E402
+from engine.core import yaml_lines  # noqa: E402
+from engine.core.layout import ENGINE_DIR  # noqa: E402
 from engine.core.manifest import StepStatus  # noqa: E402
-from engine.core.parse import load_text  # noqa: E402
+from engine.core.parse import LoadedPipeline, load_text  # noqa: E402
 from engine.core.planner import Planner  # noqa: E402
+from engine.local.pipeline_cache import DISABLE_ENV  # noqa: E402
 
 
 @dataclass
@@ -38,6 +51,11 @@ class Measure:
     median_s: float
     min_s: float
     runs: int
+    baseline_s: float | None = None  # the median this row is compared with
+
+    @property
+    def ratio(self) -> str:
+        return f"{self.median_s / self.baseline_s:.2f}x" if self.baseline_s else ""
 
     @property
     def verdict(self) -> str:
@@ -107,30 +125,94 @@ def timed(fn: Callable[[], object], runs: int) -> list[float]:
     return times
 
 
-def measure(name: str, goal: float | None, times: list[float]) -> Measure:
-    return Measure(name, goal, statistics.median(times), min(times), len(times))
+def measure(
+    name: str, goal: float | None, times: list[float], baseline: float | None = None
+) -> Measure:
+    return Measure(name, goal, statistics.median(times), min(times), len(times), baseline)
 
 
-def bench_load(steps: int, runs: int) -> Measure:
+def plan_first(loaded: LoadedPipeline) -> None:
+    """A run's first decision, as `sluice run` makes it."""
+    planner = Planner(loaded.dag, {step.name: step for step in loaded.steps})
+    pending = dict.fromkeys(loaded.dag.order, StepStatus.pending)
+    pending.update(dict.fromkeys(loaded.dag.finally_steps, StepStatus.pending))
+    first = planner.next(pending, {"params": loaded.pipeline.params})
+    assert [d.step for d in first] == ["step-0"]
+
+
+@contextmanager
+def pure_python_yaml() -> Iterator[None]:
+    """The loader as it is without libyaml: PyYAML's pure-Python SafeLoader."""
+    kept = yaml_lines._YamlLoader
+    yaml_lines._YamlLoader = yaml.SafeLoader
+    try:
+        yield
+    finally:
+        yaml_lines._YamlLoader = kept
+
+
+def bench_load(steps: int, runs: int) -> list[Measure]:
     text = generate_pipeline(steps)
+    times: dict[str, list[float]] = {"text": [], "miss": [], "hit": []}
+    with tempfile.TemporaryDirectory(prefix="sluice-bench-") as tmp:
+        repo = Path(tmp)
+        (repo / ".git").mkdir()
+        (repo / "pipelines").mkdir()
+        (repo / "pipelines" / "bench.yaml").write_text(text)
 
-    def load_and_plan() -> None:
-        loaded = load_text(text, "bench.yaml")
-        planner = Planner(loaded.dag, {step.name: step for step in loaded.steps})
-        pending = dict.fromkeys(loaded.dag.order, StepStatus.pending)
-        pending.update(dict.fromkeys(loaded.dag.finally_steps, StepStatus.pending))
-        first = planner.next(pending, {"params": loaded.pipeline.params})  # a run's first decision
-        assert [d.step for d in first] == ["step-0"]
+        def from_file() -> None:
+            loaded = find_pipeline(repo, repo / "pipelines", "bench")
+            assert loaded is not None
+            plan_first(loaded)
 
-    return measure(f"(a) load+validate+plan {steps:,} steps", 1.0, timed(load_and_plan, runs))
+        for _ in range(runs):  # alternating, so that a busy machine slows each alike
+            times["text"] += timed(lambda: plan_first(load_text(text, "bench.yaml")), 1)
+            shutil.rmtree(repo / ENGINE_DIR, ignore_errors=True)
+            times["miss"] += timed(from_file, 1)
+            times["hit"] += timed(from_file, 1)
+        with pure_python_yaml():
+            pure = timed(lambda: plan_first(load_text(text, "bench.yaml")), 1)
+        base = statistics.median(times["text"])
+        return [
+            measure(f"(a) {steps:,} steps from text, no cache", 1.0, times["text"]),
+            measure("    the same, pure-Python YAML loader", None, pure, base),
+            measure("    from its file, cache miss (+ write)", None, times["miss"], base),
+            measure("    from its file, cache hit", 1.0, times["hit"], base),
+            *bench_validate_file(repo, runs),
+        ]
+
+
+def bench_validate_file(repo: Path, runs: int) -> list[Measure]:
+    """`sluice validate FILE` as a user waits: a subprocess, cache off and warm."""
+    command = _sluice("--repo", str(repo), "validate", str(repo / "pipelines" / "bench.yaml"))
+    off = {**os.environ, DISABLE_ENV: "off"}
+    times: dict[str, list[float]] = {"floor": [], "off": [], "warm": []}
+    run_quiet(command, dict(os.environ))  # warms the cache
+    for _ in range(runs):
+        times["floor"] += timed(lambda: run_quiet([sys.executable, "-c", "pass"], None), 1)
+        times["off"] += timed(lambda: run_quiet(command, off), 1)
+        times["warm"] += timed(lambda: run_quiet(command, dict(os.environ)), 1)
+    base = statistics.median(times["off"])
+    return [
+        measure("    `sluice validate FILE`, no cache", None, times["off"]),
+        measure("    `sluice validate FILE`, cache warm", None, times["warm"], base),
+        measure("    `python -c pass` (floor)", None, times["floor"]),
+    ]
+
+
+def run_quiet(command: list[str], env: dict[str, str] | None) -> None:
+    done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(command)} failed:\n{done.stderr[-2000:]}")
 
 
 def _sluice(*args: str) -> list[str]:
-    found = shutil.which("sluice")
-    return [found, *args] if found else [sys.executable, "-m", "engine", *args]
+    """The console script of this interpreter (not a PATH wrapper such as a pyenv shim)."""
+    script = Path(sysconfig.get_path("scripts")) / "sluice"
+    return [str(script), *args] if script.is_file() else [sys.executable, "-m", "engine", *args]
 
 
-def bench_validate_folder(files: int, runs: int) -> Measure:
+def bench_validate_folder(files: int, runs: int) -> list[Measure]:
     with tempfile.TemporaryDirectory(prefix="sluice-bench-") as tmp:
         root = Path(tmp)
         (root / ".git").mkdir()
@@ -139,33 +221,17 @@ def bench_validate_folder(files: int, runs: int) -> Measure:
             folder.mkdir(parents=True, exist_ok=True)
             (folder / f"p{i}.yaml").write_text(generate_pipeline(12, name=f"pipeline-{i}", seed=i))
         command = _sluice("--repo", str(root), "validate")
-
-        def validate() -> None:
-            done = subprocess.run(command, capture_output=True, text=True, check=False)
-            if done.returncode != 0:
-                raise SystemExit(f"sluice validate failed:\n{done.stderr[-2000:]}")
-
-        return measure(f"(b) sluice validate, {files} files", 3.0, timed(validate, runs))
-
-
-def bench_startup(runs: int) -> list[Measure]:
-    def quiet(command: list[str]) -> Callable[[], object]:
-        return lambda: subprocess.run(command, capture_output=True, check=True)
-
-    results = [
-        measure("(c) sluice --help", 0.15, timed(quiet(_sluice("--help")), runs)),
-        measure(
-            "    python -c pass (floor)", None, timed(quiet([sys.executable, "-c", "pass"]), runs)
-        ),
-    ]
-    # `sluice` on PATH may be a wrapper (a pyenv shim is a bash script); also time the
-    # console script itself, next to this interpreter.
-    script = Path(sysconfig.get_path("scripts")) / "sluice"
-    on_path = shutil.which("sluice")
-    if script.is_file() and on_path and Path(on_path).resolve() != script.resolve():
-        direct = timed(quiet([str(script), "--help"]), runs)
-        results.insert(1, measure("    bin/sluice --help (no PATH wrapper)", None, direct))
-    return results
+        off = {**os.environ, DISABLE_ENV: "off"}
+        run_quiet(command, dict(os.environ))  # warms the cache
+        cold: list[float] = []
+        warm: list[float] = []
+        for _ in range(runs):
+            cold += timed(lambda: run_quiet(command, off), 1)
+            warm += timed(lambda: run_quiet(command, dict(os.environ)), 1)
+        return [
+            measure(f"(b) sluice validate, {files} files, no cache", 3.0, cold),
+            measure("    the same, cache warm", 3.0, warm, statistics.median(cold)),
+        ]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -176,26 +242,32 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=5000)
     parser.add_argument("--files", type=int, default=500)
     parser.add_argument("--runs", type=int, default=5, help="repetitions for (a) and (b)")
-    parser.add_argument("--startup-runs", type=int, default=20)
     args = parser.parse_args(argv)
 
     results = [
-        bench_load(args.steps, args.runs),
-        bench_validate_folder(args.files, args.runs),
-        *bench_startup(args.startup_runs),
+        *bench_load(args.steps, args.runs),
+        *bench_validate_folder(args.files, args.runs),
     ]
     if args.json:
         print(
-            json.dumps({"results": [asdict(r) | {"verdict": r.verdict} for r in results]}, indent=2)
+            json.dumps(
+                {
+                    "results": [
+                        asdict(r) | {"verdict": r.verdict, "ratio": r.ratio} for r in results
+                    ]
+                },
+                indent=2,
+            )
         )
     else:
-        print(f"{'benchmark':<40} {'median':>9} {'min':>9} {'goal':>7} {'runs':>5}")
+        print(f"{'benchmark':<44} {'median':>9} {'min':>9} {'ratio':>6} {'goal':>7} {'runs':>5}")
         for r in results:
             goal = f"{r.goal_s:g} s" if r.goal_s is not None else ""
             print(
-                f"{r.name:<40} {r.median_s * 1000:>7.1f}ms {r.min_s * 1000:>7.1f}ms "
-                f"{goal:>7} {r.runs:>5}  {r.verdict}"
+                f"{r.name:<44} {r.median_s * 1000:>7.1f}ms {r.min_s * 1000:>7.1f}ms "
+                f"{r.ratio:>6} {goal:>7} {r.runs:>5}  {r.verdict}"
             )
+        print("ratio: this row's median over the median of the first row of its group")
     return 1 if any(r.verdict == "MISSED" for r in results) else 0
 
 

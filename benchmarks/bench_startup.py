@@ -5,7 +5,8 @@ others in the same run (so a busy machine slows them alike); the figure is the m
 
     python -c pass                the interpreter's own floor (site, .pth files)
     bin/sluice --help             the console script itself              goal <= 0.15 s
-    sluice --help (PATH)          what the shell finds, when it is a wrapper (a pyenv shim)
+    sluice --help (PATH)          what the shell finds, when it is a wrapper (a pyenv shim),
+                                  beside `python -c pass` through the same wrapper
     python -m engine --help       this checkout, and `--against DIR` another one, side by side
 
 `--imports` adds the ten slowest imports of `python -X importtime -m engine --help`.
@@ -56,6 +57,9 @@ def commands(against: Path | None) -> list[tuple[str, list[str], Path | None]]:
     wrapper = _wrapper(script)
     if wrapper is not None:
         found.append(("sluice --help (PATH wrapper)", [str(wrapper), "--help"], REPO))
+        python = wrapper.with_name(Path(sys.executable).name)
+        if python.is_file():  # the wrapper's own cost, without the engine
+            found.append(("  python -c pass (the same wrapper)", [str(python), "-c", "pass"], None))
     found.append(("python -m engine --help", [sys.executable, "-m", "engine", "--help"], REPO))
     if against is not None:
         found.append(

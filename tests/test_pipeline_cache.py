@@ -306,3 +306,13 @@ def test_examples_round_trip_through_the_cache(
     no_parsing(monkeypatch)
     for a, b in zip(load_many(found, repo), fresh, strict=True):
         same(a, b)
+
+
+def test_a_pipeline_without_a_faithful_json_form_is_loaded_and_not_cached(repo: Path) -> None:
+    """NaN equals nothing and infinity has no JSON: such a file is simply never cached."""
+    path = repo / "pipelines" / "churn.yaml"
+    path.write_text(PIPELINE.replace("params: {tag: v1}", "params: {tag: v1, x: .nan, y: .inf}"))
+    for _ in range(2):
+        loaded = load_file(path, repo)
+        assert loaded.pipeline.params["y"] == float("inf")
+    assert entries(repo) == []

@@ -154,8 +154,8 @@ def _read_regular(path: Path, limit: int) -> bytes | None:
 
 @cache
 def code_fingerprint() -> str:
-    """What the engine's loader is made of: its version, and the name, size and mtime of each
-    source file that shapes a loaded pipeline (an edited checkout is another engine)."""
+    """What the engine's loader is made of: the name, size and mtime of each source file
+    that shapes a loaded pipeline (an edited checkout is another engine)."""
     root = Path(engine.__file__).parent
     files = [root / "__init__.py", root / "errors.py", Path(__file__)]
     try:
@@ -228,28 +228,25 @@ class PipelineCache:
     def put(self, loaded: LoadedPipeline) -> bool:
         """Store `loaded` under its digest; False when it was not stored (a pipeline whose
         JSON form does not validate back to the same model is never cached)."""
-        form = loaded.pipeline.model_dump(mode="json", by_alias=True, exclude_unset=True)
-        try:
-            if Pipeline.model_validate(form) != loaded.pipeline:
-                return False
-        except ValueError:
-            return False
         key = entry_key(loaded.sha256)
         dag = loaded.dag
-        entry = {
-            "format": FORMAT,
-            "key": key,
-            "pipeline": form,
-            "dag": {
-                "needs": {name: list(deps) for name, deps in dag.needs.items()},
-                "order": list(dag.order),
-                "levels": [list(level) for level in dag.levels],
-                "finally_steps": list(dag.finally_steps),
-            },
-        }
         try:
+            form = loaded.pipeline.model_dump(mode="json", by_alias=True, exclude_unset=True)
+            if Pipeline.model_validate(form) != loaded.pipeline:
+                return False  # e.g. a NaN parameter, which equals nothing
+            entry = {
+                "format": FORMAT,
+                "key": key,
+                "pipeline": form,
+                "dag": {
+                    "needs": {name: list(deps) for name, deps in dag.needs.items()},
+                    "order": list(dag.order),
+                    "levels": [list(level) for level in dag.levels],
+                    "finally_steps": list(dag.finally_steps),
+                },
+            }
             body = json.dumps(entry, separators=(",", ":"), allow_nan=False).encode()
-        except ValueError:  # a NaN or infinite parameter: no JSON for it
+        except (ValueError, TypeError, RecursionError):  # no faithful JSON form: not cached
             return False
         return self._write(self.path(key), self._mac(body) + b"\n" + body)
 
