@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -125,6 +126,14 @@ def single_runner(
     return manifest
 
 
+@pytest.fixture
+def alongside() -> Any:
+    """Run the single-runner comparison in a thread while the workflow runs: `start(...)`
+    takes single_runner's arguments and returns a future of its manifest."""
+    with ThreadPoolExecutor(1) as pool:
+        yield lambda *args, **kwargs: pool.submit(single_runner, *args, **kwargs)
+
+
 def shape(manifest: dict[str, Any]) -> dict[str, Any]:
     """What a jobs-mode record shares with a single-runner one."""
     return {
@@ -200,9 +209,10 @@ finally:
 
 
 def test_a_diamond_runs_its_pair_on_two_runners_and_train_on_the_gpu_pool(
-    make: Any, tmp_path: Path, s3_server: S3Server
+    make: Any, alongside: Any, tmp_path: Path, s3_server: S3Server
 ) -> None:
     jobs = make(DIAMOND)
+    single = alongside(tmp_path / "single", DIAMOND, s3_server)
     text = jobs.workflow_file.read_text()
     assert "docker://127.0.0.1:" in text and "@sha256:" in text  # the published image
     run = jobs.workflow_run(pools={"ubuntu-latest": 2, ("self-hosted", "gpu"): 1})
@@ -224,7 +234,7 @@ def test_a_diamond_runs_its_pair_on_two_runners_and_train_on_the_gpu_pool(
     assert max_overlap(ubuntu) <= 2
     run_id = sluice_run_id(record)
     manifest = jobs.manifest(run_id)
-    assert shape(manifest) == shape(single_runner(tmp_path / "single", DIAMOND, s3_server))
+    assert shape(manifest) == shape(single.result())
     assert_jobs_named(manifest, record)
     assert jobs.step_files(run_id) == ""  # finish folded the step records in
     assert run_id in record.jobs["finish"].summary
@@ -253,9 +263,10 @@ finally:
 
 
 def test_a_step_that_fails_twice_fails_the_run_and_finally_still_runs(
-    make: Any, tmp_path: Path, s3_server: S3Server
+    make: Any, alongside: Any, tmp_path: Path, s3_server: S3Server
 ) -> None:
     jobs = make(FLAKY)
+    single = alongside(tmp_path / "single", FLAKY, s3_server)
     record = jobs.workflow_run().run(timeout=300)
     assert record.results() == {
         "plan": "success",
@@ -270,7 +281,7 @@ def test_a_step_that_fails_twice_fails_the_run_and_finally_still_runs(
     assert len(manifest["steps"]["flaky"]["attempts"]) == 2
     assert manifest["steps"]["report"]["status"] == "succeeded"
     assert manifest["steps"]["after"]["status"] == "upstream_failed"
-    assert shape(manifest) == shape(single_runner(tmp_path / "single", FLAKY, s3_server))
+    assert shape(manifest) == shape(single.result())
     assert_jobs_named(manifest, record)
 
 
@@ -291,9 +302,10 @@ steps:
 
 
 def test_an_approval_step_is_approved_in_its_environment(
-    make: Any, tmp_path: Path, s3_server: S3Server
+    make: Any, alongside: Any, tmp_path: Path, s3_server: S3Server
 ) -> None:
     jobs = make(GATED)
+    single = alongside(tmp_path / "single", GATED, s3_server, ["approve", "--by", "octo-reviewer"])
     asked: list[tuple[str, str]] = []
 
     def reviewer(job: str, environment: str) -> Decision:
@@ -308,18 +320,18 @@ def test_an_approval_step_is_approved_in_its_environment(
     (approval,) = manifest["approvals"]
     assert approval["step"] == "deploy" and approval["by"] == "octo-reviewer"
     assert approval["environment"] == "production"
-    single = single_runner(
-        tmp_path / "single", GATED, s3_server, ["approve", "--by", "octo-reviewer"]
-    )
-    assert shape(manifest) == shape(single)
+    assert shape(manifest) == shape(single.result())
     assert_jobs_named(manifest, record)
 
 
 # --- 4. a cached re-run starts no runner for any step ----------------------------------------
 
 
-def test_a_cached_re_run_starts_no_step_job(make: Any, tmp_path: Path, s3_server: S3Server) -> None:
+def test_a_cached_re_run_starts_no_step_job(
+    make: Any, alongside: Any, tmp_path: Path, s3_server: S3Server
+) -> None:
     jobs = make(DIAMOND)
+    single = alongside(tmp_path / "single", DIAMOND, s3_server, runs=2)
     first = jobs.workflow_run(pools={"ubuntu-latest": 2}).run(timeout=300)
     assert first.result == "success", first.describe()
     again = jobs.workflow_run(pools={"ubuntu-latest": 2}).run(timeout=300)
@@ -331,8 +343,7 @@ def test_a_cached_re_run_starts_no_step_job(make: Any, tmp_path: Path, s3_server
     assert set(decisions.values()) == {"cached"}
     assert sluice_run_id(again) != sluice_run_id(first)
     manifest = jobs.manifest(sluice_run_id(again))
-    single = single_runner(tmp_path / "single", DIAMOND, s3_server, runs=2)
-    assert shape(manifest) == shape(single)
+    assert shape(manifest) == shape(single.result())
 
 
 # --- 5. three runs of one pipeline at once ---------------------------------------------------
@@ -342,8 +353,11 @@ UNCACHED = DIAMOND.replace(
 )
 
 
-def test_three_runs_of_one_pipeline_at_once(make: Any, tmp_path: Path, s3_server: S3Server) -> None:
+def test_three_runs_of_one_pipeline_at_once(
+    make: Any, alongside: Any, tmp_path: Path, s3_server: S3Server
+) -> None:
     jobs = make(UNCACHED)
+    alone = alongside(tmp_path / "single", UNCACHED, s3_server)
     runners = Runners({"ubuntu-latest": 3, ("self-hosted", "gpu"): 1})
     runs = [jobs.workflow_run(runners=runners).start() for _ in range(3)]
     records = [run.wait(400) for run in runs]
@@ -351,7 +365,7 @@ def test_three_runs_of_one_pipeline_at_once(make: Any, tmp_path: Path, s3_server
         assert record.result == "success", record.describe()
     run_ids = {sluice_run_id(record) for record in records}
     assert len(run_ids) == 3
-    single = shape(single_runner(tmp_path / "single", UNCACHED, s3_server))
+    single = shape(alone.result())
     for record in records:
         run_id = sluice_run_id(record)
         manifest = jobs.manifest(run_id)
