@@ -73,9 +73,11 @@ def measure(runs: int, against: Path | None) -> dict[str, list[float]]:
     times: dict[str, list[float]] = {name: [] for name, _, _ in table}
     envs = {name: _env(source) for name, _, source in table}
     for _ in range(runs):
-        for name, argv, _ in table:  # interleaved: each round runs every command once
+        for name, argv, source in table:  # interleaved: each round runs every command once
             start = time.perf_counter()
-            subprocess.run(argv, capture_output=True, check=True, env=envs[name], cwd=REPO)
+            # `-m` puts the cwd first on sys.path: run in the checkout whose engine is timed
+            cwd = source or REPO
+            subprocess.run(argv, capture_output=True, check=True, env=envs[name], cwd=cwd)
             times[name].append(time.perf_counter() - start)
     return times
 

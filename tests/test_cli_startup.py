@@ -34,6 +34,11 @@ def test_each_listed_command_is_the_real_one_with_its_own_summary(name: str) -> 
 
 def test_the_group_settings_are_commons() -> None:
     assert main.CONTEXT == common.CONTEXT
+    assert (main.EXIT_OK, main.EXIT_INVALID, main.EXIT_INTERRUPTED) == (
+        common.EXIT_OK,
+        common.EXIT_INVALID,
+        common.EXIT_INTERRUPTED,
+    )
 
 
 @pytest.mark.parametrize("width", [50, 80, 100])

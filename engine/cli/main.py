@@ -1,4 +1,5 @@
-"""The `sluice` command group: registers the commands and maps errors to exit codes."""
+"""The `sluice` command group: lists the commands (each imported only when it runs) and maps
+errors to exit codes."""
 
 from __future__ import annotations
 
@@ -99,9 +100,10 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     ),
 }
 
-# engine.cli.common.CONTEXT, spelt here so that `sluice --help` need not load common (a test
-# keeps the two equal).
+# engine.cli.common's, spelt here so that `sluice --help` need not load common (a test keeps
+# them equal).
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+EXIT_OK, EXIT_INVALID, EXIT_INTERRUPTED = 0, 2, 130
 
 
 class LazyGroup(click.Group):
@@ -167,26 +169,25 @@ def cli(ctx: click.Context, repo: str | None, config: str | None) -> None:
 
 def main(argv: list[str] | None = None) -> NoReturn:
     """Console entry point: never shows a traceback for an error the engine expects."""
-    interrupted, invalid = 130, 2  # common.EXIT_INTERRUPTED, common.EXIT_INVALID
     try:
         code = cli.main(args=argv, prog_name="sluice", standalone_mode=False)
     except click.exceptions.Exit as exc:
         code = exc.exit_code
     except click.exceptions.Abort:
         click.echo("sluice: interrupted", err=True)
-        code = interrupted
+        code = EXIT_INTERRUPTED
     except click.ClickException as exc:
         exc.show()
-        code = invalid if isinstance(exc, click.UsageError) else exc.exit_code
+        code = EXIT_INVALID if isinstance(exc, click.UsageError) else exc.exit_code
     except KeyboardInterrupt:
         click.echo("sluice: interrupted", err=True)
-        code = interrupted
+        code = EXIT_INTERRUPTED
     except Exception as exc:
         found = _engine_error(exc)
         if found is None:
             raise
         code = found
-    sys.exit(code if isinstance(code, int) else 0)
+    sys.exit(code if isinstance(code, int) else EXIT_OK)
 
 
 def _engine_error(exc: Exception) -> int | None:
