@@ -48,6 +48,7 @@ def user_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """Each test has its own user key (outside the repository), the cache on."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     monkeypatch.delenv(pipeline_cache.DISABLE_ENV, raising=False)
+    monkeypatch.delenv("GITHUB_ACTIONS", raising=False)
     yield tmp_path / "xdg" / "sluice" / pipeline_cache.KEY_FILE
 
 
@@ -269,6 +270,33 @@ def test_the_cache_can_be_turned_off(repo: Path, monkeypatch: pytest.MonkeyPatch
     load_file(repo / "pipelines" / "churn.yaml", repo)
     assert entries(repo) == []
     assert not (repo / ".sluice").exists()
+
+
+def test_under_github_actions_the_cache_is_off_unless_turned_on(
+    repo: Path, user_key: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A job starts from a fresh checkout (nothing to hit), and the Action's container runs
+    as root: a key in the runner's home would be a file later steps cannot change."""
+    monkeypatch.setenv("GITHUB_ACTIONS", "true")
+    path = repo / "pipelines" / "churn.yaml"
+    load_file(path, repo)
+    assert entries(repo) == [] and not user_key.parent.exists()
+    monkeypatch.setenv(pipeline_cache.DISABLE_ENV, "on")
+    load_file(path, repo)
+    assert len(entries(repo)) == 1 and user_key.is_file()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a folder to another user needs root")
+def test_no_key_is_made_in_a_folder_another_user_owns(
+    repo: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """`sudo sluice` with the user's HOME: no root-owned file is left in that home."""
+    home = tmp_path / "someone"
+    home.mkdir()
+    os.chown(home, 4242, 4242)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(home / ".cache"))
+    assert load_file(repo / "pipelines" / "churn.yaml", repo).name == "churn"
+    assert list(home.iterdir()) == [] and entries(repo) == []
 
 
 def test_without_a_usable_user_key_nothing_is_cached(

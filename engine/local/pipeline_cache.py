@@ -22,6 +22,11 @@ HMAC holds, is validated again by the pipeline model, and must name the key it w
 under (a renamed entry does not verify). Entries are read without following symlinks, only
 as regular files under a size cap (a FIFO there cannot block the engine). Any failure,
 reading or writing, just means "load the file": the cache is never needed.
+
+Under GitHub Actions (GITHUB_ACTIONS=true) the cache is off unless SLUICE_PIPELINE_CACHE=on:
+every job starts from a fresh checkout, so nothing would hit, and the engine's container
+runs as root, where a key made in the runner's home would be a file later steps cannot
+change. For the same reason no key is made in a folder another user owns (`sudo sluice`).
 """
 
 from __future__ import annotations
@@ -52,7 +57,7 @@ MAX_ENTRY_BYTES = 4 * MAX_FILE_BYTES
 MAX_ENTRIES = 2000  # then the oldest are removed, down to KEEP_ENTRIES
 KEEP_ENTRIES = 1500
 KEY_FILE = "pipeline-cache.key"
-DISABLE_ENV = "SLUICE_PIPELINE_CACHE"  # "off": never read or write entries
+DISABLE_ENV = "SLUICE_PIPELINE_CACHE"  # "off": never read or write entries; "on": even in CI
 
 
 class _LazyLines(LineMap):
@@ -112,6 +117,8 @@ def _user_key(path: Path) -> bytes | None:
         pass
     except OSError:
         return None
+    if not _owned(path.parent):
+        return None  # `sudo sluice`: files of root's in the user's home would stay behind
     try:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
@@ -130,6 +137,18 @@ def _user_key(path: Path) -> bytes | None:
     finally:
         os.close(fd)
     return key
+
+
+def _owned(folder: Path) -> bool:
+    """Whether the nearest existing folder at or above `folder` is this user's own."""
+    for candidate in (folder, *folder.parents):
+        try:
+            return candidate.stat().st_uid == os.geteuid()
+        except FileNotFoundError:
+            continue
+        except OSError:
+            return False
+    return False
 
 
 def _read_key(path: Path) -> bytes | None:
@@ -325,9 +344,12 @@ def _cache_for(repo: Path, key_path: Path) -> PipelineCache | None:
 
 
 def for_repo(repo: Path) -> PipelineCache | None:
-    """The cache of `repo`, or None: turned off (SLUICE_PIPELINE_CACHE=off) or no user key
-    can be read or made."""
-    if os.environ.get(DISABLE_ENV, "").lower() in ("off", "0", "false", "no"):
+    """The cache of `repo`, or None: turned off (SLUICE_PIPELINE_CACHE=off), under GitHub
+    Actions unless turned on (=on), or no user key can be read or made."""
+    setting = os.environ.get(DISABLE_ENV, "").lower()
+    if setting in ("off", "0", "false", "no"):
         return None
+    if os.environ.get("GITHUB_ACTIONS") == "true" and setting not in ("on", "1", "true", "yes"):
+        return None  # each job starts from a fresh checkout: nothing to hit, files to leave
     key_path = user_key_path()
     return _cache_for(repo.resolve(), key_path) if key_path is not None else None
