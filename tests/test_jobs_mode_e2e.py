@@ -22,11 +22,21 @@ from typing import Any
 import docker
 import pytest
 from conftest import S3Server, git, make_repo, poll, sluice
-from ghemu import Decision, Evaluator, Options, RunRecord, WorkflowRun, load, max_overlap
+from ghemu import (
+    Decision,
+    Evaluator,
+    MappedAction,
+    Options,
+    RunRecord,
+    WorkflowRun,
+    load,
+    max_overlap,
+)
 from ghemu.api import GitHubApi
 from ghemu.emulator import Runners
 
 pytest_plugins = ["ghemu.fixtures"]
+ROOT = Path(__file__).resolve().parent.parent
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 BUSYBOX = "sluice-test/busybox:1"
@@ -34,7 +44,7 @@ SETTINGS = """\
 artifacts: {store}
 workflow:
   mode: jobs
-  image: "{image}"
+  {engine}
   env:
     AWS_ENDPOINT_URL: "{endpoint}"
     AWS_DEFAULT_REGION: us-east-1
@@ -90,7 +100,11 @@ def project(
     """The pipeline (`{image}` filled) in a new repository with its generated workflow."""
     text = textwrap.dedent(pipeline).format(image=BUSYBOX)
     name = text.split("name:", 1)[1].split()[0]
-    settings = SETTINGS.format(store=f"s3://{s3.bucket()}/store", image=image, endpoint=s3.endpoint)
+    # a published image pinned by digest (`docker://`), or the Action (`uses:`, its Dockerfile)
+    engine = f'image: "{image}"' if "@sha256:" in image else f'uses: "{image}"'
+    settings = SETTINGS.format(
+        store=f"s3://{s3.bucket()}/store", engine=engine, endpoint=s3.endpoint
+    )
     repo = make_repo(root, {f"{name}.yaml": text}, {"sluice.yaml": settings}, origin=True)
     done = sluice("workflow", "generate", repo=repo)
     assert done.returncode == 0, done.stderr
@@ -439,3 +453,42 @@ def test_a_workflow_cancelled_mid_run_is_recorded_cancelled(
             single.kill()
     assert single.returncode == 130, err
     assert shape(manifest) == shape(json.loads(out))
+
+
+# --- the fork and offline route: `uses:` the Action, its Dockerfile's image ------------------
+
+ACTION = "my-org/sluice@" + "1" * 40
+CHAIN = """\
+name: chain
+defaults: {{image: "{image}"}}
+steps:
+  - name: make
+    run: echo made > /sluice/outputs/made.txt
+  - name: use
+    needs: [make]
+    run: cat /sluice/inputs/make/made.txt > /sluice/outputs/used.txt
+"""
+
+
+def test_the_action_route_runs_the_same_jobs_with_the_action_s_image(
+    tmp_path: Path,
+    s3_server: S3Server,
+    engine_image: str,
+    gh_evaluator: Evaluator,
+    gh_api: GitHubApi,
+    busybox_image: str,
+    alongside: Any,
+) -> None:
+    """No published image: every engine step `uses:` the Action (GitHub builds its
+    Dockerfile in each job; here: the engine image built from it, with action.yml's input
+    defaults as the runner gives them)."""
+    jobs = project(tmp_path / "jobs", CHAIN, s3_server, ACTION, gh_evaluator, gh_api)
+    single = alongside(tmp_path / "single", CHAIN, s3_server)
+    text = jobs.workflow_file.read_text()
+    assert f"uses: {ACTION}" in text and "docker://" not in text
+    action = MappedAction.from_action_yml(ROOT / "action.yml", engine_image)
+    record = jobs.workflow_run(actions={"my-org/sluice": action}).run(timeout=300)
+    assert set(record.results().values()) == {"success"}, record.describe()
+    manifest = jobs.manifest(sluice_run_id(record))
+    assert shape(manifest) == shape(single.result())
+    assert_jobs_named(manifest, record)

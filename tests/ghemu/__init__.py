@@ -10,7 +10,13 @@ variables, environments gated by a reviewer, cancellation and timeout-minutes.
     record = run.run()
 
 Fixtures (tests/ghemu/fixtures.py; `pytest_plugins = ["ghemu.fixtures"]` in a test module):
-`gh_evaluator`, `image_registry`, `published_engine_image`.
+`gh_evaluator`, `image_registry`, `published_engine_image`, `gh_api` (the approvals API the
+engine asks who approved an environment; pass it as `Options(api=...)`).
+
+Faithful where the engine can tell, simplified elsewhere: no matrix, reusable workflows,
+services or job containers; `uses: OWNER/REPO@REF` only when mapped to a local image
+(`Options.actions`, e.g. `MappedAction.from_action_yml(action.yml, image)`); `run:` steps run
+as this process's user unless `Options.runner_uid`; a job over its timeout-minutes fails.
 """
 
 from __future__ import annotations

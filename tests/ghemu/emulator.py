@@ -38,6 +38,22 @@ class MappedAction:
     image: str
     defaults: Mapping[str, str] = field(default_factory=dict)
 
+    @classmethod
+    def from_action_yml(cls, path: Path, image: str) -> MappedAction:
+        """The action whose metadata is `path` (its inputs' defaults), run as `image`."""
+        import yaml  # lazy: only callers that map an action read its metadata
+
+        meta = yaml.safe_load(path.read_text("utf-8"))
+        inputs = meta.get("inputs") or {}
+        defaults = {
+            name: str(spec["default"]).lower()
+            if isinstance(spec["default"], bool)
+            else str(spec["default"])
+            for name, spec in inputs.items()
+            if isinstance(spec, dict) and "default" in spec
+        }
+        return cls(image, defaults)
+
 
 @dataclass
 class Options:
