@@ -19,9 +19,10 @@ outside the repository (`$XDG_CACHE_HOME/sluice/pipeline-cache.key`, else
 `~/.cache/sluice/...`, mode 0600): an entry this user's engine did not write never verifies,
 and is ignored like a missing one. Nothing is unpickled; the JSON is parsed only after the
 HMAC holds, is validated again by the pipeline model, and must name the key it was stored
-under (a renamed entry does not verify). Entries are read without following symlinks, only
-as regular files under a size cap (a FIFO there cannot block the engine). Any failure,
-reading or writing, just means "load the file": the cache is never needed.
+under (a genuine entry renamed to another file's key is not taken). Entries are read without
+following symlinks, only as regular files under a size cap (a FIFO there cannot block the
+engine). Any failure, reading or writing, just means "load the file": the cache is never
+needed.
 
 Under GitHub Actions (GITHUB_ACTIONS=true) the cache is off unless SLUICE_PIPELINE_CACHE=on:
 every job starts from a fresh checkout, so nothing would hit, and the engine's container
