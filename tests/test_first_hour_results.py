@@ -142,10 +142,6 @@ finally:
 
 
 @pytest.mark.docker
-@pytest.mark.xfail(
-    reason="Executor._reuse must pass the step and `retry` to reuse (H3 in REQUESTS.md)",
-    strict=False,
-)
 def test_retry_runs_finally_and_cache_false_steps_again(tmp_path: Path, busybox_image: str) -> None:
     repo = make_repo(tmp_path, {"retried.yaml": RETRIED.format(image=busybox_image)})
     first, done = run_json(repo, "retried")
@@ -319,9 +315,6 @@ def test_a_claimed_slot_says_which_run_holds_it_and_how_to_rerun(
 
 
 @pytest.mark.docker
-@pytest.mark.xfail(
-    reason="Executor._reuse must record reuse.ran_because (H3 in REQUESTS.md)", strict=False
-)
 def test_the_summary_says_why_a_step_ran_and_how_to_narrow(
     tmp_path: Path, busybox_image: str
 ) -> None:

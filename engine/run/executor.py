@@ -314,17 +314,22 @@ class Executor:
 
     def _reuse(self, name: str) -> bool:
         """Take a step's result from `sluice retry`'s original run, or from the cache."""
-        record = self.manifest.steps[name]
-        found = reuse.from_retried(self.options.reuse, name, self.store)
+        record, step = self.manifest.steps[name], self.steps[name]
+        found = reuse.from_retried(self.options.reuse, step, self.store)
         if found is None:
-            step = self.steps[name]
-            if reuse.never_cached(step, self.options.use_cache, self.history) is not None:
+            retry = self.options.reuse is not None
+            if reuse.never_cached(step, self.options.use_cache, self.history, retry) is not None:
                 return False
             assert self.history is not None
             prepared = self._prepare(name)
             record.cache_key = prepared.key
             found = reuse.from_cache(self.history, prepared, self.store, self.reporter.note)
             if found is None:
+                if self._workspace is not None:  # the summary says why it runs
+                    files = self._workspace.files_for(step.workspace)
+                    record.reason = reuse.ran_because(
+                        self.history, self.loaded.name, prepared, files
+                    )
                 return False
         record.outputs, record.metrics = found.outputs, found.metrics
         record.cache_key, record.image_id = found.cache_key, found.image_id
