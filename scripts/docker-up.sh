@@ -13,7 +13,9 @@ if ! command -v dockerd >/dev/null 2>&1; then
   apt-get install -y -qq docker.io >/dev/null
 fi
 echo "docker-up: starting dockerd (no bridge network: steps get 'none' or 'host')" >&2
-nohup dockerd --bridge=none --iptables=false >/var/log/sluice-dockerd.log 2>&1 &
+# Its own session (setsid): the daemon outlives the shell or job that started it.
+rm -f /var/run/docker.pid
+setsid nohup dockerd --bridge=none --iptables=false >/var/log/sluice-dockerd.log 2>&1 < /dev/null &
 for _ in $(seq 1 120); do
   if docker info >/dev/null 2>&1; then
     exit 0

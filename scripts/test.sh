@@ -24,6 +24,7 @@ if ! bash scripts/docker-up.sh; then
 else
   bash scripts/build-images.sh
   bash scripts/build-engine-image.sh >/dev/null  # the Action's image, built offline
+  bash scripts/registry-up.sh  # a real image registry on loopback: the published-image route
 fi
 
 echo "== lint" >&2
