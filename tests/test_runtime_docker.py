@@ -326,7 +326,7 @@ def test_gc_removes_containers_of_dead_engines_and_stopped_ones(
         "dead-engine": (f"{host}:{exited.pid}", True, True),
         "live-engine": (f"{host}:{me}", True, False),
         "live-engine-exited": (f"{host}:{me}", False, False),
-        "other-host-exited": ("elsewhere:1", False, True),
+        "other-host-exited": ("elsewhere:1", False, False),  # its engine may be alive
         "other-host-running": ("elsewhere:1", True, False),
     }
     made = {}
@@ -339,7 +339,10 @@ def test_gc_removes_containers_of_dead_engines_and_stopped_ones(
     try:
         removed = set(runtime.gc())
         assert removed == {made[name].name for name, case in cases.items() if case[2]}
+        runtime.foreign_grace_s = 0  # another host's stopped container, there long enough
+        assert runtime.gc() == [made["other-host-exited"].name]
         kept = {made[name].name for name, case in cases.items() if not case[2]}
+        kept.discard(made["other-host-exited"].name)
         assert set(runtime.gc(everything=True)) == kept
     finally:
         for container in made.values():

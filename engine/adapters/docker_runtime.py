@@ -7,6 +7,7 @@ import math
 import os
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -33,6 +34,10 @@ from engine.ports import (
 )
 
 _DAEMON_HINT = "start the Docker daemon, or run scripts/docker-up.sh"
+
+# How long `gc` leaves another host's stopped container alone: its engine may be alive,
+# between creating and starting it, or between its exit and its copy-out.
+FOREIGN_GRACE_S = 6 * 3600.0
 
 
 def _image_hint(ref: str) -> str:
@@ -76,6 +81,7 @@ class DockerRuntime:
         self._max_pool_size = max_pool_size
         self._lock = threading.Lock()
         self._diff_is_cheap: bool | None = None
+        self.foreign_grace_s = FOREIGN_GRACE_S
 
     def _build_network(self) -> str | None:
         """`SLUICE_BUILD_NETWORK`, else Docker's default where a bridge exists, else none.
@@ -255,23 +261,29 @@ class DockerRuntime:
         return removed
 
     def gc(self, *, everything: bool = False) -> list[str]:
-        """Remove containers left by dead engines on this host, and stopped ones.
+        """Remove containers left by dead engines on this host, and other hosts' stale ones.
 
-        A stopped container whose engine is alive on this host is kept: it may be
-        between its exit and its copy-out.
+        A stopped container whose engine is alive on this host is kept: it may be between
+        its exit and its copy-out. So is another host's (jobs mode runs many engines on one
+        daemon, each in its own container, whose liveness this host cannot see), until it
+        has been there `foreign_grace_s`.
         """
         host = socket.gethostname()
         removed: list[str] = []
+        now = time.time()
         with _daemon_errors():
             for container in self._sluice_containers(None):
                 labels = container.attrs.get("Labels") or {}
                 engine_host, _, pid = str(labels.get(LABEL_ENGINE, "")).rpartition(":")
                 local = engine_host == host and pid.isdigit()
-                alive = local and _pid_alive(int(pid))
                 stopped = container.attrs.get("State") != "running"
-                if (everything or (local and not alive) or (stopped and not alive)) and _remove(
-                    container
-                ):
+                created = container.attrs.get("Created")
+                age = now - created if isinstance(created, int | float) else float("inf")
+                if local:
+                    gone = not _pid_alive(int(pid))
+                else:
+                    gone = stopped and age >= self.foreign_grace_s
+                if (everything or gone) and _remove(container):
                     names = container.attrs.get("Names") or [container.id]
                     removed.append(str(names[0]).lstrip("/"))
         return removed
