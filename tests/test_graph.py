@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -244,3 +245,39 @@ def test_a_finally_steps_needs_on_main_steps_are_drawn_in_every_format() -> None
     document = json.loads(render(dag, "json"))
     assert ["pick", "summary"] in document["edges"]
     assert document["levels"] == [["pick"], ["publish"], ["summary"]]
+
+
+def test_graph_shows_where_each_step_runs_in_every_format(tmp_path: Path) -> None:
+    from conftest import make_repo, sluice
+
+    repo = make_repo(
+        tmp_path,
+        {
+            "p.yaml": """
+            name: p
+            defaults: {image: img}
+            steps:
+              - name: prep
+                run: x
+              - name: train
+                needs: [prep]
+                runs_on: [self-hosted, gpu]
+                run: x
+              - name: ship
+                needs: train
+                environment: production
+                run: x
+            """
+        },
+    )
+    formats = ("text", "mermaid", "dot", "json")
+    shown = {f: sluice("graph", "p", "--format", f, repo=repo).stdout for f in formats}
+    assert "  train  (needs prep)  runs on self-hosted, gpu\n" in shown["text"]
+    assert "  ship  (needs train)  environment production\n" in shown["text"]
+    assert "prep  " not in shown["text"]  # the defaults are not spelled out
+    assert 's_train["train<br/><small>runs on self-hosted, gpu</small>"]' in shown["mermaid"]
+    assert '"ship" [label="ship\\nenvironment production"];' in shown["dot"]
+    assert json.loads(shown["json"])["runners"] == {
+        "train": {"runs_on": ["self-hosted", "gpu"], "environment": None},
+        "ship": {"runs_on": [], "environment": "production"},
+    }

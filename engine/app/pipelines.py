@@ -33,7 +33,8 @@ def validate(repo: Path, targets: list[Path]) -> tuple[list[LoadedPipeline], lis
 
 
 def graph(loaded: LoadedPipeline, fmt: str) -> str:
-    return render(loaded.dag, fmt)
+    where = {step.name: (step.runs_on, step.environment) for step in loaded.steps}
+    return render(loaded.dag, fmt, where)
 
 
 def schema() -> dict[str, Any]:

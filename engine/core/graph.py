@@ -151,21 +151,36 @@ def _needs_text(dag: Dag, name: str) -> str:
     return f"  (needs {', '.join(needs)})" if needs else ""
 
 
-def render_text(dag: Dag, statuses: Mapping[str, str] | None = None) -> str:
+Placement = Mapping[str, tuple[Sequence[str], str | None]]  # step -> (runs_on, environment)
+
+
+def placement_text(placed: tuple[Sequence[str], str | None]) -> str:
+    """Where a step runs in jobs mode, in words ('' for the defaults).
+
+    >>> placement_text((["self-hosted", "gpu"], "production"))
+    'runs on self-hosted, gpu; environment production'
+    """
+    labels, environment = placed
+    parts = [f"runs on {', '.join(labels)}"] if labels else []
+    parts += [f"environment {environment}"] if environment else []
+    return "; ".join(parts)
+
+
+def render_text(
+    dag: Dag, statuses: Mapping[str, str] | None = None, where: Placement | None = None
+) -> str:
+    def line(name: str) -> str:
+        placed = placement_text(where[name]) if where and name in where else ""
+        status = f"  [{statuses[name]}]" if statuses and name in statuses else ""
+        return f"  {name}{_needs_text(dag, name)}{'  ' + placed if placed else ''}{status}"
+
     lines = []
     for index, level in enumerate(dag.levels):
         lines.append(f"level {index}:")
-        for name in level:
-            after = _needs_text(dag, name)
-            status = f"  [{statuses[name]}]" if statuses and name in statuses else ""
-            lines.append(f"  {name}{after}{status}")
+        lines.extend(line(name) for name in level)
     if dag.finally_steps:
         lines.append("finally:")
-        lines.extend(
-            f"  {name}{_needs_text(dag, name)}"
-            + (f"  [{statuses[name]}]" if statuses and name in statuses else "")
-            for name in dag.finally_steps
-        )
+        lines.extend(line(name) for name in dag.finally_steps)
     return "\n".join(lines) + "\n"
 
 
@@ -185,10 +200,14 @@ def _node_id(name: str) -> str:
     return "s_" + name.replace("-", "_")
 
 
-def render_mermaid(dag: Dag, statuses: Mapping[str, str] | None = None) -> str:
+def render_mermaid(
+    dag: Dag, statuses: Mapping[str, str] | None = None, where: Placement | None = None
+) -> str:
     lines = ["flowchart LR"]
     for name in [*dag.order, *dag.finally_steps]:
-        lines.append(f'  {_node_id(name)}["{name}"]')
+        placed = placement_text(where[name]) if where and name in where else ""
+        label = f"{name}<br/><small>{placed}</small>" if placed else name
+        lines.append(f'  {_node_id(name)}["{label}"]')
     for dep, step in _all_edges(dag):
         lines.append(f"  {_node_id(dep)} --> {_node_id(step)}")
     # Dotted: "after every main step", drawn from the last ones to each finally step that
@@ -210,42 +229,51 @@ def render_mermaid(dag: Dag, statuses: Mapping[str, str] | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render_dot(dag: Dag) -> str:
+def render_dot(dag: Dag, where: Placement | None = None) -> str:
     lines = ["digraph pipeline {", "  rankdir=LR;"]
-    for name in dag.order:
-        lines.append(f'  "{name}";')
-    for name in dag.finally_steps:
-        lines.append(f'  "{name}" [style=dashed];')
+    final = set(dag.finally_steps)
+    for name in [*dag.order, *dag.finally_steps]:
+        placed = placement_text(where[name]) if where and name in where else ""
+        attrs = [f'label="{name}\\n{placed}"'] if placed else []
+        attrs += ["style=dashed"] if name in final else []
+        lines.append(f'  "{name}"' + (f" [{', '.join(attrs)}]" if attrs else "") + ";")
     for dep, step in _all_edges(dag):
         lines.append(f'  "{dep}" -> "{step}";')
     lines.append("}")
     return "\n".join(lines) + "\n"
 
 
-def render_json(dag: Dag) -> str:
+def render_json(dag: Dag, where: Placement | None = None) -> str:
     """`{"levels": [...], "edges": [...]}`; `finally` steps make the last levels, since
-    they run after every main step."""
+    they run after every main step. With `runners` when some step has a `runs_on` or an
+    `environment` (jobs mode): step -> {runs_on, environment}."""
     names = set(dag.finally_steps)
     final = build({n: [d for d in dag.needs.get(n, ()) if d in names] for n in dag.finally_steps})
-    return json.dumps(
-        {
-            "levels": [list(level) for level in (*dag.levels, *final.levels)],
-            "edges": [list(edge) for edge in _all_edges(dag)],
-        },
-        indent=2,
-    )
+    runners = {
+        name: {"runs_on": list(labels), "environment": environment}
+        for name, (labels, environment) in (where or {}).items()
+        if labels or environment
+    }
+    document: dict[str, object] = {
+        "levels": [list(level) for level in (*dag.levels, *final.levels)],
+        "edges": [list(edge) for edge in _all_edges(dag)],
+    }
+    if runners:
+        document["runners"] = runners
+    return json.dumps(document, indent=2)
 
 
-def render(dag: Dag, fmt: str) -> str:
-    """Render in one of: text, mermaid, dot, json."""
+def render(dag: Dag, fmt: str, where: Placement | None = None) -> str:
+    """Render in one of: text, mermaid, dot, json; `where`: each step's runner labels and
+    GitHub environment (jobs mode), shown beside it."""
     if fmt == "text":
-        return render_text(dag)
+        return render_text(dag, where=where)
     if fmt == "mermaid":
-        return render_mermaid(dag)
+        return render_mermaid(dag, where=where)
     if fmt == "dot":
-        return render_dot(dag)
+        return render_dot(dag, where)
     if fmt == "json":
-        return render_json(dag) + "\n"
+        return render_json(dag, where) + "\n"
     raise ValueError(f"unknown graph format {fmt!r}")
 
 
