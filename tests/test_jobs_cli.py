@@ -360,3 +360,27 @@ def test_an_approval_step_without_an_environment_pauses_for_sluice_approve(
     recorded = jobs.manifest(run_id)
     assert recorded["status"] == "succeeded"
     assert recorded["steps"]["deploy"]["status"] == "succeeded"
+
+
+def test_a_schedule_plans_each_cron_slot_exactly_once_across_runners(
+    tmp_path: Path, busybox_image: str
+) -> None:
+    jobs = Jobs(tmp_path / "jobs")
+    text = (jobs.repo / "pipelines" / "diamond.yaml").read_text()
+    cron = 'triggers:\n  - cron: {schedule: "0 2 * * *"}\n'
+    (jobs.repo / "pipelines" / "diamond.yaml").write_text(cron + text)
+    git(jobs.repo, "commit", "-qam", "nightly")
+    git(jobs.repo, "push", "-q", "origin", "main")
+    event = jobs.root / "schedule.json"
+    event.write_text(json.dumps({"schedule": "*/15 * * * *"}))
+    argv = ["plan", "diamond", "--event-name", "schedule", "--event-path", str(event)]
+    now = ["--now", "2026-11-25T02:10:00Z"]
+    with ThreadPoolExecutor(3) as pool:  # three workflow runs of one tick, on three runners
+        planned = list(pool.map(lambda _: jobs.part(*argv, *now)[1], range(3)))
+    run_ids = [out["run-id"] for out in planned if out["run-id"]]
+    assert len(run_ids) == 1, planned
+    manifest = jobs.manifest(run_ids[0])
+    assert manifest["trigger"]["kind"] == "cron"
+    assert manifest["trigger"]["scheduled_for"].startswith("2026-11-25T02:00:00")
+    later = jobs.part(*argv, "--now", "2026-11-25T02:40:00Z")[1]
+    assert later["run-id"] == "" and later["steps"] == "{}"

@@ -33,7 +33,7 @@ from engine.core.parse import LoadedPipeline
 from engine.core.triggers.cron import slot_iso
 from engine.core.triggers.github import PlannedRun, RunTick
 from engine.errors import UsageError
-from engine.run.executor import Executor
+from engine.run.executor import Executor, new_run_id
 from engine.run.options import JobRole, RunOptions
 from engine.run.prepare import decide_approval
 
@@ -112,10 +112,14 @@ def _claim_slot(place: Place, loaded: LoadedPipeline, now: datetime) -> RunOptio
         if store.pushes:
             store.fetch()
         for item in due(store, [loaded], now, parse_window(TICK_WINDOW), place.log):
-            if ticker._claim(store, item):
+            run_id = new_run_id(datetime.now(UTC))  # the claim names the run that holds it
+            if ticker._claim(store, item, now, run_id):
                 when = slot_iso(item.slot)
                 cron = Trigger(kind="cron", event=item.schedule, scheduled_for=when)
-                return options(place, loaded, params=dict(loaded.pipeline.params), trigger=cron)
+                params = dict(loaded.pipeline.params)
+                claimed = options(place, loaded, params=params, trigger=cron)
+                claimed.run_id = run_id
+                return claimed
     finally:
         store.close()
     place.log(f"sluice: {loaded.name}: no cron slot due at {now.isoformat()}: nothing to run")

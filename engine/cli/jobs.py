@@ -60,6 +60,13 @@ def _unrecorded(manifest: RunManifest) -> None:
 @click.argument("pipeline")
 @click.option("--event-name", metavar="NAME", help="The event (default: $GITHUB_EVENT_NAME).")
 @click.option("--event-path", metavar="FILE", help="Its payload (default: $GITHUB_EVENT_PATH).")
+@click.option(
+    "--now",
+    "now_text",
+    metavar="ISO",
+    help="schedule events: the time to find the due cron slot at, ISO 8601 with a zone "
+    "(default: now).",
+)
 @push_option
 @_json
 @click.pass_obj
@@ -68,6 +75,7 @@ def plan(
     pipeline: str,
     event_name: str | None,
     event_path: str | None,
+    now_text: str | None,
     push: bool | None,
     as_json: bool,
 ) -> None:
@@ -88,11 +96,12 @@ def plan(
       sluice plan churn-retrain                  (in a workflow: reads the job's event)
       sluice plan churn-retrain --event-name workflow_dispatch --event-path event.json
     """
-    from engine.app import jobs, trigger  # lazy: `sluice --help` does not load pydantic
+    from engine.app import jobs, tick, trigger  # lazy: `sluice --help` does not load pydantic
 
     place, runs = _place(state, push)
     event = trigger.read_event(event_name, event_path)
-    planned = jobs.plan(place, event, pipeline, runs)
+    now = tick.parse_now(now_text) if now_text else None
+    planned = jobs.plan(place, event, pipeline, runs, now=now)
     manifest = planned.manifest
     _outputs(
         {
