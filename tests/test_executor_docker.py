@@ -326,7 +326,7 @@ def test_unsafe_output_archives_are_refused(
     engine_dir = repo / ".sluice"
     store = engine_dir / "artifacts"
     outside = written - {engine_dir, engine_dir / ".gitignore", run_dir.parent, store}
-    kept = (run_dir, engine_dir / "cache")  # the run, and the pipeline cache (local/pipeline_cache.py)
+    kept = (run_dir, engine_dir / "cache")  # the run, and the pipeline cache
     assert [p for p in outside if not any(p.is_relative_to(k) for k in kept)] == []
     assert not any(p.is_file() for p in store.rglob("*"))  # nothing of a refused archive is kept
     assert not (run_dir / "steps" / "evil" / "outputs" / "ok.txt").exists()
