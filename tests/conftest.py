@@ -24,6 +24,10 @@ import docker
 import pytest
 from click.testing import CliRunner
 
+# The GitHub workflow emulator's fixtures (gh_evaluator, image_registry, published_engine_image,
+# gh_api): registered here, in the root conftest, so that every way of collecting finds them.
+pytest_plugins = ["ghemu.fixtures"]
+
 ROOT = Path(__file__).resolve().parent.parent  # the checkout under test
 BUSYBOX = "sluice-test/busybox:1"
 PYTHON = "python:3.11-slim"

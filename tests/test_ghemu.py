@@ -30,8 +30,6 @@ from ghemu import (
 from ghemu.expressions import split_template
 from ghemu.registry import Registry
 
-pytest_plugins = ["ghemu.fixtures"]
-
 CHECKOUT = "actions/checkout@11bd71901bbe5b1630ceea73d27597364c9af683"
 NEEDS = {
     "plan": {"result": "success", "outputs": {"steps": '{"train": "run", "eval": "cached"}'}},

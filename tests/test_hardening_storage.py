@@ -148,13 +148,17 @@ def test_workspace_true_still_sees_the_whole_repository_and_keys_hold(
     (repo / "data" / "big.txt").write_bytes(payload)  # untracked, not ignored
     first = run_measured(repo, "run", "whole", "--json")
     assert first[0] == 0, first[2]
-    for name in ("README.md", "src/a.py", "data/big.txt", "pipelines/p.yaml"):
+    for name in ("src/a.py", "data/big.txt", "pipelines/p.yaml"):
         assert f"[all] /workspace/{name}" in first[2]
+    assert "[all] /workspace/README.md" not in first[2]  # *.md: left out by default
     assert f"[all] {hashlib.md5(payload).hexdigest()}" in first[2]
     assert "[some] /workspace/src/a.py" in first[2]
     assert "[some] /workspace/README.md" not in first[2]
 
-    (repo / "README.md").write_text("edited\n")  # only `all` sees it
+    (repo / "README.md").write_text("edited\n")  # no step sees it
+    unseen = json.loads(run_measured(repo, "run", "whole", "--json")[1])
+    assert {s["status"] for s in unseen["steps"].values()} == {"cached"}
+    (repo / "notes.txt").write_text("new\n")  # only `all` sees it
     second = json.loads(run_measured(repo, "run", "whole", "--json")[1])
     assert second["steps"]["all"]["status"] == "succeeded"
     assert second["steps"]["some"]["status"] == "cached"

@@ -35,7 +35,6 @@ from ghemu import (
 from ghemu.api import GitHubApi
 from ghemu.emulator import Runners
 
-pytest_plugins = ["ghemu.fixtures"]
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 

@@ -9,7 +9,7 @@ variables, environments gated by a reviewer, cancellation and timeout-minutes.
     run = WorkflowRun(workflow.load(path), evaluator, Options(origin=..., work=...))
     record = run.run()
 
-Fixtures (tests/ghemu/fixtures.py; `pytest_plugins = ["ghemu.fixtures"]` in a test module):
+Fixtures (tests/ghemu/fixtures.py; registered by tests/conftest.py):
 `gh_evaluator`, `image_registry`, `published_engine_image`, `gh_api` (the approvals API the
 engine asks who approved an environment; pass it as `Options(api=...)`).
 

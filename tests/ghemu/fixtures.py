@@ -1,7 +1,7 @@
 """Session fixtures for tests that run workflows in the emulator: GitHub's expression
 evaluator (one node child), a loopback image registry, and the engine image published to it.
 
-Use them with `pytest_plugins = ["ghemu.fixtures"]` in the test module."""
+tests/conftest.py registers them (`pytest_plugins`)."""
 
 from __future__ import annotations
 
