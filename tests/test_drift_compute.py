@@ -97,7 +97,7 @@ def test_two_draws_of_one_distribution_do_not_drift(
     assert metrics["drift_detected"] is False
     assert metrics["drifted_features"] == 0 and metrics["features"] == 5
     assert 0 < metrics["drift_score"] < 0.05  # KS D of two 5,000-draws is about 0.01-0.03
-    assert out.splitlines()[0].startswith("No drift in 5 feature(s)")
+    assert out.splitlines()[0].startswith("No drift in 5 features")
 
 
 def test_a_two_sigma_shift_in_one_feature_flags_that_feature_only(
@@ -120,7 +120,7 @@ def test_a_two_sigma_shift_in_one_feature_flags_that_feature_only(
     assert sum(b["reference"] for b in bins) == pytest.approx(1.0)
     assert bins[-1]["current"] > 0.7  # P(N(2, 1) > 1.28) = 0.76: the open top bin
     report = (out_dir / "report.md").read_text().splitlines()
-    assert report[0] == "# Drift detected in 1 of 5 feature(s) (largest score " + (
+    assert report[0] == "# Drift detected in 1 of 5 features (largest score " + (
         f"{shifted['score']:.4g}: x3)"
     )
     rows = [line for line in report if line.startswith("| `")]
@@ -412,7 +412,7 @@ def test_missing_values_are_counted_and_located(
 ) -> None:
     bad = write_lines(tmp_path / "bad.csv", "age,plan", "31,basic", ",pro", "52,basic", "NaN,pro")
     err = refused("--reference", str(good), "--current", str(bad))
-    assert f"{bad}:3: column 'age': 2 missing value(s)" in err
+    assert f"{bad}:3: column 'age': 2 missing values" in err
     assert "hint:" in err and "--features" in err
 
 
@@ -450,7 +450,7 @@ def test_numbers_in_one_file_and_text_in_the_other_name_the_first_text_line(
     [
         ((), "is empty: no header row"),
         (("age,plan",), "has a header but no rows"),
-        (("age,plan", "31,basic", "45,pro,extra"), ":3: has 3 field(s) but the header has 2"),
+        (("age,plan", "31,basic", "45,pro,extra"), ":3: has 3 fields but the header has 2"),
         (("age,age", "1,2"), "has two columns named 'age'"),
     ],
 )

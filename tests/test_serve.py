@@ -440,5 +440,5 @@ def test_sigterm_cancels_running_runs_drops_queued_ones_and_exits_130(
     assert manifests[running]["status"] == "cancelled"
     assert queued not in manifests
     log = server.log_text()
-    assert f"1 queued run(s) never started: {queued}" in log
+    assert f"1 queued run never started: {queued}" in log
     assert "Traceback" not in log

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from engine.core.suggest import counted
 from engine.errors import InvalidInput
 
 MISSING = frozenset({"", "NA", "N/A", "n/a", "NaN", "nan", "null", "NULL", "None", "#N/A"})
@@ -139,7 +140,7 @@ def stdlib_csv(src: Source, names: Sequence[str]) -> tuple[int, dict[str, list[s
         row = next(i for i, record in enumerate(rows) if len(record) != width)
         raise DataError(
             src.where(row),
-            f"has {len(rows[row])} field(s) but the header has {width}",
+            f"has {counted(len(rows[row]), 'field')} but the header has {width}",
             hint="quote values that contain commas",
         )
     index = {name: header.index(name) for name in names}
@@ -195,7 +196,7 @@ def _parse_numbers(values: list[str]) -> Floats | None:
 def refuse_missing(src: Source, name: str, count: int, first: int) -> None:
     raise DataError(
         src.where(first),
-        f"{count} missing value(s) (empty, NA, NaN, null, None); the first is here",
+        f"{counted(count, 'missing value')} (empty, NA, NaN, null, None); the first is here",
         column=name,
         hint="fill or drop those rows, or leave the column out with --features",
     )

@@ -19,6 +19,8 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from engine.core.suggest import counted
+
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
 
@@ -160,7 +162,7 @@ class WaitingRoom:
                 self._drop(conn)
             if self._evicted and now - logged >= 1.0:
                 self.log(
-                    f"{self._evicted} silent connection(s) closed to make room "
+                    f"{counted(self._evicted, 'silent connection')} closed to make room "
                     f"(at most {self.capacity} wait)"
                 )
                 self._evicted, logged = 0, now

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.app.drift_compute import Feature, Result
+from engine.core.suggest import counted
 from engine.errors import UsageError
 
 SCHEMA = "sluice/drift/v1"
@@ -117,8 +118,8 @@ def verdict(result: Result) -> str:
     top = max(result.features, key=lambda f: f.score)
     largest = f"largest score {top.score:.4g}: {top.name}"
     if drifted:
-        return f"Drift detected in {len(drifted)} of {total} feature(s) ({largest})"
-    return f"No drift in {total} feature(s) ({largest})"
+        return f"Drift detected in {len(drifted)} of {counted(total, 'feature')} ({largest})"
+    return f"No drift in {counted(total, 'feature')} ({largest})"
 
 
 def _by_score(result: Result) -> list[Feature]:

@@ -29,6 +29,7 @@ from engine.core.manifest import RunManifest, Trigger
 from engine.core.params import coerce_params
 from engine.core.parse import LoadedPipeline
 from engine.core.payloads import check_payload
+from engine.core.suggest import counted
 from engine.errors import InvalidInput, PipelineInvalid, SluiceError
 from engine.local.workspace import is_git_repo
 from engine.ports import ContainerRuntime
@@ -372,7 +373,7 @@ class Service:
             self.log(f"reload failed, kept the previous pipelines: {exc}")
             return
         self.receiver.reload(pipelines)
-        self.log(f"reloaded {len(pipelines)} pipeline(s)")
+        self.log(f"reloaded {counted(len(pipelines), 'pipeline')}")
 
     def stop(self) -> None:
         """Accept no more hooks, cancel the runs in progress, wait for them to record."""
@@ -383,5 +384,5 @@ class Service:
         self.server.server_close()
         dropped = self.receiver.stop()
         if dropped:
-            self.log(f"{len(dropped)} queued run(s) never started: {', '.join(dropped)}")
+            self.log(f"{counted(len(dropped), 'queued run')} never started: {', '.join(dropped)}")
         self.log("stopped")
