@@ -25,16 +25,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import docker
@@ -42,6 +38,7 @@ import docker
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
+from bench_store import moto  # noqa: E402  (one S3 server helper for the benchmarks)
 from ghemu import Evaluator, Options, RunRecord, WorkflowRun, load  # noqa: E402
 from ghemu import registry as registries  # noqa: E402
 
@@ -85,27 +82,6 @@ def sh(*argv: str, cwd: Path | None = None, env: dict[str, str] | None = None) -
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(argv)} failed:\n{done.stderr[-3000:]}")
     return done.stdout.strip()
-
-
-@contextmanager
-def moto() -> Iterator[str]:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = subprocess.Popen(
-        [shutil.which("moto_server") or "moto_server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while socket.socket().connect_ex(("127.0.0.1", port)) != 0:
-            assert time.monotonic() < deadline and server.poll() is None, "moto did not start"
-            time.sleep(0.05)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.terminate()
-        server.wait(10)
 
 
 def bucket(endpoint: str) -> str:

@@ -34,6 +34,7 @@ from ghemu import (
 )
 from ghemu.api import GitHubApi
 from ghemu.emulator import Runners
+from test_jobs_cli import shape  # what a jobs-mode record shares with a single-runner one
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
@@ -145,21 +146,6 @@ def alongside() -> Any:
     takes single_runner's arguments and returns a future of its manifest."""
     with ThreadPoolExecutor(1) as pool:
         yield lambda *args, **kwargs: pool.submit(single_runner, *args, **kwargs)
-
-
-def shape(manifest: dict[str, Any]) -> dict[str, Any]:
-    """What a jobs-mode record shares with a single-runner one."""
-    return {
-        "status": manifest["status"],
-        "steps": {
-            name: (
-                step["status"],
-                {rel: pointer["sha256"] for rel, pointer in step["outputs"].items()},
-                step["metrics"],
-            )
-            for name, step in manifest["steps"].items()
-        },
-    }
 
 
 def sluice_run_id(record: RunRecord) -> str:
