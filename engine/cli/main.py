@@ -26,6 +26,13 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "runs": ("runs", "runs", "List recorded runs, newest first, from the results branch."),
     "show": ("runs", "show", "Show one run: its steps, attempts, metrics and outputs."),
     "logs": ("runs", "logs", "Print a step's log from the results branch."),
+    "diff": (
+        "diff",
+        "diff",
+        "Compare two runs: params, metrics (with deltas), steps and their cache sources, "
+        "output digests that changed, and whether the pipeline file changed.",
+    ),
+    "report": ("report", "report", "Show PIPELINE's metrics history as a table and a chart."),
     "outputs": (
         "outputs",
         "outputs",
