@@ -76,11 +76,24 @@ class ArtifactStore:
     """Objects at `<root>/sha256/<ab>/<rest of digest>`; identical bytes are stored once."""
 
     def __init__(self, url: str, repo: Path) -> None:
-        import fsspec
-
         self.url = _resolve_url(url, repo)
         self.name = store_name(url, repo)  # what pointers name: the same on every machine
         scheme = self.url.split("://", 1)[0]
+        self.local = scheme == "file"
+        # s3fs moves up to 10 parts of 50 MiB at once, each held in memory (584 MiB peak for a
+        # 256 MiB file): 4 parts of 8 MiB keep a 1 GiB transfer streamed (bench_store.py).
+        self._upload = {"chunksize": 8 * CHUNK, "max_concurrency": 4} if scheme == "s3" else {}
+        self._fs: Any = None
+        if self.local:  # fsspec loads when first needed: `has` of a cached run never does
+            self.root = self.url.removeprefix("file://").rstrip("/") or "/"
+            Path(self.root).mkdir(parents=True, exist_ok=True)
+        else:
+            self.root = self._connect(url, scheme).rstrip("/")
+
+    def _connect(self, url: str, scheme: str) -> str:
+        """Make the fsspec file system of the store; its root path."""
+        import fsspec  # lazy: ~12 ms, which a cached run on a file:// store never needs
+
         # A fresh client per store, no cached listings: another machine writes the same
         # store, and a changed AWS_ENDPOINT_URL or credential must be seen.
         fresh = {"skip_instance_cache": True, "use_listings_cache": False}
@@ -96,14 +109,15 @@ class ArtifactStore:
             ) from None
         except ValueError as exc:
             raise UsageError(f"artifact store {url!r}: {exc}") from None
-        self.fs: Any = fs
-        # s3fs moves up to 10 parts of 50 MiB at once, each held in memory (584 MiB peak for a
-        # 256 MiB file): 4 parts of 8 MiB keep a 1 GiB transfer streamed (bench_store.py).
-        self._upload = {"chunksize": 8 * CHUNK, "max_concurrency": 4} if scheme == "s3" else {}
-        self.root = root.rstrip("/")
-        self.local = self.url.startswith("file://")
-        if self.local:
-            Path(self.root).mkdir(parents=True, exist_ok=True)
+        self._fs = fs
+        return str(root)
+
+    @property
+    def fs(self) -> Any:
+        """The store's fsspec file system (made on first use for a file:// store)."""
+        if self._fs is None:
+            self._connect(self.url, "file")
+        return self._fs
 
     def _path(self, sha256: str) -> str:
         return f"{self.root}/sha256/{sha256[:2]}/{sha256[2:]}"
@@ -214,6 +228,8 @@ class ArtifactStore:
 
     def _present(self, target: str, size: int) -> bool:
         try:
+            if self.local:
+                return os.stat(target).st_size == size
             return int(self.fs.size(target)) == size
         except Exception as exc:
             if self._store_failure(exc):

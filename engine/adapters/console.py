@@ -384,12 +384,22 @@ class LiveReporter:
 def make_reporter(*, quiet: bool = False, env: Mapping[str, str] | None = None) -> Reporter:
     """Live on a terminal, plain lines elsewhere (NO_COLOR is honoured by rich); always
     plain inside GitHub Actions (FORCE_COLOR would make rich take its log for a terminal)."""
-    from rich.console import Console
-
     env = os.environ if env is None else env
     cap = relay_cap(env)
     github = env.get("GITHUB_ACTIONS") == "true"
+    plain = PlainReporter(sys.stderr, show_logs=not quiet, github=github, relay_cap=cap)
+    if github or not (_isatty(sys.stderr) or env.get("FORCE_COLOR") or env.get("TTY_COMPATIBLE")):
+        return plain  # decided before rich loads: scripts and CI never import it
+    from rich.console import Console  # lazy: ~20 ms, for a terminal only
+
     console = Console(stderr=True)
-    if console.is_terminal and not console.is_dumb_terminal and not github:
+    if console.is_terminal and not console.is_dumb_terminal:
         return LiveReporter(console, show_logs=not quiet, relay_cap=cap)
-    return PlainReporter(sys.stderr, show_logs=not quiet, github=github, relay_cap=cap)
+    return plain
+
+
+def _isatty(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):  # replaced or closed streams
+        return False
