@@ -45,8 +45,8 @@ def diff(store: ResultsBranch, run_a: str, run_b: str, find: Find) -> RunDiff:
 def history(store: ResultsBranch, pipeline: str, last: int) -> list[RunManifest]:
     """The pipeline's last `last` runs that are not still going, oldest first."""
     found = [m for m in store.runs(pipeline, last + _SLACK) if m.status != RunStatus.running]
-    # run ids sort by the second they started: within one, by the start's milliseconds
-    return sorted(found[:last], key=lambda m: (m.started_at, m.run_id))
+    # run ids sort by the second a run started; within one second, by its milliseconds
+    return sorted(found, key=lambda m: (m.started_at, m.run_id))[-last:]
 
 
 def report(

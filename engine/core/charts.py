@@ -53,21 +53,36 @@ def plain(value: float) -> str:
     return text or "0"
 
 
-def axis_range(values: Sequence[float]) -> tuple[float, float]:
-    """A y range that holds every value with some room, on round numbers.
+def ticks(values: Sequence[float]) -> list[float]:
+    """Round-numbered axis ticks (steps of 1, 2, 2.5 or 5 times a power of ten, about four
+    of them) that hold every value; never below zero for values that are not.
 
-    >>> axis_range([0.95, 0.97]), axis_range([5, 5]), axis_range([])
-    ((0.94, 0.98), (4.7, 5.3), (0.0, 1.0))
+    >>> ticks([0.913, 0.97])
+    [0.9, 0.92, 0.94, 0.96, 0.98]
+    >>> ticks([0.1429, 1]), ticks([5, 5]), ticks([])
+    ([0.0, 0.25, 0.5, 0.75, 1.0, 1.25], [4.5, 4.75, 5.0, 5.25, 5.5], [0.0, 0.5, 1.0, 1.5])
     """
     if not values:
-        return 0.0, 1.0
+        return ticks([0.0, 1.0])
     low, high = min(values), max(values)
-    span = high - low or abs(high) * 0.2 or 1.0
-    step = 10 ** math.floor(math.log10(span / 2))
-    bottom = math.floor((low - span * 0.25) / step) * step
-    top = math.ceil((high + span * 0.25) / step) * step
-    digits = max(0, -math.floor(math.log10(step)))
-    return round(bottom, digits), round(top, digits)
+    pad = (high - low) * 0.05 or abs(high) * 0.1 or 1.0  # no point on the frame
+    low, high = (low - pad if low < 0 or low - pad >= 0 else 0.0), high + pad
+    raw = (high - low) / 4
+    magnitude = 10 ** math.floor(math.log10(raw))
+    step = next(m * magnitude for m in (1, 2, 2.5, 5, 10) if m * magnitude >= raw * 0.999)
+    bottom, top = math.floor(low / step), math.ceil(high / step)
+    digits = max(0, 1 - math.floor(math.log10(step)))
+    return [round(n * step, digits) + 0.0 for n in range(bottom, top + 1)]
+
+
+def axis_range(values: Sequence[float]) -> tuple[float, float]:
+    """The first and last of `ticks(values)`.
+
+    >>> axis_range([0.95, 0.97])
+    (0.94, 0.98)
+    """
+    found = ticks(values)
+    return found[0], found[-1]
 
 
 def mermaid_xychart(
@@ -119,9 +134,10 @@ def svg_line_chart(
 ) -> str:
     """An inline SVG line chart: one `<circle class="point">` per point (the highlighted one
     also has class `highlight`), each with a tooltip; axis ticks on round numbers."""
-    left, right, top, bottom = 64, 16, 30, 52
+    left, right, top, bottom = 64, 48, 30, 52
     plot_w, plot_h = width - left - right, height - top - bottom
-    low, high = axis_range([p.value for p in points])
+    marks = ticks([p.value for p in points])
+    low, high = marks[0], marks[-1]
     out = [
         f'<svg xmlns="http://www.w3.org/2000/svg" class="chart" width="{width}" '
         f'height="{height}" viewBox="0 0 {width} {height}" role="img" '
@@ -135,15 +151,14 @@ def svg_line_chart(
     def x(index: int) -> float:
         return left + (plot_w * (index + 0.5) / len(points) if points else 0)
 
-    for tick in range(5):
-        value = low + (high - low) * tick / 4
+    for value in marks:
         out.append(
             f'<line x1="{left}" x2="{width - right}" y1="{y(value):.1f}" y2="{y(value):.1f}" '
             'class="grid"/>'
         )
         out.append(
             f'<text x="{left - 6}" y="{y(value) + 4:.1f}" class="tick" '
-            f'text-anchor="end">{escape(plain(round(value, 10)))}</text>'
+            f'text-anchor="end">{escape(plain(value))}</text>'
         )
     if not points:
         out.append(
@@ -152,9 +167,9 @@ def svg_line_chart(
         return "\n".join([*out, "</svg>"])
     coords = " ".join(f"{x(i):.1f},{y(p.value):.1f}" for i, p in enumerate(points))
     out.append(f'<polyline points="{coords}" class="line" fill="none" stroke="{LINE_COLOUR}"/>')
-    every = max(1, math.ceil(len(points) / 8))
+    every = max(1, math.ceil(len(points) * 110 / plot_w))  # a label needs about 110 px
     for i, p in enumerate(points):
-        if i % every == 0 or i == len(points) - 1:
+        if (len(points) - 1 - i) % every == 0:  # counted from the latest, always labelled
             out.append(
                 f'<text x="{x(i):.1f}" y="{height - bottom + 16}" class="tick" '
                 f'text-anchor="middle">{escape(p.label[:MAX_LABEL])}</text>'

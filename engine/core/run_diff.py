@@ -87,7 +87,8 @@ def metric_delta(
 
 
 def delta_text(change: MetricDelta, *, markdown: bool = True) -> str:
-    """`+0.01 🟢▲` (better), `-0.01 🔴▼` (worse), `+0.01 ▲` (no direction), `=`, `new`, `gone`.
+    """`+0.01 🟢▲` (better), `-0.01 🔴▼` (worse), `+0.01 ▲` (no direction), `=`, `≠` (a
+    boolean that flipped), `new`, `gone`.
 
     The plain form (`markdown=False`) spells the verdict in words instead of a coloured mark.
 
@@ -102,8 +103,8 @@ def delta_text(change: MetricDelta, *, markdown: bool = True) -> str:
     if verdict in ("", "same", "new", "gone"):
         return {"": "", "same": "=", "new": "new", "gone": "gone"}[verdict]
     delta = change.delta
-    if delta is None:
-        return f"{number(change.old)} → {number(change.new)}"
+    if delta is None:  # booleans (or text): no amount to show
+        return "≠"
     shown = f"{delta:+.4g}"
     if verdict in _MARK:
         return (
