@@ -25,6 +25,7 @@ class Place:
     def __init__(self, kind: str, tmp_path: Path) -> None:
         self.kind, self.tmp_path = kind, tmp_path
         self.opened: list[ResultsBranch] = []
+        self.options: dict[str, int] = {}  # keep_runs, archive_batch: the bounded tip
         self._clones = 0
         if kind == "git":
             self.origin_path = tmp_path / "origin.git"
@@ -47,9 +48,9 @@ class Place:
     def _open(self, where: Path | MemoryRepository, push: bool | str = "auto") -> ResultsBranch:
         branch: ResultsBranch
         if isinstance(where, Path):
-            branch = ResultsStore(where, push=push)
+            branch = ResultsStore(where, push=push, **self.options)
         else:
-            branch = MemoryResultsBranch(where, remote=self.origin, push=push)
+            branch = MemoryResultsBranch(where, remote=self.origin, push=push, **self.options)
         self._where[id(branch)] = where
         self.opened.append(branch)
         return branch

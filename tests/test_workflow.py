@@ -130,7 +130,7 @@ def test_generate_writes_the_events_the_pipelines_listen_to(tmp_path: Path) -> N
     assert job["permissions"] == {"contents": "write"}
     checkout, action = job["steps"]
     assert checkout["uses"] == CHECKOUT
-    assert checkout["with"] == {"fetch-depth": 0, "persist-credentials": False}
+    assert checkout["with"] == {"fetch-depth": 1, "persist-credentials": False}
     assert action["uses"] == ACTION
     assert action["env"] == {
         "GITHUB_TOKEN": "${{ github.token }}",

@@ -119,7 +119,7 @@ def test_jobs_plan_steps_finish_as_the_contract_says(tmp_path: Path) -> None:
         "steps": "${{ steps.plan.outputs.steps }}",
     }
     checkout, engine = plan["steps"]
-    assert checkout["with"] == {"fetch-depth": 0, "persist-credentials": False}
+    assert checkout["with"] == {"fetch-depth": 1, "persist-credentials": False}
     assert engine["id"] == "plan"
     assert engine["with"] == {"command": "plan", "pipeline": "diamond"}
     assert engine["env"] == {"GITHUB_TOKEN": "${{ github.token }}"}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import heapq
 import random
+import re
 import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -14,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
+from engine.adapters import results_archive
 from engine.adapters.git_objects import BLOB, Obj, ObjectDB, Tree, TreeChanges, clean, parts, text
 from engine.core import layout
 from engine.core.manifest import RunManifest, with_step_records
@@ -30,6 +32,8 @@ _BACKOFF_S, _BACKOFF_CAP_S = 0.1, 5.0
 _LOCAL_ATTEMPTS = 100
 _UNDONE = (layout.CRON_CLAIMS + "/", layout.DRIFT + "/")  # claims of work still to do
 _EMPTY: Mapping[str, bytes] = MappingProxyType({})
+_SHA = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})$")
+_DEEPEN = (100, 1000, 10_000, 100_000)  # commits a shallow history is deepened by, in turn
 
 
 class ResultsNotPushed(EngineUnavailable):
@@ -69,18 +73,24 @@ class ResultsStore:
         remote: str = "origin",
         push: bool | str = "auto",
         push_attempts: int = 8,
+        keep_runs: int | None = None,
+        archive_batch: int = results_archive.BATCH,
     ) -> None:
         if push not in (True, False, "auto", "always", "never"):
             raise UsageError(f"results push must be auto, always or never, not {push!r}")
         self.repo, self.branch, self.remote = Path(repo), branch, remote
         self._ref, self._tracking = f"refs/heads/{branch}", f"refs/remotes/{remote}/{branch}"
         self._push_mode, self._push_attempts = push, max(1, push_attempts)
+        # None: every run stays at the tip; else the newest `keep_runs` per pipeline do
+        self.keep_runs, self.archive_batch = keep_runs, max(1, archive_batch)
         self._env = gitcli.plumbing_env()
         where = self._git(
-            "rev-parse", "--git-path", "objects", "--git-path", "HEAD", "--show-object-format"
-        )
-        objects, head, algo = where.stdout.decode().splitlines()
-        self._head = self.repo / head
+            "rev-parse", "--git-path", "objects", "--git-path", "HEAD", "--git-path", "shallow",
+            "--show-object-format",
+        )  # fmt: skip
+        objects, head, shallow, algo = where.stdout.decode().splitlines()
+        self._head, self._shallow = self.repo / head, self.repo / shallow
+        self._asked: set[str] = set()  # commits fetched on demand (or found missing remotely)
         self.objects = ObjectDB(self.repo, self._env, self.repo / objects, algo)
         self._hashlen = self.objects.hashlen
         self._has_remote: bool | None = None
@@ -110,7 +120,26 @@ class ResultsStore:
             with contextlib.suppress(EngineUnavailable):  # offline: commit, then fail to push
                 self.fetch()
         commit, parent = self._commit_locally(blobs, message, absent)
-        return self._push(commit, parent, blobs, message, absent) if pushing else commit
+        if pushing:
+            commit = self._push(commit, parent, blobs, message, absent)
+        self._maintain(changes, commit)
+        return commit
+
+    def _maintain(self, changes: Changes, holder: str) -> None:
+        """After a record (pushed, when pushing): move the oldest runs of its pipeline off
+        the tip once there are enough (see adapters/results_archive.py). Best effort: a
+        writer that archived the same batch first, or a refused push, leaves it for later."""
+        if self.keep_runs is None:
+            return
+        for pipeline in results_archive.recorded_pipelines(changes.items()):
+            planned = results_archive.plan(
+                self, pipeline, holder, keep=self.keep_runs, batch=self.archive_batch
+            )
+            if planned is not None:
+                moved, claims = planned
+                message = f"sluice: archive runs of {pipeline} held by {holder[:12]}"
+                with contextlib.suppress(ClaimLost, EngineUnavailable):
+                    self.commit(moved, message, expect_absent=claims)
 
     def record_run(
         self,
@@ -127,12 +156,12 @@ class ResultsStore:
 
     def read(self, path: str, *, at: str | None = None) -> bytes | None:
         """The file at `path` on the branch tip (or at commit `at`), None when absent."""
-        found = self._at(path, at)
+        found = self._at(path, at) or self._archived_at(path, at)
         return found[2] if found and found[1] == "blob" else None
 
     def list_dir(self, path: str, *, at: str | None = None) -> list[str]:
         """Names of the entries of folder `path` at the branch tip ([] when absent)."""
-        found = self._at(path, at)
+        found = self._at(path, at) or self._archived_at(path, at)
         if not found or found[1] != "tree":
             return []
         return [text(name) for name, _ in Tree(found[2], self._hashlen).names()]
@@ -148,13 +177,39 @@ class ResultsStore:
             return []
         pipelines = [pipeline] if pipeline is not None else self.list_dir(layout.RUNS)
         cat = self.objects.cat
-        found = [
-            entry
-            for folder in cat([f"{tip}:{layout.pipeline_runs(clean(p))}" for p in pipelines])
-            if folder and folder[1] == "tree"
-            for entry in Tree(folder[2], self._hashlen).newest(limit)
-        ]
+        found: list[tuple[bytes, str]] = []
+        short = []  # pipelines with fewer than `limit` runs at the tip: the archive may add
+        folders = cat([f"{tip}:{layout.pipeline_runs(clean(p))}" for p in pipelines])
+        for name, folder in zip(pipelines, folders, strict=True):
+            entries = (
+                Tree(folder[2], self._hashlen).newest(limit)
+                if folder and folder[1] == "tree"
+                else []
+            )
+            found += entries
+            short += [name] * (len(entries) < limit)
         newest = heapq.nlargest(limit, found)  # run ids sort by their start time
+        at_tip = self._tip_runs(newest)
+        older = [
+            (run_id, holder, name)
+            for name in short
+            for run_id, holder in results_archive.newest(self, name, limit)
+        ]
+        if not older:
+            return at_tip
+        ids = heapq.nlargest(limit, [m.run_id for m in at_tip] + [r for r, _, _ in older])
+        wanted = set(ids)
+        archived = [
+            self._with_steps(m, None)
+            for run_id, holder, name in older
+            if run_id in wanted
+            and (m := _manifest(self._at(layout.manifest(name, run_id), holder))) is not None
+        ]
+        return sorted([*at_tip, *archived], key=lambda m: m.run_id, reverse=True)[:limit]
+
+    def _tip_runs(self, newest: list[tuple[bytes, str]]) -> list[RunManifest]:
+        """The manifests of run folders (name, tree id), with their step records."""
+        cat = self.objects.cat
         folders = [f for f in cat([sha for _, sha in newest]) if f and f[1] == "tree"]
         trees = [Tree(f[2], self._hashlen) for f in folders]
         files = [(tree, tree.get(layout.MANIFEST.encode())) for tree in trees]
@@ -171,10 +226,13 @@ class ResultsStore:
     def manifest(self, run_id: str) -> RunManifest | None:
         """The manifest of run `run_id`, whichever pipeline it belongs to (in jobs mode, with
         the records its step jobs wrote laid over it)."""
-        manifest = _manifest(self._in_run(run_id, layout.manifest))
+        found, at = self._in_run(run_id, layout.manifest), None
+        if found is None and (where := results_archive.find(self, run_id)) is not None:
+            found, at = self._at(layout.manifest(where[0], run_id), where[1]), where[1]
+        manifest = _manifest(found)
         if manifest is None:
             return None
-        folder = self._at(layout.step_records(manifest.pipeline, manifest.run_id), None)
+        folder = self._at(layout.step_records(manifest.pipeline, manifest.run_id), at)
         return self._with_steps(manifest, folder[0] if folder and folder[1] == "tree" else None)
 
     def _with_steps(self, manifest: RunManifest, tree: str | None) -> RunManifest:
@@ -197,6 +255,8 @@ class ResultsStore:
         """The log of one attempt of a step, None when it was not recorded."""
         name = layout.log_name(step, attempt)
         found = self._in_run(run_id, lambda p, r: layout.log(p, r, name))
+        if found is None and (where := results_archive.find(self, run_id)) is not None:
+            found = self._at(layout.log(where[0], run_id, name), where[1])
         return found[2] if found and found[1] == "blob" else None
 
     def fetch(self) -> None:
@@ -345,7 +405,35 @@ class ResultsStore:
 
     def _at(self, path: str, at: str | None) -> Obj | None:
         tip = at or self.tip()
-        return self.objects.cat([f"{tip}:{clean(path)}"])[0] if tip else None
+        if not tip:
+            return None
+        found = self.objects.cat([f"{tip}:{clean(path)}"])[0]
+        if found is None and at is not None and self._fetch_commit(at):
+            found = self.objects.cat([f"{tip}:{clean(path)}"])[0]
+        return found
+
+    def _archived_at(self, path: str, at: str | None) -> Obj | None:
+        """A path inside the folder of a run no longer at the tip, read at the commit the
+        archive names (None for any other path, or a run the archive does not know)."""
+        inside = results_archive.split_run_path(path) if at is None else None
+        if inside is None or self._at(layout.run(inside[0], inside[1]), None) is not None:
+            return None
+        where = results_archive.find(self, inside[1])
+        return self._at(path, where[1]) if where and where[0] == inside[0] else None
+
+    def _fetch_commit(self, commit: str) -> bool:
+        """Fetch one commit the object store lacks (a shallow clone reading an archived run):
+        `git fetch --depth=1 <remote> <id>`; False when it was there, or cannot be had."""
+        if commit in self._asked or not _SHA.match(commit) or not self._remote_exists():
+            return False
+        self._asked.add(commit)
+        if self.objects.cat([commit])[0] is not None:
+            return False
+        done = self._git(
+            "fetch", "--quiet", "--depth=1", "--no-tags", "--no-write-fetch-head",
+            "--no-recurse-submodules", self.remote, commit, check=False,
+        )  # fmt: skip
+        return done.returncode == 0
 
     def _in_run(self, run_id: str, path: Callable[[str, str], str]) -> Obj | None:
         """`path(pipeline, run_id)`, looked for in every pipeline folder at once."""
@@ -362,11 +450,19 @@ class ResultsStore:
             self._has_remote = found.returncode == 0
         return self._has_remote
 
-    def _fetch_remote(self) -> str | None:
-        """Fetch the branch into its remote-tracking ref; its tip, None if the remote lacks it."""
+    def _fetch_remote(self, *extra: str) -> str | None:
+        """Fetch the branch into its remote-tracking ref; its tip, None if the remote lacks it.
+
+        The first fetch (no local or remote-tracking branch yet) takes the tip only
+        (`--depth=1`): readers need the tip, and archived runs come one commit at a time.
+        Later fetches take the commits since what is here, as any fetch does.
+        """
+        first = self.objects.commit_of(self._ref) is None
+        if first and self.objects.commit_of(self._tracking) is None and not extra:
+            extra = ("--depth=1",)
         done = self._git(
             "fetch", "--quiet", "--no-tags", "--no-write-fetch-head", "--no-recurse-submodules",
-            self.remote, f"+{self._ref}:{self._tracking}", check=False,
+            *extra, self.remote, f"+{self._ref}:{self._tracking}", check=False,
         )  # fmt: skip
         if done.returncode == 0:
             return self.objects.commit_of(self._tracking)
@@ -376,10 +472,30 @@ class ResultsStore:
         raise EngineUnavailable(f"cannot fetch {self.branch} from {self.remote}: {reason}")
 
     def _merge_base(self, a: str, b: str) -> str | None:
-        done = self._git("merge-base", a, b, check=False)
-        if done.returncode > 1:
-            raise EngineUnavailable(f"git merge-base failed: {gitcli.last_error(done)}")
-        return done.stdout.decode().strip() or None
+        """The common base of two commits. In a shallow clone, "none" may only mean that
+        history stops at a graft: the remote branch's history is deepened, in growing
+        steps, until a base shows or deepening adds nothing (unrelated after all)."""
+        for deepen in (0, *_DEEPEN):
+            if deepen:
+                roots = self._shallow_roots()
+                with contextlib.suppress(EngineUnavailable):
+                    self._fetch_remote(f"--deepen={deepen}")
+                if self._shallow_roots() == roots:
+                    return None
+            done = self._git("merge-base", a, b, check=False)
+            if done.returncode > 1:
+                raise EngineUnavailable(f"git merge-base failed: {gitcli.last_error(done)}")
+            base = done.stdout.decode().strip() or None
+            if base is not None or not self._shallow_roots() or not self._remote_exists():
+                return base
+        return None
+
+    def _shallow_roots(self) -> bytes:
+        """The commits where this clone's history stops (`.git/shallow`); empty when whole."""
+        try:
+            return self._shallow.read_bytes()
+        except OSError:
+            return b""
 
     def _diff(
         self, old: str | None, new: str, added: set[tuple[bytes, ...]] | None = None
@@ -442,4 +558,7 @@ def store_for(
         return None
     settings = config.results
     mode: bool | str = settings.push if push is None else push
-    return ResultsStore(repo, branch=settings.branch, remote=settings.remote, push=mode)
+    return ResultsStore(
+        repo, branch=settings.branch, remote=settings.remote, push=mode,
+        keep_runs=settings.keep_runs, archive_batch=settings.archive_batch,
+    )  # fmt: skip

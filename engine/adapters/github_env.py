@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
 import subprocess
 import uuid
@@ -88,19 +89,38 @@ def _has_commit(repo: Path, sha: str) -> bool:
     return done is not None and done.returncode == 0
 
 
+def _fetch_commits(repo: Path, shas: Sequence[str]) -> bool:
+    """Fetch commits by id from `origin`, each alone (`--depth=1`); whether all came.
+
+    Under GitHub Actions (a throwaway clone), trees only (`--filter=blob:none`): a name diff
+    needs no file contents. Elsewhere the filter is not asked for, since it would make the
+    user's clone a partial one (git records `origin` as a promisor in .git/config).
+    """
+    if not all(len(sha) in (40, 64) for sha in shas):
+        return False  # an abbreviated id cannot be asked for
+    partial = ["--filter=blob:none"] if os.environ.get("GITHUB_ACTIONS") == "true" else []
+    done = _git(
+        repo, "fetch", "--quiet", "--depth=1", "--no-tags", "--no-write-fetch-head",
+        "--no-recurse-submodules", *partial, "origin", *(sha.lower() for sha in shas),
+    )  # fmt: skip
+    return done is not None and done.returncode == 0 and all(_has_commit(repo, s) for s in shas)
+
+
 def changed_files(repo: Path, before: object, after: object) -> list[str] | None:
     """Paths changed from `before` to `after` (`git diff --name-only`), sorted.
 
-    None when git cannot say, and the caller should fall back to the event's commit list:
-    `before` missing or all zeros (a new branch), either commit absent (a shallow clone),
-    git itself missing or refusing the repository. Renames list both paths, so a pipeline
-    watching the old location runs too.
+    A commit the clone lacks (a depth-1 checkout has `after` only) is fetched from `origin`,
+    that one commit (see _fetch_commits). None when git cannot say, and the caller should
+    fall back to the event's commit list: `before` missing or all zeros (a new branch), a
+    commit that cannot be fetched, git itself missing or refusing the repository. Renames
+    list both paths, so a pipeline watching the old location runs too.
     """
     shas = (before, after)
     if not all(isinstance(s, str) and _SHA.match(s) and not _ZERO.match(s) for s in shas):
         return None  # also keeps untrusted text from ever being read as a git option
     old, new = str(before), str(after)
-    if not (_has_commit(repo, old) and _has_commit(repo, new)):
+    missing = [sha for sha in (old, new) if not _has_commit(repo, sha)]
+    if missing and not _fetch_commits(repo, missing):
         return None
     done = _git(repo, "diff", "--name-only", "--no-renames", "-z", old, new, "--")
     if done is None or done.returncode != 0:

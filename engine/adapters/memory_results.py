@@ -22,6 +22,7 @@ from types import MappingProxyType
 
 from pydantic import ValidationError
 
+from engine.adapters import results_archive
 from engine.core import layout
 from engine.core.manifest import RunManifest, with_step_records
 from engine.errors import ClaimLost, EngineUnavailable, UsageError
@@ -104,12 +105,15 @@ class MemoryResultsBranch:
         remote: MemoryRepository | None = None,
         branch: str = "sluice-results",
         push: bool | str = "auto",
+        keep_runs: int | None = None,
+        archive_batch: int = results_archive.BATCH,
     ) -> None:
         if push not in (True, False, "auto", "always", "never"):
             raise UsageError(f"results push must be auto, always or never, not {push!r}")
         self.repo, self.remote, self.branch = repository or MemoryRepository(), remote, branch
         self._ref, self._tracking = f"refs/heads/{branch}", f"refs/remotes/origin/{branch}"
         self._push_mode = push
+        self.keep_runs, self.archive_batch = keep_runs, max(1, archive_batch)
 
     @property
     def pushes(self) -> bool:
@@ -121,10 +125,25 @@ class MemoryResultsBranch:
         return self.repo.ref(self._ref) or self.repo.ref(self._tracking)
 
     def read(self, path: str, *, at: str | None = None) -> bytes | None:
-        return self.repo.files(at or self.tip()).get(path.strip("/"))
+        found = self.repo.files(at or self.tip()).get(path.strip("/"))
+        if found is None and (holder := self._holder(path, at)) is not None:
+            return self.read(path, at=holder)
+        return found
 
     def list_dir(self, path: str, *, at: str | None = None) -> list[str]:
-        return list(_entries(self.repo.files(at or self.tip()), path.strip("/")))
+        found = list(_entries(self.repo.files(at or self.tip()), path.strip("/")))
+        if not found and (holder := self._holder(path, at)) is not None:
+            return self.list_dir(path, at=holder)
+        return found
+
+    def _holder(self, path: str, at: str | None) -> str | None:
+        """For a path in the folder of a run no longer at the tip: the commit the archive
+        names as holding it."""
+        inside = results_archive.split_run_path(path) if at is None else None
+        if inside is None or _entries(self.repo.files(self.tip()), layout.run(*inside[:2])):
+            return None
+        where = results_archive.find(self, inside[1])
+        return where[1] if where and where[0] == inside[0] else None
 
     def commit(self, changes: Changes, message: str, *, expect_absent: Sequence[str] = ()) -> str:
         wanted = {"/".join(layout.parts(p)): data for p, data in changes.items()}
@@ -142,8 +161,23 @@ class MemoryResultsBranch:
             self._check_absent(base, absent)
             commit = self._commit_onto(base, wanted, message)
             if self.repo.cas(self._ref, commit, local):
-                return self._push(commit, base, wanted, message, absent) if pushing else commit
+                if pushing:
+                    commit = self._push(commit, base, wanted, message, absent)
+                self._maintain(wanted, commit)
+                return commit
         raise EngineUnavailable(f"{self._ref} kept moving: gave up after {_ATTEMPTS} tries")
+
+    def _maintain(self, changes: Changes, holder: str) -> None:
+        """As the git branch: move the oldest runs off the tip once there are enough."""
+        if self.keep_runs is None:
+            return
+        for pipeline in results_archive.recorded_pipelines(changes.items()):
+            planned = results_archive.plan(
+                self, pipeline, holder, keep=self.keep_runs, batch=self.archive_batch
+            )
+            if planned is not None:
+                with contextlib.suppress(ClaimLost, EngineUnavailable):
+                    self.commit(planned[0], f"sluice: archive {pipeline}", expect_absent=planned[1])
 
     def runs(self, pipeline: str | None = None, limit: int = 20) -> list[RunManifest]:
         tip = self.tip()
@@ -157,22 +191,40 @@ class MemoryResultsBranch:
             for run_id, folder in _entries(files, layout.pipeline_runs(name)).items()
             if folder
         ]
-        newest = heapq.nlargest(limit, found)  # run ids sort by their start time
-        read = (_manifest(files.get(layout.manifest(p, r))) for r, p in newest)
+        counts = {name: sum(1 for _, p in found if p == name) for name in pipelines}
+        older = [
+            (run_id, name, holder)
+            for name in pipelines
+            if counts[name] < limit
+            for run_id, holder in results_archive.newest(self, name, limit)
+        ]
+        candidates = [(r, p, None) for r, p in found] + older
+        newest = heapq.nlargest(limit, candidates, key=lambda c: c[:2])
+        read = (
+            _manifest(self.repo.files(at or tip).get(layout.manifest(p, r))) for r, p, at in newest
+        )
         return [self._with_steps(m) for m in read if m is not None]
 
     def manifest(self, run_id: str) -> RunManifest | None:
-        manifest = _manifest(self._in_run(run_id, layout.MANIFEST))
-        return None if manifest is None else self._with_steps(manifest)
+        found, at = self._in_run(run_id, layout.MANIFEST), None
+        if found is None and (where := results_archive.find(self, run_id)) is not None:
+            at = where[1]
+            found = self.repo.files(at).get(layout.manifest(where[0], run_id))
+        manifest = _manifest(found)
+        return None if manifest is None else self._with_steps(manifest, at)
 
-    def _with_steps(self, manifest: RunManifest) -> RunManifest:
-        files = self.repo.files(self.tip())
+    def _with_steps(self, manifest: RunManifest, at: str | None = None) -> RunManifest:
+        files = self.repo.files(at or self.tip())
         folder = layout.step_records(manifest.pipeline, manifest.run_id)
         records = {name: files[f"{folder}/{name}"] for name in _entries(files, folder)}
         return with_step_records(manifest, records)
 
     def log(self, run_id: str, step: str, attempt: int) -> bytes | None:
-        return self._in_run(run_id, f"{layout.LOGS}/{layout.log_name(step, attempt)}")
+        rest = f"{layout.LOGS}/{layout.log_name(step, attempt)}"
+        found = self._in_run(run_id, rest)
+        if found is None and (where := results_archive.find(self, run_id)) is not None:
+            found = self.repo.files(where[1]).get(f"{layout.run(where[0], run_id)}/{rest}")
+        return found
 
     def fetch(self) -> None:
         if self.remote is None:

@@ -199,11 +199,15 @@ def permissions(options: WorkflowOptions) -> dict[str, Any]:
 
 
 def setup_steps(options: WorkflowOptions) -> list[dict[str, Any]]:
-    """The checkout (full history, no stored credentials) and sluice.yaml's steps_before."""
+    """The checkout (this commit only, no stored credentials) and sluice.yaml's steps_before.
+
+    Depth 1: the engine fetches the rest itself, as little as it needs: the results
+    branch's tip, an archived run's commit, a push's `before` commit (trees only).
+    """
     checkout = {
-        "name": "Check out (full history: changed files, results branch)",
+        "name": "Check out (this commit: the engine fetches results and a push's base)",
         "uses": _uses(options.checkout, options.checkout_comment),
-        "with": {"fetch-depth": 0, "persist-credentials": False},
+        "with": {"fetch-depth": 1, "persist-credentials": False},
     }
     return [checkout, *(_step(step) for step in options.steps_before)]
 

@@ -3,7 +3,8 @@
 The results branch (`sluice-results`):
 
     runs/<pipeline>/<run id>/manifest.json           a run's manifest
-    runs/<pipeline>/<run id>/logs/<step>.<n>.log      the log of attempt n of a step
+    runs/<pipeline>/<run id>/logs/<step>.<n>.log      the log of attempt n of a step (a long
+                                                      one's last 32 KiB: core/log_tail.py)
     runs/<pipeline>/<run id>/steps/<step>.json        jobs mode: a step job's record, until
                                                       `finish` folds it into the manifest
     cache/<key[:2]>/<key>.json                        a cached step result, by cache key
@@ -15,6 +16,13 @@ The results branch (`sluice-results`):
     drift/<pipeline>/<monitor>/state.json             a drift binding's last firing
     drift/<pipeline>/<monitor>/fired/<seq>            a firing's claim
     drift/<pipeline>/<monitor>/signals/<t>-<hex>.json every drift signal that held
+    archive/<pipeline>/<YYYYMM>/<newest id>.json      runs moved off the tip: id -> the pushed
+                                                      commit that still holds their folders
+
+Only the newest `results.keep_runs` runs of a pipeline (and those production names or that
+are unfinished) stay under `runs/`; older ones move to the archive in batches (see
+adapters/results_archive.py), and their cache entries go with them unless a run still at
+the tip used them.
 
 The repository's own `.sluice/` folder (git-ignored, never committed):
 
@@ -50,6 +58,7 @@ SUCCEEDED = "index/succeeded"
 PRODUCTION = "production"
 CRON_CLAIMS = "claims/cron"
 DRIFT = "drift"
+ARCHIVE = "archive"
 MANIFEST = "manifest.json"
 LOGS = "logs"
 
@@ -108,7 +117,9 @@ def step_record(pipeline: str, run_id: str, step: str) -> str:
 
 
 def log_name(step: str, attempt: int) -> str:
-    """`train.1.log`: the name of an attempt's log in its run's `logs/` folder."""
+    """`train.1.log`: the name of an attempt's log in its run's `logs/` folder (on the
+    branch, a log longer than log_tail.TAIL_BYTES keeps its tail there and goes whole to
+    the artifact store: run/branch_logs.py)."""
     return f"{step}.{attempt}.log"
 
 
@@ -172,6 +183,35 @@ def succeeded_steps(pipeline: str) -> str:
 
 def succeeded(pipeline: str, step: str) -> str:
     return f"{SUCCEEDED}/{pipeline}/{step}"
+
+
+# -- the archive of runs moved off the tip ---------------------------------------------
+
+
+def run_month(run_id: str) -> str:
+    """The archive folder of a run: `YYYYMM` of its id (ids start with their UTC start time),
+    `other` for an id that does not.
+
+    >>> run_month("20261124T100000Z-00002a"), run_month("nightly-1")
+    ('202611', 'other')
+    """
+    head = run_id[:6]
+    return head if len(head) == 6 and head.isdigit() else "other"
+
+
+def archive_pipelines() -> str:
+    return ARCHIVE
+
+
+def archive_month(pipeline: str, month: str) -> str:
+    """The archive indexes of `pipeline`'s runs of one month (see run_month)."""
+    return f"{ARCHIVE}/{pipeline}/{month}"
+
+
+def archive_index(pipeline: str, month: str, newest: str) -> str:
+    """One batch's index, named by the newest run id it holds: a run is in the first index
+    whose name sorts at or after its id (or a later one)."""
+    return f"{archive_month(pipeline, month)}/{newest}.json"
 
 
 # -- production -------------------------------------------------------------------------
