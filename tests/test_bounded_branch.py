@@ -355,3 +355,23 @@ def test_changed_files_fetches_the_pushs_before_commit_on_demand(tmp_path: Path)
     assert not subprocess_ok(repo, "cat-file", "-e", f"{before}^{{commit}}")
     assert changed_files(repo, before, after) == ["b.txt", "c.txt"]
     assert changed_files(repo, "e" * 40, after) is None  # the remote has no such commit
+
+
+def test_a_partial_first_fetch_takes_trees_and_reads_blobs_in_one_batch(tmp_path: Path) -> None:
+    origin = make_origin(tmp_path)
+    git(origin, "config", "uploadpack.allowFilter", "true")
+    with ResultsStore(clone(origin, tmp_path / "a")) as a:
+        for n in range(6):
+            record(a, run(n))
+    fresh = tmp_path / "fresh"
+    url = origin.as_uri()
+    git(tmp_path, "clone", "-q", "--depth=1", "--single-branch", "-b", "main", url, str(fresh))
+    packs = fresh / ".git" / "objects" / "pack"
+    with ResultsStore(fresh, partial=True) as store:
+        store.fetch()
+        assert git(fresh, "config", "remote.origin.promisor") == "true"
+        before = len(list(packs.glob("*.pack")))
+        listed = store.runs("churn", limit=5)
+        assert [m.run_id for m in listed] == [rid(n) for n in range(5, 0, -1)]
+        assert len(list(packs.glob("*.pack"))) == before + 1  # one fetch for five manifests
+        assert store.log(rid(0), "train", 1) == f"log of {rid(0)}\n".encode()

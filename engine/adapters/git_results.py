@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import heapq
+import os
 import random
 import re
 import subprocess
@@ -75,6 +76,7 @@ class ResultsStore:
         push_attempts: int = 8,
         keep_runs: int | None = None,
         archive_batch: int = results_archive.BATCH,
+        partial: bool = False,
     ) -> None:
         if push not in (True, False, "auto", "always", "never"):
             raise UsageError(f"results push must be auto, always or never, not {push!r}")
@@ -91,6 +93,8 @@ class ResultsStore:
         objects, head, shallow, algo = where.stdout.decode().splitlines()
         self._head, self._shallow = self.repo / head, self.repo / shallow
         self._asked: set[str] = set()  # commits fetched on demand (or found missing remotely)
+        # A first fetch without file contents (`--filter=blob:none`): see _fetch_remote.
+        self._partial_first, self._partial = partial, None if not partial else True
         self.objects = ObjectDB(self.repo, self._env, self.repo / objects, algo)
         self._hashlen = self.objects.hashlen
         self._has_remote: bool | None = None
@@ -214,6 +218,7 @@ class ResultsStore:
         trees = [Tree(f[2], self._hashlen) for f in folders]
         files = [(tree, tree.get(layout.MANIFEST.encode())) for tree in trees]
         with_file = [(tree, file[1]) for tree, file in files if file and file[0] == BLOB]
+        self._prefetch([blob for _, blob in with_file])
         blobs = cat([blob for _, blob in with_file])
         runs = []
         for (tree, _), blob in zip(with_file, blobs, strict=True):
@@ -243,6 +248,7 @@ class ResultsStore:
         if not found or found[1] != "tree":
             return manifest
         entries = Tree(found[2], self._hashlen).entries()
+        self._prefetch([sha for _, sha in entries])
         blobs = self.objects.cat([sha for _, sha in entries])
         records = {
             text(name): blob[2]
@@ -460,11 +466,19 @@ class ResultsStore:
         first = self.objects.commit_of(self._ref) is None
         if first and self.objects.commit_of(self._tracking) is None and not extra:
             extra = ("--depth=1",)
+            if self._partial_first or self.partial():
+                # Trees only: blobs come when read, a batch at a time (_prefetch). Git then
+                # records the remote as a promisor in .git/config: asked for only under
+                # GitHub Actions (a throwaway clone) or in a clone that is partial already.
+                extra += ("--filter=blob:none",)
+                self._partial = True
         done = self._git(
             "fetch", "--quiet", "--no-tags", "--no-write-fetch-head", "--no-recurse-submodules",
             *extra, self.remote, f"+{self._ref}:{self._tracking}", check=False,
         )  # fmt: skip
         if done.returncode == 0:
+            if "--filter=blob:none" in extra:
+                self.objects.close()  # a new cat-file reads the promisor from .git/config
             return self.objects.commit_of(self._tracking)
         if b"couldn't find remote ref" in done.stderr:
             return None
@@ -489,6 +503,23 @@ class ResultsStore:
             if base is not None or not self._shallow_roots() or not self._remote_exists():
                 return base
         return None
+
+    def partial(self) -> bool:
+        """Whether this clone fetches from the remote without file contents (a promisor)."""
+        if self._partial is None:
+            done = self._git("config", "--bool", f"remote.{self.remote}.promisor", check=False)
+            self._partial = done.stdout.strip() == b"true"
+        return self._partial
+
+    def _prefetch(self, blobs: Sequence[str]) -> None:
+        """In a partial clone, fetch the blobs about to be read in one request (git would
+        fetch each alone when read); blobs already here cost no transfer."""
+        if len(blobs) > 1 and self.partial() and all(_SHA.match(b) for b in blobs):
+            self._git(
+                "-c", "fetch.negotiationAlgorithm=noop", "fetch", "--quiet", "--no-tags",
+                "--no-write-fetch-head", "--no-recurse-submodules", "--filter=blob:none",
+                self.remote, *blobs, check=False,
+            )  # fmt: skip
 
     def _shallow_roots(self) -> bytes:
         """The commits where this clone's history stops (`.git/shallow`); empty when whole."""
@@ -561,4 +592,5 @@ def store_for(
     return ResultsStore(
         repo, branch=settings.branch, remote=settings.remote, push=mode,
         keep_runs=settings.keep_runs, archive_batch=settings.archive_batch,
+        partial=os.environ.get("GITHUB_ACTIONS") == "true",
     )  # fmt: skip
