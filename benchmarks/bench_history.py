@@ -172,6 +172,9 @@ def generate(origin: Path, where: Path, runs: int, push_every: int) -> dict[str,
     """Record `runs` runs through History.record, pushing every `push_every`."""
     writer = where / "writer"
     git(where, "clone", "-q", str(origin), str(writer))
+    # Pushed by hand every `push_every` runs (fast-forwards): without a remote the store
+    # archives after each local commit, as it does after each push when it pushes.
+    git(writer, "remote", "remove", "origin")
     keep = ResultsConfig().keep_runs
     rng = random.Random(16)
     keys: dict[str, str] = {}
@@ -193,7 +196,7 @@ def generate(origin: Path, where: Path, runs: int, push_every: int) -> dict[str,
             manifest, logs=logs, components=components, baseline_step=None, newly_done=done
         )
         if (n + 1) % push_every == 0 or n + 1 == runs:
-            git(writer, "push", "-q", "origin", "sluice-results")
+            git(writer, "push", "-q", str(origin), "sluice-results")
         if (n + 1) % max(1, runs // 20) == 0:
             rate = (n + 1) / (time.perf_counter() - started)
             print(f"  recorded {n + 1:,} runs ({rate:.0f} runs/s)", file=sys.stderr)

@@ -15,11 +15,13 @@ from conftest import git, make_repo, sluice
 from test_results import clone, make_origin
 from test_results_branch_contract import Place
 
+from engine.adapters import results_archive
 from engine.adapters.git_results import ResultsStore, store_for
 from engine.adapters.github_env import changed_files
 from engine.core import layout
 from engine.core.config import RepoConfig
 from engine.core.manifest import Attempt, RunManifest, RunStatus, StepRecord, StepStatus
+from engine.errors import ClaimLost
 from engine.ports import ResultsBranch
 
 KEEP, BATCH = 3, 2
@@ -159,20 +161,26 @@ def test_cache_entries_leave_with_the_runs_that_last_used_them(place: Place) -> 
 
 
 def test_two_writers_archiving_the_same_batch_record_it_once(place: Place) -> None:
-    a = place.clone()
-    for n in range(KEEP + BATCH):
-        record(a, run(n))
-    b = place.clone()
+    place.options = {}
+    first = place.clone()
+    for n in range(KEEP + BATCH + 1):  # over the threshold, nobody archived yet
+        record(first, run(n))
+    place.options = {"keep_runs": KEEP, "archive_batch": BATCH}
+    b, c = place.clone(), place.clone()
     b.fetch()
-    record(a, run(5))  # a archives rid(0), rid(1)
-    record(b, run(6))  # b sees 7 runs, archives a's batch again? No: the claim is taken
-    b.fetch()
-    assert sorted(archived(b)) == [rid(0), rid(1), rid(2), rid(3)] or sorted(archived(b)) == [
-        rid(0),
-        rid(1),
-    ]
-    assert set(at_tip(b)).isdisjoint(archived(b))
-    assert {m.run_id for m in b.runs("churn", limit=20)} == {rid(n) for n in range(7)}
+    c.fetch()
+    tip = b.tip()
+    assert tip is not None and tip == c.tip()
+    by_b = results_archive.plan(b, "churn", tip, keep=KEEP, batch=BATCH)
+    by_c = results_archive.plan(c, "churn", tip, keep=KEEP, batch=BATCH)
+    assert by_b is not None and by_c is not None and by_b == by_c
+    b.commit(by_b[0], "archive by b", expect_absent=by_b[1])
+    with pytest.raises(ClaimLost):
+        c.commit(by_c[0], "archive by c", expect_absent=by_c[1])
+    c.fetch()
+    assert sorted(archived(c)) == [rid(0), rid(1)]
+    assert at_tip(c) == [rid(n) for n in range(2, 6)]
+    assert {m.run_id for m in c.runs("churn", limit=20)} == {rid(n) for n in range(6)}
 
 
 def test_without_keep_runs_every_run_stays(place: Place) -> None:
@@ -375,3 +383,16 @@ def test_a_partial_first_fetch_takes_trees_and_reads_blobs_in_one_batch(tmp_path
         assert [m.run_id for m in listed] == [rid(n) for n in range(5, 0, -1)]
         assert len(list(packs.glob("*.pack"))) == before + 1  # one fetch for five manifests
         assert store.log(rid(0), "train", 1) == f"log of {rid(0)}\n".encode()
+
+
+def test_a_writer_that_does_not_push_never_archives_onto_an_unpushed_commit(
+    place: Place,
+) -> None:
+    writer = place.clone()
+    local = place.writer(writer, push=False)
+    for n in range(8):
+        record(local, run(n))
+    assert len(at_tip(local)) == 8  # a remote exists, and these commits are not on it
+    record(writer, run(8))  # pushes all of them: now the archive may name them
+    assert sorted(archived(writer)) == [rid(n) for n in range(4)]  # two batches at once
+    assert len(at_tip(writer)) == KEEP + BATCH

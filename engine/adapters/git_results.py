@@ -126,24 +126,17 @@ class ResultsStore:
         commit, parent = self._commit_locally(blobs, message, absent)
         if pushing:
             commit = self._push(commit, parent, blobs, message, absent)
-        self._maintain(changes, commit)
+        if pushing or not self._remote_exists():
+            # Never name an unpushed commit in the archive while a remote exists: a later
+            # push that re-applies onto the remote's tip would leave it behind.
+            self._maintain(changes, commit)
         return commit
 
     def _maintain(self, changes: Changes, holder: str) -> None:
         """After a record (pushed, when pushing): move the oldest runs of its pipeline off
-        the tip once there are enough (see adapters/results_archive.py). Best effort: a
-        writer that archived the same batch first, or a refused push, leaves it for later."""
-        if self.keep_runs is None:
-            return
-        for pipeline in results_archive.recorded_pipelines(changes.items()):
-            planned = results_archive.plan(
-                self, pipeline, holder, keep=self.keep_runs, batch=self.archive_batch
-            )
-            if planned is not None:
-                moved, claims = planned
-                message = f"sluice: archive runs of {pipeline} held by {holder[:12]}"
-                with contextlib.suppress(ClaimLost, EngineUnavailable):
-                    self.commit(moved, message, expect_absent=claims)
+        the tip once there are enough (see adapters/results_archive.py)."""
+        if self.keep_runs is not None:
+            results_archive.maintain(self, changes, holder, self.keep_runs, self.archive_batch)
 
     def record_run(
         self,

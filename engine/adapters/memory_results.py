@@ -163,21 +163,15 @@ class MemoryResultsBranch:
             if self.repo.cas(self._ref, commit, local):
                 if pushing:
                     commit = self._push(commit, base, wanted, message, absent)
-                self._maintain(wanted, commit)
+                if pushing or self.remote is None:  # the archive names pushed commits only
+                    self._maintain(wanted, commit)
                 return commit
         raise EngineUnavailable(f"{self._ref} kept moving: gave up after {_ATTEMPTS} tries")
 
     def _maintain(self, changes: Changes, holder: str) -> None:
         """As the git branch: move the oldest runs off the tip once there are enough."""
-        if self.keep_runs is None:
-            return
-        for pipeline in results_archive.recorded_pipelines(changes.items()):
-            planned = results_archive.plan(
-                self, pipeline, holder, keep=self.keep_runs, batch=self.archive_batch
-            )
-            if planned is not None:
-                with contextlib.suppress(ClaimLost, EngineUnavailable):
-                    self.commit(planned[0], f"sluice: archive {pipeline}", expect_absent=planned[1])
+        if self.keep_runs is not None:
+            results_archive.maintain(self, changes, holder, self.keep_runs, self.archive_batch)
 
     def runs(self, pipeline: str | None = None, limit: int = 20) -> list[RunManifest]:
         tip = self.tip()

@@ -30,11 +30,13 @@ from pydantic import ValidationError
 
 from engine.core import layout
 from engine.core.manifest import RunManifest, RunStatus
+from engine.errors import ClaimLost, EngineUnavailable
 
 if TYPE_CHECKING:  # for annotations only: recording never loads the ports
-    from engine.ports import ResultsBranch
+    from engine.ports import Changes, ResultsBranch
 
 BATCH = 50  # runs moved per maintenance commit: one extra commit per BATCH records
+_PASSES = 20  # batches moved after one record, at most
 _UNFINISHED = (RunStatus.running, RunStatus.waiting_approval)
 
 
@@ -72,6 +74,25 @@ def recorded_pipelines(changes: Iterable[tuple[str, bytes | None]]) -> set[str]:
         ):
             found.add(names[1])
     return found
+
+
+def maintain(branch: ResultsBranch, changes: Changes, holder: str, keep: int, batch: int) -> None:
+    """After a commit `holder` (pushed, when the branch pushes) that recorded runs: move the
+    oldest runs of their pipelines off the tip, a batch per commit, until at most
+    `keep + batch` are left (a writer catching up after a pause moves several batches).
+    Best effort: a writer that archived the same batch first (ClaimLost), or a refused
+    push, leaves the rest for the next record."""
+    for pipeline in recorded_pipelines(changes.items()):
+        for _ in range(_PASSES):
+            planned = plan(branch, pipeline, holder, keep=keep, batch=batch)
+            if planned is None:
+                break
+            moved, claims = planned
+            message = f"sluice: archive {len(claims)} index(es) of {pipeline} runs at {holder[:12]}"
+            try:
+                branch.commit(moved, message, expect_absent=claims)
+            except (ClaimLost, EngineUnavailable):
+                break
 
 
 def protected(branch: ResultsBranch, pipeline: str) -> set[str]:
