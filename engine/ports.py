@@ -114,11 +114,32 @@ class ContainerRuntime(Protocol):
         """Build `build.context` as `build.tag` unless that tag exists; return its image id."""
         ...
 
+    def stage(self, spec: ContainerSpec, put: list[Path]) -> str | None:
+        """Create the container of `spec` and extract the `put` archives in it, not started:
+        the work of `run` that can be done while the step's upstream steps still run.
+
+        Returns a handle for `run(spec, ..., staged=handle)`, or None when it could not (the
+        `run` without it then reports why). Every handle goes to `run` or to `discard`.
+        """
+        ...
+
+    def discard(self, staged: str) -> None:
+        """Remove a staged container whose step will not run it."""
+        ...
+
     def run(
-        self, spec: ContainerSpec, transfer: Transfer, *, on_log: LogSink, cancel: threading.Event
+        self,
+        spec: ContainerSpec,
+        transfer: Transfer,
+        *,
+        on_log: LogSink,
+        cancel: threading.Event,
+        staged: str | None = None,
     ) -> ContainerResult:
         """Create, copy in, start, stream logs, wait (at most `spec.timeout`), copy out, remove.
 
+        With `staged` (from `stage(spec, ...)`, the same spec), that container is used: only
+        `transfer.put` is added, and none of it is copied when that list is empty.
         `on_log` gets each line of output as it comes. When `cancel` is set (and `kill_run`
         is called) it returns promptly, cancelled. The container is always removed before
         this returns.

@@ -1,9 +1,13 @@
-"""ContainerRuntime over the Docker Engine API (docker SDK): one fresh container per attempt."""
+"""ContainerRuntime over the Docker Engine API: one fresh container per attempt.
+
+The docker SDK (and requests) load only when a container runs, an image is built or
+pulled, or containers are listed: a run whose steps are all cached reads image ids over
+the unix socket (adapters/docker_socket.py) and never imports them.
+"""
 
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import socket
 import threading
@@ -11,16 +15,9 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
-import docker
-import docker.errors
-import docker.types
-import requests
-from docker.models.containers import Container
-
-from engine.adapters.docker_watch import Watch
-from engine.local import archives, disk
+from engine.adapters import docker_socket
 from engine.ports import (
     LABEL_ENGINE,
     LABEL_RUN,
@@ -32,6 +29,10 @@ from engine.ports import (
     RuntimeUnavailable,
     Transfer,
 )
+
+if TYPE_CHECKING:
+    import docker
+    from docker.models.containers import Container
 
 _DAEMON_HINT = "start the Docker daemon, or run scripts/docker-up.sh"
 
@@ -49,9 +50,6 @@ def _image_hint(ref: str) -> str:
     )
 
 
-_MAX_WAIT = 30 * 86400.0  # sockets reject absurd timeouts; no step runs a month
-
-
 class ImageBuildFailed(ImageMissing):
     """Building a step's image failed; the message ends with the last lines of the build log."""
 
@@ -59,12 +57,21 @@ class ImageBuildFailed(ImageMissing):
 @contextmanager
 def _daemon_errors() -> Iterator[None]:
     """Translate a lost connection to the daemon into the engine's own error."""
+    import requests  # lazy: loaded with the SDK, only where a call goes through it
+
     try:
         yield
     except requests.exceptions.ConnectionError as exc:
         raise RuntimeUnavailable(
             f"the Docker daemon does not answer: {exc}", hint=_DAEMON_HINT
         ) from exc
+
+
+def _engine_labels(spec: ContainerSpec) -> dict[str, str]:
+    labels = dict(spec.labels)
+    # who made it, so `gc` can tell whether its engine is still alive
+    labels.setdefault(LABEL_ENGINE, f"{socket.gethostname()}:{os.getpid()}")
+    return labels
 
 
 class DockerRuntime:
@@ -78,6 +85,8 @@ class DockerRuntime:
         self, client: docker.DockerClient | None = None, *, max_pool_size: int = 32
     ) -> None:
         self._client = client
+        if client is not None:
+            _no_proxy_lookups(client)
         self._max_pool_size = max_pool_size
         self._lock = threading.Lock()
         self._diff_is_cheap: bool | None = None
@@ -106,16 +115,39 @@ class DockerRuntime:
         """The docker client, connected on first use (the CLI must start fast)."""
         with self._lock:
             if self._client is None:
+                import docker  # lazy: the SDK and requests cost ~0.3 s; only a run needs them
+                import docker.errors  # lazy: with the SDK
+
                 try:
                     self._client = docker.from_env(max_pool_size=self._max_pool_size)
                 except docker.errors.DockerException as exc:
                     raise RuntimeUnavailable(
                         f"cannot reach the Docker daemon: {exc}", hint=_DAEMON_HINT
                     ) from exc
+                _no_proxy_lookups(self._client)
             return self._client
 
     def image_id(self, ref: str) -> str:
-        """The local image id of `ref`; one pull attempt when it is missing."""
+        """The local image id of `ref`; one pull attempt when it is missing.
+
+        On a unix socket (the usual case, and the one DOCKER_HOST=unix://... names) this is
+        one inspect request without the SDK; a missing image, and other hosts, go through it.
+        """
+        path = docker_socket.unix_socket() if self._client is None else None
+        if path is not None:
+            try:
+                found = docker_socket.image_inspect(path, ref)
+            except docker_socket.DaemonUnreachable as exc:
+                raise RuntimeUnavailable(
+                    f"cannot reach the Docker daemon: {exc}", hint=_DAEMON_HINT
+                ) from exc
+            if found is not None and isinstance(found.get("Id"), str):
+                return str(found["Id"])
+        return self._image_id_sdk(ref)
+
+    def _image_id_sdk(self, ref: str) -> str:
+        import docker.errors  # lazy: with the SDK
+
         with _daemon_errors():
             try:
                 return str(self.client.images.get(ref).id)
@@ -136,6 +168,8 @@ class DockerRuntime:
 
     def build_image(self, build: BuildRequest) -> str:
         """Build `build.context` as `build.tag`, unless that tag exists; return its id."""
+        import docker.errors  # lazy: with the SDK
+
         tag = build.tag
         with _daemon_errors():
             try:
@@ -167,35 +201,75 @@ class DockerRuntime:
                 ) from exc
             return str(image.id)
 
+    def stage(self, spec: ContainerSpec, put: list[Path]) -> str | None:
+        """Create the container of `spec` and copy `put` in, ahead of its `run`.
+
+        Returns its handle, or None when that could not be done (`run` without it then
+        says why). A staged container is either passed to `run` or to `discard`.
+        """
+        from engine.adapters import docker_attempt  # lazy: imports the docker SDK
+
+        try:
+            with _daemon_errors():
+                return docker_attempt.stage(self.client.api, spec, _engine_labels(spec), put)
+        except RuntimeUnavailable:
+            return None  # the run that follows meets the same daemon and says so
+
+    def discard(self, staged: str) -> None:
+        """Remove a staged container that will not run (its step ended otherwise)."""
+        from engine.adapters import docker_attempt  # lazy: imports the docker SDK
+
+        with _daemon_errors():
+            docker_attempt.remove(self.client.api, staged)
+
     def run(
-        self, spec: ContainerSpec, transfer: Transfer, *, on_log: LogSink, cancel: threading.Event
+        self,
+        spec: ContainerSpec,
+        transfer: Transfer,
+        *,
+        on_log: LogSink,
+        cancel: threading.Event,
+        staged: str | None = None,
     ) -> ContainerResult:
-        """Create, copy in, start, stream logs, wait, copy out, remove: one attempt.
+        """Create (unless `staged`), copy in, start, stream logs, wait, copy out, remove.
+
+        Calls, in order: create (or none: `staged` was made by `stage`, its archives
+        already in), attach (before start: no output is lost), put_archive (only when
+        `transfer.put` has anything: one stream), start, wait, inspect (exit code,
+        OOMKilled), diff (whether the wanted folder holds anything; it saves a ~40 ms
+        archive call), get_archive for what is wanted, remove. The stats stream runs
+        beside, from start.
 
         `on_log` gets each line with its newline (the last one may lack it), from a
         helper thread, always before this returns. Step-level problems come back as
         `error`; only a daemon that stops answering raises (RuntimeUnavailable).
         """
+        from engine.adapters import docker_attempt  # lazy: imports the docker SDK
+        from engine.adapters.docker_watch import Watch  # lazy: imports the docker SDK
+
         if cancel.is_set():
-            return _cancelled()
+            if staged is not None:
+                self.discard(staged)
+            return docker_attempt.cancelled()
         with _daemon_errors():
-            try:
-                container = self.client.containers.create(**_create_args(spec))
-            except docker.errors.ImageNotFound:
-                error = f"image {spec.image!r} not found locally; {_image_hint(spec.image)}"
-                return ContainerResult(exit_code=None, error=error)
-            except docker.errors.APIError as exc:
-                return ContainerResult(exit_code=None, error=f"docker refused: {_explain(exc)}")
-            watch = Watch(self.client.api, container, on_log)
+            api = self.client.api
+            cid = staged
+            if cid is None:
+                cid, error = docker_attempt.create(
+                    api, spec, _engine_labels(spec), _image_hint(spec.image)
+                )
+                if cid is None:
+                    return ContainerResult(exit_code=None, error=error)
+            watch = Watch(api, cid, on_log)
             result = None
             try:
-                result = self._attempt(
-                    container, spec, transfer, cancel, watch, self.diff_is_cheap()
+                result = docker_attempt.attempt(
+                    api, cid, spec, transfer, cancel, watch, self.diff_is_cheap()
                 )
-            except docker.errors.APIError as exc:
-                result = _api_failure(exc, cancel)
+            except docker_attempt.APIError as exc:
+                result = docker_attempt.api_failure(exc, cancel)
             finally:
-                _remove(container)
+                docker_attempt.remove(api, cid)
                 # usage only counts for an attempt that ran to its end
                 watch.join(stats=result is not None and result.exit_code is not None)
         if result.exit_code is None:
@@ -203,71 +277,26 @@ class DockerRuntime:
         peak, cpu_s = watch.usage()
         return dataclasses.replace(result, max_memory_bytes=peak, cpu_s=cpu_s)
 
-    @staticmethod
-    def _attempt(
-        container: Container,
-        spec: ContainerSpec,
-        transfer: Transfer,
-        cancel: threading.Event,
-        watch: Watch,
-        diff_is_cheap: bool,
-    ) -> ContainerResult:
-        watch.attach()
-        if transfer.put:
-            container.put_archive("/", archives.concatenated(transfer.put))
-        if cancel.is_set():
-            return _cancelled()
-        container.start()
-        watch.start()
-        if cancel.is_set():
-            return _cancelled()
-        timed_out = False
-        try:
-            container.wait(timeout=min(max(spec.timeout, 0.001), _MAX_WAIT))
-        except requests.exceptions.RequestException:
-            # The SDK's way of saying the timeout passed (a read timeout, sometimes wrapped
-            # in ConnectionError); a daemon that died instead fails this inspect.
-            container.reload()
-            if container.attrs["State"]["Running"]:
-                timed_out = True
-                container.stop(timeout=math.ceil(spec.grace))  # SIGTERM, SIGKILL after grace
-        if cancel.is_set():
-            return _cancelled()
-        container.reload()
-        state = container.attrs["State"]
-        watch.join_logs()
-        wanted = (
-            transfer.fetch
-            if state["ExitCode"] == 0 and not timed_out
-            else transfer.fetch_on_failure
-        )
-        if wanted and diff_is_cheap:
-            wanted = _changed(container, wanted)
-        fetched, fetch_error = _fetch(container, wanted, transfer.max_fetch_bytes)
-        return ContainerResult(
-            exit_code=int(state["ExitCode"]),
-            timed_out=timed_out,
-            oom_killed=bool(state.get("OOMKilled")),
-            fetched=fetched,
-            fetch_error=fetch_error,
-        )
-
     def kill_run(self, run_id: str) -> int:
         """Kill and remove every container of the run; return how many were there."""
+        from engine.adapters import docker_attempt  # lazy: imports the docker SDK
+
         removed = 0
         with _daemon_errors():
             for container in self._sluice_containers(run_id):
-                removed += _remove(container)
+                removed += docker_attempt.remove(self.client.api, str(container.id))
         return removed
 
     def gc(self, *, everything: bool = False) -> list[str]:
         """Remove containers left by dead engines on this host, and other hosts' stale ones.
 
         A stopped container whose engine is alive on this host is kept: it may be between
-        its exit and its copy-out. So is another host's (jobs mode runs many engines on one
-        daemon, each in its own container, whose liveness this host cannot see), until it
-        has been there `foreign_grace_s`.
+        its exit and its copy-out (or staged ahead of its start). So is another host's (jobs
+        mode runs many engines on one daemon, each in its own container, whose liveness this
+        host cannot see), until it has been there `foreign_grace_s`.
         """
+        from engine.adapters import docker_attempt  # lazy: imports the docker SDK
+
         host = socket.gethostname()
         removed: list[str] = []
         now = time.time()
@@ -283,7 +312,9 @@ class DockerRuntime:
                     gone = not _pid_alive(int(pid))
                 else:
                     gone = stopped and age >= self.foreign_grace_s
-                if (everything or gone) and _remove(container):
+                if (everything or gone) and docker_attempt.remove(
+                    self.client.api, str(container.id)
+                ):
                     names = container.attrs.get("Names") or [container.id]
                     removed.append(str(names[0]).lstrip("/"))
         return removed
@@ -294,117 +325,15 @@ class DockerRuntime:
         return self.client.containers.list(all=True, filters={"label": label}, sparse=True)
 
 
-def _create_args(spec: ContainerSpec) -> dict[str, Any]:
-    labels = dict(spec.labels)
-    # who made it, so `gc` can tell whether its engine is still alive
-    labels.setdefault(LABEL_ENGINE, f"{socket.gethostname()}:{os.getpid()}")
-    args: dict[str, Any] = {
-        "image": spec.image,
-        "command": spec.command,
-        "environment": dict(spec.env),  # exactly the step's variables, nothing of ours
-        "labels": labels,
-        "working_dir": spec.working_dir,
-        "network_mode": spec.network,
-        "privileged": False,
-        # setuid binaries and file capabilities cannot raise a step's privileges
-        "security_opt": ["no-new-privileges:true"],
-        "pids_limit": spec.pids_limit,
-        "init": True,  # a real PID 1: signals forwarded, zombies reaped
-        "nano_cpus": spec.nano_cpus,
-    }
-    if spec.command:
-        # `run`/`command` replace the image's ENTRYPOINT too (as a Kubernetes `command`
-        # does): `sh -c ...` must not become arguments of an entrypoint such as the engine
-        # image's. Without either, the image runs its own entrypoint and command.
-        args["entrypoint"], args["command"] = spec.command[:1], spec.command[1:]
-    if spec.mem_limit is not None:
-        # Equal limits leave no swap, so exceeding the limit is an OOM kill, not a crawl.
-        args["mem_limit"] = spec.mem_limit
-        args["memswap_limit"] = spec.mem_limit
-    if spec.capabilities is not None:
-        args["cap_drop"], args["cap_add"] = ["ALL"], list(spec.capabilities)
-    if spec.gpus:
-        args["device_requests"] = [
-            docker.types.DeviceRequest(count=spec.gpus, capabilities=[["gpu"]])
-        ]
-    return args
+def _no_proxy_lookups(client: docker.DockerClient) -> None:
+    """No proxy settings from the environment for a local socket (unix, npipe, ssh).
 
-
-def _cancelled() -> ContainerResult:
-    return ContainerResult(exit_code=None, cancelled=True)
-
-
-def _api_failure(exc: docker.errors.APIError, cancel: threading.Event) -> ContainerResult:
-    if cancel.is_set():  # kill_run removed it under us
-        return _cancelled()
-    if isinstance(exc, docker.errors.NotFound):
-        error = "the container was removed while it ran (docker rm or sluice gc?)"
-        return ContainerResult(exit_code=None, error=error)
-    return ContainerResult(exit_code=None, error=f"docker: {_explain(exc)}")
-
-
-def _changed(container: Container, wanted: dict[str, Path]) -> dict[str, Path]:
-    """The wanted paths holding anything: one cheap `diff` can save a ~70 ms archive call."""
-    changes = container.diff() or []
-    paths = [str(change.get("Path", "")) for change in changes]
-    return {
-        k: v for k, v in wanted.items() if any(p.startswith(k.rstrip("/") + "/") for p in paths)
-    }
-
-
-def _fetch(
-    container: Container, wanted: dict[str, Path], limit: int
-) -> tuple[dict[str, Path], str | None]:
-    """Stream each wanted path's tar to its local file, within `limit` bytes in all."""
-    fetched: dict[str, Path] = {}
-    budget = limit
-    for path, local in wanted.items():
-        try:
-            stream, _ = container.get_archive(path, chunk_size=1024 * 1024)
-        except docker.errors.NotFound:
-            continue  # the step did not make it
-        except docker.errors.APIError as exc:
-            return fetched, f"copying {path} out failed: {_explain(exc)}"
-        local.parent.mkdir(parents=True, exist_ok=True)
-        error = None
-        try:
-            with local.open("wb") as out:
-                for chunk in stream:
-                    budget -= len(chunk)
-                    if budget < 0:
-                        error = f"{path}: more than {limit} bytes to copy out"
-                        break
-                    out.write(chunk)
-        except requests.exceptions.RequestException as exc:
-            error = f"copying {path} out broke off: {exc}"
-        except OSError as exc:  # the engine's disk, not the step: a full one stops the run
-            local.unlink(missing_ok=True)
-            full = disk.full_disk(exc, local.parent, f"{path} (copied out)")
-            if full is None:
-                raise
-            raise full from None
-        finally:
-            close = getattr(stream, "close", None)
-            if close is not None:
-                close()  # drop the rest of an oversize stream
-        if error is not None:
-            local.unlink(missing_ok=True)
-            return fetched, error
-        fetched[path] = local
-    return fetched, None
-
-
-def _remove(container: Container) -> bool:
-    """Kill and remove; False if it was gone already (or the daemon would not)."""
-    try:
-        container.remove(force=True)
-    except docker.errors.APIError as exc:
-        # 409: another thread is removing it (the worker and kill_run race on cancel).
-        # Any other refusal leaves it to `sluice gc`: never a reason to lose a result.
-        return exc.status_code == 409
-    except requests.exceptions.ConnectionError:
-        return False  # the daemon is gone; the caller reports that, not this
-    return True
+    requests reads every proxy variable of the environment on each request (a third of
+    the engine's CPU per step, measured): a local socket never goes through a proxy.
+    TCP hosts keep them.
+    """
+    if str(client.api.base_url).startswith("http+docker://"):
+        client.api.trust_env = False
 
 
 def _pid_alive(pid: int) -> bool:

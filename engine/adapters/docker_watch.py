@@ -10,7 +10,6 @@ from typing import Any
 
 import docker
 import requests
-from docker.models.containers import Container
 from docker.types.daemon import CancellableStream
 
 from engine.ports import LogSink
@@ -36,7 +35,7 @@ class Watch:
     about 2 ms of client CPU per container; polling would cost a request per sample.
     """
 
-    def __init__(self, api: docker.APIClient, container: Container, on_log: LogSink) -> None:
+    def __init__(self, api: docker.APIClient, container: str, on_log: LogSink) -> None:
         self._api, self._container, self._on_log = api, container, on_log
         self._samples, self._peak, self._cpu_ns = 0, 0, 0
         self._logs: threading.Thread | None = None
@@ -45,7 +44,17 @@ class Watch:
 
     def attach(self) -> None:
         """Before start. The attach ends when the container stops or goes."""
-        self._attached = self._container.attach(stream=True, demux=True, logs=False)
+        # The SDK's `attach` inspects the container first to learn whether it has a tty;
+        # the engine never gives one, so the request is made here without that call.
+        api: Any = self._api  # private helpers of the SDK's APIClient (stable since 3.x)
+        response = api._post(
+            api._url("/containers/{0}/attach", self._container),
+            headers={"Connection": "Upgrade", "Upgrade": "tcp"},
+            params={"logs": 0, "stdout": 1, "stderr": 1, "stream": 1},
+            stream=True,
+        )
+        frames = api._read_from_socket(response, True, False, demux=True)
+        self._attached = CancellableStream(frames, response)
         self._logs = threading.Thread(target=self._follow_logs, daemon=True)
         self._logs.start()
 
@@ -91,7 +100,7 @@ class Watch:
 
     def _follow_stats(self) -> None:
         api = self._api
-        url = f"{api.base_url}/v{api.api_version}/containers/{self._container.id}/stats"
+        url = f"{api.base_url}/v{api.api_version}/containers/{self._container}/stats"
         try:
             # A live stream sends a frame every second. One orphaned by a removal racing
             # the start never ends: the read timeout ends it instead.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import tarfile
@@ -70,6 +71,10 @@ class FakeRuntime:
         self.killed_runs: list[str] = []
         self._lock = threading.Lock()
         self._running: dict[str, list[threading.Event]] = {}
+        self.staged: dict[str, tuple[ContainerSpec, list[Path]]] = {}  # not yet run or discarded
+        self.staged_runs = 0  # runs that used a staged container
+        self.discarded: list[str] = []
+        self._handles = 0
 
     def image_id(self, ref: str) -> str:
         if ref in self.missing_images:
@@ -81,7 +86,55 @@ class FakeRuntime:
         self.missing_images.discard(build.tag)
         return self.image_id(build.tag)
 
+    def stage(self, spec: ContainerSpec, put: list[Path]) -> str | None:
+        if spec.image in self.missing_images:
+            return None
+        with self._lock:
+            self._handles += 1
+            handle = f"staged-{self._handles}"
+            # the archives are read at `run`, as docker would have them: copied now
+            copies = []
+            for index, path in enumerate(put):
+                copy = path.with_name(f"{path.name}.{handle}.{index}")
+                copy.write_bytes(path.read_bytes())
+                copies.append(copy)
+            self.staged[handle] = (spec, copies)
+        return handle
+
+    def discard(self, staged: str) -> None:
+        with self._lock:
+            if staged in self.staged:  # else removed already (kill_run), as docker answers
+                self.discard_locked(staged)
+
     def run(
+        self,
+        spec: ContainerSpec,
+        transfer: Transfer,
+        *,
+        on_log: LogSink,
+        cancel: threading.Event,
+        staged: str | None = None,
+    ) -> ContainerResult:
+        if staged is not None:
+            with self._lock:
+                found = self.staged.pop(staged, None)
+                self.staged_runs += 1
+            if found is None:  # kill_run removed it
+                if cancel.is_set():
+                    return ContainerResult(exit_code=None, cancelled=True)
+                return ContainerResult(exit_code=None, error="the container was removed")
+            made, copies = found
+            if made != spec:
+                raise AssertionError(f"FakeRuntime: {staged} was staged for another spec")
+            try:
+                transfer = dataclasses.replace(transfer, put=[*copies, *transfer.put])
+                return self._run(spec, transfer, on_log=on_log, cancel=cancel)
+            finally:
+                for copy in copies:
+                    copy.unlink(missing_ok=True)
+        return self._run(spec, transfer, on_log=on_log, cancel=cancel)
+
+    def _run(
         self, spec: ContainerSpec, transfer: Transfer, *, on_log: LogSink, cancel: threading.Event
     ) -> ContainerResult:
         step = spec.labels.get(LABEL_STEP, "")
@@ -135,9 +188,18 @@ class FakeRuntime:
         self.killed_runs.append(run_id)
         with self._lock:
             running = list(self._running.get(run_id, []))
+            for handle, (spec, _) in list(self.staged.items()):  # docker removes them too
+                if spec.labels.get(LABEL_RUN) == run_id:
+                    self.discard_locked(handle)
         for killed in running:
             killed.set()
         return len(running)
+
+    def discard_locked(self, staged: str) -> None:
+        _, copies = self.staged.pop(staged)
+        self.discarded.append(staged)
+        for copy in copies:
+            copy.unlink(missing_ok=True)
 
     def gc(self, *, everything: bool = False) -> list[str]:
         return []

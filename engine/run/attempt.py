@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -68,6 +69,16 @@ class _Ending:
     metrics: dict[str, float | int | bool] = field(default_factory=dict)
     checkpoints: ArtifactPointer | None = None
     engine_error: EngineUnavailable | None = None
+
+
+@dataclass(frozen=True)
+class Staged:
+    """An attempt's container made ahead (AttemptRunner.stage), not started."""
+
+    handle: str
+    spec: ContainerSpec
+    config: Any  # what /sluice/config.json says in it
+    number: int
 
 
 def read_metrics(path: Path, mask: Callable[[str], str] = str) -> dict[str, float | int | bool]:
@@ -187,14 +198,21 @@ class AttemptRunner:
         number: int,
         inputs: Mapping[str, Mapping[str, ArtifactPointer]],
         restore: ArtifactPointer | None,
+        staged: Callable[[], Staged | None] | None = None,
     ) -> AttemptReport:
         """`run` on a worker thread, after restoring `restore`'s checkpoints; an engine bug
-        comes back as an `error` outcome, never raised (the scheduler waits for a report)."""
+        comes back as an `error` outcome, never raised (the scheduler waits for a report).
+
+        `staged`: waits for the container staged for this step (None when there is none)."""
+        made = None
         try:
+            made = staged() if staged is not None else None
             if restore:
                 self.restore_checkpoints(prepared.step.name, restore)
-            return self.run(prepared, number, inputs)
+            return self.run(prepared, number, inputs, made)
         except Exception as exc:
+            if made is not None:
+                self.discard(made)  # removed already if `run` got it: then a no-op
             now = utc_iso(self.clock())
             error = self.mask(f"engine error: {type(exc).__name__}: {exc}")
             attempt = Attempt(
@@ -203,20 +221,31 @@ class AttemptRunner:
             return AttemptReport(prepared.step.name, attempt)
 
     def run(
-        self, prepared: Prepared, number: int, inputs: Mapping[str, Mapping[str, ArtifactPointer]]
+        self,
+        prepared: Prepared,
+        number: int,
+        inputs: Mapping[str, Mapping[str, ArtifactPointer]],
+        staged: Staged | None = None,
     ) -> AttemptReport:
-        """One attempt, start to end; the engine's own failure comes back as `engine_error`."""
+        """One attempt, start to end; the engine's own failure comes back as `engine_error`.
+
+        `staged`: this attempt's container made ahead by `stage` (used when it still fits:
+        same spec and config; removed otherwise, and whenever the attempt does not run)."""
         name = prepared.step.name
         work = self.step_dir(name) / f"attempt-{number}"
         work.mkdir(parents=True, exist_ok=True)
         log_rel = f"logs/{name}.{number}.log"
         log = CappedLog(self.run_dir / log_rel, self.log_cap)
         started, mono = self.clock(), time.monotonic()
+        pending = [staged] if staged is not None else []  # emptied when the runtime takes it
         try:
-            end = self._attempt(prepared, number, inputs, work, log)
+            end = self._attempt(prepared, number, inputs, work, log, pending)
         except EngineUnavailable as exc:
             why = f"the engine could not run: {exc.message}"
             end = _Ending(Outcome.error, error=why, engine_error=exc)
+        finally:
+            for left in pending:
+                self.discard(left)
         if end.error:
             log.write(f"sluice: {self.mask(end.error)}")
         log.close()
@@ -251,8 +280,10 @@ class AttemptRunner:
         inputs: Mapping[str, Mapping[str, ArtifactPointer]],
         work: Path,
         log: CappedLog,
+        pending: list[Staged],
     ) -> _Ending:
         step = prepared.step
+        staged = pending[0] if pending and self._fits(pending[0], prepared, number) else None
         if prepared.image_id is None:
             return _Ending(Outcome.error, error=prepared.error or "no image")
         missing = [s for s in step.secrets if s not in self.secrets]
@@ -273,15 +304,17 @@ class AttemptRunner:
         on_log = MaskedLines(self.mask, relay)  # masks across the pieces of a long line
 
         try:
-            puts = [self._inputs_tar(prepared, inputs, work / "in.tar")]
+            late = self._late_tar(prepared, inputs, work / "late.tar")
         except EngineUnavailable:
             raise
         except SluiceError as exc:
             return _Ending(Outcome.error, error=f"could not prepare the step's inputs: {exc}")
-        if step.workspace is True and self.workspace.tar is not None:
-            puts.insert(0, self.workspace.tar)
-        elif isinstance(step.workspace, list):
-            puts.insert(0, self.workspace.subset_tar(step.workspace, work / "workspace.tar"))
+        # Staged: workspace and /sluice files are in already; only inputs and checkpoints
+        # remain (often nothing: no archive call). Else all of it, as one stream.
+        puts = [] if staged is not None else self._ahead_tars(prepared, work)
+        puts += [late] if late is not None else []
+        if staged is not None:
+            pending.clear()  # the runtime removes it from here on
         outputs_tar = work / "outputs.tar"
         result = self.runtime.run(
             self._spec(prepared, number),
@@ -294,6 +327,7 @@ class AttemptRunner:
             ),
             on_log=on_log,
             cancel=self.cancel,
+            staged=staged.handle if staged is not None else None,
         )
         on_log.close()
         end = self._ending(step, result, work)
@@ -371,26 +405,79 @@ class AttemptRunner:
             capabilities=tuple(step.capabilities),
         )
 
-    def _inputs_tar(
-        self, prepared: Prepared, inputs: Mapping[str, Mapping[str, ArtifactPointer]], out: Path
-    ) -> Path:
+    def stage(self, prepared: Prepared, number: int) -> Staged | None:
+        """Make attempt `number`'s container ahead, with the workspace and /sluice files in
+        it (everything but inputs and checkpoints); None when it cannot be made now."""
         step = prepared.step
+        if prepared.image_id is None or self.cancel.is_set():
+            return None
+        if any(name not in self.secrets for name in step.secrets):
+            return None  # the attempt says which one is missing
+        work = self.step_dir(step.name) / f"attempt-{number}"
+        work.mkdir(parents=True, exist_ok=True)
+        spec = self._spec(prepared, number)
+        handle = self.runtime.stage(spec, self._ahead_tars(prepared, work))
+        return Staged(handle, spec, prepared.config, number) if handle is not None else None
+
+    def discard(self, staged: Staged) -> None:
+        """Remove a staged container (its step ended without it, or it no longer fits)."""
+        # a daemon that went away took it with it; else `sluice gc` will
+        with contextlib.suppress(SluiceError):
+            self.runtime.discard(staged.handle)
+
+    def _fits(self, staged: Staged, prepared: Prepared, number: int) -> bool:
+        return (
+            staged.number == number
+            and staged.config == prepared.config
+            and prepared.image_id is not None
+            and staged.spec == self._spec(prepared, number)
+        )
+
+    def _ahead_tars(self, prepared: Prepared, work: Path) -> list[Path]:
+        """The archives known before the upstream steps end: workspace, /sluice files."""
+        step = prepared.step
+        puts = [self._base_tar(prepared, work / "sluice.tar")]
+        if step.workspace is True and self.workspace.tar is not None:
+            puts.insert(0, self.workspace.tar)
+        elif isinstance(step.workspace, list):
+            puts.insert(0, self.workspace.subset_tar(step.workspace, work / "workspace.tar"))
+        return puts
+
+    @staticmethod
+    def _sluice_dirs(tar: archives.TarBuilder, step: ResolvedStep) -> None:
+        # the same entries in both archives: a later one never changes a folder's mode
+        tar.add_dir("sluice")
+        tar.add_dir("sluice/inputs")
+        for dep in step.needs:
+            tar.add_dir(f"sluice/inputs/{dep}")
+        tar.add_dir("sluice/outputs")
+        tar.add_dir("sluice/checkpoints")
+
+    def _base_tar(self, prepared: Prepared, out: Path) -> Path:
         with archives.TarBuilder(out) as tar:
-            tar.add_dir("sluice")
+            self._sluice_dirs(tar, prepared.step)
             tar.add_bytes("sluice/config.json", json.dumps(prepared.config, indent=2).encode())
             tar.add_bytes("sluice/params.json", json.dumps(self.params, indent=2).encode())
             if self.baseline_json is not None:
                 tar.add_bytes("sluice/baseline.json", self.baseline_json)
-            tar.add_dir("sluice/inputs")
-            for dep in step.needs:
-                tar.add_dir(f"sluice/inputs/{dep}")
-                if dep in inputs:
-                    local = self.materialize(dep, inputs[dep])
-                    tar.add_tree(local, f"sluice/inputs/{dep}", paths=list(inputs[dep]))
-            tar.add_dir("sluice/outputs")
-            tar.add_dir("sluice/checkpoints")
-            checkpoints = self.step_dir(step.name) / "checkpoints"
-            if checkpoints.is_dir():
+        return out
+
+    def _late_tar(
+        self, prepared: Prepared, inputs: Mapping[str, Mapping[str, ArtifactPointer]], out: Path
+    ) -> Path | None:
+        """Inputs and checkpoints: known when the attempt starts; None when there are none."""
+        step = prepared.step
+        checkpoints = self.step_dir(step.name) / "checkpoints"
+        has_checkpoints = checkpoints.is_dir() and any(checkpoints.iterdir())
+        given = [dep for dep in step.needs if inputs.get(dep)]
+        if not given and not has_checkpoints:
+            return None
+        with archives.TarBuilder(out) as tar:
+            self._sluice_dirs(tar, step)
+            for dep in given:
+                local = self.materialize(dep, inputs[dep])
+                tar.add_tree(local, f"sluice/inputs/{dep}", paths=list(inputs[dep]))
+            if has_checkpoints:
                 tar.add_tree(checkpoints, "sluice/checkpoints")
         return out
 

@@ -34,6 +34,7 @@ from engine.run.options import RunOptions
 from engine.run.prepare import Prepared, Preparer, decide_approval, expression_context
 from engine.run.recorder import Recorder, new_manifest, new_run_id, resumed
 from engine.run.schedule import Job, run_loop
+from engine.run.staging import Stager
 
 NOT_STARTED = "not started: the engine could not run"
 
@@ -77,6 +78,8 @@ class Executor:
         self._workspace: WorkspaceSnapshot | None = None
         self._preparer: Preparer | None = None
         self._runner: AttemptRunner | None = None
+        self._stager: Stager | None = None  # containers made ahead (not in jobs mode)
+        self._ahead: Preparer | None = None  # prepares them before their inputs are known
         self._baseline: RunManifest | None = None
         self._stopped: EngineUnavailable | None = None  # the engine's own failure
         if options.resume is not None:
@@ -197,6 +200,9 @@ class Executor:
             grace_s=self.options.grace_s,
             baseline_json=self._baseline.to_json().encode() if self._baseline else None,
         )
+        if self.options.role is None:  # a step job runs one step: nothing to look ahead to
+            self._stager = Stager(self._runner, max(1, self.options.max_parallel))
+            self._ahead = Preparer(self.runtime, self.repo, workspace, self.options.engine_image)
         self.recorder.save(self.manifest, record=self.options.role is None)
         self.reporter.run_started(self.manifest, self.loaded.dag)
 
@@ -218,6 +224,8 @@ class Executor:
             record.reason = self.mask(reason)
         if status in TERMINAL:
             self.recorder.step_done(name)
+            if self._stager is not None:
+                self._stager.drop(name)  # made ahead for nothing: it will not run
         self.recorder.save(self.manifest, record=status in TERMINAL)
         self.reporter.step_changed(name, record)
 
@@ -271,6 +279,43 @@ class Executor:
                 self._set(name, status, decision.reason)
             if not changed:
                 return ready
+
+    def lookahead(self, queued: list[str], running: set[str]) -> None:
+        """Make the containers of the steps that start next while others run (at most
+        `max_parallel` waiting): steps queued for a slot, and pending steps whose needs all
+        run or succeeded. Only their inputs are left to copy when they start. Steps that may
+        not run as prepared (`when`, approval, finally, image built) are not made ahead."""
+        stager, ahead = self._stager, self._ahead
+        if stager is None or ahead is None or self.stopping() or stager.room() <= 0:
+            return
+        trigger: dict[str, Any] | None = None
+        for name in [*queued, *self._next_up(running)]:
+            step = self.steps[name]
+            if name in running or stager.has(name) or step.is_finally or step.when is not None:
+                continue
+            if step.approval is True or isinstance(step.image, ImageBuild):
+                continue
+            if trigger is None:
+                trigger = self._context()["trigger"]
+            prepared = ahead.prepare(step, self.manifest.params, trigger, {})
+            stager.stage(name, prepared, len(self.manifest.steps[name].attempts) + 1)
+            if stager.room() <= 0:
+                return
+
+    def _next_up(self, running: set[str]) -> list[str]:
+        """Pending steps that become ready when running ones succeed."""
+        if not running:
+            return []
+        records = self.manifest.steps
+        return [
+            name
+            for name in self.loaded.dag.order
+            if records[name].status is StepStatus.pending
+            and any(dep in running for dep in self.steps[name].needs)
+            and all(
+                dep in running or records[dep].status in DONE_OK for dep in self.steps[name].needs
+            )
+        ]
 
     def _warn(self, name: str, text: str) -> None:
         """A warning about step `name`: in its record (and so the summary), and said now."""
@@ -353,7 +398,8 @@ class Executor:
         restore = original.checkpoints if number == 1 and original is not None else None
         runner = self._runner
         assert runner is not None
-        return lambda: runner.attempt(prepared, number, inputs, restore)
+        staged = self._stager.take(name) if self._stager is not None else None
+        return lambda: runner.attempt(prepared, number, inputs, restore, staged)
 
     def apply(self, report: AttemptReport, stopping: bool) -> float | None:
         name, attempt = report.step, report.attempt
@@ -399,6 +445,8 @@ class Executor:
     # ---- the end ------------------------------------------------------------------------
 
     def _finish(self) -> None:
+        if self._stager is not None:
+            self._stager.close()  # nothing made ahead outlives the run
         if self._stopped is not None and not self._cancel.is_set():
             self.stop(set())
         role = self.options.role

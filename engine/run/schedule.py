@@ -43,6 +43,10 @@ class Plan(Protocol):
         """The engine itself failed between attempts: the run stops."""
         ...
 
+    def lookahead(self, queued: list[str], running: set[str]) -> None:
+        """Prepare what will start next (`queued`: waiting for a slot), off the critical path."""
+        ...
+
 
 def run_loop(plan: Plan, attempts: dict[str, int], max_parallel: int) -> None:
     """Start ready steps, wait for reports, retry when told, until nothing is left to do.
@@ -72,6 +76,7 @@ def run_loop(plan: Plan, attempts: dict[str, int], max_parallel: int) -> None:
                     _spawn(plan.start(name, attempts[name] + 1), name, attempts[name] + 1, reports)
                     attempts[name] += 1
                     running.add(name)
+                plan.lookahead(ready, running)
             except EngineUnavailable as exc:
                 plan.engine_failed(exc, None)
                 continue
