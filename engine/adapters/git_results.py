@@ -430,7 +430,7 @@ class ResultsStore:
             return False
         done = self._git(
             "fetch", "--quiet", "--depth=1", "--no-tags", "--no-write-fetch-head",
-            "--no-recurse-submodules", self.remote, commit, check=False,
+            "--no-recurse-submodules", "--no-auto-gc", self.remote, commit, check=False,
         )  # fmt: skip
         return done.returncode == 0
 
@@ -510,7 +510,8 @@ class ResultsStore:
         if len(blobs) > 1 and self.partial() and all(_SHA.match(b) for b in blobs):
             self._git(
                 "-c", "fetch.negotiationAlgorithm=noop", "fetch", "--quiet", "--no-tags",
-                "--no-write-fetch-head", "--no-recurse-submodules", "--filter=blob:none",
+                "--no-write-fetch-head", "--no-recurse-submodules", "--no-auto-gc",
+                "--filter=blob:none",
                 self.remote, *blobs, check=False,
             )  # fmt: skip
 

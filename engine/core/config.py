@@ -22,7 +22,7 @@ class ResultsConfig(StrictModel):
     push: Literal["auto", "always", "never"] | bool = "auto"
     # Runs of a pipeline kept at the branch tip; older ones move to `archive/` in batches
     # (still readable: show, logs, retry, rollback read them at the commit that holds them).
-    keep_runs: Annotated[int, Field(ge=1, le=100_000)] = 200
+    keep_runs: Annotated[int, Field(ge=1, le=100_000)] = 100
     archive_batch: Annotated[int, Field(ge=1, le=10_000)] = 50  # runs moved per commit
 
 
