@@ -173,6 +173,9 @@ class Attempt(_Model):
     finished_at: str | None = None
     duration_s: float | None = None
     log: RelPath | None = None
+    # The whole log in the artifact store, when the results branch keeps only its tail
+    # (core/log_tail.py); None for a log the branch holds whole, and in older records.
+    log_full: ArtifactPointer | None = None
     max_memory_bytes: int | None = None
     cpu_s: float | None = None
     error: str | None = None
