@@ -320,7 +320,10 @@ def test_retry_after_the_engine_was_killed(
     finally:
         if proc.poll() is None:
             proc.kill()
+    origin = tmp_path / "origin.git"
+    assert not git(origin, "branch", "--list", "sluice-results")  # pushed once, at the end
     cli(repo, "gc")  # the killed engine's container, and its run: closed as cancelled
+    assert git(origin, "rev-list", "--count", "sluice-results") == "1"  # gc pushed its record
     (crashed,) = json.loads(cli(repo, "runs", "--json").stdout)
     assert crashed["status"] == "cancelled" and "is gone" in crashed["error"]
     assert crashed["steps"]["first"]["status"] == "succeeded"

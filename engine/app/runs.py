@@ -18,9 +18,17 @@ from engine.adapters.console import make_reporter
 from engine.adapters.pipeline_files import find_pipeline
 from engine.app import compose, execution
 from engine.app.drift_follow import DriftFollower, execute_following
+from engine.app.orphans import alive_here, close_orphans, local_manifest
 from engine.core import layout, names
 from engine.core.config import RepoConfig
-from engine.core.manifest import DONE_OK, TERMINAL, ArtifactPointer, RunManifest, RunStatus, Trigger
+from engine.core.manifest import (
+    DONE_OK,
+    TERMINAL,
+    ArtifactPointer,
+    RunManifest,
+    RunStatus,
+    Trigger,
+)
 from engine.core.params import coerce_params
 from engine.core.parse import LoadedPipeline
 from engine.core.payloads import check_payload
@@ -176,15 +184,22 @@ def report_errors(
             github.run_error(manifest, os.environ, sys.stderr, summary=summary)
 
 
-def find_run(store: ResultsBranch, run_id: str) -> RunManifest:
+def find_run(store: ResultsBranch, run_id: str, repo: Path | None = None) -> RunManifest:
     """Run `run_id`'s manifest; exit 2 naming the field when the branch holds one the engine
-    refuses (a hostile name: the branch is untrusted), or when there is no such run."""
+    refuses (a hostile name: the branch is untrusted), or when there is no such run.
+
+    A run the branch does not have yet (it records a run at its end or pause: one still
+    running, or whose engine was killed) is read from `.sluice/runs/` of `repo` (default:
+    the results branch's repository), checked the same way."""
     names.checked(run_id, "run id")
     manifest = store.manifest(run_id)
     if manifest is None:
         refused = refused_manifest(store, run_id)
         if refused is not None:
             raise UsageError(refused, hint="the results branch holds a damaged or hostile record")
+        where = repo if repo is not None else getattr(store, "repo", None)
+        manifest = local_manifest(where, run_id) if isinstance(where, Path) else None
+    if manifest is None:
         raise NotFound(
             f"no run {run_id!r} on the results branch",
             hint="`sluice runs` lists runs; `--fetch` gets the remote's results first",
@@ -196,12 +211,18 @@ def find_run(store: ResultsBranch, run_id: str) -> RunManifest:
 
 def _read(place: Place, run_id: str) -> RunManifest:
     """The run as recorded, the remote's record first (it may have run on another runner);
-    offline, the local branch's."""
+    offline, the local branch's; a run not on the branch, its copy under `.sluice/runs/`."""
+    return _located(place, run_id)[0]
+
+
+def _located(place: Place, run_id: str) -> tuple[RunManifest, bool]:
+    """`_read`'s manifest, and whether it is on the results branch (else: only here)."""
     with compose.reading_branch(place.repo, place.config) as store:
         if place.push is not False:
             with contextlib.suppress(EngineUnavailable):
                 store.fetch()
-        return find_run(store, run_id)
+        manifest = find_run(store, run_id, place.repo)
+        return manifest, store.manifest(run_id) is not None
 
 
 def _current(place: Place, manifest: RunManifest) -> LoadedPipeline:
@@ -276,9 +297,26 @@ def retry(
     on_executor: Callable[[Executor], None],
 ) -> list[RunManifest]:
     """A new run that reuses `run_id`'s succeeded steps and runs the rest."""
-    original = _read(place, run_id)
+    original, recorded = _located(place, run_id)
+    pid = alive_here(original)
+    if pid is not None:
+        raise UsageError(
+            f"run {run_id} is still running here (pid {pid}): wait for it to end, or stop "
+            f"it (Ctrl-C where it runs, or `kill -INT {pid}`) and retry it then",
+            hint="a run whose engine was killed outright can be retried at once",
+        )
     done = [name for name, rec in original.steps.items() if rec.status in DONE_OK]
     refuse_without_outputs(place, original, "retry", done)
+    if not recorded and original.status is RunStatus.running:  # its engine is gone: recorded
+        # closed first, as `sluice gc` does, so that the retry's `retry_of` names a record
+        try:
+            closing = close_orphans(
+                place.repo, place.config, log=place.log, only=run_id, push=place.push
+            )
+        except EngineUnavailable as exc:  # the retry goes on; the next record carries it
+            place.log(f"sluice: run {run_id} was not recorded as closed: {exc.message}")
+        else:
+            original = closing[0] if closing else original
     loaded = _current(place, original)
     trigger = Trigger(kind="retry", event=run_id, payload={"retry_of": run_id})
     run_options = options(

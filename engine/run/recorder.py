@@ -1,4 +1,10 @@
-"""A run's manifest: made or resumed, saved on disk at each change, recorded at milestones."""
+"""A run's manifest: made or resumed, saved on disk at each change, recorded once at the end.
+
+Only the final record (the run's end, or its pause for approval; in jobs mode, the end of
+each part) is committed to the results branch: one commit per run, plus one per pause.
+Every change before it is written to `.sluice/runs/<id>/manifest.json` only, which is what
+crash recovery reads (`sluice gc` closes such a run, `sluice retry` reuses its steps).
+"""
 
 from __future__ import annotations
 
@@ -13,6 +19,7 @@ from engine.core.manifest import RunManifest, RunStatus, StepRecord, StepStatus,
 from engine.core.parse import LoadedPipeline
 from engine.errors import SluiceError
 from engine.local import liveness
+from engine.ports import ArtifactStore
 from engine.run.options import JobRole
 from engine.run.records import History
 
@@ -89,12 +96,14 @@ Components = Callable[[str], Mapping[str, Any] | None]
 
 
 class Recorder:
-    """Writes the manifest under the run's folder at every change; with `record`, also commits
-    it (with new logs and cache components) to the results branch, when there is one.
+    """Writes the manifest under the run's folder at every change; at the final record
+    (`final`: the run's end or its pause), also commits it, with the logs and cache
+    components of every step finished since the last record that went through, to the
+    results branch, when there is one.
 
-    A record that fails is said (`note`) and tried again with the next: the run goes on.
-    `unrecorded` is the last record's failure (None once one went through): after the
-    final record, a run whose record did not reach the results branch (or its remote).
+    A record that fails is said (`note`); what it held waits for the next one (a resumed
+    run's). `unrecorded` is the last record's failure (None once one went through): after
+    the final record, a run whose record did not reach the results branch (or its remote).
     """
 
     def __init__(
@@ -105,14 +114,15 @@ class Recorder:
         baseline_step: str | None,
         components: Components,
         note: Callable[[str], None],
+        artifacts: ArtifactStore | None = None,
     ) -> None:
         self.run_dir, self.history, self.baseline_step = run_dir, history, baseline_step
         self.components, self.note = components, note
+        self.artifacts = artifacts  # where a log longer than the branch keeps goes
         self.dry = False  # `explain`: nothing is written
         # jobs mode: the steps whose own files this process writes (None: the manifest), and
-        # whether only the final record is committed, and the step files the manifest absorbs
+        # whether the step files the manifest absorbs go
         self.steps_only: frozenset[str] | None = None
-        self.final_only = False
         self.absorbs = False
         self._logs: list[str] = []  # run-relative paths of logs not yet recorded
         self._newly_done: set[str] = set()
@@ -125,30 +135,26 @@ class Recorder:
         self._newly_done.add(name)
 
     def for_role(self, role: JobRole | None, finally_steps: Sequence[str]) -> None:
-        """Record as jobs mode's `role` does: `plan` commits the manifest once, at the end;
-        `step` commits its step's own file when the step finishes; `finish` commits the
-        manifest with every step file folded in (the files go)."""
+        """Record as jobs mode's `role` does: `plan` commits the manifest; `step` commits its
+        step's own file; `finish` commits the manifest with every step file folded in (the
+        files go). Each once, at its end."""
         if role is None:
             return
-        self.final_only = role.part == "plan"
         if role.part == "step" and role.step is not None:
             self.steps_only = frozenset([role.step])
         self.absorbs = role.part == "finish"
 
     def save(self, manifest: RunManifest, *, record: bool = False, final: bool = False) -> None:
-        """Write the manifest under the run's folder; with `record`, commit it too (in jobs
-        mode, only what the role commits: `final` marks the last record)."""
+        """Write the manifest under the run's folder; with `record` and `final` (the run's
+        end or pause, the end of a jobs-mode part), commit it too. A `record` that is not
+        final stays on disk: the final record carries what it held."""
         if self.dry:
             return
         path = self.run_dir / "manifest.json"
         tmp = path.with_suffix(".json.tmp")
         tmp.write_text(manifest.to_json())
         tmp.replace(path)
-        if not record or self.history is None:
-            return
-        if self.final_only and not final:
-            return
-        if self.steps_only is not None and not final and not (self._newly_done & self.steps_only):
+        if not (record and final) or self.history is None:
             return
         self._record(self.history, manifest)
 

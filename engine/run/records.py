@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Collection, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 from pydantic import BaseModel, ValidationError
 
@@ -32,6 +32,16 @@ from engine.errors import ClaimLost, EngineUnavailable
 from engine.ports import Clock, ResultsBranch, SystemClock
 
 _CLAIM_ATTEMPTS = 20
+
+
+class _Change(NamedTuple):
+    """A production change to commit: before, after (None: no change), files, claim, message."""
+
+    before: Production | None
+    after: Production | None
+    files: dict[str, bytes | None]
+    claim: str
+    message: str
 
 
 class CacheEntry(BaseModel):
@@ -161,36 +171,45 @@ class History:
         reads the new production and asks `decide` again.
         """
         for _ in range(_CLAIM_ATTEMPTS):
-            before = self.production_state(pipeline, step, exclude=exclude)
-            wanted = decide(before)
-            if wanted is None:
-                return before, before
-            run_id, run_step, action = wanted
-            seq = 1 + (before.seq if before and before.seq else self._last_seq(pipeline))
-            after = advance(
-                before,
-                pipeline=pipeline,
-                run_id=run_id,
-                step=run_step,
-                action=action,
-                by=by,
-                at=utc_iso(self.clock.now()),
-                seq=seq,
-            )
-            claim = layout.production_entry(pipeline, seq)
-            changes: dict[str, bytes | None] = {
-                layout.production(pipeline): after.to_json().encode(),
-                claim: after.entry().model_dump_json(indent=2).encode() + b"\n",
-            }
-            message = f"sluice: {action} {pipeline} to {run_id}"
+            change = self._production_change(pipeline, step, decide, by=by, exclude=exclude)
+            if change.after is None:
+                return change.before, change.before
             try:
-                self.branch.commit(changes, message, expect_absent=[claim])
+                self.branch.commit(change.files, change.message, expect_absent=[change.claim])
             except ClaimLost:
                 continue  # another writer recorded entry `seq` first
-            return before, after
+            return change.before, change.after
         raise EngineUnavailable(
             f"production of {pipeline} kept changing: gave up after {_CLAIM_ATTEMPTS} tries"
         )
+
+    def _production_change(
+        self, pipeline: str, step: str, decide: Decide, *, by: str, exclude: str | None
+    ) -> _Change:
+        """What changing production as `decide` asks takes, seen from the branch's tip: the
+        pointer and the claimed entry `seq` (no `after`: no change)."""
+        before = self.production_state(pipeline, step, exclude=exclude)
+        wanted = decide(before)
+        if wanted is None:
+            return _Change(before, None, {}, "", "")
+        run_id, run_step, action = wanted
+        seq = 1 + (before.seq if before and before.seq else self._last_seq(pipeline))
+        after = advance(
+            before,
+            pipeline=pipeline,
+            run_id=run_id,
+            step=run_step,
+            action=action,
+            by=by,
+            at=utc_iso(self.clock.now()),
+            seq=seq,
+        )
+        claim = layout.production_entry(pipeline, seq)
+        files: dict[str, bytes | None] = {
+            layout.production(pipeline): after.to_json().encode(),
+            claim: after.entry().model_dump_json(indent=2).encode() + b"\n",
+        }
+        return _Change(before, after, files, claim, f"sluice: {action} {pipeline} to {run_id}")
 
     def _latest_succeeded(self, pipeline: str, step: str) -> str | None:
         latest = self.branch.read(layout.succeeded(pipeline, step))
@@ -214,8 +233,10 @@ class History:
     ) -> None:
         """Commit the manifest, new logs, and index entries for steps that just succeeded.
 
-        A run whose baseline step just succeeded becomes production (action `deploy`),
-        recorded right after its manifest. Jobs mode: with `steps_only`, the file of each of
+        A run whose baseline step just succeeded becomes production (action `deploy`), in
+        the same commit: the pointer and the claimed entry `seq` with the record. When
+        another writer claimed that entry first, the record is committed alone and the
+        change follows, decided again on the new production (`change_production`). Jobs mode: with `steps_only`, the file of each of
         those steps instead of the manifest (jobs that push at once write different files);
         with `absorb`, the manifest with every step file removed (it holds them now).
         """
@@ -246,11 +267,23 @@ class History:
             for file in self.branch.list_dir(folder):
                 extra[f"{folder}/{file}"] = None
         if steps_only is None:
-            self.branch.commit(*layout.run_record(manifest, logs, extra))
+            changes, message = layout.run_record(manifest, logs, extra)
         else:
-            self.branch.commit(*layout.step_run_record(manifest, steps_only, logs, extra))
-        if deployed and baseline_step is not None:
-            run_id = manifest.run_id
-            decide = deploy_once(run_id, baseline_step)
-            by = deployer(manifest, baseline_step)
-            self.change_production(manifest.pipeline, baseline_step, decide, by=by, exclude=run_id)
+            changes, message = layout.step_run_record(manifest, steps_only, logs, extra)
+        if not deployed or baseline_step is None:
+            self.branch.commit(changes, message)
+            return
+        run_id = manifest.run_id
+        decide = deploy_once(run_id, baseline_step)
+        by = deployer(manifest, baseline_step)
+        pipeline = manifest.pipeline
+        change = self._production_change(pipeline, baseline_step, decide, by=by, exclude=run_id)
+        if change.after is not None:  # one commit: the record and production's change
+            both = f"{message}\n\n{change.message}"
+            try:
+                self.branch.commit({**changes, **change.files}, both, expect_absent=[change.claim])
+                return
+            except ClaimLost:
+                pass  # another writer took entry `seq`: the record first, then production
+        self.branch.commit(changes, message)
+        self.change_production(pipeline, baseline_step, decide, by=by, exclude=run_id)
