@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import stat
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -124,21 +127,65 @@ def _pairs(values: Mapping[str, Any]) -> str:
 @click.argument("run_id")
 @click.argument("step")
 @click.option("--attempt", type=click.IntRange(1, 1000), help="Attempt number (default: the last).")
+@click.option(
+    "--full",
+    is_flag=True,
+    help="The whole log from the artifact store, checked against its sha256 (the results "
+    "branch keeps a long log's last 32 KiB).",
+)
 @_fetch
 @click.pass_obj
-def logs(state: State, run_id: str, step: str, attempt: int | None, fetch: bool) -> None:
+def logs(
+    state: State, run_id: str, step: str, attempt: int | None, full: bool, fetch: bool
+) -> None:
     """Print a step's log from the results branch.
 
-    Inside GitHub Actions (stdout not a file) it comes between ::stop-commands:: and its
-    token, so what the step printed issues no workflow command.
+    The branch keeps a long log's last 32 KiB (it says so on stderr) and the whole log
+    is in the artifact store: `--full` prints it. Inside GitHub Actions (stdout not a
+    file) the log comes between ::stop-commands:: and its token, so what the step
+    printed issues no workflow command.
 
     \b
     Examples:
       sluice logs 20261124T100000Z-a1b2c3 train
       sluice logs 20261124T100000Z-a1b2c3 train --attempt 1
+      sluice logs 20261124T100000Z-a1b2c3 train --full > train.log
     """
-    from engine.app.runs import log_text  # lazy: `sluice --help` does not load pydantic
+    from engine.app.step_logs import full_log, step_log  # lazy: `sluice --help` stays light
 
     with state.reading_store(fetch) as store:
-        text = log_text(store, run_id, step, attempt)
-    click.echo(text.decode("utf-8", "replace"), nl=False)
+        found = step_log(store, run_id, step, attempt)
+    text = full_log(state.config, state.repo, found) if full else found.text
+    _print_log(text)
+    if found.is_tail and not full:
+        from engine.local.disk import size_text  # lazy: as above
+
+        whole = size_text(found.size or 0)
+        how = (
+            f"`sluice logs {run_id} {step} --attempt {found.attempt} --full` prints all of it "
+            f"from the artifact store {found.full.store}"
+            if found.full is not None
+            else found.warning or "the run stored no whole copy of it"
+        )
+        say(f"sluice: the results branch keeps the end of this log ({whole} in all); {how}")
+
+
+def _print_log(text: bytes) -> None:
+    """The log on stdout; on a GitHub runner (stdout not a file) between `::stop-commands::T`
+    and `::T::`, T a fresh random token, so no line of it is a workflow command."""
+    sys.stdout.flush()
+    out = sys.stdout.buffer
+    try:
+        to_file = stat.S_ISREG(os.fstat(out.fileno()).st_mode)
+    except (OSError, ValueError, AttributeError):  # not a real file descriptor (a test's buffer)
+        to_file = False
+    if os.environ.get("GITHUB_ACTIONS") != "true" or to_file:
+        out.write(text)
+        out.flush()
+        return
+    import secrets  # lazy: only on a GitHub runner (it loads random and hmac)
+
+    token = secrets.token_hex(16)
+    end = b"" if not text or text.endswith(b"\n") else b"\n"
+    out.write(f"::stop-commands::{token}\n".encode() + text + end + f"::{token}::\n".encode())
+    out.flush()
