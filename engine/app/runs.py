@@ -378,18 +378,3 @@ def outputs(
 def production_of(store: ResultsBranch, pipeline: str) -> Production | None:
     """The pipeline's production pointer, as `sluice show` mentions it."""
     return History(store).pointer(pipeline)
-
-
-def log_text(store: ResultsBranch, run_id: str, step: str, attempt: int | None) -> bytes:
-    """A step's log (default: its last attempt) from the results branch."""
-    manifest = find_run(store, run_id)
-    record = manifest.steps.get(step)
-    if record is None:
-        raise NotFound(f"run {run_id} has no step {step!r}; steps: {', '.join(manifest.steps)}")
-    if not record.attempts:
-        raise NotFound(f"step {step!r} of run {run_id} never ran ({record.status.value})")
-    number = attempt or record.attempts[-1].number
-    text = store.log(run_id, step, number)
-    if text is None:
-        raise NotFound(f"no log for {step} attempt {number} of run {run_id}")
-    return text

@@ -20,6 +20,7 @@ from engine.core.parse import LoadedPipeline
 from engine.errors import SluiceError
 from engine.local import liveness
 from engine.ports import ArtifactStore
+from engine.run.branch_logs import branch_logs
 from engine.run.options import JobRole
 from engine.run.records import History
 
@@ -159,11 +160,7 @@ class Recorder:
         self._record(self.history, manifest)
 
     def _record(self, history: History, manifest: RunManifest) -> None:
-        logs = {}
-        for rel in self._logs:
-            local = self.run_dir / rel
-            if local.is_file():
-                logs[Path(rel).name] = local.read_bytes()
+        logs = branch_logs(self.run_dir, self._logs, manifest, self.artifacts, self.note)
         components = {}
         for name in self._newly_done:
             parts = self.components(name)
