@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import signal
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
+import docker
 import pytest
-from conftest import git, make_repo, sluice, start_s3_server
+from conftest import ROOT, git, make_repo, poll, sluice, start_s3_server
 
 from engine.core import log_tail
 
@@ -222,16 +226,10 @@ def test_on_a_github_runner_the_log_is_fenced_unless_stdout_is_a_file(
 
 
 def _engine(repo: Path) -> list[str]:
-    import sys
-
     return [sys.executable, "-m", "engine", "--repo", str(repo)]
 
 
 def _env() -> dict[str, str]:
-    import os
-
-    from conftest import ROOT
-
     return {**os.environ, "PYTHONPATH": str(ROOT)}
 
 
@@ -262,3 +260,32 @@ def test_with_the_store_unreachable_the_tail_prints_and_full_exits_3(
     assert offline.stdout == ""
     assert f"artifact store s3://{bucket}/runs" in offline.stderr
     assert "does not answer" in offline.stderr
+
+
+def test_a_run_in_progress_shows_the_logs_of_its_finished_steps(
+    tmp_path: Path, busybox_image: str, docker_client: docker.DockerClient
+) -> None:
+    """The branch records a run at its end: until then `sluice logs` reads the run's folder."""
+    pipeline = f"""
+    name: going
+    defaults: {{image: {busybox_image}, workspace: false}}
+    steps:
+      - name: first
+        run: echo first is done
+      - name: second
+        needs: [first]
+        run: sleep 600
+    """
+    repo = make_repo(tmp_path, {"p.yaml": pipeline})
+    engine = subprocess.Popen([*_engine(repo), "run", "going", "-q"], env=_env())
+    try:
+        second = {"label": ["sluice.pipeline=going", "sluice.step=second"], "status": "running"}
+        poll(lambda: docker_client.containers.list(filters=second), 60, "step second to start")
+        [run_dir] = (repo / ".sluice" / "runs").iterdir()
+        shown = cli(repo, "logs", run_dir.name, "first")
+        assert shown.stdout == "first is done\n"
+        assert f"run {run_dir.name} is not on the results branch yet" in shown.stderr
+        assert f".sluice/runs/{run_dir.name}/logs/first.1.log" in shown.stderr
+    finally:
+        engine.send_signal(signal.SIGINT)  # cancels the run: its container goes
+        engine.wait(timeout=60)

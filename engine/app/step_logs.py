@@ -10,7 +10,7 @@ from pathlib import Path
 from engine.adapters.artifacts import CorruptArtifact, store_name
 from engine.app import compose
 from engine.app.runs import find_run  # engine.app.reading (lighter) once it lands
-from engine.core import log_tail
+from engine.core import layout, log_tail
 from engine.core.config import RepoConfig
 from engine.core.manifest import ArtifactPointer
 from engine.errors import NotFound
@@ -29,22 +29,30 @@ class StepLog:
     size: int | None  # the whole log's bytes when the branch keeps only a tail
     full: ArtifactPointer | None  # where the whole log is (None: not stored, or not needed)
     warning: str | None  # why the whole log is not in the store, as the run said
+    local: Path | None = None  # read from the run's folder: the branch does not hold it yet
 
     @property
     def is_tail(self) -> bool:
         return self.size is not None
 
 
-def step_log(store: ResultsBranch, run_id: str, step: str, attempt: int | None) -> StepLog:
-    """A step's log (default: its last attempt) from the results branch."""
-    manifest = find_run(store, run_id)
+def step_log(
+    store: ResultsBranch, run_id: str, step: str, attempt: int | None, repo: Path | None = None
+) -> StepLog:
+    """A step's log (default: its last attempt) from the results branch; for a run the
+    branch does not hold yet (it records a run at its end), from `.sluice/runs/` of `repo`."""
+    manifest = find_run(store, run_id, repo)
     record = manifest.steps.get(step)
     if record is None:
         raise NotFound(f"run {run_id} has no step {step!r}; steps: {', '.join(manifest.steps)}")
     if not record.attempts:
         raise NotFound(f"step {step!r} of run {run_id} never ran ({record.status.value})")
     number = attempt or record.attempts[-1].number
-    text = store.log(run_id, step, number)
+    text, local = store.log(run_id, step, number), None
+    if text is None and repo is not None:
+        path = repo / layout.local_run(run_id) / layout.LOGS / layout.log_name(step, number)
+        if path.is_file():
+            text, local = path.read_bytes(), path
     if text is None:
         raise NotFound(f"no log for {step} attempt {number} of run {run_id}")
     recorded = next((a for a in record.attempts if a.number == number), None)
@@ -52,6 +60,8 @@ def step_log(store: ResultsBranch, run_id: str, step: str, attempt: int | None) 
     size = full.size if full is not None else log_tail.cut_size(text)
     prefix = f"the whole log of attempt {number} "
     warning = next((w for w in record.warnings if w.startswith(prefix)), None)
+    if local is not None:  # the whole log, as the step printed it so far
+        return StepLog(run_id, step, number, text, None, None, None, local)
     return StepLog(run_id, step, number, text, size, full, warning)
 
 

@@ -154,9 +154,14 @@ def logs(
     from engine.app.step_logs import full_log, step_log  # lazy: `sluice --help` stays light
 
     with state.reading_store(fetch) as store:
-        found = step_log(store, run_id, step, attempt)
+        found = step_log(store, run_id, step, attempt, state.repo)
     text = full_log(state.config, state.repo, found) if full else found.text
     _print_log(text)
+    if found.local is not None:
+        say(
+            f"sluice: run {run_id} is not on the results branch yet (it records at its end): "
+            f"this is {found.local.relative_to(state.repo)}, so far"
+        )
     if found.is_tail and not full:
         from engine.local.disk import size_text  # lazy: as above
 
