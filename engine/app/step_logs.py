@@ -107,7 +107,9 @@ def _where(configured: str, used: str) -> str:
     if configured.startswith("file://"):
         return (
             f"{configured} is a folder on the machine that ran the run: run the command "
-            "there, or give runs a store every runner reaches (`artifacts: s3://...`)"
+            "there, or give runs a store every runner reaches (`artifacts: s3://...`); on "
+            "that machine, `sluice gc --runs` may have removed it, or the run's record names "
+            "an object the store never held"
         )
     return (
         "`sluice gc --runs` may have removed it, or the run's record points at an object "
