@@ -20,6 +20,7 @@ Medians over the rounds; each ratio is the median of the per-round ratios.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -29,6 +30,7 @@ import tempfile
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -155,7 +157,42 @@ class CallTimer:
         return timed
 
 
-def in_process(root: Path, text: str, parallel: int, timer: CallTimer) -> dict[str, Any]:
+# Parts of the engine turned off one at a time (in process only), to show what each costs.
+VARIANTS = (
+    "no stats stream",
+    "no log attach",
+    "no results branch",
+    "no containers made ahead",
+)
+
+
+@contextlib.contextmanager
+def variant(name: str | None) -> Iterator[None]:
+    from engine.adapters.docker_watch import Watch
+    from engine.run.executor import Executor
+
+    saved: list[tuple[Any, str, Any]] = []
+
+    def patch(owner: Any, attr: str, value: Any) -> None:
+        saved.append((owner, attr, getattr(owner, attr)))
+        setattr(owner, attr, value)
+
+    if name == "no stats stream":
+        patch(Watch, "start", lambda self: None)
+    elif name == "no log attach":
+        patch(Watch, "attach", lambda self: None)
+    elif name == "no containers made ahead":
+        patch(Executor, "lookahead", lambda self, queued, running: None)
+    try:
+        yield
+    finally:
+        for owner, attr, value in reversed(saved):
+            setattr(owner, attr, value)
+
+
+def in_process(
+    root: Path, text: str, parallel: int, timer: CallTimer, variant_name: str | None = None
+) -> dict[str, Any]:
     from engine.adapters.docker_runtime import DockerRuntime
     from engine.adapters.pipeline_files import load_file
     from engine.app.execution import execute, run_options
@@ -166,11 +203,14 @@ def in_process(root: Path, text: str, parallel: int, timer: CallTimer) -> dict[s
     loaded = load_file(repo / "pipelines" / "p.yaml", repo)
     options = run_options(repo, RepoConfig(), loaded, trigger=Trigger(), max_parallel=parallel)
     options.use_cache = False
+    if variant_name == "no results branch":
+        options.history = None
     runtime = DockerRuntime()
     timer.reset()
-    cpu, wall = time.process_time(), time.perf_counter()
-    manifest = execute(repo, loaded, options, runtime=runtime)
-    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    with variant(variant_name):
+        cpu, wall = time.process_time(), time.perf_counter()
+        manifest = execute(repo, loaded, options, runtime=runtime)
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     assert manifest.status.value == "succeeded", manifest.status
     return {
         "wall_s": wall,
@@ -189,14 +229,18 @@ def raw_in_process(parallel: int) -> float:
     return time.perf_counter() - start
 
 
-def measure(kind: str, rounds: int, root: Path) -> dict[str, Any]:
+def measure(kind: str, rounds: int, root: Path, with_variants: bool) -> dict[str, Any]:
     text, parallel = (chain(N), 1) if kind == "chain" else (independent(N), 4)
     timer = CallTimer()
     timer.install()
     sub_e, sub_r, sub_cpu, in_e, in_r, in_cpu = [], [], [], [], [], []
     calls: dict[str, list[float]] = defaultdict(list)
+    parts: dict[str, list[float]] = defaultdict(list)  # variant -> engine/raw per round
     try:
         for _ in range(rounds):
+            for name in VARIANTS if with_variants else ():
+                raw = raw_in_process(parallel)
+                parts[name].append(in_process(root, text, parallel, timer, name)["wall_s"] / raw)
             # alternated: raw, engine (subprocesses), raw, engine (in process)
             sub_r.append(raw_run(root, parallel))
             wall, cpu = sluice_run(make_repo(root, text), parallel)
@@ -232,6 +276,7 @@ def measure(kind: str, rounds: int, root: Path) -> dict[str, Any]:
             "raw_ms_per_step": round(statistics.median(in_r) / N * 1000, 1),
         },
         "docker_calls_ms_per_step": {k: round(statistics.median(v), 1) for k, v in calls.items()},
+        "in_process_ratio_without": {k: round(statistics.median(v), 3) for k, v in parts.items()},
     }
 
 
@@ -242,6 +287,9 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--only", choices=["chain", "p4"])
+    parser.add_argument(
+        "--no-variants", action="store_true", help="skip the runs with parts turned off"
+    )
     args = parser.parse_args()
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -249,7 +297,7 @@ def main() -> int:
         raw_in_process(2)  # warm the image and the daemon's caches
         for kind in ("chain", "p4"):
             if args.only in (None, kind):
-                results[kind] = measure(kind, args.rounds, root)
+                results[kind] = measure(kind, args.rounds, root, not args.no_variants)
     if args.json:
         print(json.dumps(results, indent=2))
         return 0
@@ -272,6 +320,8 @@ def main() -> int:
         )
         calls = ", ".join(f"{k} {v}" for k, v in r["docker_calls_ms_per_step"].items() if v)
         print(f"  docker calls, ms per step (summed over threads): {calls}")
+        for name, value in r["in_process_ratio_without"].items():
+            print(f"  in process, {name}: ratio {value}x (engine {inp['ratio']}x)")
     return 0
 
 

@@ -111,9 +111,10 @@ def attempt(
     if cancel.is_set():
         return cancelled()
     timed_out = False
+    waited: dict[str, Any] = {}
     try:
         wait_s: Any = min(max(spec.timeout, 0.001), _MAX_WAIT)  # seconds, a float is fine
-        api.wait(cid, timeout=wait_s)
+        waited = dict(api.wait(cid, timeout=wait_s))
     except requests.exceptions.RequestException:
         # The SDK's way of saying the timeout passed (a read timeout, sometimes wrapped
         # in ConnectionError); a daemon that died instead fails this inspect.
@@ -122,7 +123,11 @@ def attempt(
             api.stop(cid, timeout=math.ceil(spec.grace))  # SIGTERM, SIGKILL after grace
     if cancel.is_set():
         return cancelled()
-    state = api.inspect_container(cid)["State"]  # the exit code, and OOMKilled
+    state: dict[str, Any] = {"ExitCode": waited.get("StatusCode"), "OOMKilled": False}
+    if state["ExitCode"] != 0 or timed_out:
+        # Whether it was killed for memory: an OOM kill ends the step with a signal (its
+        # init exits 137); an exit code of 0 needs no inspect.
+        state = api.inspect_container(cid)["State"]
     watch.join_logs()
     wanted = (
         transfer.fetch if state["ExitCode"] == 0 and not timed_out else transfer.fetch_on_failure

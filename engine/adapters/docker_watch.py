@@ -17,6 +17,9 @@ from engine.ports import LogSink
 _MAX_LINE = 64 * 1024  # a longer run of text without a newline is passed on in pieces
 _STATS_SILENCE = 10.0  # seconds without a stats frame that mean the stream is dead
 _JOIN = 10.0  # output ends when its container does; this only bounds a sick daemon
+# The stats stream opens this long after start: a step that ends sooner could never show
+# two samples (they come a second apart), so it costs no connection and no daemon work.
+STATS_DELAY_S = 0.5
 
 
 class Watch:
@@ -32,7 +35,9 @@ class Watch:
     the last sample is up to a second old and the figures are lower bounds. An attempt
     that saw a single sample (one shorter than one to two seconds) reports None rather
     than a figure from its first moments. The stream costs one idle connection and
-    about 2 ms of client CPU per container; polling would cost a request per sample.
+    about 2 ms of client CPU per container (polling would cost a request per sample); it
+    opens STATS_DELAY_S after start, so a step that ends sooner costs neither (measured
+    at 4 steps at once: 9 % of a no-op step's time).
     """
 
     def __init__(self, api: docker.APIClient, container: str, on_log: LogSink) -> None:
@@ -41,6 +46,7 @@ class Watch:
         self._logs: threading.Thread | None = None
         self._attached: CancellableStream[tuple[bytes | None, bytes | None]] | None = None
         self._stats = threading.Thread(target=self._follow_stats, daemon=True)
+        self._exited = threading.Event()
 
     def attach(self) -> None:
         """Before start. The attach ends when the container stops or goes."""
@@ -64,6 +70,7 @@ class Watch:
 
     def join_logs(self, timeout: float = _JOIN) -> None:
         """Wait for the output to end; then close the attach, in case the daemon did not."""
+        self._exited.set()  # called once the container stopped: no stats left to open for
         if self._logs is not None:
             self._logs.join(timeout)
             if self._logs.is_alive() and self._attached is not None:
@@ -99,6 +106,8 @@ class Watch:
             err.close()
 
     def _follow_stats(self) -> None:
+        if self._exited.wait(STATS_DELAY_S):
+            return
         api = self._api
         url = f"{api.base_url}/v{api.api_version}/containers/{self._container}/stats"
         try:
