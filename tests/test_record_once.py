@@ -149,6 +149,27 @@ def test_a_run_that_deploys_records_production_in_the_same_commit(tmp_path: Path
     assert (entry["run_id"], entry["action"]) == (second.run_id, "deploy")
 
 
+def test_a_pull_request_preview_never_becomes_production(tmp_path: Path) -> None:
+    """Not even with a baseline step that is not a deployment (which a preview runs)."""
+    text = "name: judged\nbaseline: {step: evaluate}\ndefaults: {image: img}\n"
+    text += "steps:\n  - {name: prep, run: p}\n"
+    text += "  - {name: evaluate, needs: [prep], cache: false, run: e}\n"
+    repo = make_repo(tmp_path, {"judged.yaml": text}, origin=True)
+    origin = tmp_path / "origin.git"
+    runtime = FakeRuntime(default=None, steps={"prep": writes, "evaluate": writes})
+    preview = Trigger(kind="pull_request", event="pull_request", payload={"number": 7})
+    done = run(repo, "judged", runtime, trigger=preview)
+    assert done.steps["evaluate"].status is StepStatus.succeeded
+    assert commits(origin) == 1
+    paths = changed_paths(origin)
+    assert f"runs/judged/{done.run_id}/manifest.json" in paths
+    assert layout.cache_last("judged", "prep") in paths  # the cache is shared with main
+    assert not [p for p in paths if p.startswith((layout.PRODUCTION, layout.SUCCEEDED))]
+    plain = run(repo, "judged", runtime)
+    assert plain.steps["evaluate"].status is StepStatus.succeeded
+    assert commits(origin) == 2 and layout.production("judged") in changed_paths(origin)
+
+
 def test_a_claim_lost_to_another_writer_still_records_the_run_and_its_deploy(
     tmp_path: Path,
 ) -> None:

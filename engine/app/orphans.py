@@ -85,7 +85,7 @@ def local_manifest(repo: Path, run_id: str) -> RunManifest | None:
     """Run `run_id`'s manifest under `.sluice/runs/` of `repo` (None when there is none): a
     run the results branch does not have yet (it records a run at its end or pause: one
     still running, or whose engine was killed). Exit 2 when the engine refuses it."""
-    rel = f"{layout.local_run(run_id)}/{layout.MANIFEST}"
+    rel = layout.local_manifest(run_id)
     try:
         data = (repo / rel).read_bytes()
     except FileNotFoundError:

@@ -32,6 +32,7 @@ from engine.errors import ClaimLost, EngineUnavailable
 from engine.ports import Clock, ResultsBranch, SystemClock
 
 _CLAIM_ATTEMPTS = 20
+_PREVIEW = "pull_request"  # a pull request's preview run (core/preview.py): never production
 
 
 class _Change(NamedTuple):
@@ -233,12 +234,15 @@ class History:
     ) -> None:
         """Commit the manifest, new logs, and index entries for steps that just succeeded.
 
-        A run whose baseline step just succeeded becomes production (action `deploy`), in
-        the same commit: the pointer and the claimed entry `seq` with the record. When
-        another writer claimed that entry first, the record is committed alone and the
-        change follows, decided again on the new production (`change_production`). Jobs mode: with `steps_only`, the file of each of
-        those steps instead of the manifest (jobs that push at once write different files);
-        with `absorb`, the manifest with every step file removed (it holds them now).
+        A run whose baseline step just succeeded becomes production (action `deploy`; never
+        a pull request's preview run, whose cache entries still count), in the same commit:
+        the pointer and the claimed entry `seq` with the record. When another writer claimed
+        that entry first, the record is committed alone and the change follows, decided
+        again on the new production (`change_production`).
+
+        Jobs mode: with `steps_only`, the file of each of those steps instead of the
+        manifest (jobs that push at once write different files); with `absorb`, the
+        manifest with every step file removed (it holds them now).
         """
         extra: dict[str, bytes | None] = {}
         deployed = False
@@ -259,7 +263,7 @@ class History:
                 )
                 extra[layout.cache_entry(record.cache_key)] = entry.model_dump_json().encode()
                 extra[layout.cache_last(manifest.pipeline, name)] = json.dumps(dict(parts)).encode()
-            if name == baseline_step:
+            if name == baseline_step and manifest.trigger.kind != _PREVIEW:
                 extra[layout.succeeded(manifest.pipeline, name)] = manifest.run_id.encode()
                 deployed = True
         if absorb:
