@@ -302,7 +302,7 @@ def test_step_output_relayed_to_stderr_is_capped_per_attempt(
     assert "[flood] first-line\n" in done.stderr and "[flood] last-line\n" in done.stderr
     assert re.search(r"\[sluice: \d+ bytes \(\d+ lines\) of step output cut here", done.stderr)
     run_id = json.loads(done.stdout)["run_id"]
-    log = sluice("logs", run_id, "flood", repo=repo, process=True)
+    log = sluice("logs", run_id, "flood", "--full", repo=repo, process=True)
     assert log.stdout.startswith("first-line\n") and log.stdout.endswith("last-line\n")
     assert len(log.stdout.encode()) < RELAY_CAP + 1024  # the committed log: its own cap
 

@@ -176,11 +176,12 @@ def _cached(history: History, kept: Iterable[RunManifest]) -> dict[str, set[str]
 
 
 def _used(manifests: Iterable[RunManifest]) -> set[str]:
-    """The objects the manifests point to: outputs and checkpoints."""
+    """The objects the manifests point to: outputs, checkpoints and whole logs."""
     used: set[str] = set()
     for manifest in manifests:
         for record in manifest.steps.values():
             used.update(p.sha256 for p in record.outputs.values())
+            used.update(a.log_full.sha256 for a in record.attempts if a.log_full is not None)
             if record.checkpoints is not None:
                 used.add(record.checkpoints.sha256)
     return used

@@ -105,6 +105,7 @@ class Executor:
             baseline_step=baseline.step if baseline else None,
             components=self._components,
             note=lambda text: self.reporter.note(text),
+            artifacts=self.store,
         )
         self.recorder.for_role(options.role, [s.name for s in loaded.steps if s.is_finally])
         self._started_mono = time.monotonic()
