@@ -18,7 +18,7 @@ import docker.types
 import requests
 from docker.models import containers as _models
 
-from engine.adapters.docker_watch import Watch
+from engine.adapters.docker_watch import Attached, Watch, open_attach
 from engine.local import archives, disk
 from engine.ports import ContainerResult, ContainerSpec, Transfer
 
@@ -78,18 +78,19 @@ def create(
 
 def stage(
     api: docker.APIClient, spec: ContainerSpec, labels: dict[str, str], put: list[Path]
-) -> str | None:
-    """A created container with `put` in it, None when Docker refused either."""
+) -> tuple[str, Attached] | None:
+    """A created container with `put` in it and its output attached, None when Docker
+    refused any of that."""
     cid, _ = create(api, spec, labels, "")
     if cid is None:
         return None
     try:
         if put:
             api.put_archive(cid, "/", archives.concatenated(put))
+        return cid, open_attach(api, cid)
     except (docker.errors.APIError, OSError):
         remove(api, cid)
         return None
-    return cid
 
 
 def attempt(
@@ -100,8 +101,9 @@ def attempt(
     cancel: threading.Event,
     watch: Watch,
     diff_is_cheap: bool,
+    attached: Attached | None = None,
 ) -> ContainerResult:
-    watch.attach()
+    watch.attach(attached)
     if transfer.put:
         api.put_archive(cid, "/", archives.concatenated(transfer.put))
     if cancel.is_set():

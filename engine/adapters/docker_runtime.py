@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from engine.adapters import docker_socket
 from engine.ports import (
@@ -90,6 +90,7 @@ class DockerRuntime:
         self._max_pool_size = max_pool_size
         self._lock = threading.Lock()
         self._diff_is_cheap: bool | None = None
+        self._attached: dict[str, Any] = {}  # staged container -> its attach (docker_watch)
         self.foreign_grace_s = FOREIGN_GRACE_S
 
     def _build_network(self) -> str | None:
@@ -211,16 +212,25 @@ class DockerRuntime:
 
         try:
             with _daemon_errors():
-                return docker_attempt.stage(self.client.api, spec, _engine_labels(spec), put)
+                made = docker_attempt.stage(self.client.api, spec, _engine_labels(spec), put)
         except RuntimeUnavailable:
             return None  # the run that follows meets the same daemon and says so
+        if made is None:
+            return None
+        with self._lock:
+            self._attached[made[0]] = made[1]  # the attach, made ahead too
+        return made[0]
 
     def discard(self, staged: str) -> None:
         """Remove a staged container that will not run (its step ended otherwise)."""
         from engine.adapters import docker_attempt  # lazy: imports the docker SDK
 
+        with self._lock:
+            attached = self._attached.pop(staged, None)
         with _daemon_errors():
             docker_attempt.remove(self.client.api, staged)
+        if attached is not None:
+            attached.close()
 
     def run(
         self,
@@ -251,6 +261,8 @@ class DockerRuntime:
             if staged is not None:
                 self.discard(staged)
             return docker_attempt.cancelled()
+        with self._lock:
+            attached = self._attached.pop(staged, None) if staged is not None else None
         with _daemon_errors():
             api = self.client.api
             cid = staged
@@ -264,7 +276,7 @@ class DockerRuntime:
             result = None
             try:
                 result = docker_attempt.attempt(
-                    api, cid, spec, transfer, cancel, watch, self.diff_is_cheap()
+                    api, cid, spec, transfer, cancel, watch, self.diff_is_cheap(), attached
                 )
             except docker_attempt.APIError as exc:
                 result = docker_attempt.api_failure(exc, cancel)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import codecs
 import json
 import threading
-from typing import Any
+from typing import Any, TypeAlias
 
 import docker
 import requests
@@ -20,6 +20,25 @@ _JOIN = 10.0  # output ends when its container does; this only bounds a sick dae
 # The stats stream opens this long after start: a step that ends sooner could never show
 # two samples (they come a second apart), so it costs no connection and no daemon work.
 STATS_DELAY_S = 0.5
+
+
+# an attach: (stdout, stderr) pieces, closable
+Attached: TypeAlias = "CancellableStream[tuple[bytes | None, bytes | None]]"
+
+
+def open_attach(api: docker.APIClient, container: str) -> Attached:
+    """An attach to the output of a container not started yet (stdout, stderr apart)."""
+    # The SDK's `attach` inspects the container first to learn whether it has a tty;
+    # the engine never gives one, so the request is made here without that call.
+    raw: Any = api  # private helpers of the SDK's APIClient (stable since 3.x)
+    response = raw._post(
+        raw._url("/containers/{0}/attach", container),
+        headers={"Connection": "Upgrade", "Upgrade": "tcp"},
+        params={"logs": 0, "stdout": 1, "stderr": 1, "stream": 1},
+        stream=True,
+    )
+    frames = raw._read_from_socket(response, True, False, demux=True)
+    return CancellableStream(frames, response)
 
 
 class Watch:
@@ -44,23 +63,14 @@ class Watch:
         self._api, self._container, self._on_log = api, container, on_log
         self._samples, self._peak, self._cpu_ns = 0, 0, 0
         self._logs: threading.Thread | None = None
-        self._attached: CancellableStream[tuple[bytes | None, bytes | None]] | None = None
+        self._attached: Attached | None = None
         self._stats = threading.Thread(target=self._follow_stats, daemon=True)
         self._exited = threading.Event()
 
-    def attach(self) -> None:
-        """Before start. The attach ends when the container stops or goes."""
-        # The SDK's `attach` inspects the container first to learn whether it has a tty;
-        # the engine never gives one, so the request is made here without that call.
-        api: Any = self._api  # private helpers of the SDK's APIClient (stable since 3.x)
-        response = api._post(
-            api._url("/containers/{0}/attach", self._container),
-            headers={"Connection": "Upgrade", "Upgrade": "tcp"},
-            params={"logs": 0, "stdout": 1, "stderr": 1, "stream": 1},
-            stream=True,
-        )
-        frames = api._read_from_socket(response, True, False, demux=True)
-        self._attached = CancellableStream(frames, response)
+    def attach(self, opened: Attached | None = None) -> None:
+        """Before start (`opened`: an attach made earlier, when the container was staged).
+        The attach ends when the container stops or goes."""
+        self._attached = opened if opened is not None else open_attach(self._api, self._container)
         self._logs = threading.Thread(target=self._follow_logs, daemon=True)
         self._logs.start()
 
