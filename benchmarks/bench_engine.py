@@ -1,8 +1,8 @@
 """Per-step overhead and parallel steps: the engine against raw docker SDK loops, side by side.
 
-    python benchmarks/bench_engine.py [--rounds 3] [--json] [--only chain|p4]
+    python benchmarks/bench_engine.py [--rounds 3] [--json] [--only chain|p4] [--no-variants]
 
-Each round, alternated so that both sides see the same machine state:
+Each round, alternated so that all sides see the same machine state:
 
 1. chain: a 20-step chain of no-op busybox steps, `sluice run --no-cache` as a subprocess
    (process start to exit, as a user waits), against a subprocess running a raw docker SDK
@@ -11,10 +11,14 @@ Each round, alternated so that both sides see the same machine state:
 2. p4: 20 independent no-op steps, `sluice run --max-parallel 4` as a subprocess, against
    a subprocess running the same 20 containers on a raw SDK pool of 4 threads. Goal <= 1.10x.
 
-Both also run in process (the executor over a DockerRuntime whose docker calls are timed),
-for the breakdown: the engine's CPU seconds per step, and where a step's wall time goes
-(each Docker call, median ms per step; what is left is the engine's own).
-Medians over the rounds; each ratio is the median of the per-round ratios.
+Beside each, the floor: the raw loop (or pool) also making the Docker calls the engine's
+contract needs per step (attach before start, one put_archive, diff), and nothing else.
+
+Both also run in process (the executor over a DockerRuntime whose docker calls are timed)
+for the breakdown: the engine's CPU seconds per step, each Docker call's summed wall time
+per step, and the ratio with one part turned off at a time (stats stream, log attach,
+results branch, containers made ahead). Medians over the rounds; each ratio is the median
+of the per-round ratios.
 """
 
 from __future__ import annotations
@@ -47,6 +51,36 @@ def one(_):
     c = client.containers.create({image!r}, ["true"], network_mode="none")
     c.start()
     c.wait()
+    c.remove(force=True)
+with ThreadPoolExecutor({parallel}) as pool:
+    list(pool.map(one, range({n})))
+"""
+
+# The floor under the engine: the same raw pool making the Docker calls the engine's
+# contract needs per step (attach before start: no output lost; one put_archive: files go
+# in through the archive API; diff: whether outputs exist), and nothing else.
+RAW_CALLS = """
+import io, tarfile, threading
+from concurrent.futures import ThreadPoolExecutor
+import docker
+client = docker.from_env()
+api = client.api
+api.trust_env = False
+buf = io.BytesIO()
+with tarfile.open(fileobj=buf, mode="w") as tar:
+    info = tarfile.TarInfo("sluice/config.json")
+    info.size = 2
+    tar.addfile(info, io.BytesIO(b"{{}}"))
+def one(_):
+    c = client.containers.create({image!r}, ["true"], network_mode="none")
+    out = c.attach(stream=True, demux=True, logs=False)
+    reader = threading.Thread(target=lambda: list(out))
+    reader.start()
+    api.put_archive(c.id, "/", buf.getvalue())
+    c.start()
+    c.wait()
+    reader.join()
+    api.diff(c.id)
     c.remove(force=True)
 with ThreadPoolExecutor({parallel}) as pool:
     list(pool.map(one, range({n})))
@@ -112,8 +146,8 @@ def sluice_run(repo: Path, parallel: int) -> tuple[float, float]:
     return timed_subprocess([*argv, "--max-parallel", str(parallel)], repo)
 
 
-def raw_run(root: Path, parallel: int) -> float:
-    code = RAW.format(image=IMAGE, parallel=parallel, n=N)
+def raw_run(root: Path, parallel: int, template: str = RAW) -> float:
+    code = template.format(image=IMAGE, parallel=parallel, n=N)
     return timed_subprocess([sys.executable, "-c", code], root)[0]
 
 
@@ -233,7 +267,7 @@ def measure(kind: str, rounds: int, root: Path, with_variants: bool) -> dict[str
     text, parallel = (chain(N), 1) if kind == "chain" else (independent(N), 4)
     timer = CallTimer()
     timer.install()
-    sub_e, sub_r, sub_cpu, in_e, in_r, in_cpu = [], [], [], [], [], []
+    sub_e, sub_r, sub_cpu, in_e, in_r, in_cpu, floor = [], [], [], [], [], [], []
     calls: dict[str, list[float]] = defaultdict(list)
     parts: dict[str, list[float]] = defaultdict(list)  # variant -> engine/raw per round
     try:
@@ -244,6 +278,7 @@ def measure(kind: str, rounds: int, root: Path, with_variants: bool) -> dict[str
             # alternated: raw, engine (subprocesses), raw, engine (in process)
             sub_r.append(raw_run(root, parallel))
             wall, cpu = sluice_run(make_repo(root, text), parallel)
+            floor.append(raw_run(root, parallel, RAW_CALLS))
             sub_e.append(wall)
             sub_cpu.append(cpu)
             in_r.append(raw_in_process(parallel))
@@ -266,6 +301,9 @@ def measure(kind: str, rounds: int, root: Path, with_variants: bool) -> dict[str
             "raw_s": [round(x, 3) for x in sub_r],
             "ratio": ratio(sub_e, sub_r),
             "engine_cpu_s_per_step": round(statistics.median(sub_cpu) / N, 4),
+            "raw_with_the_engines_calls_s": [round(x, 3) for x in floor],
+            "floor_ratio": ratio(floor, sub_r),
+            "engine_over_floor": ratio(sub_e, floor),
         },
         "in_process": {
             "engine_s": [round(x, 3) for x in in_e],
@@ -312,6 +350,11 @@ def main() -> int:
         print(f"  ratio {sub['ratio']}x (median of {args.rounds})   goal <= {GOAL}x: {met}")
         print(
             f"  engine CPU per step: {sub['engine_cpu_s_per_step'] * 1000:.1f} ms (whole process)"
+        )
+        print(
+            f"  raw pool making the engine's Docker calls (attach, put_archive, diff): "
+            f"{sub['raw_with_the_engines_calls_s']} s, {sub['floor_ratio']}x raw; "
+            f"engine / that: {sub['engine_over_floor']}x"
         )
         print(
             f"  in process: engine {inp['engine_ms_per_step']} ms/step, raw "
