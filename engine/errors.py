@@ -23,7 +23,8 @@ SluiceError                 exit 1 unless a subclass says otherwise
 ├── UnsafeArchive           [local.archives] an archive that writes where it must not
 ├── CorruptArtifact         [adapters.artifacts] a stored object missing or not matching
 ├── DispatchFailed          [adapters.github_api] GitHub did not accept a dispatch
-└── DispatchLoop            [adapters.github_api] a dispatch chain already too deep
+├── DispatchLoop            [adapters.github_api] a dispatch chain already too deep
+└── CommentFailed           [adapters.github_comments] a pull request's comment not posted
 """
 
 from __future__ import annotations

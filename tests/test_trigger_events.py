@@ -421,5 +421,8 @@ def test_a_schedule_event_hands_over_to_tick() -> None:
 
 
 def test_events_sluice_does_not_handle_are_invalid_input() -> None:
-    with pytest.raises(InvalidInput, match="does not handle the 'pull_request' event"):
-        plan("pull_request", {}, PIPELINES, changed_files=None)
+    with pytest.raises(InvalidInput, match="does not handle the 'issues' event"):
+        plan("issues", {}, PIPELINES, changed_files=None)
+    with pytest.raises(InvalidInput, match="pull_request_target") as caught:
+        plan("pull_request_target", {}, PIPELINES, changed_files=None)
+    assert "secrets" in str(caught.value.hint)

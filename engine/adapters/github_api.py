@@ -137,7 +137,7 @@ def dispatches_url(api_url: str, owner: str, name: str) -> str:
     return f"{base}/repos/{quote(owner, safe='')}/{quote(name, safe='')}/dispatches"
 
 
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
+class NoRedirect(urllib.request.HTTPRedirectHandler):
     """Surface redirects as errors: urllib would re-send the token to the new host, as a GET."""
 
     def redirect_request(self, *args: Any, **kwargs: Any) -> None:
@@ -175,7 +175,7 @@ def dispatch(
             "User-Agent": "sluice",  # GitHub refuses requests without one
         },
     )
-    opener = urllib.request.build_opener(_NoRedirect)
+    opener = urllib.request.build_opener(NoRedirect)
     try:
         with opener.open(request, timeout=timeout) as response:
             response.read(_MAX_ERROR_BYTES)
@@ -215,7 +215,7 @@ def environment_approver(
             "User-Agent": "sluice",
         },
     )
-    opener = urllib.request.build_opener(_NoRedirect)
+    opener = urllib.request.build_opener(NoRedirect)
     try:
         with opener.open(request, timeout=timeout) as response:
             reviews = json.loads(response.read(_MAX_REVIEW_BYTES))
@@ -241,7 +241,7 @@ def environment_approver(
 
 def _refused(exc: urllib.error.HTTPError, repository: str) -> DispatchFailed:
     """GitHub's answer, in words that say what to do about it."""
-    said = _github_message(exc.read(_MAX_ERROR_BYTES))
+    said = github_message(exc.read(_MAX_ERROR_BYTES))
     status = exc.code
     if status == 401:
         return DispatchFailed(
@@ -270,7 +270,7 @@ def _refused(exc: urllib.error.HTTPError, repository: str) -> DispatchFailed:
     return DispatchFailed(f"GitHub answered {status} {exc.reason}{said and ': ' + said}")
 
 
-def _github_message(raw: bytes) -> str:
+def github_message(raw: bytes) -> str:
     """`message` and any `errors` of a GitHub error body, else its text (shortened)."""
     try:
         body = json.loads(raw)

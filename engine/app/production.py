@@ -12,6 +12,7 @@ from engine.adapters.pipeline_files import find_pipeline
 from engine.app import compose
 from engine.core.config import RepoConfig
 from engine.core.manifest import RunManifest, StepStatus
+from engine.core.preview import is_preview_run
 from engine.core.production import Action, Production
 from engine.errors import NotFound, UsageError
 from engine.local import gitcli
@@ -138,10 +139,17 @@ def _pipeline_and_step(
 
 
 def check_promotable(manifest: RunManifest, step: str) -> None:
-    """Refuse a run whose baseline step did not succeed in it, saying why."""
+    """Refuse a preview run, and a run whose baseline step did not succeed in it, saying why."""
     run, pipeline = manifest.run_id, manifest.pipeline
     record = manifest.steps.get(step)
     hint = f"`sluice runs --pipeline {pipeline}` lists its runs; `sluice show RUN_ID` shows one"
+    if is_preview_run(manifest):
+        number = manifest.trigger.payload.get("number")
+        which = f" of pull request #{number}" if isinstance(number, int) else ""
+        raise UsageError(
+            f"run {run} is a preview{which}: a preview never becomes production",
+            hint="merge the pull request; a run on the base branch can then be promoted",
+        )
     if record is None:
         raise UsageError(
             f"run {run} has no step {step!r} (the baseline step of {pipeline})", hint=hint

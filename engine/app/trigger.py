@@ -1,4 +1,5 @@
-"""Trigger: run what a GitHub event (push, dispatch, schedule) calls for, one run after another."""
+"""Trigger: run what a GitHub event (push, pull request, dispatch, schedule) calls for, one
+run after another."""
 
 from __future__ import annotations
 
@@ -19,10 +20,12 @@ from engine.app.drift_ledger import Signal
 from engine.app.runs import OneAtATime, Place
 from engine.core.manifest import RunManifest, Trigger, overall_status
 from engine.core.parse import LoadedPipeline
+from engine.core.preview import PREVIEW_KIND
 from engine.core.printable import printable
 from engine.core.triggers.drift import bindings
 from engine.core.triggers.github import PlannedRun, RunTick, is_zero_sha, plan
 from engine.errors import PipelineInvalid, Problem, SluiceError
+from engine.local import gitcli
 from engine.local.workspace import is_git_repo
 from engine.run.executor import RunOptions
 
@@ -93,10 +96,44 @@ def planned_runs(
                 f"sluice: git cannot diff {before!r}..{after!r} here (a new branch or a shallow "
                 "clone): using the files listed in the event's commits"
             )
+    elif event.name == "pull_request":
+        changed = pull_request_files(place, event.payload)
     planned = plan(event.name, event.payload, pipelines, changed_files=changed)
     if event.name == "repository_dispatch":
         carry_hops(event.payload, os.environ)
     return planned
+
+
+def pull_request_files(place: Place, payload: Mapping[str, Any]) -> list[str] | None:
+    """The files a pull request changes: from the merge base of its base and head to its
+    head (what GitHub's "Files changed" shows); None when git cannot tell."""
+    pr = payload.get("pull_request")
+    head = pr.get("head") if isinstance(pr, Mapping) else None
+    base = pr.get("base") if isinstance(pr, Mapping) else None
+    head_sha = head.get("sha") if isinstance(head, Mapping) else None
+    base_sha = base.get("sha") if isinstance(base, Mapping) else None
+    changed = None
+    if isinstance(head_sha, str) and isinstance(base_sha, str) and _is_sha(head_sha, base_sha):
+        fork_point = gitcli.output(place.repo, "merge-base", base_sha, head_sha)
+        if fork_point:
+            changed = github.changed_files(place.repo, fork_point.strip(), head_sha)
+        else:
+            # A shallow clone has no history to find the fork point in: base against head
+            # (each fetched if missing) also lists what the base changed since, so a
+            # pipeline may be previewed needlessly, never left out.
+            changed = github.changed_files(place.repo, base_sha, head_sha)
+    if changed is None and payload.get("action") in ("opened", "synchronize", "reopened"):
+        place.log(
+            f"sluice: git cannot diff the pull request's base {base_sha!r} and head "
+            f"{head_sha!r} here (a shallow clone? check out with fetch-depth: 0): previewing "
+            "every pipeline with a push trigger"
+        )
+    return changed
+
+
+def _is_sha(*values: str) -> bool:
+    """Hex commit ids only: untrusted payload text is never read as a git option."""
+    return all(len(v) in (40, 64) and all(c in "0123456789abcdef" for c in v) for v in values)
 
 
 def _options_for(
@@ -104,13 +141,23 @@ def _options_for(
 ) -> RunOptions | None:
     """The run's options; None when a drift signal's cooldown holds it back."""
     if run.trigger.kind != "drift":
+        push = place.push
+        if run.trigger.kind == PREVIEW_KIND:
+            from engine.app import preview  # lazy: only a pull request needs it (~15 ms)
+
+            push = preview.pushes(run.trigger.payload, push)
+            if push is False and place.push is not False:
+                place.log(
+                    f"sluice: {loaded.name}: a fork's pull request: the preview's record is "
+                    "not pushed, and steps naming a secret are skipped"
+                )
         return execution.run_options(
             place.repo,
             place.config,
             loaded,
             params=run.params,
             trigger=run.trigger,
-            push=place.push,
+            push=push,
         )
     # A drift signal from outside: the binding's cooldown decides, as for a monitor run.
     admitted = follower.admit(
@@ -192,6 +239,12 @@ def publish(
     if output_path:
         run_ids = " ".join(m.run_id for m in manifests)
         github.write_outputs(Path(output_path), {"run-ids": run_ids, "status": status})
+    if event_name == "pull_request" and manifests:
+        # the previews' whole reports go in the summary, and one comment each on the PR
+        from engine.app import preview  # lazy: only a pull request needs it (~15 ms)
+
+        preview.publish(place.repo, place.config, manifests, pipelines, os.environ, place.log)
+        return
     summary_path = os.environ.get("GITHUB_STEP_SUMMARY")
     if summary_path:
         markdown = github.summary(

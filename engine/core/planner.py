@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from engine.core import expression_eval, expressions
+from engine.core import expression_eval, expressions, preview
 from engine.core.graph import Dag
 from engine.core.manifest import TERMINAL, StepStatus
 from engine.core.spec import ResolvedStep
@@ -38,6 +38,10 @@ class Planner:
     Main steps: a need that failed (or was cancelled) makes the step `upstream_failed`;
     a skipped need skips it; a false `when` skips it; `approval` pauses it until approved.
     `finally` steps wait for every main step and for their own needs, whatever the outcome.
+
+    In a preview (a pull request's run: engine.core.preview) a `deployment` step is skipped
+    with the verdict its `when` gives, an approval does not pause, and in a fork's pull
+    request a step naming a secret is skipped.
     """
 
     def __init__(self, dag: Dag, steps: Mapping[str, ResolvedStep]) -> None:
@@ -58,6 +62,9 @@ class Planner:
         """Decisions for every pending step whose turn has come, in DAG order."""
         decisions = []
         main_done = all(statuses[name] in TERMINAL for name in self.dag.order)
+        trigger = context.get("trigger")
+        in_preview = preview.is_preview(trigger)
+        no_secrets = preview.from_fork(trigger)
         for name in [*self.dag.order, *self.dag.finally_steps]:
             if statuses[name] is not StepStatus.pending:
                 continue
@@ -83,6 +90,9 @@ class Planner:
                     )
                     continue
             expr = self._when.get(name)
+            if in_preview and step.type == "deployment":
+                decisions.append(self._preview_deployment(name, expr, context))
+                continue
             if expr is not None:
                 try:
                     holds, trace = expression_eval.traced(expr, context)
@@ -98,13 +108,36 @@ class Planner:
                     continue
             else:
                 warning = None
-            if step.approval and name not in approved:
+            if no_secrets and step.secrets:
+                reason = preview.secrets_reason(step.secrets)
+                decisions.append(Decision(name, Action.skip, reason, warning))
+                continue
+            if step.approval and name not in approved and not in_preview:
                 decisions.append(
                     Decision(name, Action.wait_approval, "waits for `sluice approve`", warning)
                 )
                 continue
             decisions.append(Decision(name, Action.run, warning=warning))
         return decisions
+
+    @staticmethod
+    def _preview_deployment(
+        name: str, expr: expressions.Expression | None, context: Mapping[str, Any]
+    ) -> Decision:
+        """A deployment step in a preview: skipped, with the verdict its `when` gives."""
+        if expr is None:
+            return Decision(name, Action.skip, preview.deployment_reason(preview.WOULD_DEPLOY))
+        try:
+            holds, trace = expression_eval.traced(expr, context)
+        except expressions.ExpressionError as exc:
+            verdict = f"would fail: when could not be evaluated: {exc}"
+            return Decision(name, Action.skip, preview.deployment_reason(verdict))
+        warning = missing_metrics(trace, context)
+        if holds:
+            verdict = preview.WOULD_DEPLOY
+        else:
+            verdict = f"{preview.WOULD_HOLD}: {preview.held_because(expr, context)}"
+        return Decision(name, Action.skip, preview.deployment_reason(verdict), warning)
 
 
 def _keys(metrics: Mapping[str, Any]) -> str:

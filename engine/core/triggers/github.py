@@ -16,9 +16,10 @@ from engine.core.payloads import check_payload
 from engine.core.suggest import suggest
 from engine.core.triggers.drift import bounded, holds_over
 from engine.core.triggers.paths import matches_paths, normalize
+from engine.core.triggers.pull_request import plan as pull_request_runs
 from engine.errors import InvalidInput, NotFound, json_object
 
-EVENTS = ("push", "workflow_dispatch", "repository_dispatch", "schedule")
+EVENTS = ("push", "pull_request", "workflow_dispatch", "repository_dispatch", "schedule")
 RUN_EVENT = "sluice-run"  # repository_dispatch event type: run client_payload.pipeline
 DRIFT_EVENT = "sluice-drift"  # repository_dispatch event type: a drift monitor's signal
 MAX_EVENT_TYPE = 100  # GitHub's limits for repository_dispatch
@@ -63,15 +64,18 @@ def plan(
     Payloads are untrusted: their values only become params (checked against the declared
     types) and a small, bounded `Trigger.payload`; nothing here reaches a shell.
 
-    `changed_files` (push only): the repository paths changed between `before` and `after`,
-    or None when git could not tell (a new branch, a shallow clone): the event's own commit
-    list is used then. Raises InvalidInput for an unknown event or a malformed payload.
+    `changed_files` (push, pull_request): the repository paths changed between `before` and
+    `after` (a pull request: its base and head), or None when git could not tell (a new
+    branch, a shallow clone): a push's own commit list is used then; a pull request runs
+    every pipeline it could concern (engine.core.triggers.pull_request). Raises InvalidInput for an unknown event or a malformed payload.
     """
     if not isinstance(payload, Mapping):
         raise InvalidInput(f"the {event_name} event payload is not a JSON object")
     check_payload(payload, f"the {event_name} event payload")  # a run could not record it
     if event_name == "push":
         return _push(payload, pipelines, changed_files)
+    if event_name == "pull_request":
+        return pull_request(payload, pipelines, changed_files)
     if event_name == "workflow_dispatch":
         return _workflow_dispatch(payload, pipelines)
     if event_name == "repository_dispatch":
@@ -79,9 +83,15 @@ def plan(
     if event_name == "schedule":
         schedule = payload.get("schedule")
         return RunTick(schedule if isinstance(schedule, str) else None)
+    hint = None
+    if event_name == "pull_request_target":
+        hint = (
+            "pull_request_target runs a fork's code with the base repository's secrets and "
+            "a write token: Sluice previews run on `pull_request` only (docs/pull-requests.md)"
+        )
     raise InvalidInput(
         f"sluice trigger does not handle the {event_name!r} event; it handles {', '.join(EVENTS)}",
-        hint="for pull requests, run `sluice validate` instead",
+        hint=hint,
     )
 
 
@@ -165,6 +175,15 @@ def _push(
                 )
             )
     return runs
+
+
+def pull_request(
+    payload: Mapping[str, Any],
+    pipelines: Sequence[LoadedPipeline],
+    changed_files: Collection[str] | None,
+) -> list[PlannedRun]:
+    """The preview runs a pull request calls for (engine.core.triggers.pull_request)."""
+    return [PlannedRun(*run) for run in pull_request_runs(payload, pipelines, changed_files)]
 
 
 # --- workflow_dispatch --------------------------------------------------------------------
