@@ -289,3 +289,26 @@ def test_a_run_in_progress_shows_the_logs_of_its_finished_steps(
     finally:
         engine.send_signal(signal.SIGINT)  # cancels the run: its container goes
         engine.wait(timeout=60)
+
+
+def test_gc_keeps_the_whole_logs_of_kept_runs_only(tmp_path: Path, busybox_image: str) -> None:
+    pipeline = f"""
+    name: chatty
+    params: {{word: a}}
+    steps:
+      - name: talk
+        image: {busybox_image}
+        workspace: false
+        env: {{WORD: "${{{{ params.word }}}}"}}
+        run: |
+          awk 'BEGIN {{ for (i = 1; i <= {LINES}; i++) printf "%s %06d\\n", ENVIRON["WORD"], i }}'
+    """
+    repo = make_repo(tmp_path, {"p.yaml": pipeline}, origin=True)
+    old = run(repo)
+    new: dict[str, Any] = json.loads(cli(repo, "run", "chatty", "-p", "word=b", "--json").stdout)
+    cli(repo, "gc", "--runs", "--keep", "1", "--grace", "0")
+    kept = cli(repo, "logs", new["run_id"], "talk", "--full").stdout
+    assert kept.startswith("b 000001\n") and kept.endswith(f"b {LINES:06d}\n")
+    gone = cli(repo, "logs", old["run_id"], "talk", "--full", check=2)
+    assert "is not in the artifact store" in gone.stderr
+    assert cli(repo, "logs", old["run_id"], "talk").stdout.endswith(f"a {LINES:06d}\n")
