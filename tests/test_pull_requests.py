@@ -671,4 +671,34 @@ def test_a_shallow_clone_compares_base_and_head_fetched_from_origin(tmp_path: Pa
     assert pull_request_files(_place(clone, logs), event) == ["docs/x.md", "src/a.py"]
     event["pull_request"]["head"]["sha"] = "f" * 40  # a commit nobody has
     assert pull_request_files(_place(clone, logs), event) is None
-    assert "fetch-depth" in logs[-1]
+    assert "previewing every pipeline with a push trigger" in logs[-1]
+
+
+def test_a_shallow_checkout_of_githubs_merge_commit_lists_exactly_the_prs_files(
+    tmp_path: Path,
+) -> None:
+    from engine.app.trigger import pull_request_files
+
+    origin = make_repo(tmp_path, files={"src/a.py": "a\n", "docs/x.md": "x\n"}, commit="start")
+    git(origin, "checkout", "-q", "-b", "feature")
+    (origin / "src/a.py").write_text("changed\n")
+    git(origin, "commit", "-qam", "feature")
+    head = git(origin, "rev-parse", "HEAD")
+    git(origin, "checkout", "-q", "main")
+    (origin / "docs/x.md").write_text("base moved on\n")
+    git(origin, "commit", "-qam", "base")
+    base = git(origin, "rev-parse", "HEAD")
+    # what GitHub makes as refs/pull/N/merge: the base tip merged with the head
+    git(origin, "checkout", "-q", "-b", "pull-2-merge")
+    git(origin, "merge", "-q", "--no-ff", "-m", "Merge feature into main", "feature")
+    git(origin, "checkout", "-q", "main")
+    git(origin, "config", "uploadpack.allowReachableSHA1InWant", "true")
+    clone = tmp_path / "clone"
+    git(
+        tmp_path, "clone", "-q", "--depth=1", "--no-local", "--branch", "pull-2-merge",
+        f"file://{origin}", str(clone),
+    )  # fmt: skip
+    logs: list[str] = []
+    event = pointing_at(pr_event("opened"), head=head, base=base)
+    assert pull_request_files(_place(clone, logs), event) == ["src/a.py"]
+    assert logs == []

@@ -118,17 +118,32 @@ def pull_request_files(place: Place, payload: Mapping[str, Any]) -> list[str] | 
         if fork_point:
             changed = github.changed_files(place.repo, fork_point.strip(), head_sha)
         else:
-            # A shallow clone has no history to find the fork point in: base against head
-            # (each fetched if missing) also lists what the base changed since, so a
-            # pipeline may be previewed needlessly, never left out.
-            changed = github.changed_files(place.repo, base_sha, head_sha)
+            changed = _shallow_changes(place.repo, base_sha, head_sha)
     if changed is None and payload.get("action") in ("opened", "synchronize", "reopened"):
         place.log(
             f"sluice: git cannot diff the pull request's base {base_sha!r} and head "
-            f"{head_sha!r} here (a shallow clone? check out with fetch-depth: 0): previewing "
-            "every pipeline with a push trigger"
+            f"{head_sha!r} here (neither is in the clone, nor can be fetched from origin): "
+            "previewing every pipeline with a push trigger"
         )
     return changed
+
+
+def _shallow_changes(repo: Path, base_sha: str, head_sha: str) -> list[str] | None:
+    """A shallow clone has no history to find the fork point in. GitHub's checkout of a
+    pull_request event is its merge commit (refs/pull/N/merge: parents base tip and head):
+    against its first parent it shows exactly the pull request's changes. Otherwise base
+    against head (each fetched when missing) also lists what the base changed since, so
+    a pipeline may be previewed needlessly, never left out."""
+    raw = gitcli.output(repo, "cat-file", "commit", "HEAD") or ""
+    headers = raw.split("\n\n", 1)[0].splitlines()
+    parents = [line.split()[1] for line in headers if line.startswith("parent ")]
+    if len(parents) == 2 and parents[1] == head_sha and _is_sha(parents[0]):
+        merge = (gitcli.output(repo, "rev-parse", "HEAD") or "").strip()
+        if _is_sha(merge):
+            found = github.changed_files(repo, parents[0], merge)
+            if found is not None:
+                return found
+    return github.changed_files(repo, base_sha, head_sha)
 
 
 def _is_sha(*values: str) -> bool:
