@@ -209,3 +209,72 @@ class CommentsApi:
         assert self._server is not None
         self._server.shutdown()
         self._server.server_close()
+
+
+# --- the comment as GitHub shows it, for a screenshot ------------------------------------------
+
+_INLINE = [
+    (re.compile(r"\[([^\]]+)\]\(<([^>]+)>\)"), r'<a href="\2">\1</a>'),
+    (re.compile(r"\*\*([^*]+)\*\*"), r"<b>\1</b>"),
+    (re.compile(r"`([^`]+)`"), r"<code>\1</code>"),
+]
+_CSS = """
+body{font:14px -apple-system,'Segoe UI',Helvetica,Arial,sans-serif;color:#1f2328;margin:16px;
+max-width:900px}table{border-collapse:collapse;margin:8px 0}td,th{border:1px solid #d1d9e0;
+padding:4px 10px}th{background:#f6f8fa}code{background:#eff1f3;padding:1px 4px;border-radius:4px}
+blockquote{color:#59636e;border-left:4px solid #d1d9e0;margin:0;padding:0 12px}svg{max-width:100%}
+.box{border:1px solid #d1d9e0;border-radius:6px;padding:8px 16px}
+"""
+
+
+def _inline(text: str) -> str:
+    for pattern, replacement in _INLINE:
+        text = pattern.sub(replacement, text)
+    return text.replace("\\|", "|")
+
+
+def _cells(line: str) -> list[str]:
+    return [c.strip() for c in re.split(r"(?<!\\)\|", line.strip())[1:-1]]
+
+
+def comment_html(markdown: str, svgs: list[str]) -> str:
+    """The comment's markdown as a page: the subset the engine writes (headings, tables,
+    lists, quotes, paragraphs, links, bold, code), each mermaid block as mermaid's own SVG."""
+    out: list[str] = []
+    lines = markdown.split("\n")
+    drawn = iter(svgs)
+    index = 0
+    while index < len(lines):
+        line = lines[index]
+        if line.startswith("```mermaid"):
+            index += 1
+            while lines[index] != "```":
+                index += 1
+            out.append(f"<div>{next(drawn)}</div>")
+        elif line.startswith("|"):
+            rows = []
+            while index < len(lines) and lines[index].startswith("|"):
+                rows.append(_cells(lines[index]))
+                index += 1
+            index -= 1
+            head = "".join(f"<th>{_inline(c)}</th>" for c in rows[0])
+            body = "".join(
+                "<tr>" + "".join(f"<td>{_inline(c)}</td>" for c in row) + "</tr>"
+                for row in rows[2:]
+            )
+            out.append(f"<table><tr>{head}</tr>{body}</table>")
+        elif line.startswith("### "):
+            out.append(f"<h3>{_inline(line[4:])}</h3>")
+        elif line.startswith("- "):
+            out.append(f"<ul><li>{_inline(line[2:])}</li></ul>")
+        elif line.startswith("> "):
+            out.append(f"<blockquote>{_inline(line[2:])}</blockquote>")
+        elif line.startswith("<!--") or not line.strip():
+            pass
+        else:
+            out.append(f"<p>{_inline(line)}</p>")
+        index += 1
+    body = "\n".join(out)
+    return (
+        f'<!doctype html><meta charset="utf-8"><style>{_CSS}</style><div class="box">{body}</div>'
+    )

@@ -5,6 +5,8 @@ create then edit, 403); and `sluice trigger` end to end with real git and real D
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,12 +14,19 @@ from typing import Any
 
 import pytest
 from conftest import git, make_repo, sluice
-from pr_api import CommentsApi, as_deleted_head, as_fork, pointing_at, pr_event
+from pr_api import (
+    CommentsApi,
+    as_deleted_head,
+    as_fork,
+    comment_html,
+    pointing_at,
+    pr_event,
+)
 
 from engine.adapters.github_comments import CommentFailed, Comments
 from engine.app import preview as app_preview
 from engine.app.production import check_promotable
-from engine.core import pr_comment
+from engine.core import charts, pr_comment
 from engine.core.expressions import parse
 from engine.core.manifest import RunManifest, RunStatus, StepRecord, StepStatus, Trigger
 from engine.core.parse import LoadedPipeline, load_text
@@ -26,6 +35,7 @@ from engine.core.preview import held_because, verdict_of
 from engine.core.triggers.github import plan
 from engine.errors import InvalidInput, UsageError
 
+DOCS_IMAGE = Path(__file__).resolve().parents[1] / "docs/img/pr-comment.png"
 GATED = """
 name: churn
 triggers:
@@ -272,7 +282,7 @@ def _history(count: int) -> list[RunManifest]:
     for index in range(count):
         run = _manifest(
             f"202612{index % 28 + 1:02d}T10{index % 60:02d}00Z-{index:06x}",
-            roc_auc=0.9 + index / 1000,
+            roc_auc=0.94 + index / 1000,
         )
         run.params = {"lr": 0.1, "depth": 4}
         runs.append(run)
@@ -285,7 +295,7 @@ def _comment(run: RunManifest, history: list[RunManifest]) -> pr_comment.Preview
         run=run,
         dag=loaded.dag,
         directions={"evaluate.roc_auc": "higher"},
-        production=history[0] if history else None,
+        production=_manifest("20261130T090000Z-abcdef", roc_auc=0.95) if history else None,
         base_latest=history[-1] if history else None,
         history=history,
         base_ref="main",
@@ -300,7 +310,7 @@ def test_the_comment_shows_verdict_metrics_params_steps_dag_chart_and_links() ->
     assert text.startswith(pr_comment.marker("churn") + "\n")
     assert "**would be held**: roc_auc 0.91 &lt; production 0.95 \u2212 0.02" in text
     assert "| metric | this PR | production | main (latest) |" in text
-    assert "| `evaluate.roc_auc` | 0.91 | 0.9 (+0.01 🟢▲) | 0.904 (+0.006 🟢▲) |" in text
+    assert "| `evaluate.roc_auc` | 0.91 | 0.95 (-0.04 🔴▼) | 0.944 (-0.034 🔴▼) |" in text
     assert "| `lr` | 0.1 | 0.2 |" in text and "`depth`" not in text
     assert "cached from 20261202T100000Z-dddddd" in text
     assert text.count("```mermaid") == 2
@@ -337,15 +347,30 @@ def test_verdict_of_reads_only_a_previews_reason() -> None:
     assert verdict_of(StepRecord(status=StepStatus.skipped, reason="when is false: x")) is None
 
 
-def test_the_comments_mermaid_blocks_render_with_mermaids_own_renderer(tmp_path: Path) -> None:
+def test_the_comment_renders_its_mermaid_with_mermaids_own_renderer_and_in_chromium(
+    tmp_path: Path,
+) -> None:
+    """Both diagrams drawn by mermaid itself, then the whole comment as a page in headless
+    Chromium: the chart's highlighted point (this PR) and the table are there.
+    SLUICE_DOCS_IMAGES=1 also writes the screenshot to docs/img/pr-comment.png."""
     mermaid_render = pytest.importorskip("mermaid_render")
-    mermaid_render.require()
-    text = pr_comment.body(_comment(_preview_run(), _history(6)))
-    blocks = mermaid_render.mermaid_blocks(text)
-    assert len(blocks) == 2
-    for index, block in enumerate(blocks):
-        out = mermaid_render.render_mermaid(block, tmp_path / f"block-{index}.png")
-        assert out.stat().st_size > 1000
+    text = pr_comment.body(_comment(_preview_run(), _history(8)))
+    svgs = mermaid_render.render_markdown(text, tmp_path / "render")
+    assert len(svgs) == 2
+    assert "s_deploy" in svgs[0] or "deploy" in svgs[0]
+    highlight = charts.HIGHLIGHT_COLOUR.lower()
+    assert highlight in svgs[1].lower()  # this PR's bar
+    page = tmp_path / "comment.html"
+    page.write_text(comment_html(text, svgs))
+    dom = mermaid_render.dump_dom(page)
+    assert "would be held" in dom and "evaluate.roc_auc" in dom and "<svg" in dom
+    png = mermaid_render.screenshot(page, tmp_path / "comment.png", width=960, height=1100)
+    pixels = mermaid_render.png_pixels(png)
+    assert len(pixels) > 50, "the screenshot is blank"
+    assert pixels[mermaid_render.hex_colour(charts.HIGHLIGHT_COLOUR)] > 20
+    if os.environ.get("SLUICE_DOCS_IMAGES") == "1":
+        DOCS_IMAGE.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(png, DOCS_IMAGE)
 
 
 # --- the REST calls -------------------------------------------------------------------------

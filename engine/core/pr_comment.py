@@ -206,11 +206,15 @@ def _steps(run: RunManifest) -> str:
     return "**Steps**\n\n" + "\n".join(["| step | status | note |", "| --- | --- | --- |", *rows])
 
 
-def _label(run_id: str) -> str:
-    """`11-24 10:00` from a run id `20261124T100000Z-abc123`."""
-    if len(run_id) >= 13 and run_id[8] == "T":
-        return f"{run_id[4:6]}-{run_id[6:8]} {run_id[9:11]}:{run_id[11:13]}"
-    return run_id
+def _labels(run_ids: Sequence[str]) -> list[str]:
+    """Short x-axis labels from run ids (`20261124T100000Z-abc123`): the day (`11-24`) when
+    no two runs share one, else the day and time (`24 10:00`)."""
+    days = [f"{r[4:6]}-{r[6:8]}" if len(r) >= 13 and r[8] == "T" else r for r in run_ids]
+    if len(set(days)) == len(days):
+        return days
+    return [
+        f"{r[6:8]} {r[9:11]}:{r[11:13]}" if len(r) >= 13 and r[8] == "T" else r for r in run_ids
+    ]
 
 
 def _chart(p: Preview) -> str:
@@ -219,13 +223,15 @@ def _chart(p: Preview) -> str:
     key = main_metric(p.directions, mine)
     if key is None or isinstance(mine[key], bool):
         return ""
-    points = []
+    found: list[tuple[str, float]] = []
     for run in p.history:
         value = metric_values(run).get(key)
         if isinstance(value, int | float) and not isinstance(value, bool):
-            points.append(Point(_label(run.run_id), float(value)))
-    if not points:
+            found.append((run.run_id, float(value)))
+    if not found:
         return ""
+    labels = _labels([run_id for run_id, _ in found])
+    points = [Point(label, value) for label, (_, value) in zip(labels, found, strict=True)]
     number_ = p.run.trigger.payload.get("number")
     extra = Point(f"PR #{number_}" if isinstance(number_, int) else "this PR", float(mine[key]))
     title = f"{key}: last {len(points)} runs on {p.base_ref}, and this PR"
