@@ -727,3 +727,52 @@ def test_a_shallow_checkout_of_githubs_merge_commit_lists_exactly_the_prs_files(
     event = pointing_at(pr_event("opened"), head=head, base=base)
     assert pull_request_files(_place(clone, logs), event) == ["src/a.py"]
     assert logs == []
+
+
+MONITOR = """
+name: watch
+triggers:
+  - push: {{paths: ["src/**"]}}
+steps:
+  - name: drift
+    image: {image}
+    run: |
+      echo '{{"drift_detected": true}}' > /sluice/outputs/metrics.json
+"""
+BOUND = """
+name: retrain
+triggers:
+  - drift: {{monitor: watch}}
+steps:
+  - {{name: train, image: {image}, run: "true"}}
+"""
+
+
+@pytest.mark.docker
+def test_a_previewed_monitor_starts_no_drift_run(
+    tmp_path: Path, busybox_image: str, api: CommentsApi
+) -> None:
+    repo = make_repo(
+        tmp_path,
+        files={
+            "pipelines/watch.yaml": MONITOR.format(image=busybox_image),
+            "pipelines/retrain.yaml": BOUND.format(image=busybox_image),
+            "src/data.csv": "a\n",
+        },
+        commit="start",
+    )
+    base = git(repo, "rev-parse", "HEAD")
+    (repo / "src/data.csv").write_text("b\n")
+    git(repo, "commit", "-qam", "new data")
+    event = pointing_at(pr_event("opened"), head=git(repo, "rev-parse", "HEAD"), base=base)
+    done, _ = _trigger(repo, tmp_path, event, api, "monitor")
+    assert done.returncode == 0, done.stderr
+    runs = json.loads(done.stdout)
+    assert [(r["pipeline"], r["trigger"]["kind"]) for r in runs] == [("watch", "pull_request")]
+    assert runs[0]["steps"]["drift"]["metrics"] == {"drift_detected": True}
+    assert "runs/retrain/" not in git(repo, "ls-tree", "-r", "--name-only", "sluice-results")
+    # the same run by hand does start the bound pipeline: the binding holds
+    done = sluice("run", "watch", "--json", repo=repo, process=True)
+    assert done.returncode == 0, done.stderr
+    listed = git(repo, "ls-tree", "-r", "--name-only", "sluice-results")
+    assert "runs/retrain/" in listed, done.stderr

@@ -206,13 +206,26 @@ def run_all(
             why += f": {run.trigger.event}"
         title = f"sluice: {loaded.name} ({why})"
         with github.group(title, os.environ, sys.stderr):
-            done = execute_following(
-                loaded,
-                options,
-                follower=follower,
-                reporter=lambda: make_reporter(quiet=place.quiet),
-                on_executor=runs.started,
-            )
+            if run.trigger.kind == PREVIEW_KIND:
+                # A preview's drift signal starts nothing: the pipelines bound to it would
+                # run for real (and could deploy) on a pull request's code.
+                done = [
+                    execution.execute(
+                        place.repo,
+                        loaded,
+                        options,
+                        reporter=make_reporter(quiet=place.quiet),
+                        on_executor=runs.started,
+                    )
+                ]
+            else:
+                done = execute_following(
+                    loaded,
+                    options,
+                    follower=follower,
+                    reporter=lambda: make_reporter(quiet=place.quiet),
+                    on_executor=runs.started,
+                )
         runs.finished()
         manifests.extend(done)
         for manifest in done:
