@@ -1,6 +1,7 @@
 """The one place that builds adapters: results branch, container runtime, artifact store.
 
-Kept light: `sluice runs` and `show` read the results branch without loading the run modules.
+Kept light: `sluice runs` and `show` read the results branch without loading the run modules,
+the artifact store or Docker.
 """
 
 from __future__ import annotations
@@ -8,12 +9,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from engine.adapters.artifacts import ArtifactStore
 from engine.adapters.git_results import ResultsStore, store_for
 from engine.core.config import RepoConfig
 from engine.errors import UsageError
 
 if TYPE_CHECKING:
+    from engine.adapters.artifacts import ArtifactStore
     from engine.adapters.docker_runtime import DockerRuntime
 
 
@@ -40,4 +41,6 @@ def docker_runtime() -> DockerRuntime:
 
 def artifact_store(config: RepoConfig, repo: Path) -> ArtifactStore:
     """Where step outputs go: `artifacts:` of sluice.yaml (default: .sluice/artifacts)."""
+    from engine.adapters.artifacts import ArtifactStore  # lazy: `runs` and `show` need no store
+
     return ArtifactStore(config.artifacts, repo)

@@ -78,7 +78,7 @@ def show(state: State, run_id: str, fetch: bool, as_json: bool) -> None:
     from engine.adapters.console import summary_lines  # lazy: `sluice --help` stays light
     from engine.adapters.github_ci import run_url  # lazy: as above
     from engine.app.orphans import engine_gone  # lazy: as above
-    from engine.app.runs import find_run, production_of  # lazy: as above
+    from engine.app.reading import find_run, production_of  # lazy: as above
 
     with state.reading_store(fetch) as store:
         manifest = find_run(store, run_id)

@@ -1,6 +1,8 @@
 """Text -> validated pipeline (or `sluice.yaml` settings), every problem as `file:line: message`.
 
-Pure: the files themselves are found and read by engine.adapters.pipeline_files.
+Pure: the files themselves are found and read by engine.adapters.pipeline_files. The YAML
+parser, the semantic checks and the schema messages load when a text is parsed: a pipeline
+taken from the pipeline cache needs none of them.
 """
 
 from __future__ import annotations
@@ -12,11 +14,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from engine.core import checks
 from engine.core.graph import Dag
-from engine.core.schema_problems import type_name, validation_problems
+from engine.core.lines import LineMap
 from engine.core.spec import Pipeline, RepoConfig, ResolvedStep
-from engine.core.yaml_lines import LineMap, compose
 from engine.errors import NotFound, PipelineInvalid, Problem
 
 MAX_FILE_BYTES = 16 * 1024**2
@@ -59,6 +59,10 @@ def load_text(text: str, file: str = "<string>") -> LoadedPipeline:
         ) from None
     if size > MAX_FILE_BYTES:
         raise PipelineInvalid([Problem(file, 1, f"the file is larger than {MAX_FILE_BYTES} bytes")])
+    from engine.core import checks  # lazy: the checks (croniter) only when a text is parsed
+    from engine.core.schema_problems import type_name, validation_problems  # lazy: as above
+    from engine.core.yaml_lines import compose  # lazy: the YAML parser, as above
+
     data, lines, problems = compose(text, file)
     if data is None and problems:
         raise PipelineInvalid(problems)
@@ -131,6 +135,9 @@ def unique_names(loaded: Iterable[LoadedPipeline]) -> list[Problem]:
 
 def parse_repo_config(text: str, file: str = "sluice.yaml") -> RepoConfig:
     """`sluice.yaml` settings from its text (empty text: the defaults)."""
+    from engine.core.schema_problems import validation_problems  # lazy: see load_text
+    from engine.core.yaml_lines import compose  # lazy: see load_text
+
     data, lines, problems = compose(text, file)
     if data is None:
         data = {}

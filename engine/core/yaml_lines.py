@@ -3,41 +3,17 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
 
+from engine.core.lines import LineMap as LineMap  # re-exported: where it used to live
+from engine.core.lines import Path_ as Path_
 from engine.errors import Problem
 
 MAX_NODES = 1_000_000  # after alias expansion: refuses "billion laughs" documents
 
-Path_ = tuple[str | int, ...]
-
 _YamlLoader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-
-@dataclass
-class LineMap:
-    """Where each key and value of a YAML document sits (1-based lines)."""
-
-    keys: dict[Path_, int] = field(default_factory=dict)
-    values: dict[Path_, int] = field(default_factory=dict)
-
-    def key_line(self, path: Sequence[str | int]) -> int:
-        """The line of the key at `path`, else of the nearest enclosing key; else where the
-        document starts (1 when unknown)."""
-        path = tuple(path)
-        while path:
-            if path in self.keys:
-                return self.keys[path]
-            path = path[:-1]
-        return self.values.get((), 1)
-
-    def value_line(self, path: Sequence[str | int]) -> int:
-        path = tuple(path)
-        return self.values.get(path) or self.key_line(path)
 
 
 class _Composer:

@@ -6,8 +6,8 @@ validated by the same pydantic model again, then resolved as a fresh load resolv
 for messages are read from the file's text again only when a message needs one.
 
 An entry is keyed by the file's sha256, the engine's version and a fingerprint of its code,
-and the Python, pydantic and PyYAML versions: an edited file, another engine or library just
-misses. Only a file that validated is ever cached, so `sluice validate` reports every problem
+the Python and pydantic versions, and which PyYAML installation loads (found, not imported):
+an edited file, another engine or library just misses. Only a file that validated is ever cached, so `sluice validate` reports every problem
 of a broken file from the file itself.
 
 Trust. `.sluice/` is the user's, but what lies in it need not be the user's own doing: it
@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import importlib.util
 import json
 import os
 import stat
@@ -44,14 +45,13 @@ from pathlib import Path
 from typing import Any
 
 import pydantic
-import yaml
 
 import engine
 from engine.core import layout
 from engine.core.graph import Dag
+from engine.core.lines import LineMap, Path_
 from engine.core.parse import MAX_FILE_BYTES, LoadedPipeline
 from engine.core.spec import Pipeline, StepWithoutImage, resolve_steps
-from engine.core.yaml_lines import LineMap, Path_, compose
 
 FORMAT = 1
 MAX_ENTRY_BYTES = 4 * MAX_FILE_BYTES
@@ -72,6 +72,8 @@ class _LazyLines(LineMap):
 
     def _loaded(self) -> LineMap:
         if self._map is None:
+            from engine.core.yaml_lines import compose  # lazy: YAML only when a message asks
+
             self._map = compose(self._text, self._file)[1]
         return self._map
 
@@ -190,6 +192,22 @@ def code_fingerprint() -> str:
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 
+@cache
+def _library(name: str) -> str:
+    """Which installation of library `name` loads here, without importing it (PyYAML costs
+    ~10 ms, and a hit never parses YAML): where its package lies, and the size and mtime of
+    its `__init__`, which another version or build rewrites."""
+    try:
+        found = importlib.util.find_spec(name)
+        origin = found.origin if found is not None else None
+        if origin is None:
+            return "absent"
+        info = os.stat(origin)
+    except (ImportError, ValueError, OSError):
+        return "unknown"
+    return f"{origin}:{info.st_size}:{info.st_mtime_ns}"
+
+
 def entry_key(digest: str) -> str:
     """The entry name for a file whose text has sha256 `digest`, under this engine."""
     parts = [
@@ -199,7 +217,7 @@ def entry_key(digest: str) -> str:
         code_fingerprint(),
         f"{sys.version_info.major}.{sys.version_info.minor}",
         pydantic.VERSION,
-        yaml.__version__,
+        _library("yaml"),
     ]
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()
 

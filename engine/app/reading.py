@@ -1,0 +1,37 @@
+"""Reading what the results branch recorded: one run, a pipeline's production pointer.
+
+Kept light (no executor, no pipeline parser, no Docker): `sluice show`, `diff` and `report`
+read records without loading what starts a run.
+"""
+
+from __future__ import annotations
+
+from engine.core import names
+from engine.core.manifest import RunManifest
+from engine.core.production import Production
+from engine.errors import NotFound, UsageError
+from engine.ports import ResultsBranch
+from engine.run.records import History, refused_manifest
+
+
+def find_run(store: ResultsBranch, run_id: str) -> RunManifest:
+    """Run `run_id`'s manifest; exit 2 naming the field when the branch holds one the engine
+    refuses (a hostile name: the branch is untrusted), or when there is no such run."""
+    names.checked(run_id, "run id")
+    manifest = store.manifest(run_id)
+    if manifest is None:
+        refused = refused_manifest(store, run_id)
+        if refused is not None:
+            raise UsageError(refused, hint="the results branch holds a damaged or hostile record")
+        raise NotFound(
+            f"no run {run_id!r} on the results branch",
+            hint="`sluice runs` lists runs; `--fetch` gets the remote's results first",
+        )
+    if manifest.run_id != run_id:
+        raise UsageError(f"run {run_id}'s manifest names another run: {manifest.run_id!r}")
+    return manifest
+
+
+def production_of(store: ResultsBranch, pipeline: str) -> Production | None:
+    """The pipeline's production pointer, as `sluice show` mentions it."""
+    return History(store).pointer(pipeline)
