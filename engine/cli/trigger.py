@@ -52,6 +52,8 @@ def command(
     push                  validate every pipeline (exit 2 on a problem, nothing run),
                           then run those with a push trigger whose own file or
                           `paths` changed between the event's before and after
+    pull_request          opened/synchronize/reopened: preview runs of the pipelines whose file
+                          or push paths changed between base and head; one sticky comment each
     workflow_dispatch     inputs: pipeline (name or file), params (a JSON object)
     repository_dispatch   sluice-run {pipeline, params}; sluice-drift {monitor, metrics};
                           any other type runs pipelines with `webhook: {event: TYPE}`
@@ -77,7 +79,7 @@ def command(
     event = trigger.read_event(event_name, event_path)
     place = Place(state.repo, state.config, push, say, quiet)
     try:
-        pipelines = trigger.load(place, strict=event.name == "push")
+        pipelines = trigger.load(place, strict=event.name in ("push", "pull_request"))
     except PipelineInvalid as exc:
         trigger.summarise_problems(exc.problems)
         problems_exit(exc.problems, "; nothing was run")

@@ -232,6 +232,7 @@ def check_pipeline(data: Mapping[str, Any], pipeline: Pipeline | None) -> CheckR
     if isinstance(defaults, dict):
         _check_templates(defaults, ("defaults",), params, result)
     _check_baseline(data, names, result)
+    _check_metrics(data, names, result)
     _check_triggers(data, result)
     _check_images(data, result)
 
@@ -353,6 +354,21 @@ def _check_baseline(
             result.add(
                 ("baseline", "step"),
                 f"baseline step {step!r} is not a step of this pipeline{suggest(step, list(names))}",
+            )
+
+
+def _check_metrics(
+    data: Mapping[str, Any], names: dict[str, tuple[str, int]], result: CheckResult
+) -> None:
+    """A `metrics:` key `STEP.METRIC` names a step of the pipeline."""
+    metrics = data.get("metrics")
+    for key in metrics if isinstance(metrics, dict) else ():
+        step = key.partition(".")[0] if isinstance(key, str) and "." in key else None
+        if step is not None and NAME_RE.match(step) and step not in names:
+            result.add(
+                ("metrics", key),
+                f"metrics key {key!r}: {step!r} is not a step of this pipeline"
+                f"{suggest(step, list(names))} (a key is METRIC, or STEP.METRIC for one step's)",
             )
 
 

@@ -6,6 +6,7 @@ A `Pipeline` is exactly what the user wrote (validated); `resolve_steps` applies
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
@@ -15,6 +16,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
@@ -234,12 +236,34 @@ class Baseline(StrictModel):
     step: str
 
 
+# `metrics:` says which way a metric is better (`sluice diff`, `report`, the PR comment mark
+# deltas by it): `roc_auc` for any step's metric of that name, `evaluate.roc_auc` for one step's.
+METRIC_KEY_PATTERN = r"^([a-z0-9][a-z0-9-]{0,62}\.)?[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$"
+
+
+def _metric_key(value: str) -> str:
+    if not re.match(METRIC_KEY_PATTERN, value):
+        raise ValueError(
+            f"invalid metric key {value!r}: METRIC (letters, digits, '_', '.', '-'), or "
+            "STEP.METRIC for one step's, e.g. roc_auc or evaluate.roc_auc"
+        )
+    return value
+
+
+MetricKey = Annotated[
+    str,
+    AfterValidator(_metric_key),
+    WithJsonSchema({"type": "string", "pattern": METRIC_KEY_PATTERN}),
+]
+
+
 class Pipeline(StrictModel):
     name: Annotated[str, Field(pattern=NAME_PATTERN)]
     description: str = ""
     triggers: list[Trigger] = Field(default_factory=list)
     params: dict[ParamName, ParamValue] = Field(default_factory=dict)
     baseline: Baseline | None = None
+    metrics: dict[MetricKey, Literal["higher", "lower"]] = Field(default_factory=dict)
     defaults: Defaults = Field(default_factory=Defaults)
     steps: Annotated[list[Step], Field(min_length=1)]
     finally_: list[Step] = Field(default_factory=list, alias="finally")
