@@ -52,7 +52,9 @@ class MetricDelta:
         old, new = self.old, self.new
         if isinstance(old, bool) or isinstance(new, bool) or old is None or new is None:
             return None
-        return float(new) - float(old)
+        return float(
+            f"{float(new) - float(old):.12g}"
+        )  # 0.93 - 0.91 is 0.02, not 0.020000000000000018
 
     @property
     def arrow(self) -> str:
