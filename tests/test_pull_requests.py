@@ -776,3 +776,21 @@ def test_a_previewed_monitor_starts_no_drift_run(
     assert done.returncode == 0, done.stderr
     listed = git(repo, "ls-tree", "-r", "--name-only", "sluice-results")
     assert "runs/retrain/" in listed, done.stderr
+
+
+def test_a_fork_preview_keeps_its_outputs_on_the_runner(tmp_path: Path) -> None:
+    from engine.core.config import RepoConfig
+    from engine.run.options import RunOptions
+
+    repo = make_repo(tmp_path, files={"a.txt": "a\n"}, commit="start")
+    remote = RepoConfig(artifacts="s3://team-bucket/sluice")
+    options = RunOptions(params={})
+    logs: list[str] = []
+    app_preview.fork_options(options, remote, repo, logs.append)
+    assert options.artifacts is not None
+    assert options.artifacts.url.startswith("file://")
+    assert options.artifacts.url.endswith(".sluice/artifacts")
+    assert "s3://team-bucket/sluice" in logs[0]
+    same = RunOptions(params={})
+    app_preview.fork_options(same, RepoConfig(), repo, logs.append)
+    assert same.artifacts is None and len(logs) == 1  # a local store is kept as it is

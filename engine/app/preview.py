@@ -19,12 +19,14 @@ from engine.app import compose
 from engine.app.report import history, pipeline_directions
 from engine.core import pr_comment
 from engine.core.config import RepoConfig
+from engine.core.layout import DEFAULT_ARTIFACTS
 from engine.core.manifest import RunManifest
 from engine.core.parse import LoadedPipeline
 from engine.core.preview import is_preview_run
 from engine.errors import SluiceError
 from engine.local.workspace import is_git_repo
 from engine.ports import ResultsBranch
+from engine.run.options import RunOptions
 from engine.run.records import History
 
 HISTORY_RUNS = 20  # base-branch runs on the chart
@@ -35,6 +37,22 @@ def pushes(run_payload: Mapping[str, object], push: bool | None) -> bool | None:
     """The push mode of a preview: never for a fork's pull request (its token is read-only,
     and its code must not write the results branch), else as asked."""
     return False if run_payload.get("fork") is True else push
+
+
+def fork_options(
+    options: RunOptions, config: RepoConfig, repo: Path, log: Callable[[str], None]
+) -> None:
+    """A fork's preview keeps its outputs on the runner: a remote artifact store needs
+    credentials GitHub does not give a fork's workflow, and nothing of the run is kept."""
+    url = config.artifacts
+    if "://" not in url or url.startswith("file://"):
+        return
+    local = config.model_copy(update={"artifacts": DEFAULT_ARTIFACTS})
+    options.artifacts = compose.artifact_store(local, repo)
+    log(
+        "sluice: a fork's preview stores its outputs on the runner "
+        f"({DEFAULT_ARTIFACTS}), not in {config.artifacts}: it has no credentials for it"
+    )
 
 
 def on_base(manifest: RunManifest, base_ref: str) -> bool:

@@ -166,7 +166,7 @@ def _options_for(
                     f"sluice: {loaded.name}: a fork's pull request: the preview's record is "
                     "not pushed, and steps naming a secret are skipped"
                 )
-        return execution.run_options(
+        options = execution.run_options(
             place.repo,
             place.config,
             loaded,
@@ -174,6 +174,11 @@ def _options_for(
             trigger=run.trigger,
             push=push,
         )
+        if run.trigger.kind == PREVIEW_KIND and run.trigger.payload.get("fork") is True:
+            from engine.app import preview  # lazy: only a pull request needs it (~15 ms)
+
+            preview.fork_options(options, place.config, place.repo, place.log)
+        return options
     # A drift signal from outside: the binding's cooldown decides, as for a monitor run.
     admitted = follower.admit(
         dispatched_signal(run.trigger),
