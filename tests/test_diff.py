@@ -17,6 +17,7 @@ from engine.core.manifest import RunManifest
 from engine.core.metric_goals import direction_of, directions, inferred, main_metric
 from engine.core.parse import load_text
 from engine.core.run_diff import delta_text, diff_runs, metric_delta, metrics_table
+from engine.errors import PipelineInvalid
 from tests.conftest import git, sluice
 from tests.run_history import MODEL, Recorded
 
@@ -238,21 +239,37 @@ def test_gate_metrics_held_against_production_come_first() -> None:
 
 
 def test_a_declaration_wins_over_the_gate() -> None:
-    loaded = load_text(
-        textwrap.dedent(
-            """\
-            name: p
-            defaults: {image: i}
-            steps:
-              - {name: evaluate, run: x}
-              - {name: ship, run: x, needs: [evaluate], when: "steps.evaluate.metrics.auc >= 1"}
-            """
-        )
+    text = textwrap.dedent(
+        """\
+        name: p
+        metrics: {auc: lower, evaluate.f1: higher}
+        defaults: {image: i}
+        steps:
+          - {name: evaluate, run: x}
+          - {name: ship, run: x, needs: [evaluate], when: "steps.evaluate.metrics.auc >= 1"}
+        """
     )
+    loaded = load_text(text)
     assert inferred(loaded.pipeline) == {"evaluate.auc": "higher"}
-    declared = loaded.pipeline.model_copy(update={"metrics": {"auc": "lower", "x": "sideways"}})
-    assert directions(declared) == {"auc": "lower"}
-    assert direction_of(directions(declared), "evaluate.auc") == "lower"
+    found = directions(loaded.pipeline)
+    assert found == {"auc": "lower", "evaluate.f1": "higher"}
+    assert direction_of(found, "evaluate.auc") == "lower"
+    assert direction_of(found, "evaluate.f1") == "higher"
+    assert direction_of(found, "train.f1") is None
+    assert main_metric(found, ["evaluate.loss", "evaluate.f1"]) == "evaluate.f1"
+    with pytest.raises(PipelineInvalid):
+        load_text(text.replace("auc: lower", "auc: sideways"))
+
+
+def test_diff_follows_the_declared_direction(tmp_path: Path) -> None:
+    declared = MODEL.replace(
+        "params: {n: 1, note: first}", "params: {n: 1, note: first}\nmetrics: {evaluate.auc: lower}"
+    )
+    recorded = Recorded(tmp_path, declared)
+    first, second = recorded.run(n=1), recorded.run(n=2)
+    found = diff_json(recorded.repo, first.run_id, second.run_id)
+    auc = next(m for m in found["metrics"] if m["key"] == "evaluate.auc")
+    assert (auc["direction"], auc["verdict"]) == ("lower", "worse")
 
 
 def test_deltas_and_their_marks() -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable
 
-from engine.app.runs import find_run, production_of
+from engine.app.reading import find_run, production_of
 from engine.core import names
 from engine.core.manifest import RunManifest, RunStatus
 from engine.core.metric_goals import Direction, directions

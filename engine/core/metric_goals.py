@@ -5,21 +5,20 @@ A metric's key is `<step>.<metric>` (`evaluate.roc_auc`). A gate that reads
 model through when roc_auc is high enough: higher is better. `<=` and `<` say lower is
 better; a reference to the baseline (or a constant) on the left of the operator flips the
 reading. A metric compared both ways gets no direction, and neither does one only compared
-with `==`/`!=`. A declaration (`metrics: {evaluate.roc_auc: higher}`, or a bare metric name
-for every step's metric of that name) wins over anything inferred.
+with `==`/`!=`. The pipeline's `metrics:` (`{evaluate.roc_auc: higher}`, or a bare metric
+name for every step's metric of that name) wins over anything inferred.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Literal, TypeAlias, get_args
+from typing import Literal, TypeAlias
 
 from engine.core.expressions import Arithmetic, Comparison, Node, Reference, Unary, parse, walk
 from engine.core.spec import Pipeline, StepType
 from engine.errors import InvalidInput
 
 Direction: TypeAlias = Literal["higher", "lower"]
-DIRECTIONS: tuple[Direction, ...] = get_args(Direction)
 _UP = {">=": True, ">": True, "<=": False, "<": False}
 _FLIP = {">=": "<=", ">": "<", "<=": ">=", "<": ">"}
 
@@ -43,11 +42,10 @@ def directions(pipeline: Pipeline) -> dict[str, Direction]:
     ... ''').pipeline
     >>> directions(p)
     {'evaluate.auc': 'higher', 'evaluate.rmse': 'lower'}
-    >>> directions(p.model_copy(update={"metrics": {"rmse": "higher"}}))
+    >>> directions(p.model_copy(update={"metrics": {"rmse": "higher"}}))  # `metrics:` declared
     {'rmse': 'higher', 'evaluate.auc': 'higher'}
     """
-    given = getattr(pipeline, "metrics", None) or {}  # the format's `metrics:`, when it has one
-    declared: dict[str, Direction] = {k: v for k, v in given.items() if v in DIRECTIONS}
+    declared: dict[str, Direction] = dict(pipeline.metrics)
     kept = {
         key: value
         for key, value in inferred(pipeline).items()
