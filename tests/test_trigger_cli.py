@@ -226,7 +226,9 @@ def test_an_invalid_pipeline_stops_a_push_with_annotations(tmp_path: Path, repo:
 
 
 @pytest.mark.docker
-def test_a_shallow_clone_falls_back_to_the_event_commit_list(tmp_path: Path, repo: Path) -> None:
+def test_a_shallow_clone_fetches_before_else_falls_back_to_the_event_commit_list(
+    tmp_path: Path, repo: Path
+) -> None:
     first = git(repo, "rev-parse", "HEAD")
     second = commit(repo, {"src/model.py": "EPOCHS = 6\n"}, "tune")
     shallow = tmp_path / "shallow"
@@ -234,10 +236,19 @@ def test_a_shallow_clone_falls_back_to_the_event_commit_list(tmp_path: Path, rep
     subprocess.run(["git", "clone", "-q", "--depth", "1", origin, str(shallow)], check=True)
     missing = subprocess.run(["git", "-C", str(shallow), "cat-file", "-e", first], check=False)
     assert missing.returncode != 0  # `before` is not in this clone
+
+    # the engine fetches `before` from origin by id and diffs as usual
     event = push_event(tmp_path, first, second, files=["src/model.py"])
-
     done = trigger(shallow, "push", event, "--no-push")
+    assert done.returncode == 0, done.stderr
+    runs = json.loads(done.stdout)
+    assert [r["pipeline"] for r in runs] == ["train"]
+    assert runs[0]["trigger"]["payload"]["source"] == "git diff"
 
+    # a `before` that origin does not have either (a force-push dropped it): the commit list
+    gone = "1" * 40
+    event = push_event(tmp_path, gone, second, files=["src/model.py"])
+    done = trigger(shallow, "push", event, "--no-push")
     assert done.returncode == 0, done.stderr
     assert "using the files listed in the event's commits" in done.stderr
     assert "Traceback" not in done.stderr
