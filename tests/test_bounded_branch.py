@@ -147,6 +147,8 @@ def test_cache_entries_leave_with_the_runs_that_last_used_them(place: Place) -> 
     branch = place.clone()
     record(branch, run(0, keys={"train": "aa" + "0" * 62, "prep": "bb" + "0" * 62}), cache=True)
     record(branch, run(1, keys={"train": "cc" + "0" * 62}), cache=True)
+    old = {"run_id": rid(1), "pipeline": "churn", "step": "train"}  # as older branches hold it
+    branch.commit({layout.old_cache_entry("cc" + "0" * 62): json.dumps(old).encode()}, "old")
     for n in range(2, 5):
         record(branch, run(n, keys={"train": f"{n:02x}" + "1" * 62}), cache=True)
     # The newest run reused prep's entry: it stays while that run is at the tip.
@@ -154,6 +156,7 @@ def test_cache_entries_leave_with_the_runs_that_last_used_them(place: Place) -> 
     assert sorted(archived(branch)) == [rid(0), rid(1)]
     assert branch.read(layout.cache_entry("aa" + "0" * 62)) is None
     assert branch.read(layout.cache_entry("cc" + "0" * 62)) is None
+    assert branch.read(layout.old_cache_entry("cc" + "0" * 62)) is None
     kept = json.loads(branch.read(layout.cache_entry("bb" + "0" * 62)) or b"{}")
     assert kept["run_id"] == rid(0)  # its run is archived, and still found from it
     assert branch.manifest(kept["run_id"]) is not None

@@ -180,9 +180,10 @@ def _evicted(
             return {}
     gone: dict[str, bytes | None] = {}
     for key in sorted(keys):
-        entry = _json(branch.read(layout.cache_entry(key)))
-        if isinstance(entry, dict) and entry.get("pipeline") == pipeline:
-            gone[layout.cache_entry(key)] = None
+        for path in (layout.cache_entry(key), layout.old_cache_entry(key)):
+            entry = _json(branch.read(path))
+            if isinstance(entry, dict) and entry.get("pipeline") == pipeline:
+                gone[path] = None
     return gone
 
 
