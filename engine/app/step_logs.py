@@ -9,7 +9,7 @@ from pathlib import Path
 
 from engine.adapters.artifacts import CorruptArtifact, store_name
 from engine.app import compose
-from engine.app.runs import find_run  # engine.app.reading (lighter) once it lands
+from engine.app.runs import find_run  # (app.reading.find_run lacks the local-run fallback)
 from engine.core import layout, log_tail
 from engine.core.config import RepoConfig
 from engine.core.manifest import ArtifactPointer
