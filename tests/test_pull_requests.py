@@ -794,3 +794,48 @@ def test_a_fork_preview_keeps_its_outputs_on_the_runner(tmp_path: Path) -> None:
     same = RunOptions(params={})
     app_preview.fork_options(same, RepoConfig(), repo, logs.append)
     assert same.artifacts is None and len(logs) == 1  # a local store is kept as it is
+
+
+# --- the generated workflow ---------------------------------------------------------------------
+
+
+def _generated(tmp_path: Path) -> dict[str, Any]:
+    import yaml
+
+    repo = make_repo(
+        tmp_path,
+        files={"pipelines/churn.yaml": textwrap.dedent(GATED), "sluice.yaml": "{}\n"},
+        commit="start",
+    )
+    done = sluice("workflow", "generate", repo=repo)
+    assert done.returncode == 0, done.stderr
+    path = repo / ".github/workflows/sluice.yml"
+    from workflow_validators import validate_workflow
+
+    assert validate_workflow(path) == []  # check-jsonschema, zizmor, GitHub's own parser
+    text = path.read_text()
+    assert "pull_request_target" not in text
+    loaded: dict[str, Any] = yaml.safe_load(text)
+    return loaded
+
+
+@pytest.mark.xfail(
+    reason="needs the gh_workflow.py change requested of H3 (/work/ctx/h7-gh_workflow.patch)",
+    strict=False,
+)
+def test_the_workflow_previews_pull_requests_with_only_the_permissions_they_need(
+    tmp_path: Path,
+) -> None:
+    workflow = _generated(tmp_path)
+    on = workflow[True] if True in workflow else workflow["on"]  # YAML 1.1 reads `on` as true
+    assert on["pull_request"] == {
+        "types": ["opened", "synchronize", "reopened"],
+        "paths": on["push"]["paths"],
+    }
+    jobs = workflow["jobs"]
+    assert jobs["sluice"]["if"] == "github.event_name != 'pull_request'"
+    assert jobs["preview"]["if"] == "github.event_name == 'pull_request'"
+    assert jobs["preview"]["permissions"] == {"contents": "write", "pull-requests": "write"}
+    assert jobs["sluice"]["permissions"] == {"contents": "write"}
+    assert jobs["preview"]["steps"] == jobs["sluice"]["steps"]
+    assert workflow["permissions"] == {}
