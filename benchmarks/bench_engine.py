@@ -214,7 +214,10 @@ def variant(name: str | None) -> Iterator[None]:
     if name == "no stats stream":
         patch(Watch, "start", lambda self: None)
     elif name == "no log attach":
-        patch(Watch, "attach", lambda self: None)
+        from engine.adapters import docker_attempt
+
+        patch(Watch, "attach", lambda self, opened=None: None)
+        patch(docker_attempt, "open_attach", lambda api, container: None)
     elif name == "no containers made ahead":
         patch(Executor, "lookahead", lambda self, queued, running: None)
     try:
@@ -245,7 +248,8 @@ def in_process(
         cpu, wall = time.process_time(), time.perf_counter()
         manifest = execute(repo, loaded, options, runtime=runtime)
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-    assert manifest.status.value == "succeeded", manifest.status
+    why = {name: rec.reason for name, rec in manifest.steps.items() if rec.reason}
+    assert manifest.status.value == "succeeded", (variant_name, manifest.status, why)
     return {
         "wall_s": wall,
         "cpu_s": cpu,

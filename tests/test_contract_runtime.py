@@ -133,7 +133,8 @@ class FakeHarness(Harness):
         return [dict(c.labels) for c in self.fake.calls if c.labels.get(LABEL_RUN) == run_id]
 
     def present(self, run_id: str) -> int:
-        return len(self.fake._running.get(run_id, []))
+        staged = [spec for spec, _ in self.fake.staged.values() if spec.labels[LABEL_RUN] == run_id]
+        return len(self.fake._running.get(run_id, [])) + len(staged)
 
 
 class DockerHarness(Harness):
@@ -330,3 +331,44 @@ def test_gc_finds_nothing_after_finished_attempts(harness: Harness, rid: str) ->
     assert timed_out.timed_out
     assert harness.runtime.gc() == []  # every attempt removed its own container
     assert harness.present(rid) == 0
+
+
+def test_a_staged_container_takes_files_ahead_and_at_start(
+    harness: Harness, rid: str, tmp_path: Path
+) -> None:
+    ahead, late = tmp_path / "ahead.tar", tmp_path / "late.tar"
+    with TarBuilder(ahead) as tar:
+        tar.add_bytes("sluice/ahead.txt", b"put ahead")
+    with TarBuilder(late) as tar:
+        tar.add_bytes("sluice/late.txt", b"put at start")
+    copies = {"/sluice/ahead.txt": "ahead.txt", "/sluice/late.txt": "late.txt"}
+    spec = harness.spec(Behaviour(logs=("ran",), copies=copies), rid)
+    staged = harness.runtime.stage(spec, [ahead])
+    assert staged is not None
+    assert harness.present(rid) == 1  # made, not started
+    out, lines = tmp_path / "out.tar", list[str]()
+    result = harness.runtime.run(
+        spec,
+        Transfer(put=[late], fetch={OUTPUTS: out}),
+        on_log=lines.append,
+        cancel=threading.Event(),
+        staged=staged,
+    )
+    assert (result.exit_code, lines) == (0, ["ran\n"])
+    dest = tmp_path / "dest"
+    assert extract_tar(out, dest, strip="outputs") == [Path("ahead.txt"), Path("late.txt")]
+    assert (dest / "ahead.txt").read_bytes() == b"put ahead"
+    assert (dest / "late.txt").read_bytes() == b"put at start"
+    assert harness.present(rid) == 0
+
+
+def test_staged_containers_go_with_discard_and_kill_run(harness: Harness, rid: str) -> None:
+    first = harness.runtime.stage(harness.spec(Behaviour(), rid), [])
+    second = harness.runtime.stage(harness.spec(Behaviour(), rid), [])
+    assert first is not None and second is not None
+    assert harness.present(rid) == 2
+    harness.runtime.discard(first)
+    assert harness.present(rid) == 1
+    assert harness.runtime.kill_run(rid) == 1
+    assert harness.present(rid) == 0
+    harness.runtime.discard(second)  # gone already: nothing to say

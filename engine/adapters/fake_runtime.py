@@ -188,12 +188,14 @@ class FakeRuntime:
         self.killed_runs.append(run_id)
         with self._lock:
             running = list(self._running.get(run_id, []))
-            for handle, (spec, _) in list(self.staged.items()):  # docker removes them too
-                if spec.labels.get(LABEL_RUN) == run_id:
-                    self.discard_locked(handle)
+            staged = [
+                h for h, (spec, _) in self.staged.items() if spec.labels.get(LABEL_RUN) == run_id
+            ]
+            for handle in staged:  # docker removes them too
+                self.discard_locked(handle)
         for killed in running:
             killed.set()
-        return len(running)
+        return len(running) + len(staged)
 
     def discard_locked(self, staged: str) -> None:
         _, copies = self.staged.pop(staged)

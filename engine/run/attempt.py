@@ -39,6 +39,7 @@ from engine.ports import (
     Reporter,
     Transfer,
 )
+from engine.run import files_in
 from engine.run.prepare import Prepared
 
 MAX_METRICS_BYTES = 1024**2
@@ -434,52 +435,13 @@ class AttemptRunner:
         )
 
     def _ahead_tars(self, prepared: Prepared, work: Path) -> list[Path]:
-        """The archives known before the upstream steps end: workspace, /sluice files."""
-        step = prepared.step
-        puts = [self._base_tar(prepared, work / "sluice.tar")]
-        if step.workspace is True and self.workspace.tar is not None:
-            puts.insert(0, self.workspace.tar)
-        elif isinstance(step.workspace, list):
-            puts.insert(0, self.workspace.subset_tar(step.workspace, work / "workspace.tar"))
-        return puts
-
-    @staticmethod
-    def _sluice_dirs(tar: archives.TarBuilder, step: ResolvedStep) -> None:
-        # the same entries in both archives: a later one never changes a folder's mode
-        tar.add_dir("sluice")
-        tar.add_dir("sluice/inputs")
-        for dep in step.needs:
-            tar.add_dir(f"sluice/inputs/{dep}")
-        tar.add_dir("sluice/outputs")
-        tar.add_dir("sluice/checkpoints")
-
-    def _base_tar(self, prepared: Prepared, out: Path) -> Path:
-        with archives.TarBuilder(out) as tar:
-            self._sluice_dirs(tar, prepared.step)
-            tar.add_bytes("sluice/config.json", json.dumps(prepared.config, indent=2).encode())
-            tar.add_bytes("sluice/params.json", json.dumps(self.params, indent=2).encode())
-            if self.baseline_json is not None:
-                tar.add_bytes("sluice/baseline.json", self.baseline_json)
-        return out
+        return files_in.ahead_tars(prepared, self.workspace, self.params, self.baseline_json, work)
 
     def _late_tar(
         self, prepared: Prepared, inputs: Mapping[str, Mapping[str, ArtifactPointer]], out: Path
     ) -> Path | None:
-        """Inputs and checkpoints: known when the attempt starts; None when there are none."""
-        step = prepared.step
-        checkpoints = self.step_dir(step.name) / "checkpoints"
-        has_checkpoints = checkpoints.is_dir() and any(checkpoints.iterdir())
-        given = [dep for dep in step.needs if inputs.get(dep)]
-        if not given and not has_checkpoints:
-            return None
-        with archives.TarBuilder(out) as tar:
-            self._sluice_dirs(tar, step)
-            for dep in given:
-                local = self.materialize(dep, inputs[dep])
-                tar.add_tree(local, f"sluice/inputs/{dep}", paths=list(inputs[dep]))
-            if has_checkpoints:
-                tar.add_tree(checkpoints, "sluice/checkpoints")
-        return out
+        checkpoints = self.step_dir(prepared.step.name) / "checkpoints"
+        return files_in.late_tar(prepared.step, inputs, checkpoints, self.materialize, out)
 
     def _keep_checkpoints(self, archive: Path, dest: Path) -> bool:
         fresh = dest.with_name("checkpoints.new")

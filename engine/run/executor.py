@@ -28,7 +28,7 @@ from engine.errors import EngineUnavailable, SluiceError
 from engine.local.logs import Masker
 from engine.local.workspace import WorkspaceSnapshot, ensure_engine_dir, selection, snapshot
 from engine.ports import ArtifactStore, ContainerRuntime, NullReporter, Reporter
-from engine.run import reuse, roles
+from engine.run import reuse, roles, staging
 from engine.run.attempt import AttemptReport, AttemptRunner, read_metrics
 from engine.run.options import RunOptions
 from engine.run.prepare import Prepared, Preparer, decide_approval, expression_context
@@ -283,40 +283,22 @@ class Executor:
 
     def lookahead(self, queued: list[str], running: set[str]) -> None:
         """Make the containers of the steps that start next while others run (at most
-        `max_parallel` waiting): steps queued for a slot, and pending steps whose needs all
-        run or succeeded. Only their inputs are left to copy when they start. Steps that may
-        not run as prepared (`when`, approval, finally, image built) are not made ahead."""
+        `max_parallel` waiting; run/staging.py says which steps)."""
         stager, ahead = self._stager, self._ahead
         if stager is None or ahead is None or self.stopping() or stager.room() <= 0:
             return
+        records = self.manifest.steps
+        names = staging.next_up(queued, running, self.loaded.dag.order, self.steps, records)
         trigger: dict[str, Any] | None = None
-        for name in [*queued, *self._next_up(running)]:
-            step = self.steps[name]
-            if name in running or stager.has(name) or step.is_finally or step.when is not None:
-                continue
-            if step.approval is True or isinstance(step.image, ImageBuild):
+        for name in names:
+            if stager.has(name):
                 continue
             if trigger is None:
                 trigger = self._context()["trigger"]
-            prepared = ahead.prepare(step, self.manifest.params, trigger, {})
-            stager.stage(name, prepared, len(self.manifest.steps[name].attempts) + 1)
+            prepared = ahead.prepare(self.steps[name], self.manifest.params, trigger, {})
+            stager.stage(name, prepared, len(records[name].attempts) + 1)
             if stager.room() <= 0:
                 return
-
-    def _next_up(self, running: set[str]) -> list[str]:
-        """Pending steps that become ready when running ones succeed."""
-        if not running:
-            return []
-        records = self.manifest.steps
-        return [
-            name
-            for name in self.loaded.dag.order
-            if records[name].status is StepStatus.pending
-            and any(dep in running for dep in self.steps[name].needs)
-            and all(
-                dep in running or records[dep].status in DONE_OK for dep in self.steps[name].needs
-            )
-        ]
 
     def _warn(self, name: str, text: str) -> None:
         """A warning about step `name`: in its record (and so the summary), and said now."""

@@ -4,10 +4,45 @@ upstream steps still run, so that only inputs remain to copy when those end."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 
+from engine.core.manifest import DONE_OK, StepRecord, StepStatus
+from engine.core.spec import ImageBuild, ResolvedStep
 from engine.run.attempt import AttemptRunner, Staged
 from engine.run.prepare import Prepared
+
+
+def next_up(
+    queued: Sequence[str],
+    running: set[str],
+    order: Sequence[str],
+    steps: Mapping[str, ResolvedStep],
+    records: Mapping[str, StepRecord],
+) -> list[str]:
+    """The steps worth a container made now: those queued for a slot, then pending steps
+    whose needs all run or succeeded (ready once the running ones succeed), in order.
+
+    Left out: steps that may not run as prepared (`when`, an approval, finally steps) and
+    those whose image is built (a build is not started for a step that may not run).
+    """
+    after: list[str] = []
+    if running:
+        after = [
+            name
+            for name in order
+            if records[name].status is StepStatus.pending
+            and any(dep in running for dep in steps[name].needs)
+            and all(dep in running or records[dep].status in DONE_OK for dep in steps[name].needs)
+        ]
+    return [
+        name
+        for name in [*queued, *after]
+        if name not in running
+        and not steps[name].is_finally
+        and steps[name].when is None
+        and steps[name].approval is not True
+        and not isinstance(steps[name].image, ImageBuild)
+    ]
 
 
 class _Making:
