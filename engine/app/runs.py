@@ -32,14 +32,13 @@ from engine.core.manifest import (
 from engine.core.params import coerce_params
 from engine.core.parse import LoadedPipeline
 from engine.core.payloads import check_payload
-from engine.core.production import Production
 from engine.core.suggest import counted
 from engine.errors import EngineUnavailable, NotFound, UsageError, json_object
 from engine.local.disk import size_text
 from engine.local.workspace import is_git_repo
 from engine.ports import ResultsBranch
 from engine.run.executor import Executor, RunOptions
-from engine.run.records import History, refused_manifest
+from engine.run.records import refused_manifest
 
 
 class OneAtATime:
@@ -373,8 +372,3 @@ def outputs(
             names.checked(rel, f"output name of step {step}", nested=True)
             artifacts.get_file(pointer, dest / rel)
     return dict(record.outputs)
-
-
-def production_of(store: ResultsBranch, pipeline: str) -> Production | None:
-    """The pipeline's production pointer, as `sluice show` mentions it."""
-    return History(store).pointer(pipeline)
