@@ -839,3 +839,53 @@ def test_the_workflow_previews_pull_requests_with_only_the_permissions_they_need
     assert jobs["sluice"]["permissions"] == {"contents": "write"}
     assert jobs["preview"]["steps"] == jobs["sluice"]["steps"]
     assert workflow["permissions"] == {}
+
+
+# --- the Action, as the runner runs it on a pull_request event --------------------------------------
+
+
+@pytest.mark.docker
+def test_the_action_previews_a_pull_request_and_comments(
+    engine_image: str, tmp_path: Path, busybox_image: str, api: CommentsApi
+) -> None:
+    from test_action import Workspace, _runner_folders, run_action
+
+    ws = Workspace(tmp_path, f"pr-{os.urandom(3).hex()}")
+    ws.repo.mkdir()
+    (ws.repo / "pipelines").mkdir()
+    pipeline = E2E_NO_METRICS_FIELD.format(image=busybox_image).replace(
+        "name: churn", f"name: {ws.name}"
+    )
+    (ws.repo / "pipelines/churn.yaml").write_text(pipeline)
+    (ws.repo / "src").mkdir()
+    (ws.repo / "src/train.sh").write_text("echo training > /sluice/outputs/model.txt\n")
+    (ws.repo / "src/evaluate.sh").write_text(EVALUATE.format(auc=0.95))
+    git(ws.repo, "init", "-q", "-b", "main")
+    git(ws.repo, "add", "-A")
+    git(ws.repo, "commit", "-qm", "start")
+    git(tmp_path, "init", "-q", "--bare", str(ws.origin))
+    git(ws.repo, "remote", "add", "origin", str(ws.origin))
+    git(ws.repo, "push", "-q", "origin", "main")
+    base = git(ws.repo, "rev-parse", "HEAD")
+    git(ws.repo, "checkout", "-q", "-b", "tune")
+    (ws.repo / "src/evaluate.sh").write_text(EVALUATE.format(auc=0.97))
+    git(ws.repo, "commit", "-qam", "tune")
+    git(ws.repo, "push", "-q", "origin", "tune")
+    head = git(ws.repo, "rev-parse", "HEAD")
+    _runner_folders(ws)  # the checkout is the runner user's from here on
+    payload = pointing_at(pr_event("opened"), head=head, base=base)
+    # the API stand-in listens on the host's loopback: the Action joins the host's network
+    env = {"GITHUB_API_URL": api.url, "GITHUB_TOKEN": "t0ken"}
+    done = run_action(engine_image, ws, "pull_request", payload, s3_env=env)
+    assert done.returncode == 0, done.stderr
+    [run_id] = ws.outputs()["run-ids"][0].split()
+    manifest = ws.manifest(run_id)  # a same-repository preview pushes its record
+    assert manifest["trigger"]["kind"] == "pull_request"
+    assert manifest["trigger"]["payload"]["head_sha"] == head
+    assert manifest["steps"]["deploy"]["reason"] == "preview: would deploy"
+    [created] = api.writes()
+    assert created.path == "/repos/o/r/issues/2/comments"
+    assert created.authorization == "Bearer t0ken"
+    assert created.body["body"].startswith(pr_comment.marker(ws.name))
+    assert "**would deploy**" in created.body["body"]
+    assert pr_comment.marker(ws.name) in ws.summary()
