@@ -276,8 +276,8 @@ def publish(
         # the previews' whole reports go in the summary, and one comment each on the PR
         from engine.app import preview  # lazy: only a pull request needs it (~15 ms)
 
-        preview.publish(place.repo, place.config, manifests, pipelines, os.environ, place.log)
-        return
+        if preview.publish(place.repo, place.config, manifests, pipelines, os.environ, place.log):
+            return  # else (no results branch to read) the plain summary below
     summary_path = os.environ.get("GITHUB_STEP_SUMMARY")
     if summary_path:
         markdown = github.summary(
