@@ -422,6 +422,19 @@ def test_the_marker_is_found_on_page_3_following_the_link_header(api: CommentsAp
     assert api.comments[7][10]["body"] == "see " + marker
 
 
+def test_a_bots_marked_comment_wins_over_a_users_copy(api: CommentsApi) -> None:
+    marker = pr_comment.marker("churn")
+    api.seed(7, 150, at=120, marked=marker + "\nthe bot's report")
+    api.comments[7][5]["body"] = marker + "\na user pasted the marker first"  # a User's
+    posted = Comments("o/r", 7, token="t", api_url=api.url).upsert(marker, marker + "\nnew")
+    assert posted.comment_id == api.comments[7][120]["id"]
+    assert api.comments[7][5]["body"].endswith("pasted the marker first")
+    # with a personal token the report is a user's own comment: still found and edited
+    api.comments[7][120]["body"] = "gone"
+    posted = Comments("o/r", 7, token="t", api_url=api.url).upsert(marker, marker + "\nnewer")
+    assert posted.action == "updated" and posted.comment_id == api.comments[7][5]["id"]
+
+
 def test_a_next_page_on_another_host_is_not_followed() -> None:
     comments = Comments("o/r", 7, token="secret", api_url="https://api.github.com")
     with pytest.raises(CommentFailed, match="another host"):

@@ -72,17 +72,24 @@ class Comments:
         self.pages_read = 0
 
     def find(self, marker: str) -> dict[str, Any] | None:
-        """The first comment whose body starts with `marker`, reading every page in turn."""
+        """The first comment whose body starts with `marker`, reading the pages in turn: the
+        first a bot wrote (the job's token is a bot's), else the first anyone wrote (a
+        personal token's comments are a user's). A bot's ends the search."""
         url: str | None = f"{self.repo_url}/issues/{self.number}/comments?per_page={PER_PAGE}"
+        found: dict[str, Any] | None = None
         while url is not None and self.pages_read < MAX_PAGES:
             page, link = self._call("GET", url)
             self.pages_read += 1
             for comment in page if isinstance(page, list) else []:
                 body = comment.get("body") if isinstance(comment, dict) else None
-                if isinstance(body, str) and body.startswith(marker):
+                if not isinstance(body, str) or not body.startswith(marker):
+                    continue
+                user = comment.get("user")
+                if isinstance(user, dict) and user.get("type") == "Bot":
                     return comment  # type: ignore[no-any-return]
+                found = found or comment
             url = self._next(link)
-        return None
+        return found
 
     def upsert(self, marker: str, body: str) -> Posted:
         """Edit the marked comment to `body` (which starts with `marker`), or create it."""
