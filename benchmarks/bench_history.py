@@ -320,6 +320,11 @@ def measure(where: Path, runs: int, push_every: int) -> dict[str, Any]:
     figures["clone_bytes_without"] = without[0][1]
     figures["clone_ratio_bytes"] = figures["clone_bytes"] / figures["clone_bytes_without"]
     figures["clone_ratio_s"] = figures["clone_s"] / figures["clone_s_without"]
+    # What the workflows did before: `fetch-depth: 0`, every branch with its whole history.
+    started = time.perf_counter()
+    git(where, "clone", "-q", "--no-single-branch", origin.as_uri(), str(where / "fresh-full"))
+    figures["clone_s_full_history"] = time.perf_counter() - started
+    figures["clone_bytes_full_history"] = dir_bytes(where / "fresh-full" / ".git")
     fresh = where / "fresh0"
     event = where / "push.json"
     head = git(fresh, "rev-parse", "HEAD")
@@ -359,9 +364,12 @@ def report(f: dict[str, Any]) -> None:
     print(f"  fresh clone (depth 1) + results fetch: {f['clone_bytes'] / 1024:.0f} KiB, "
           f"{f['clone_s']:.2f} s; without the results branch {f['clone_bytes_without'] / 1024:.0f}"
           f" KiB, {f['clone_s_without']:.2f} s")  # fmt: skip
+    print(f"    (fetch-depth: 0, as the workflows checked out before: "
+          f"{f['clone_bytes_full_history'] / 1024:.0f} KiB, {f['clone_s_full_history']:.2f} s)")  # fmt: skip
     ratio = f["clone_ratio_bytes"]
     print(f"    ratio {ratio:.2f}x bytes, {f['clone_ratio_s']:.2f}x time  (goal <= 1.2x: "
-          f"{goal(ratio <= GOALS['clone_ratio'])})")  # fmt: skip
+          f"{goal(ratio <= GOALS['clone_ratio'])} in bytes, "
+          f"{goal(f['clone_ratio_s'] <= GOALS['clone_ratio'])} in time on this disk)")  # fmt: skip
     print(f"  sluice trigger (push) on the fresh clone: {f['trigger_s']:.2f} s "
           f"(python -c pass {f['python_pass_s']:.3f} s)")  # fmt: skip
     print(f"  sluice runs --limit 20: {f['runs_limit_20_s']:.2f} s  (goal < 0.5 s: "
