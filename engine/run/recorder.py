@@ -102,9 +102,10 @@ class Recorder:
     components of every step finished since the last record that went through, to the
     results branch, when there is one.
 
-    A record that fails is said (`note`); what it held waits for the next one (a resumed
-    run's). `unrecorded` is the last record's failure (None once one went through): after
-    the final record, a run whose record did not reach the results branch (or its remote).
+    A record that fails is said (`note`); one committed here but not pushed goes out with
+    the next push from this clone. `unrecorded` is the last record's failure (None once one
+    went through): after the final record, a run whose record did not reach the results
+    branch (or its remote).
     """
 
     def __init__(
