@@ -257,3 +257,29 @@ def test_models_are_built_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
         )
         assert RunManifest.model_validate_json(manifest.to_json()) == manifest
     assert models() == before
+
+
+def test_the_cycle_collector_stays_out_of_start_up(tmp_path: Path) -> None:
+    """A command's imports make tens of thousands of objects: the collector is not run over
+    them again and again (main raises its threshold for the process)."""
+    repo = make_repo(tmp_path, {"chain.yaml": CHAIN.replace("IMAGE", "img")})
+    code = (
+        "import gc, json, sys\n"
+        "from engine.cli.main import main\n"
+        "runs = []\n"
+        "gc.callbacks.append(lambda phase, info: runs.append(phase) if phase == 'stop' else None)\n"
+        "try:\n"
+        "    main(['validate'])\n"
+        "except SystemExit as exc:\n"
+        "    print(json.dumps({'code': exc.code, 'collections': len(runs),"
+        " 'objects': len(gc.get_objects())}))\n"
+    )
+    env = child_env(tmp_path)
+    env[DISABLE_ENV] = "off"  # parse the file: the most a start-up allocates
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=repo, env=env
+    )
+    found = json.loads(done.stdout.splitlines()[-1])
+    assert found["code"] in (0, None), done.stderr
+    assert found["objects"] > 20_000  # what there was to collect over
+    assert found["collections"] <= 1, found
