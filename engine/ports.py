@@ -234,6 +234,10 @@ class ResultsBranch(Protocol):
     Implementations: git (adapters/git_results.py), in memory (adapters/memory_results.py).
 
     Paths are `/`-separated and relative to the branch root (see core/layout.py).
+
+    The tip is bounded (adapters/results_archive.py): with `keep_runs`, old runs move to
+    `archive/` after a pushed record, and `manifest`, `log`, `runs`, and `read`/`list_dir`
+    of a path inside a run's folder still find them, at the commit that holds them.
     """
 
     branch: str
