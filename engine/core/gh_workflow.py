@@ -102,14 +102,19 @@ def document(pipelines: Sequence[tuple[str, Pipeline]], options: WorkflowOptions
     wants = Wants.of(pipelines)
     return {
         "name": "Sluice",
-        "on": on_events(wants, sorted({pipeline.name for _, pipeline in pipelines}), options),
+        "on": with_pull_requests(
+            on_events(wants, sorted({pipeline.name for _, pipeline in pipelines}), options)
+        ),
         "permissions": {},
         "concurrency": {
             "group": "sluice-${{ github.ref }}-${{ github.event_name }}",
             "cancel-in-progress": False,
             "queue": "max",
         },
-        "jobs": {"sluice": _job(wants.secrets, options)},
+        "jobs": {
+            "sluice": _job(wants.secrets, options, "github.event_name != 'pull_request'"),
+            "preview": preview_job(wants.secrets, options),
+        },
     }
 
 
@@ -216,9 +221,10 @@ def engine_uses(options: WorkflowOptions) -> str | Commented:
     return _uses(options.action, options.action_comment)
 
 
-def _job(secrets: set[str], options: WorkflowOptions) -> dict[str, Any]:
+def _job(secrets: set[str], options: WorkflowOptions, when: str | None = None) -> dict[str, Any]:
     return {
         "name": "Sluice (${{ github.event_name }})",
+        **({"if": when} if when else {}),
         "runs-on": "ubuntu-latest",
         "permissions": permissions(options),
         "steps": [
@@ -230,6 +236,42 @@ def _job(secrets: set[str], options: WorkflowOptions) -> dict[str, Any]:
                 "env": engine_env(secrets, options),
             },
         ],
+    }
+
+
+PR_TYPES = ["opened", "synchronize", "reopened"]  # the actions that change a PR's code
+
+
+def with_pull_requests(on: Mapping[str, Any]) -> dict[str, Any]:
+    """`on:` with `pull_request` (push's paths) right after `push`: preview runs
+    (docs/pull-requests.md). Never `pull_request_target`: it hands a fork's code the
+    base repository's secrets and a write token."""
+    out: dict[str, Any] = {}
+    for key, value in on.items():
+        out[key] = value
+        if key == "push":
+            out["pull_request"] = {"types": list(PR_TYPES), "paths": list(value["paths"])}
+    return out
+
+
+def preview_job(secrets: set[str], options: WorkflowOptions) -> dict[str, Any]:
+    """The job of a `pull_request` event: the same engine step, with `pull-requests: write`
+    for the sticky comment. A fork's pull request gets a read-only token and no secrets
+    from GitHub whatever this says; the engine then pushes nothing."""
+    granted: dict[str, Any] = {
+        "contents": Commented("write", "push a same-repository preview's record"),
+        "pull-requests": Commented("write", "the preview's comment on the pull request"),
+    }
+    granted.update(
+        {k: Commented(options.permissions[k], "sluice.yaml") for k in sorted(options.permissions)}
+    )
+    job = _job(secrets, options)
+    return {
+        "name": "Sluice preview (pull request #${{ github.event.number }})",
+        "if": "github.event_name == 'pull_request'",
+        "runs-on": job["runs-on"],
+        "permissions": granted,
+        "steps": job["steps"],
     }
 
 
