@@ -98,6 +98,8 @@ BREAKDOWN = r"""
 import json, sys, time
 marks = {}
 t0 = time.perf_counter()
+from engine.cli.main import tune_process
+tune_process()  # as `sluice` does first
 from engine.cli.common import State, say
 from engine.app import compose, runs
 from engine.core.manifest import Trigger

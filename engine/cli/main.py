@@ -179,6 +179,13 @@ def cli(ctx: click.Context, repo: str | None, config: str | None) -> None:
 
 def main(argv: list[str] | None = None) -> NoReturn:
     """Console entry point: never shows a traceback for an error the engine expects."""
+    tune_process()
+    code = _run(argv)
+    sys.exit(code if isinstance(code, int) else EXIT_OK)
+
+
+def tune_process() -> None:
+    """Process-wide settings of every `sluice` command (bench_cached_run.py calls it too)."""
     # A command's imports keep some 40,000 new objects (pydantic's schemas above all): at
     # the default threshold the cycle collector would run ~80 times during them, and again
     # over all of them at the end, 15-30 ms of a cached re-run. Cycles are still collected
@@ -188,8 +195,6 @@ def main(argv: list[str] | None = None) -> NoReturn:
     # entry points looking for plugins (4-9 ms here, more in a large environment), unless
     # the user asks for them by setting the variable.
     os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
-    code = _run(argv)
-    sys.exit(code if isinstance(code, int) else EXIT_OK)
 
 
 def _run(argv: list[str] | None) -> object:
