@@ -6,6 +6,9 @@ read records without loading what starts a run.
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from engine.app.orphans import local_manifest
 from engine.core import names
 from engine.core.manifest import RunManifest
 from engine.core.production import Production
@@ -14,15 +17,22 @@ from engine.ports import ResultsBranch
 from engine.run.records import History, refused_manifest
 
 
-def find_run(store: ResultsBranch, run_id: str) -> RunManifest:
+def find_run(store: ResultsBranch, run_id: str, repo: Path | None = None) -> RunManifest:
     """Run `run_id`'s manifest; exit 2 naming the field when the branch holds one the engine
-    refuses (a hostile name: the branch is untrusted), or when there is no such run."""
+    refuses (a hostile name: the branch is untrusted), or when there is no such run.
+
+    A run the branch does not have yet (it records a run at its end or pause: one still
+    running, or whose engine was killed) is read from `.sluice/runs/` of `repo` (default:
+    the results branch's repository), checked the same way."""
     names.checked(run_id, "run id")
     manifest = store.manifest(run_id)
     if manifest is None:
         refused = refused_manifest(store, run_id)
         if refused is not None:
             raise UsageError(refused, hint="the results branch holds a damaged or hostile record")
+        where = repo if repo is not None else getattr(store, "repo", None)
+        manifest = local_manifest(where, run_id) if isinstance(where, Path) else None
+    if manifest is None:
         raise NotFound(
             f"no run {run_id!r} on the results branch",
             hint="`sluice runs` lists runs; `--fetch` gets the remote's results first",
