@@ -832,10 +832,6 @@ def _generated(tmp_path: Path) -> dict[str, Any]:
     return loaded
 
 
-@pytest.mark.xfail(
-    reason="needs the gh_workflow.py change requested of H3 (/work/ctx/h7-gh_workflow.patch)",
-    strict=False,
-)
 def test_the_workflow_previews_pull_requests_with_only_the_permissions_they_need(
     tmp_path: Path,
 ) -> None:
