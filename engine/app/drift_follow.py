@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 from engine.adapters import pipeline_files
-from engine.adapters.github_api import DEFAULT_API, current_hops, dispatch
 from engine.app import compose, execution
 from engine.app.drift_ledger import DriftLedger, Signal
 from engine.core.config import RepoConfig
@@ -208,6 +207,9 @@ class DriftFollower:
                 "GITHUB_TOKEN are not both set: nothing was sent"
             )
             return
+        # lazy: the HTTP client (urllib, ssl: ~4 ms) loads only when a signal is dispatched
+        from engine.adapters.github_api import DEFAULT_API, current_hops, dispatch
+
         client = {
             "monitor": signal.monitor,
             "monitor_run": signal.monitor_run,
