@@ -18,7 +18,8 @@ from engine.adapters.console import make_reporter
 from engine.adapters.pipeline_files import find_pipeline
 from engine.app import compose, execution
 from engine.app.drift_follow import DriftFollower, execute_following
-from engine.app.orphans import alive_here, close_orphans, local_manifest
+from engine.app.orphans import alive_here, close_orphans
+from engine.app.reading import find_run as find_run  # re-exported: app.step_logs
 from engine.core import layout, names
 from engine.core.config import RepoConfig
 from engine.core.manifest import (
@@ -38,7 +39,6 @@ from engine.local.disk import size_text
 from engine.local.workspace import is_git_repo
 from engine.ports import ResultsBranch
 from engine.run.executor import Executor, RunOptions
-from engine.run.records import refused_manifest
 
 
 class OneAtATime:
@@ -181,31 +181,6 @@ def report_errors(
         if outcome(manifest) == "error":
             log(f"sluice: error: run {manifest.run_id} ({manifest.pipeline}): {manifest.error}")
             github.run_error(manifest, os.environ, sys.stderr, summary=summary)
-
-
-def find_run(store: ResultsBranch, run_id: str, repo: Path | None = None) -> RunManifest:
-    """Run `run_id`'s manifest; exit 2 naming the field when the branch holds one the engine
-    refuses (a hostile name: the branch is untrusted), or when there is no such run.
-
-    A run the branch does not have yet (it records a run at its end or pause: one still
-    running, or whose engine was killed) is read from `.sluice/runs/` of `repo` (default:
-    the results branch's repository), checked the same way."""
-    names.checked(run_id, "run id")
-    manifest = store.manifest(run_id)
-    if manifest is None:
-        refused = refused_manifest(store, run_id)
-        if refused is not None:
-            raise UsageError(refused, hint="the results branch holds a damaged or hostile record")
-        where = repo if repo is not None else getattr(store, "repo", None)
-        manifest = local_manifest(where, run_id) if isinstance(where, Path) else None
-    if manifest is None:
-        raise NotFound(
-            f"no run {run_id!r} on the results branch",
-            hint="`sluice runs` lists runs; `--fetch` gets the remote's results first",
-        )
-    if manifest.run_id != run_id:
-        raise UsageError(f"run {run_id}'s manifest names another run: {manifest.run_id!r}")
-    return manifest
 
 
 def _read(place: Place, run_id: str) -> RunManifest:
