@@ -214,3 +214,36 @@ def test_two_racing_ticks_run_each_slot_exactly_once(tmp_path: Path, busybox_ima
     for name in ("alpha", "beta"):
         assert len(on_origin(origin, f"runs/{name}")) == 1, name
         assert len(on_origin(origin, f"claims/cron/{name}")) == 1, name
+
+
+def test_claims_older_than_a_week_leave_the_tip_and_their_slots_stay_claimed(
+    tmp_path: Path, busybox_image: str
+) -> None:
+    every_slot = pipeline("nightly", "0 2 * * *", busybox_image).replace(
+        '- cron: "0 2 * * *"', '- cron: {schedule: "0 2 * * *", catchup: all}'
+    )
+    origin = make_origin(tmp_path, {"nightly": every_slot})
+    repo = clone(origin, tmp_path / "runner")
+    for day in ("2026-11-10", "2026-11-11", "2026-11-20"):
+        done = tick(repo, "--now", f"{day}T02:05:00Z", "--json")
+        assert done.returncode == 0, done.stderr
+        assert len(manifests(done)) == 1
+    # The 20th's claim removed those of the 10th and 11th (more than 7 days before it).
+    assert on_origin(origin, "claims/cron/nightly") == ["20261120T0200Z"]
+    assert on_origin(origin, "claims/cron-floor/nightly") == ["20261113T0205Z"]
+
+    # A tick that catches up every slot of a window reaching back past the floor runs the
+    # slots after the floor nobody claimed (the 14th to the 19th), never the pruned ones,
+    # and keeps every claim of its window.
+    wide = tick(repo, "--now", "2026-11-20T03:00:00Z", "--window", "30d", "--json")
+    assert wide.returncode == 0, wide.stderr
+    ran = [m["trigger"]["scheduled_for"][:10] for m in manifests(wide)]
+    assert ran == [f"2026-11-{day}" for day in range(14, 20)]
+    assert len(on_origin(origin, "claims/cron/nightly")) == 7
+
+    # The next slot's claim moves the floor forward and drops the older floor's file.
+    done = tick(repo, "--now", "2026-11-29T02:05:00Z", "--json")
+    assert done.returncode == 0, done.stderr
+    assert on_origin(origin, "claims/cron/nightly") == ["20261129T0200Z"]
+    assert on_origin(origin, "claims/cron-floor/nightly") == ["20261122T0205Z"]
+    assert len(on_origin(origin, "runs/nightly")) == 10

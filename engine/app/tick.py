@@ -20,7 +20,17 @@ from engine.core.manifest import RunManifest, RunStatus, Trigger
 from engine.core.parse import LoadedPipeline
 from engine.core.printable import printable
 from engine.core.suggest import counted, suggest
-from engine.core.triggers.cron import claim_path, claim_record, due_slots, slot_id, slot_iso
+from engine.core.triggers.cron import (
+    CLAIMS_KEPT_FOR,
+    claim_floor,
+    claim_path,
+    claim_record,
+    due_slots,
+    pruned_claims,
+    slot_id,
+    slot_iso,
+    slot_stamp,
+)
 from engine.core.values import parse_duration
 from engine.errors import (
     ClaimLost,
@@ -108,8 +118,11 @@ def due(
     found: dict[tuple[str, datetime], Due] = {}
     ran: dict[tuple[str, datetime], bytes] = {}
     for loaded in pipelines:
+        floor = claim_floor(store.list_dir(layout.cron_floors(loaded.name)))
 
-        def claimed(slot: datetime, name: str = loaded.name) -> bool:
+        def claimed(slot: datetime, name: str = loaded.name, floor: str | None = floor) -> bool:
+            if floor is not None and slot_stamp(slot) < floor:
+                return True  # its claim, if it had one, was pruned: never run again
             # One lookup of one path: the cost does not grow with the runs recorded.
             claim = store.read(claim_path(name, slot))
             if claim is None:
@@ -188,6 +201,8 @@ def held_by(store: ResultsBranch, pipeline: str, claim: bytes) -> str:
 class Ticker(Place):
     """A Place that claims cron slots on its results branch and runs them."""
 
+    claims_kept = CLAIMS_KEPT_FOR  # a tick keeps the claims of its whole window, if longer
+
     def open(self) -> ResultsBranch:
         """The results branch claims go to; UsageError outside a git repository."""
         store = compose.results_branch(self.repo, self.config, self.push)
@@ -213,6 +228,7 @@ class Ticker(Place):
         `arm(runs.cancel)` is called once there is something to run (signal handlers).
         The store is closed at the end.
         """
+        self.claims_kept = max(CLAIMS_KEPT_FOR, window)
         try:
             if store.pushes:
                 store.fetch()  # see other runners' claims before deciding what is due
@@ -255,8 +271,19 @@ class Ticker(Place):
             run_id=run_id,
         )
         message = f"sluice: claim {name} {slot_iso(slot)}"
+        changes: dict[str, bytes | None] = {path: record}
+        # Claims older than a week (or the tick's window) leave the tip with this commit, so
+        # that a year of a 15-minute schedule is not 35,000 files every checkout downloads.
+        old, floor = pruned_claims(
+            store.list_dir(layout.cron_claims(name)), now or datetime.now(UTC), self.claims_kept
+        )
+        changes.update({layout.cron_claim(name, stamp): None for stamp in old})
+        if floor is not None:
+            floors = layout.cron_floors(name)
+            changes.update({f"{floors}/{n}": None for n in store.list_dir(floors) if n < floor})
+            changes[f"{floors}/{floor}"] = b""
         try:
-            store.commit({path: record}, message, expect_absent=[path])
+            store.commit(changes, message, expect_absent=[path])
         except ClaimLost:
             self.log(f"sluice: {slot_id(name, slot)}: another runner has it; skipped")
             return False

@@ -12,7 +12,8 @@ The results branch (`sluice-results`):
     index/succeeded/<pipeline>/<step>                 the last run where the step succeeded
     production/<pipeline>.json                        the production pointer
     production/<pipeline>/<seq>.json                  each production change (a claim)
-    claims/cron/<pipeline>/<slot>                     a cron slot's claim
+    claims/cron/<pipeline>/<slot>                     a cron slot's claim (kept a week)
+    claims/cron-floor/<pipeline>/<slot>               slots before the newest name count as claimed
     drift/<pipeline>/<monitor>/state.json             a drift binding's last firing
     drift/<pipeline>/<monitor>/fired/<seq>            a firing's claim
     drift/<pipeline>/<monitor>/signals/<t>-<hex>.json every drift signal that held
@@ -57,6 +58,7 @@ CACHE = "cache"
 SUCCEEDED = "index/succeeded"
 PRODUCTION = "production"
 CRON_CLAIMS = "claims/cron"
+CRON_FLOORS = "claims/cron-floor"
 DRIFT = "drift"
 ARCHIVE = "archive"
 MANIFEST = "manifest.json"
@@ -249,6 +251,18 @@ def production_entry(pipeline: str, seq: int) -> str:
 def cron_claim(pipeline: str, stamp: str) -> str:
     """The claim of one cron slot (`stamp`: the slot's `20261125T0200Z`)."""
     return f"{CRON_CLAIMS}/{pipeline}/{stamp}"
+
+
+def cron_claims(pipeline: str) -> str:
+    """The folder of a pipeline's cron claims (the recent ones: see cron_floors)."""
+    return f"{CRON_CLAIMS}/{pipeline}"
+
+
+def cron_floors(pipeline: str) -> str:
+    """The folder naming how far a pipeline's old cron claims were pruned: every slot before
+    the newest name (a slot stamp) counts as claimed. One file per floor, so that racing
+    writers never overwrite a newer floor with an older one."""
+    return f"{CRON_FLOORS}/{pipeline}"
 
 
 def drift_monitors(pipeline: str) -> str:

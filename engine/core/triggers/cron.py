@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -16,6 +17,10 @@ from engine.core import layout
 MAX_CATCHUP = 1_000  # `catchup: all` considers at most this many (the newest) slots
 MAX_WINDOW = timedelta(days=366)  # as the longest duration a pipeline file may hold
 CLAIM_SCHEMA = "sluice/claim/v1"
+# A claim is kept this long after its slot (or a tick's window, when longer); older claims
+# leave the results branch's tip, and a floor says every slot before them counts as claimed.
+CLAIMS_KEPT_FOR = timedelta(days=7)
+_STAMP = re.compile(r"\d{8}T\d{4}Z")
 
 _MINUTE = timedelta(minutes=1)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -70,6 +75,26 @@ def due_slots(
 def slot_stamp(slot: datetime) -> str:
     """`20261125T0200Z`: a slot's UTC minute, sortable, safe in a path."""
     return f"{_utc(slot):%Y%m%dT%H%MZ}"
+
+
+def claim_floor(names: Iterable[str]) -> str | None:
+    """The newest floor among a cron-floor folder's names (untrusted: others are ignored)."""
+    return max((n for n in names if _STAMP.fullmatch(n)), default=None)
+
+
+def pruned_claims(
+    claimed: Iterable[str], now: datetime, kept_for: timedelta = CLAIMS_KEPT_FOR
+) -> tuple[list[str], str | None]:
+    """(claims to remove, the floor to record): the claims of slots more than `kept_for`
+    before `now`, and the stamp before which every slot counts as claimed; ([], None) when
+    none is that old.
+
+    >>> pruned_claims(["20261101T0200Z", "20261124T0200Z"], datetime(2026, 11, 25, tzinfo=UTC))
+    (['20261101T0200Z'], '20261118T0000Z')
+    """
+    floor = slot_stamp(now - max(kept_for, CLAIMS_KEPT_FOR))
+    old = sorted(n for n in claimed if _STAMP.fullmatch(n) and n < floor)
+    return (old, floor) if old else ([], None)
 
 
 def slot_iso(slot: datetime) -> str:
