@@ -246,7 +246,7 @@ def test_gc_runs_keeps_young_artifacts_and_unfinished_runs(
     stray = repo / ".sluice" / "artifacts" / "sha256" / "ab" / ("c" * 62)
     stray.parent.mkdir(parents=True, exist_ok=True)
     stray.write_bytes(b"no run points here")
-    young = run_json(repo, "gc", "--runs", "--keep", "1")  # default grace: an hour
+    young = run_json(repo, "gc", "--runs", "--keep", "1")  # default grace: a day
     assert young["artifacts"] == [] and young["runs"] == []
     newer = run_json(repo, "run", "big", "--no-cache")
     done = run_json(repo, "gc", "--runs", "--keep", "1", "--grace", "0")

@@ -28,10 +28,11 @@ from engine.core.suggest import counted
 @click.option(
     "--grace",
     type=click.FloatRange(min=0),
-    default=3600,
+    default=86_400,
     show_default=True,
     metavar="SECONDS",
-    help="With --runs: artifacts younger than this are kept (a run may still be writing).",
+    help="With --runs: artifacts younger than this are kept (a run on another machine records "
+    "its outputs when it ends; a day outlasts a GitHub-hosted job's 6 hours).",
 )
 @click.option("--dry-run", is_flag=True, help="With --runs: list what would go; remove nothing.")
 @click.option("--json", "as_json", is_flag=True, help="With --runs: print what went as JSON.")
