@@ -293,6 +293,11 @@ def _sigkill_then_retry(repo: Path, origin: Path, docker_client: docker.DockerCl
         run_id = local["run_id"]
         assert local["status"] == "running" and local["steps"]["first"]["status"] == "succeeded"
         assert commits(origin) == 0  # nothing of the run is pushed before its end
+        listed = sluice("runs", "--json", repo=repo)  # this machine lists it from .sluice/
+        assert listed.returncode == 0, listed.stderr
+        assert [(m["run_id"], m["status"]) for m in json.loads(listed.stdout)] == [
+            (run_id, "running")
+        ]
         alive = sluice("retry", run_id, repo=repo)
         assert alive.returncode == 2
         assert f"run {run_id} is still running here (pid {engine.pid})" in alive.stderr
@@ -317,6 +322,8 @@ def _sigkill_then_retry(repo: Path, origin: Path, docker_client: docker.DockerCl
         assert store.log(run_id, "first", 1) is not None  # its finished step's log, kept
     again = sluice("gc", repo=repo, process=True)
     assert "closed 0 runs" in again.stderr, again.stderr
+    listed = json.loads(sluice("runs", "--json", repo=repo).stdout)
+    assert [m["status"] for m in listed] == ["succeeded", "cancelled"]  # once each
 
 
 @pytest.mark.docker

@@ -9,8 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from engine.app.orphans import local_manifest
-from engine.core import names
-from engine.core.manifest import RunManifest
+from engine.core import layout, names
+from engine.core.manifest import RunManifest, RunStatus
 from engine.core.production import Production
 from engine.errors import NotFound, UsageError
 from engine.ports import ResultsBranch
@@ -45,3 +45,34 @@ def find_run(store: ResultsBranch, run_id: str, repo: Path | None = None) -> Run
 def production_of(store: ResultsBranch, pipeline: str) -> Production | None:
     """The pipeline's production pointer, as `sluice show` mentions it."""
     return History(store).pointer(pipeline)
+
+
+def unrecorded_here(
+    repo: Path, recorded: set[str], pipeline: str | None, limit: int
+) -> list[RunManifest]:
+    """The newest runs under `.sluice/runs/` still going (or killed: `sluice gc` closes
+    those) and not in `recorded`: a run reaches the results branch at its end or pause, so
+    `sluice runs` on the machine that runs one shows it from here. Only the newest `limit`
+    folders are read (run ids sort by start time); a damaged one is left out."""
+    folder = repo / layout.LOCAL_RUNS
+    try:
+        ids = sorted((p.name for p in folder.iterdir() if p.name not in recorded), reverse=True)
+    except OSError:
+        return []
+    found = []
+    for run_id in ids[: limit * 2]:
+        if names.problem(run_id) is not None:
+            continue
+        try:
+            manifest = local_manifest(repo, run_id)
+        except UsageError:
+            continue
+        if (
+            manifest is None
+            or manifest.status is not RunStatus.running
+            or manifest.run_id != run_id
+        ):
+            continue
+        if pipeline is None or manifest.pipeline == pipeline:
+            found.append(manifest)
+    return found[:limit]

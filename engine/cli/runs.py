@@ -28,14 +28,22 @@ _fetch = click.option(
 def runs(state: State, pipeline_name: str | None, limit: int, fetch: bool, as_json: bool) -> None:
     """List recorded runs, newest first, from the results branch.
 
+    A run records itself when it ends (or pauses for approval); runs still going on this
+    machine are listed from `.sluice/runs/` too.
+
     \b
     Examples:
       sluice runs
       sluice runs --pipeline churn-retrain --limit 5
       sluice runs --fetch --json | jq '.[0].status'
     """
+    from engine.app.reading import unrecorded_here  # lazy: `sluice --help` stays light
+
     with state.reading_store(fetch) as store:
         found = store.runs(pipeline_name, limit)
+    going = unrecorded_here(state.repo, {m.run_id for m in found}, pipeline_name, limit)
+    if going:  # on this machine, not recorded yet: merged in by start time
+        found = sorted([*found, *going], key=lambda m: m.run_id, reverse=True)[:limit]
     if pipeline_name and not found:
         _known(state, pipeline_name)  # a name no file declares: exit 2, with a did-you-mean
     if as_json:
