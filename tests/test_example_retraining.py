@@ -19,6 +19,7 @@ from typing import Any
 import docker
 import pytest
 from conftest import sluice
+from pr_api import pr_event
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "retraining"
@@ -172,7 +173,8 @@ def test_drift_starts_one_retrain_and_the_cooldown_suppresses_the_next(
     assert monitors[1]["run_id"] == scenario["monitor"]
 
     retrains = runs(repo, "retrain")
-    assert len(retrains) == 5  # first, re-run, worse, reviewed, and one started by drift
+    # first, re-run, worse, reviewed, one started by drift, and the pull request's preview
+    assert len(retrains) == 6
     started = [m for m in retrains if m["trigger"]["kind"] == "drift"]
     assert [m["run_id"] for m in started] == [scenario["drift_retrain"]]
     run = show(repo, scenario["drift_retrain"])
@@ -232,7 +234,10 @@ def test_rollback_and_promote_move_production_on_the_record(scenario: dict[str, 
         text=True,
         check=True,
     ).stdout.splitlines()
-    assert log[:2] == [
+    # the newest commit is the pull request's preview (stage 6), which moves no production
+    assert scenario["preview"] in log[0]
+    moves = [line for line in log if line.startswith(("sluice: promote", "sluice: rollback"))]
+    assert moves[:2] == [
         f"sluice: promote retrain to {reviewed}",
         f"sluice: rollback retrain to {drifted}",
     ]
@@ -255,3 +260,77 @@ def test_rollback_and_promote_move_production_on_the_record(scenario: dict[str, 
         check=True,
     ).stdout.strip()
     assert pushed == local
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_a_pull_request_that_makes_the_model_worse_is_previewed_and_held(
+    scenario: dict[str, Any],
+) -> None:
+    repo, workdir = scenario["repo"], scenario["workdir"]
+    preview = show(repo, scenario["preview"])
+    production = show(repo, scenario["production"])
+    payload = preview["trigger"]["payload"]
+    assert preview["trigger"]["kind"] == "pull_request"
+    assert (payload["number"], payload["head_sha"], payload["base_sha"]) == (
+        7,
+        scenario["pr_head"],
+        scenario["pr_base"],
+    )
+    assert (payload["base_ref"], payload["fork"]) == ("main", False)
+    assert payload["files"] == ["pipelines/retrain.yaml"]
+    assert preview["params"]["n_estimators"] == 1 and preview["params"]["max_depth"] == 1
+    assert preview["status"] == "succeeded"
+    assert statuses(preview) == {
+        "ingest": "cached",
+        "validate-data": "cached",
+        "train": "succeeded",
+        "evaluate": "succeeded",
+        "deploy": "skipped",
+        "notify": "succeeded",
+    }
+    # the cache is main's: the data did not change, so the drift-started run's steps serve
+    for step in ["ingest", "validate-data"]:
+        assert preview["steps"][step]["cached_from"] == scenario["drift_retrain"], step
+    auc, production_auc = (
+        m["steps"]["evaluate"]["metrics"]["roc_auc"] for m in (preview, production)
+    )
+    assert auc < production_auc - preview["params"]["max_regression"]
+    reason = preview["steps"]["deploy"]["reason"]
+    assert reason.startswith("preview: would be held: roc_auc ")
+    assert "production" in reason and preview["steps"]["deploy"]["attempts"] == []
+
+    # one comment, created through the REST API stand-in, holding the verdict
+    api = workdir / "github-api"
+    assert (api / "requests.log").read_text().splitlines() == [
+        "GET /repos/your-org/retraining/issues/7/comments",
+        "POST /repos/your-org/retraining/issues/7/comments",
+    ]
+    [comment] = sorted(api.glob("comment-*.md"))
+    body = comment.read_text()
+    assert body.startswith("<!-- sluice-preview pipeline=retrain -->\n")
+    assert "**would be held**" in body and f"`{scenario['preview']}`" in body
+    assert f"cached from {scenario['drift_retrain']}" in body
+    assert "would be held" in (workdir / "pr-job-summary.md").read_text()
+
+    # production did not move, and the preview can never become it
+    assert "production of retrain (promote at" in cli(repo, "show", scenario["production"]).stdout
+    assert "production of retrain" not in cli(repo, "show", scenario["preview"]).stdout
+    refused = (workdir / "logs" / "promote-preview.log").read_text()
+    assert "preview" in refused
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_the_scenarios_pull_request_event_has_githubs_shape(scenario: dict[str, Any]) -> None:
+    """Every field of the event the scenario sends is where GitHub's own example has it."""
+    sent = json.loads((scenario["workdir"] / "events" / "pull_request.json").read_text())
+    real = pr_event("opened")
+
+    def paths(value: Any, prefix: str = "") -> set[str]:
+        if not isinstance(value, dict):
+            return {prefix}
+        return {p for key, item in value.items() for p in paths(item, f"{prefix}/{key}")}
+
+    assert paths(sent) <= paths(real)
+    assert sent["action"] == real["action"] == "opened"

@@ -5,7 +5,7 @@
 #
 # Copies this example into a scratch git repository (DIR, default a new temporary folder,
 # kept afterwards), with a bare repository beside it as `origin` so that results are
-# pushed as on GitHub, and plays five stages; every outcome is checked, and the script
+# pushed as on GitHub, and plays six stages; every outcome is checked, and the script
 # exits 1 at the first one that is not what README.md says:
 #   1. first run: everything runs; no production model yet, so deploy releases it
 #   2. re-run: every step comes from the cache; the gate releases nothing (same model)
@@ -15,7 +15,11 @@
 #      releases a model trained on the new data; a second signal within the cooldown
 #      starts nothing
 #   5. a release with a review (require_approval=true): it waits until `sluice approve`
-#   then production questions: `sluice show`, `sluice rollback`, `sluice promote`.
+#   then production questions: `sluice show`, `sluice rollback`, `sluice promote`
+#   6. a pull request that makes the model worse (a `pull_request` event on its merge
+#      commit): a preview run reuses main's cached steps, deploy is skipped "would be
+#      held", the comment says so (GitHub's REST API is a loopback stand-in,
+#      github_api_stand_in.py), and production does not move
 # Set-up first (idempotent, quick once done): a Docker daemon (scripts/docker-up.sh), the
 # local images (scripts/build-images.sh) and the Sluice engine image that the drift check
 # runs in (scripts/build-engine-image.sh; skipped when SLUICE_ENGINE_IMAGE is set).
@@ -81,6 +85,8 @@ for name, step in m["steps"].items():
     note = ""
     if step.get("cached_from"):
         note = f"cached from {step['cached_from']}"
+    elif str(step.get("reason") or "").startswith("preview:"):
+        note = step["reason"]  # a pull request's preview: the gate's verdict
     elif step["status"] == "skipped":
         note = "its `when` is false"
     elif step.get("attempts"):
@@ -150,7 +156,8 @@ export NO_COLOR=1  # plain progress lines in the logs
 as_user=(-c user.name="Scenario" -c user.email=scenario@example.com)
 git init -q --bare "$workdir/origin.git"
 mkdir "$repo"
-tar -C "$example" --exclude=.sluice --exclude=__pycache__ --exclude=scenario.sh -c . \
+tar -C "$example" --exclude=.sluice --exclude=__pycache__ --exclude=scenario.sh \
+  --exclude=github_api_stand_in.py -c . \
   | tar -x -C "$repo"
 git -C "$repo" init -q -b main
 git -C "$repo" remote add origin "$workdir/origin.git"
@@ -335,9 +342,114 @@ expect "both changes are commits on the results branch" \
 expect "and pushed to origin" "$(git rev-parse sluice-results)" \
   "$(git --git-dir "$workdir/origin.git" rev-parse sluice-results)"
 
+# ---- 6. a pull request ---------------------------------------------------------------------
+
+stage "6. A pull request that makes the model worse: previewed and commented on, never released"
+say "A teammate opens pull request #7 on a branch: 'faster nightly training', a one-tree"
+say "forest of depth 1 (pipelines/retrain.yaml). GitHub sends a pull_request event, and the"
+say "workflow runs sluice trigger on the pull request's merge commit (refs/pull/7/merge)."
+production_blob=$(git rev-parse sluice-results:production/retrain.json)
+base=$(git rev-parse main)
+git checkout -q -b faster-training
+sed -i -e 's/^\(  n_estimators:\) 200$/\1 1/' -e 's/^\(  max_depth:\) 8 /\1 1 /' \
+  pipelines/retrain.yaml
+[ "$(grep -c -E '^  (n_estimators|max_depth): 1( |$)' pipelines/retrain.yaml)" = 2 ] \
+  || die "could not edit the params in pipelines/retrain.yaml"
+git "${as_user[@]}" commit -q -am "Faster nightly training: one shallow tree"
+head=$(git rev-parse HEAD)
+git push -q origin faster-training
+# what GitHub checks out for a pull_request event: the base tip merged with the head, detached
+git checkout -q --detach main
+git "${as_user[@]}" merge -q --no-ff -m "Merge $head into $base" faster-training
+# The event as GitHub delivers it (only the fields Sluice reads are kept; their shape is
+# GitHub's own, as in the webhook examples of its documentation).
+cat >"$workdir/events/pull_request.json" <<JSON
+{
+  "action": "opened",
+  "number": 7,
+  "pull_request": {
+    "number": 7,
+    "state": "open",
+    "title": "Faster nightly training: one shallow tree",
+    "html_url": "https://github.com/your-org/retraining/pull/7",
+    "user": {"login": "a-teammate"},
+    "head": {
+      "label": "your-org:faster-training", "ref": "faster-training", "sha": "$head",
+      "repo": {"id": 700001, "full_name": "your-org/retraining"}
+    },
+    "base": {
+      "label": "your-org:main", "ref": "main", "sha": "$base",
+      "repo": {"id": 700001, "full_name": "your-org/retraining"}
+    }
+  },
+  "repository": {"id": 700001, "full_name": "your-org/retraining", "default_branch": "main"},
+  "sender": {"login": "a-teammate"}
+}
+JSON
+# GitHub's REST API for the comment: a stand-in on loopback (github_api_stand_in.py)
+api="$workdir/github-api"
+mkdir -p "$api"
+python3 "$example/github_api_stand_in.py" "$api" 2>"$workdir/logs/github-api.log" &
+api_pid=$!
+trap 'kill "$api_pid" 2>/dev/null || true' EXIT
+deadline=$((SECONDS + 20))
+until [ -s "$api/url" ]; do
+  kill -0 "$api_pid" 2>/dev/null || die "the GitHub API stand-in stopped: $workdir/logs/github-api.log"
+  [ "$SECONDS" -lt "$deadline" ] || die "the GitHub API stand-in did not start within 20 s"
+  sleep 0.05
+done
+say "the REST API stand-in listens on $(cat "$api/url")"
+GITHUB_TOKEN=any-token GITHUB_REPOSITORY=your-org/retraining GITHUB_API_URL=$(cat "$api/url") \
+  GITHUB_STEP_SUMMARY="$workdir/pr-job-summary.md" GITHUB_OUTPUT="$workdir/pr-github-output.txt" \
+  sluice_to run6-list.json trigger --event-name pull_request \
+  --event-path "$workdir/events/pull_request.json" --json
+expect "sluice trigger exits 0 (a held preview is not a failure)" "$rc" 0
+expect "it previewed one pipeline: retrain (its file changed)" \
+  "$(json "$workdir/run6-list.json" 0/pipeline 1/pipeline | paste -sd' ')" "retrain "
+python3 -c 'import json, sys; json.dump(json.load(open(sys.argv[1]))[0], open(sys.argv[2], "w"))' \
+  "$workdir/run6-list.json" "$workdir/run6.json"
+table "$workdir/run6.json" | sed 's/^/   /'
+run6=$(json "$workdir/run6.json" run_id)
+expect "a preview of pull request #7 at its head commit" \
+  "$(json "$workdir/run6.json" trigger/kind trigger/payload/number trigger/payload/head_sha | paste -sd' ')" \
+  "pull_request 7 $head"
+expect "ingest and validate-data are cached from main's drift-started run (same data)" \
+  "$(json "$workdir/run6.json" steps/{ingest,validate-data}/cached_from | sort -u)" "$run4"
+expect "train and evaluate ran (the pull request's params)" \
+  "$(json "$workdir/run6.json" steps/train/status steps/evaluate/status | paste -sd' ')" \
+  "succeeded succeeded"
+reason=$(json "$workdir/run6.json" steps/deploy/reason)
+expect "deploy did not run: skipped, with the gate's verdict" \
+  "$(json "$workdir/run6.json" steps/deploy/status) ${reason%%:*}" "skipped preview"
+case "$reason" in
+  "preview: would be held: "*) ok "the verdict: ${reason#preview: }" ;;
+  *) die "deploy's reason should say 'preview: would be held: ...', not '$reason'" ;;
+esac
+expect "the REST API got one comment, created" "$(grep -c -v '^GET ' "$api/requests.log")" 1
+comment=$(ls "$api"/comment-*.md)
+expect "the comment starts with its marker and says the model would be held" \
+  "$(head -1 "$comment") $(grep -c '\*\*would be held\*\*' "$comment")" \
+  "<!-- sluice-preview pipeline=retrain --> 1"
+say "what the reviewer reads first (the whole comment: $comment):"
+sed -n '2,6p' "$comment" | grep -v '^$' | sed 's/&lt;/</g; s/^/     /'
+expect "the job summary has the same report" \
+  "$(grep -c 'would be held' "$workdir/pr-job-summary.md" | sed 's/^[1-9][0-9]*$/yes/')" yes
+expect "production's record did not move" \
+  "$(git rev-parse sluice-results:production/retrain.json)" "$production_blob"
+production_is "$run5" "untouched by the pull request"
+sluice_to promote-preview.txt promote "$run6"
+expect "sluice promote refuses the preview (exit 2)" "$rc" 2
+expect "the preview's record is pushed (a same-repository pull request)" \
+  "$(git --git-dir "$workdir/origin.git" ls-tree --name-only sluice-results "runs/retrain/$run6")" \
+  "runs/retrain/$run6"
+kill "$api_pid" 2>/dev/null || true
+trap - EXIT
+git checkout -q main
+
 cat >"$workdir/scenario.json" <<JSON
 {"repo": "$repo", "first": "$run1", "rerun": "$run2", "worse": "$run3",
  "monitor": "$monitor", "drift_retrain": "$run4", "reviewed": "$run5", "production": "$run5",
+ "preview": "$run6", "pr_head": "$head", "pr_base": "$base",
  "seconds": $((SECONDS - started))}
 JSON
 
@@ -348,7 +460,9 @@ next_step "sluice runs" "every run, newest first"
 next_step "sluice show $run5" "the production run: steps, metrics, outputs"
 next_step "sluice logs $run3 evaluate" "the worse model's scores"
 next_step "sluice logs $monitor check" "the drift report, feature by feature"
+next_step "sluice diff $run5 $run6" "production against the pull request's preview"
 next_step "sluice run retrain --dry-run" "what is cached now, and why the rest would run"
 next_step "git log --oneline sluice-results" "the record: one commit per change, pushed"
 next_step "ls .sluice/runs/$run5/" "a local copy: manifest, logs, outputs"
 printf '   The job summary GitHub would show for stage 3: %s\n' "$workdir/job-summary.md"
+printf '   The pull request comment of stage 6: %s\n' "$comment"
