@@ -399,7 +399,9 @@ until [ -s "$api/url" ]; do
   sleep 0.05
 done
 say "the REST API stand-in listens on $(cat "$api/url")"
-GITHUB_TOKEN=any-token GITHUB_REPOSITORY=your-org/retraining GITHUB_API_URL=$(cat "$api/url") \
+# (NO_PROXY: a proxy set for this machine must not carry requests for the stand-in)
+NO_PROXY=127.0.0.1 no_proxy=127.0.0.1 \
+  GITHUB_TOKEN=any-token GITHUB_REPOSITORY=your-org/retraining GITHUB_API_URL=$(cat "$api/url") \
   GITHUB_STEP_SUMMARY="$workdir/pr-job-summary.md" GITHUB_OUTPUT="$workdir/pr-github-output.txt" \
   sluice_to run6-list.json trigger --event-name pull_request \
   --event-path "$workdir/events/pull_request.json" --json
