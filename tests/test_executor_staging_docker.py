@@ -60,8 +60,8 @@ def executor(repo: Path, runtime: DockerRuntime) -> Executor:
 
 
 def created(client: docker.DockerClient, run_id: str) -> int:
-    listed = client.containers.list(
-        all=True, filters={"label": f"{LABEL_RUN}={run_id}", "status": "created"}
+    listed = client.containers.list(  # sparse: no inspect of a container removed meanwhile
+        all=True, sparse=True, filters={"label": f"{LABEL_RUN}={run_id}", "status": "created"}
     )
     return len(listed)
 
@@ -134,9 +134,11 @@ def test_cancel_while_the_next_step_waits_made_ahead(
     result: list[RunManifest] = []
     worker = threading.Thread(target=lambda: result.append(run.run()))
     worker.start()
-    poll(lambda: created(docker_client, run.run_id) == 1, 30, "b's container made ahead")
-    run.cancel()
-    worker.join(timeout=60)
+    try:
+        poll(lambda: created(docker_client, run.run_id) == 1, 30, "b's container made ahead")
+    finally:
+        run.cancel()  # also when the poll failed: the run's containers go with it
+        worker.join(timeout=60)
     assert not worker.is_alive()
     assert result[0].status is RunStatus.cancelled
     assert result[0].steps["b"].status is StepStatus.cancelled
