@@ -9,7 +9,7 @@ from pathlib import Path
 
 from engine.adapters.artifacts import CorruptArtifact, store_name
 from engine.app import compose
-from engine.app.runs import find_run  # (app.reading.find_run lacks the local-run fallback)
+from engine.app.reading import find_run
 from engine.core import layout, log_tail
 from engine.core.config import RepoConfig
 from engine.core.manifest import ArtifactPointer
