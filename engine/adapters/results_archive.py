@@ -30,6 +30,7 @@ from pydantic import ValidationError
 
 from engine.core import layout
 from engine.core.manifest import RunManifest, RunStatus
+from engine.core.payloads import json_or_none
 from engine.errors import ClaimLost, EngineUnavailable
 
 if TYPE_CHECKING:  # for annotations only: recording never loads the ports
@@ -38,15 +39,6 @@ if TYPE_CHECKING:  # for annotations only: recording never loads the ports
 BATCH = 50  # runs moved per maintenance commit: one extra commit per BATCH records
 _PASSES = 20  # batches moved after one record, at most
 _UNFINISHED = (RunStatus.running, RunStatus.waiting_approval)
-
-
-def _json(data: bytes | None) -> Any:
-    if data is None:
-        return None
-    try:
-        return json.loads(data)
-    except ValueError:
-        return None
 
 
 def _manifest(data: bytes | None) -> RunManifest | None:
@@ -99,7 +91,7 @@ def protected(branch: ResultsBranch, pipeline: str) -> set[str]:
     """Runs production names (pointer, lineage, history, the succeeded index): they stay at
     the tip, so that `sluice gc` keeps their outputs and rollback needs no archive."""
     named: set[str] = set()
-    pointer = _json(branch.read(layout.production(pipeline)))
+    pointer = json_or_none(branch.read(layout.production(pipeline)))
     if isinstance(pointer, dict):
         for key in ("run_id", "previous"):
             if isinstance(pointer.get(key), str):
@@ -181,7 +173,7 @@ def _evicted(
     gone: dict[str, bytes | None] = {}
     for key in sorted(keys):
         for path in (layout.cache_entry(key), layout.old_cache_entry(key)):
-            entry = _json(branch.read(path))
+            entry = json_or_none(branch.read(path))
             if isinstance(entry, dict) and entry.get("pipeline") == pipeline:
                 gone[path] = None
     return gone
@@ -196,7 +188,7 @@ def find(branch: ResultsBranch, run_id: str) -> tuple[str, str] | None:
         for name in branch.list_dir(layout.archive_month(pipeline, month)):
             if name.removesuffix(".json") < run_id:
                 continue
-            index = _json(branch.read(f"{layout.archive_month(pipeline, month)}/{name}"))
+            index = json_or_none(branch.read(f"{layout.archive_month(pipeline, month)}/{name}"))
             if not isinstance(index, dict) or not isinstance(index.get("commit"), str):
                 continue
             if run_id in (index.get("runs") or {}):
@@ -212,7 +204,7 @@ def newest(branch: ResultsBranch, pipeline: str, want: int) -> Iterator[tuple[st
     for month in months:
         folder = layout.archive_month(pipeline, month)
         for name in sorted(branch.list_dir(folder), reverse=True):
-            index = _json(branch.read(f"{folder}/{name}"))
+            index = json_or_none(branch.read(f"{folder}/{name}"))
             if not isinstance(index, dict) or not isinstance(index.get("commit"), str):
                 continue
             for run_id in sorted(index.get("runs") or {}, reverse=True):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from typing import Any
 
 from engine.errors import InvalidInput
@@ -51,3 +52,26 @@ def check_payload(value: Any, what: str) -> None:
     problem = payload_problem(value)
     if problem is not None:
         raise InvalidInput(f"{what} holds {problem}: a run could not record it")
+
+
+def dig(payload: Mapping[str, Any], *path: str) -> Any:
+    """The value at `path` in nested mappings, None where a level is missing or not a mapping.
+
+    >>> dig({"pull_request": {"head": {"sha": "abc"}}}, "pull_request", "head", "sha")
+    'abc'
+    >>> dig({"pull_request": None}, "pull_request", "head")
+    """
+    value: Any = payload
+    for key in path:
+        value = value.get(key) if isinstance(value, Mapping) else None
+    return value
+
+
+def json_or_none(data: bytes | None) -> Any:
+    """`data` parsed as JSON; None when absent or not JSON (a damaged record is a miss)."""
+    if data is None:
+        return None
+    try:
+        return json.loads(data)
+    except ValueError:
+        return None

@@ -18,6 +18,7 @@ from engine.core.manifest import (
     refusal,
     utc_iso,
 )
+from engine.core.payloads import json_or_none
 from engine.core.production import (
     IMPLIED_FROM_RUNS,
     Decide,
@@ -55,15 +56,6 @@ class CacheEntry(BaseModel):
     metrics: dict[str, float | int | bool]
 
 
-def _json(data: bytes | None) -> Any:
-    if data is None:
-        return None
-    try:
-        return json.loads(data)
-    except ValueError:
-        return None  # a damaged index entry is a miss, not a crash
-
-
 def refused_manifest(branch: ResultsBranch, run_id: str) -> str | None:
     """Why the branch's manifest of `run_id` does not load (the adapters hide such a run
     from listings); None when there is no manifest of that run at all."""
@@ -98,7 +90,7 @@ class History:
         """The cached result of `cache_key`; None when absent or damaged. An entry with a
         name the engine refuses (the branch is untrusted) is a miss that `note` tells."""
         path = layout.cache_entry(cache_key)
-        data = _json(self.branch.read(path))
+        data = json_or_none(self.branch.read(path))
         try:
             return CacheEntry.model_validate(data) if data is not None else None
         except ValidationError as exc:
@@ -107,7 +99,7 @@ class History:
             return None
 
     def last_components(self, pipeline: str, step: str) -> dict[str, Any] | None:
-        data = _json(self.branch.read(layout.cache_last(pipeline, step)))
+        data = json_or_none(self.branch.read(layout.cache_last(pipeline, step)))
         return data if isinstance(data, dict) else None
 
     def close(self) -> None:
@@ -124,7 +116,7 @@ class History:
 
     def pointer(self, pipeline: str) -> Production | None:
         """`production/<pipeline>.json`, None when absent or damaged."""
-        data = _json(self.branch.read(layout.production(pipeline)))
+        data = json_or_none(self.branch.read(layout.production(pipeline)))
         if not isinstance(data, dict):
             return None
         try:

@@ -12,7 +12,7 @@ from engine.core.expressions import ExpressionError
 from engine.core.manifest import Trigger
 from engine.core.params import coerce_params
 from engine.core.parse import LoadedPipeline
-from engine.core.payloads import check_payload
+from engine.core.payloads import check_payload, dig
 from engine.core.suggest import suggest
 from engine.core.triggers.drift import bounded, holds_over
 from engine.core.triggers.paths import matches_paths, normalize
@@ -147,7 +147,7 @@ def _push(
         "ref": ref,
         "before": _text(payload.get("before")),
         "after": _text(payload.get("after")),
-        "pusher": _text(_get(payload, "pusher", "name")),
+        "pusher": _text(dig(payload, "pusher", "name")),
         "source": "git diff" if changed_files is not None else "commit list",
     }
     runs = []
@@ -229,7 +229,7 @@ def _workflow_dispatch(
     params = coerce_params(loaded.pipeline.params, given, source=source, from_text=False)
     recorded = {
         "ref": _text(payload.get("ref")),
-        "actor": _text(_get(payload, "sender", "login")),
+        "actor": _text(dig(payload, "sender", "login")),
     }
     trigger = Trigger(kind="workflow_dispatch", event="workflow_dispatch", payload=recorded)
     return [PlannedRun(loaded.name, params, trigger)]
@@ -267,7 +267,7 @@ def _repository_dispatch(
     recorded: dict[str, Any] = {
         "event_type": event_type,
         "branch": _text(payload.get("branch")),
-        "sender": _text(_get(payload, "sender", "login")),
+        "sender": _text(dig(payload, "sender", "login")),
     }
     # The engine's own event types come first: a `webhook: {event: sluice-run}` never fires.
     if event_type == RUN_EVENT:
@@ -364,13 +364,6 @@ def _drift(
 
 
 # --- helpers ------------------------------------------------------------------------------
-
-
-def _get(payload: Mapping[str, Any], *path: str) -> Any:
-    value: Any = payload
-    for key in path:
-        value = value.get(key) if isinstance(value, Mapping) else None
-    return value
 
 
 def _text(value: Any, limit: int = 256) -> str | None:

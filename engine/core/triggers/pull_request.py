@@ -16,6 +16,7 @@ from typing import Any
 
 from engine.core.manifest import Trigger
 from engine.core.parse import LoadedPipeline
+from engine.core.payloads import dig
 from engine.core.preview import PREVIEW_KIND
 from engine.core.triggers.paths import matches_paths, normalize
 from engine.errors import InvalidInput
@@ -111,7 +112,7 @@ def describe(payload: Mapping[str, Any]) -> dict[str, Any]:
         "base_ref": _text(base.get("ref")),
         "base_repo": _text(base_repo.get("full_name")),
         "fork": is_fork(head_repo, base_repo),
-        "author": _text(_get(pr, "user", "login")),
+        "author": _text(dig(pr, "user", "login")),
         "url": _url(pr.get("html_url")),
     }
 
@@ -134,13 +135,6 @@ def _sha(side: Mapping[str, Any], name: str) -> str:
     if not isinstance(sha, str) or not _SHA.match(sha):
         raise InvalidInput(f"pull_request payload: {name}.sha is not a commit id")
     return sha
-
-
-def _get(payload: Mapping[str, Any], *path: str) -> Any:
-    value: Any = payload
-    for key in path:
-        value = value.get(key) if isinstance(value, Mapping) else None
-    return value
 
 
 def _text(value: Any) -> str | None:
