@@ -341,13 +341,16 @@ def test_retry_of_an_archived_run_from_a_fresh_shallow_clone(
     tip = git(later, "ls-remote", "origin", "refs/heads/sluice-results").split()[0]
     git(later, "fetch", "-q", "--depth=1", "origin", tip)
     listed = git(later, "ls-tree", "--name-only", f"{tip}:runs/retried")
-    assert ids[0] not in listed.split()  # archived: not at the tip any more
+    # Archived: not at the tip any more. The oldest by id (ids sort by their start second,
+    # then by their random part: two runs started within one second may swap).
+    oldest = min(ids)
+    assert oldest not in listed.split() and len(listed.split()) == 2
     (later / "go").write_text("")
-    retry = sluice("retry", ids[0], "--json", repo=later, env=no_github())
+    retry = sluice("retry", oldest, "--json", repo=later, env=no_github())
     assert retry.returncode == 0, retry.stderr
     again = json.loads(retry.stdout)
     assert again["steps"]["train"]["status"] == "succeeded"
-    assert again["run_id"] != ids[0]
+    assert again["run_id"] != oldest and again["trigger"]["event"] == oldest
 
 
 # -- a push's changed files from a depth-1 checkout ---------------------------------------------
