@@ -127,13 +127,18 @@ def metric_values(manifest: RunManifest) -> dict[str, Value]:
 
 
 def md_cell(text: object) -> str:
-    """Text safe inside a markdown table cell: one line, no column breaks, no HTML.
+    """Text safe inside a markdown table cell: one line, no column breaks, no HTML, and
+    neither a mention nor a link (a zero-width space after `@` and between `]` and `(`):
+    the text can come from a pull request's steps, and the comment is posted as the bot.
 
     >>> md_cell("a|b\\n<c>")
     'a\\\\|b &lt;c&gt;'
+    >>> md_cell("@octo [see](https://example.org)") == "@\u200bocto [see]\u200b(https://example.org)"
+    True
     """
     value = str(text).replace("\r", " ").replace("\n", " ")
     value = value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    value = value.replace("@", "@\u200b").replace("](", "]\u200b(")
     return value.replace("|", "\\|")
 
 
