@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
 
-from engine.core import expression_eval, expressions, graph, templating
+from engine.core import expression_eval, expressions, fanout_checks, graph, templating
 from engine.core.spec import Pipeline, ResolvedStep, StepWithoutImage, resolve_steps
 from engine.core.suggest import suggest
 from engine.core.values import NAME_RE
@@ -59,17 +59,34 @@ def _strings(value: Any, path: Path_) -> Iterator[tuple[Path_, str]]:
 
 
 def _check_templates(
-    fields: Mapping[str, Any], path: Path_, params: Mapping[str, Any], result: CheckResult
+    fields: Mapping[str, Any],
+    path: Path_,
+    params: Mapping[str, Any],
+    result: CheckResult,
+    matrix: list[str] | None = None,
 ) -> None:
+    """`${{ }}` only where it may be; `matrix`: the step's matrix keys (None: no fan-out)."""
     for key, value in fields.items():
+        if key in ("matrix", "foreach"):
+            continue  # `${{ params.x }}` naming a list: engine.core.fanout_checks
         if not isinstance(value, list | dict) and not (isinstance(value, str) and "${{" in value):
             continue  # most fields: no need to walk them
         for where, text in _strings(value, (*path, key)):
             if key == "run":
-                result.add(where, f"run strings cannot contain ${{{{ }}}}: {_RUN_HINT}")
+                inners = templating.templates_in(text)
+                if not all(i.startswith("matrix.") for i in inners):
+                    result.add(where, f"run strings cannot contain ${{{{ }}}}: {_RUN_HINT}")
+                    continue
+                for inner in inners:
+                    message = fanout_checks.matrix_reference(inner, matrix)
+                    if message:
+                        result.add(where, message)
             elif key in _TEMPLATE_FIELDS:
                 for inner in templating.templates_in(text):
-                    message = templating.check_reference(inner, params)
+                    if inner.startswith("matrix."):
+                        message = fanout_checks.matrix_reference(inner, matrix)
+                    else:
+                        message = templating.check_reference(inner, params)
                     if message:
                         result.add(where, message)
             elif key == "approval":
@@ -242,6 +259,13 @@ def check_pipeline(data: Mapping[str, Any], pipeline: Pipeline | None) -> CheckR
         except StepWithoutImage as exc:
             section, index = names.get(exc.step, ("steps", 0))
             result.add((section, index, "name"), str(exc))
+        for step in result.steps:
+            if step.fanout is not None:
+                section, index = names[step.name]
+                field = "matrix" if step.fanout.matrix is not None else "foreach"
+                fanout_checks.check_expansion(
+                    step, pipeline.params, (section, index, field), result.add
+                )
         result.dag = dag
     return result
 
@@ -320,7 +344,8 @@ def _check_steps(
     reads = _WhenReads(dag, names, has_baseline, level_of) if dag else None
     for section, index, item in _step_items(data):
         name = item.get("name")
-        _check_templates(item, (section, index), params, result)
+        keys = fanout_checks.check_item(section, index, item, params, result.add)
+        _check_templates(item, (section, index), params, result, keys)
         when = item.get("when")
         if isinstance(when, str) and isinstance(name, str):
             # names and params are dicts: membership stays O(1) in big pipelines

@@ -197,6 +197,11 @@ class StepRecord(_Model):
     checkpoints: ArtifactPointer | None = None  # of its last failed attempt, for `sluice retry`
     warnings: list[str] = Field(default_factory=list)  # e.g. a `when` read a missing metric
     job: dict[str, str] | None = None  # jobs mode: the GitHub job that ran it {job, runner, url}
+    # Fan-out (engine.core.fanout): an instance names its step and its values; the step
+    # itself (the group) names its instances and keeps the fan-in index as output index.json.
+    instance_of: Name | None = None
+    matrix: dict[str, bool | int | float | str] | None = None
+    instances: list[Name] = Field(default_factory=list)
 
 
 class Trigger(_Model):

@@ -32,6 +32,7 @@ class LoadedPipeline:
     steps: tuple[ResolvedStep, ...]
     dag: Dag
     lines: LineMap
+    expanded: bool = False  # fan-out steps made into instances for one run (core/fanout.py)
 
     @property
     def name(self) -> str:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from engine.core import expression_eval, expressions, preview
+from engine.core import expression_eval, expressions, fanout, preview
 from engine.core.graph import Dag
 from engine.core.manifest import TERMINAL, StepStatus
 from engine.core.spec import ResolvedStep
@@ -22,6 +22,7 @@ class Action(StrEnum):
     upstream_failed = "upstream_failed"
     wait_approval = "wait_approval"
     fail = "fail"  # its `when` could not be evaluated (e.g. text compared with a number)
+    settle = "settle"  # a fan-out's group step: its status follows from its instances'
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,7 @@ class Decision:
     action: Action
     reason: str = ""
     warning: str | None = None  # something the user should see (the executor records it)
+    status: StepStatus | None = None  # Action.settle: the status the group takes
 
 
 class Planner:
@@ -72,6 +74,10 @@ class Planner:
             needs = self.dag.needs[name]
             if any(statuses[dep] not in TERMINAL for dep in needs):
                 continue
+            if step.is_group:  # its needs are its instances, each decided on its own
+                status, reason = fanout.settle(step, statuses)
+                decisions.append(Decision(name, Action.settle, reason, status=status))
+                continue
             if step.is_finally:
                 if not main_done:
                     continue
@@ -90,18 +96,20 @@ class Planner:
                     )
                     continue
             expr = self._when.get(name)
+            # an instance's `when` reads its own values as matrix.x
+            seen = {**context, "matrix": step.matrix} if step.instance_of else context
             if in_preview and step.type == "deployment":
-                decisions.append(self._preview_deployment(name, expr, context))
+                decisions.append(self._preview_deployment(name, expr, seen))
                 continue
             if expr is not None:
                 try:
-                    holds, trace = expression_eval.traced(expr, context)
+                    holds, trace = expression_eval.traced(expr, seen)
                 except expressions.ExpressionError as exc:
                     decisions.append(
                         Decision(name, Action.fail, f"when could not be evaluated: {exc}")
                     )
                     continue
-                warning = missing_metrics(trace, context)
+                warning = missing_metrics(trace, seen)
                 if not holds:
                     reason = f"when is false: {expr.text} ({expression_eval.explain(trace)})"
                     decisions.append(Decision(name, Action.skip, reason, warning))

@@ -218,18 +218,106 @@ class Defaults(StepFields):
     """`defaults:`: any step field, applied where a step leaves it out."""
 
 
+# Fan-out (docs/pipeline-format.md, "Fan-out"): one step run once per set of values.
+MatrixValue = Annotated[
+    bool | int | float | Annotated[str, Field(max_length=1000)],
+    Field(description="a matrix value: text, a number or a boolean"),
+]
+# An axis: a literal list, or exactly `${{ params.x }}` naming a list param.
+MatrixAxis = list[MatrixValue] | Annotated[str, Field(pattern=r"^\s*\$\{\{.*\}\}\s*$")]
+MatrixEntry = dict[str, MatrixValue]
+
+
+class Matrix(BaseModel):
+    """`matrix:`: axes (name -> list of values) multiplied out, then `exclude` and `include`
+    as in a GitHub workflow's `strategy.matrix`. Keys are checked in engine.core.fanout."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    __pydantic_extra__: dict[str, MatrixAxis] = Field(init=False)
+
+    include: list[MatrixEntry] = Field(default_factory=list)
+    exclude: list[MatrixEntry] = Field(default_factory=list)
+
+    @property
+    def axes(self) -> dict[str, list[Any] | str]:
+        """Axis name -> its values (or the `${{ params.x }}` text naming them), in order."""
+        return dict(self.__pydantic_extra__ or {})
+
+
+Foreach = (
+    list[MatrixValue] | list[MatrixEntry] | Annotated[str, Field(pattern=r"^\s*\$\{\{.*\}\}\s*$")]
+)
+
+
+def _allow_failures(value: object) -> int | float:
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    if isinstance(value, float) and value.is_integer() and value >= 0:
+        return int(value)
+    if isinstance(value, float) and 0 < value < 1:
+        return value
+    raise ValueError(
+        "allow_failures is a whole number of instances (e.g. 2) or a fraction of them "
+        f"between 0 and 1 (e.g. 0.25), got {value!r}"
+    )
+
+
+AllowFailures = Annotated[
+    int | float,
+    BeforeValidator(_allow_failures),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "integer", "minimum": 0},
+                {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1},
+            ]
+        }
+    ),
+]
+
+
+class FanOut(StrictModel):
+    """What makes a step fan out, and how its instances are run and judged."""
+
+    matrix: Matrix | None = None
+    foreach: Foreach | None = None
+    max_parallel: Annotated[int, Field(ge=1, le=256)] | None = None
+    fail_fast: bool = False
+    allow_failures: AllowFailures = 0
+
+
 class Step(StepFields):
     name: Annotated[str, Field(pattern=NAME_PATTERN)]
     # `needs: prepare` is short for `needs: [prepare]`, as in a GitHub workflow
     needs: Annotated[
         list[str], BeforeValidator(_labels, json_schema_input_type=str | list[str])
     ] = Field(default_factory=list)
+    matrix: Matrix | None = None
+    foreach: Foreach | None = None
+    max_parallel: Annotated[int, Field(ge=1, le=256)] | None = None
+    fail_fast: bool | None = None
+    allow_failures: AllowFailures | None = None
 
     @model_validator(mode="after")
     def _run_or_command(self) -> Step:
         if self.run is not None and self.command is not None:
             raise ValueError("give either run (a shell string) or command (exec form), not both")
+        if self.matrix is not None and self.foreach is not None:
+            raise ValueError("give either matrix or foreach, not both")
         return self
+
+    @property
+    def fanout(self) -> FanOut | None:
+        """How the step fans out; None for a step without matrix or foreach."""
+        if self.matrix is None and self.foreach is None:
+            return None
+        return FanOut(
+            matrix=self.matrix,
+            foreach=self.foreach,
+            max_parallel=self.max_parallel,
+            fail_fast=bool(self.fail_fast),
+            allow_failures=self.allow_failures or 0,
+        )
 
 
 class Baseline(StrictModel):
@@ -299,6 +387,17 @@ class ResolvedStep(BaseModel):
     workspace: bool | list[str]
     runs_on: list[str] = []  # jobs mode: the job's runner labels ([]: the workflow's default)
     environment: str | None = None  # jobs mode: the job's GitHub environment
+    # Fan-out (engine.core.fanout): the template step as loaded, and the group step of a
+    # run, carry `fanout`; a group names its `instances`; an instance its group and values.
+    fanout: FanOut | None = None
+    instance_of: str | None = None
+    matrix: dict[str, Any] = {}
+    instances: tuple[str, ...] = ()
+
+    @property
+    def is_group(self) -> bool:
+        """A fanned-out step in a run: settled from its instances, never run itself."""
+        return bool(self.instances)
 
     @property
     def argv(self) -> list[str] | None:
@@ -371,6 +470,10 @@ def resolve_step(step: Step, defaults: Defaults, *, is_finally: bool) -> Resolve
         workspace=pick("workspace") if pick("workspace") is not None else True,
         runs_on=list(pick("runs_on") or []),
         environment=pick("environment"),
+        fanout=step.fanout,
+        instance_of=None,
+        matrix={},
+        instances=(),
     )
 
 

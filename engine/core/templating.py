@@ -44,7 +44,8 @@ def _lookup(inner: str, params: Mapping[str, Any], trigger: Mapping[str, Any]) -
     return value
 
 
-def _as_text(value: Any) -> str:
+def as_text(value: Any) -> str:
+    """A value as a template embedded in text shows it (JSON for lists and mappings)."""
     if value is None:
         return ""
     if isinstance(value, bool):
@@ -67,7 +68,7 @@ def substitute(value: Any, params: Mapping[str, Any], trigger: Mapping[str, Any]
         if whole is not None:
             return _lookup(whole.group(1).strip(), params, trigger)
         return TEMPLATE_RE.sub(
-            lambda m: _as_text(_lookup(m.group(1).strip(), params, trigger)), value
+            lambda m: as_text(_lookup(m.group(1).strip(), params, trigger)), value
         )
     if isinstance(value, list):
         return [substitute(item, params, trigger) for item in value]
@@ -78,4 +79,4 @@ def substitute(value: Any, params: Mapping[str, Any], trigger: Mapping[str, Any]
 
 def substitute_text(value: str, params: Mapping[str, Any], trigger: Mapping[str, Any]) -> str:
     """Like `substitute`, always returning text (for env values and command items)."""
-    return _as_text(substitute(value, params, trigger))
+    return as_text(substitute(value, params, trigger))
