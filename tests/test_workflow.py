@@ -305,6 +305,8 @@ JOBS_PIPELINE = """
     name: jobs
     triggers: [{cron: "0 3 * * *"}, {push: {paths: ["src/**"]}}, {webhook: {event: retrain}}]
     defaults: {image: python:3.11-slim, secrets: [SHARED]}
+    # list params get workflow_dispatch inputs of their own (tests/test_params_lists.py)
+    params: {regions: [eu, us], labels: ["a, b", "c: d", "x # y"], rates: [0.1, 1], none: []}
     steps:
       - {name: prepare, run: "true"}
       - {name: train, needs: [prepare], run: "true", runs_on: [self-hosted, gpu], retries: 2}
@@ -338,6 +340,16 @@ def _generated(tmp_path: Path) -> list[Path]:
         result = workflow(repo, "generate", *args)
         assert result.exit_code == 0, result.output
         made += sorted((repo / ".github" / "workflows").glob("*.yml"))
+        last = made[-1 if name.startswith("single") else -4 :]
+        with_lists = [p for p in last if "labels" in p.read_text()]
+        assert len(with_lists) == 1  # the single workflow, or the jobs pipeline's own
+        inputs = load(with_lists[0])["on"]["workflow_dispatch"]["inputs"]
+        assert inputs["labels"]["default"] == '["a, b", "c: d", "x # y"]'
+        assert [inputs[k]["default"] for k in ("none", "rates", "regions")] == [
+            "[]",
+            "0.1,1.0",
+            "eu,us",
+        ]
     assert len(made) == 3 + 2 * 4  # jobs mode: one file for each of the 4 pipelines
     return made
 

@@ -148,6 +148,66 @@ def parse_capability(value: object) -> str:
     return name
 
 
+_KIND_NAMES = {bool: "booleans", int: "whole numbers", float: "numbers", str: "text"}
+
+
+def scalar_kind(value: object) -> type | None:
+    """bool, int, float or str for a param's scalar value; None for anything else."""
+    for kind in (bool, int, float, str):  # bool first: True is an int too
+        if isinstance(value, kind):
+            return kind
+    return None
+
+
+def list_item_kind(items: list[object]) -> type:
+    """The type every item of a list param takes: that of its default's items (text when
+    the default is empty; a number when whole numbers and numbers mix).
+
+    >>> list_item_kind(["eu"]), list_item_kind([1, 0.5]), list_item_kind([])
+    (<class 'str'>, <class 'float'>, <class 'str'>)
+    """
+    kinds = {scalar_kind(item) for item in items}
+    if kinds == {int, float}:
+        return float
+    only = kinds.pop() if len(kinds) == 1 else None
+    return only or str
+
+
+def param_value(value: object) -> object:
+    """A param's default as written: a scalar goes through; a list is checked (scalars of
+    one type, at most MAX_LIST_ITEMS) and whole numbers mixed with numbers become floats.
+
+    >>> param_value([1, 0.5])
+    [1.0, 0.5]
+    """
+    if not isinstance(value, list):
+        return value
+    if len(value) > MAX_LIST_ITEMS:
+        raise ValueError(
+            f"a list param holds at most {MAX_LIST_ITEMS} items; this one has {len(value)}"
+        )
+    for index, item in enumerate(value):
+        if scalar_kind(item) is None:
+            what = "null" if item is None else repr(item)
+            if isinstance(item, dict | list):
+                what = "a mapping" if isinstance(item, dict) else "a list"
+            raise ValueError(
+                f"a list param holds text, numbers or booleans, not nested lists, mappings or "
+                f"null: item {index + 1} is {what}"
+            )
+    kinds = {scalar_kind(item) for item in value}
+    if kinds == {int, float}:
+        return [float(item) for item in value if isinstance(item, int | float)]
+    if len(kinds) > 1:
+        found = " and ".join(sorted(_KIND_NAMES[k] for k in kinds if k is not None))
+        raise ValueError(
+            f"the items of a list param are all of one type (text, whole numbers, numbers or "
+            f"booleans); this one mixes {found}"
+            + ("; quote the others to make them all text" if str in kinds else "")
+        )
+    return value
+
+
 def _env_name(key: str) -> str:
     if not ENV_RE.match(key):
         raise ValueError(f"env name {key!r} is not a valid variable name")
@@ -183,7 +243,14 @@ Capability = Annotated[
     BeforeValidator(parse_capability, json_schema_input_type=str),
     Field(description="a Linux capability, e.g. 'NET_BIND_SERVICE' (CAP_ prefix optional)"),
 ]
-ParamValue = bool | int | float | str
+ParamScalar = bool | int | float | str
+# A list param's default: scalars of one type (ints and floats mix as floats), at most this many.
+MAX_LIST_ITEMS = 256
+ParamValue = Annotated[
+    ParamScalar | Annotated[list[ParamScalar], Field(max_length=MAX_LIST_ITEMS)],
+    BeforeValidator(param_value),
+    Field(description="text, a number, a boolean, or a list of one of these (at most 256 items)"),
+]
 # Names are checked one by one (not per mapping) so an error points at the offending line.
 EnvName = Annotated[str, AfterValidator(_env_name)]
 SecretName = Annotated[str, AfterValidator(_secret_name)]

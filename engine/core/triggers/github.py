@@ -10,7 +10,7 @@ from typing import Any
 
 from engine.core.expressions import ExpressionError
 from engine.core.manifest import Trigger
-from engine.core.params import coerce_params
+from engine.core.params import DISPATCH_INPUTS, coerce_param, coerce_params
 from engine.core.parse import LoadedPipeline
 from engine.core.payloads import check_payload, dig
 from engine.core.suggest import suggest
@@ -227,12 +227,43 @@ def _workflow_dispatch(
     source = "workflow_dispatch input params"
     given = _params_object(inputs.get("params"), source)
     params = coerce_params(loaded.pipeline.params, given, source=source, from_text=False)
+    params.update(_list_inputs(inputs, loaded.pipeline.params, given))
     recorded = {
         "ref": _text(payload.get("ref")),
         "actor": _text(dig(payload, "sender", "login")),
     }
     trigger = Trigger(kind="workflow_dispatch", event="workflow_dispatch", payload=recorded)
     return [PlannedRun(loaded.name, params, trigger)]
+
+
+def _list_inputs(
+    inputs: Mapping[str, Any], declared: Mapping[str, Any], given: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The list params given by inputs of their own (engine.core.gh_workflow.list_inputs).
+
+    Inputs are text in the payload: a JSON array or comma-separated items. An input left
+    empty, or at the pipeline's default, gives nothing (the run form fills every input in);
+    one that changes the list while `params` also names it is an error.
+    """
+    out: dict[str, Any] = {}
+    for name, default in declared.items():
+        raw = inputs.get(name)
+        if not isinstance(default, list) or name.lower() in DISPATCH_INPUTS:
+            continue
+        if raw is None or (isinstance(raw, str) and not raw.strip()):
+            continue
+        source = f"workflow_dispatch input {name}"
+        value = coerce_param(name, default, raw, from_text=True, source=source)
+        if value == default:
+            continue
+        if name in given:
+            raise InvalidInput(
+                f"workflow_dispatch: param {name!r} is given twice, by the input {name} and "
+                "in the input params",
+                hint=f"give it in one of them; leave the input {name} at its default",
+            )
+        out[name] = value
+    return out
 
 
 # --- repository_dispatch ------------------------------------------------------------------
