@@ -16,6 +16,7 @@ from engine.adapters.artifacts import DEFAULT_URL, ArtifactStore
 from engine.adapters.fake_runtime import FakeOutcome, FakeRuntime
 from engine.app import runs
 from engine.app.pipelines import schema
+from engine.app.webhooks import read_hook
 from engine.core.gh_workflow import MAX_DISPATCH_INPUTS, list_inputs
 from engine.core.manifest import Trigger
 from engine.core.params import coerce_param, coerce_params, list_text, split_list
@@ -338,6 +339,19 @@ def test_client_payload_params_take_json_lists() -> None:
     message = refused(plan, "repository_dispatch", payload, [sweep_loaded()], changed_files=None)
     assert "client_payload.params: param 'regions' takes a list of text" in message
     assert "item 1 is a list" in message
+
+
+def test_a_served_webhooks_params_take_json_lists() -> None:
+    hooked = load_text(
+        textwrap.dedent(SWEEP.format(image="img")).replace(
+            "name: sweep\n", "name: sweep\ntriggers: [{webhook: {event: score}}]\n"
+        ),
+        "pipelines/sweep.yaml",
+    )
+    [params], _ = read_hook("score", b'{"params": {"shards": [4, 5]}}', [hooked])
+    assert params["shards"] == [4, 5]
+    message = refused(read_hook, "score", b'{"params": {"shards": "4,5"}}', [hooked])
+    assert message.startswith("params of sweep: param 'shards' takes a list of whole numbers")
 
 
 # --- the generated workflow ------------------------------------------------------------------
