@@ -1,5 +1,6 @@
 """Params given at run time (`-p`, `--params-json`, event payloads), checked against the
-types of the declared defaults."""
+types of the declared defaults; a list param's as text (comma-separated or a JSON array)
+or as a JSON list."""
 
 from __future__ import annotations
 

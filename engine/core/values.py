@@ -1,5 +1,6 @@
-"""The scalar values of pipeline files: durations, memory sizes, capabilities, and names of
-steps, params, env variables and secrets, each checked with a message that says what fits."""
+"""The scalar values of pipeline files: durations, memory sizes, capabilities, params' values
+(scalars, or lists of them), and names of steps, params, env variables and secrets, each
+checked with a message that says what fits."""
 
 from __future__ import annotations
 
