@@ -10,7 +10,10 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import make_repo, sluice
+from conftest import S3Server, make_repo, sluice
+from ghemu import Evaluator, Options, WorkflowRun, load
+from ghemu.api import GitHubApi
+from test_jobs_mode_e2e import project, sluice_run_id
 
 from engine.adapters.artifacts import DEFAULT_URL, ArtifactStore
 from engine.adapters.fake_runtime import FakeOutcome, FakeRuntime
@@ -428,3 +431,51 @@ def test_disagreeing_defaults_give_an_empty_default_and_names_share_no_input() -
     assert made["regions"]["description"].endswith("(empty: the pipeline's default)")
     many = {f"p{i:02}": [("a", [i])] for i in range(20)}
     assert list(list_inputs(many, MAX_DISPATCH_INPUTS - 2)) == [f"p{i:02}" for i in range(8)]
+
+
+# --- the generated workflow, run the way GitHub runs it (tests/ghemu) ------------------------
+
+LISTED = """\
+name: listed
+params: {{regions: [eu, us]}}
+defaults: {{image: "{image}"}}
+steps:
+  - name: show
+    config: {{regions: "${{{{ params.regions }}}}"}}
+    run: cp /sluice/config.json /sluice/outputs/config.json
+"""
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_a_list_typed_into_the_run_form_reaches_the_run(
+    tmp_path: Path,
+    s3_server: S3Server,
+    published_engine_image: str,
+    gh_evaluator: Evaluator,
+    gh_api: GitHubApi,
+    busybox_image: str,
+) -> None:
+    jobs = project(tmp_path, LISTED, s3_server, published_engine_image, gh_evaluator, gh_api)
+    inputs = inputs_of(jobs.workflow_file)
+    assert inputs["regions"]["default"] == "eu,us"
+    options = Options(
+        origin=jobs.origin,
+        work=jobs.root / "runners",
+        event_name="workflow_dispatch",
+        # as GitHub sends a dispatch from the run form: every input, as text
+        event={"inputs": {"params": "{}", "regions": " eu, us ,apac"}, "ref": "refs/heads/main"},
+        secrets={
+            "AWS_ACCESS_KEY_ID": jobs.s3.env["AWS_ACCESS_KEY_ID"],
+            "AWS_SECRET_ACCESS_KEY": jobs.s3.env["AWS_SECRET_ACCESS_KEY"],
+        },
+        api=jobs.api,
+        grace=5,
+        pools={"ubuntu-latest": 1},
+    )
+    record = WorkflowRun(load(jobs.workflow_file), jobs.evaluator, options).run(timeout=300)
+    assert record.result == "success", record.describe()
+    manifest = jobs.manifest(sluice_run_id(record))
+    assert manifest["params"] == {"regions": ["eu", "us", "apac"]}
+    assert manifest["trigger"]["kind"] == "workflow_dispatch"
+    assert manifest["steps"]["show"]["status"] == "succeeded"
