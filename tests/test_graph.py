@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.core import graph
-from engine.core.graph import CycleError, Dag, build, find_cycle, render
+from engine.core import graph, graph_render
+from engine.core.graph import CycleError, Dag, build, find_cycle
+from engine.core.graph_render import render
 
 DIAMOND = {"prepare": [], "train": ["prepare"], "tune": ["prepare"], "evaluate": ["train", "tune"]}
 
@@ -144,7 +147,7 @@ def test_render_text() -> None:
 
 def test_render_text_with_statuses() -> None:
     dag = _with_finally(build({"a": [], "b": ["a"]}), {"notify": []})
-    text = graph.render_text(dag, {"a": "succeeded", "b": "failed", "notify": "succeeded"})
+    text = graph_render.render_text(dag, {"a": "succeeded", "b": "failed", "notify": "succeeded"})
     assert text == (
         "level 0:\n  a  [succeeded]\nlevel 1:\n  b  (needs a)  [failed]\n"
         "finally:\n  notify  [succeeded]\n"
@@ -190,7 +193,7 @@ def test_render_mermaid() -> None:
 
 def test_render_mermaid_colours_by_status() -> None:
     dag = build({"a": [], "b": ["a"]})
-    text = graph.render_mermaid(dag, {"a": "succeeded", "b": "no-such-status"})
+    text = graph_render.render_mermaid(dag, {"a": "succeeded", "b": "no-such-status"})
     assert "  class s_a succeeded" in text.splitlines()
     assert "s_b no-such-status" not in text
 
@@ -281,3 +284,188 @@ def test_graph_shows_where_each_step_runs_in_every_format(tmp_path: Path) -> Non
         "train": {"runs_on": ["self-hosted", "gpu"], "environment": None},
         "ship": {"runs_on": [], "environment": "production"},
     }
+
+
+# Fan-out: one node with its count, or (--expand) a box of its instances ----------------------
+
+SWEEP = """
+name: sweep
+params:
+  regions: [eu, "north america"]
+defaults: {image: img}
+steps:
+  - name: prep
+    run: x
+  - name: train
+    needs: prep
+    matrix:
+      lr: [0.1, 0.01]
+      depth: [3, 5]
+      exclude: [{lr: 0.01, depth: 5}]
+    run: x
+  - name: score
+    needs: prep
+    foreach: "${{ params.regions }}"
+    run: x
+  - name: shard
+    needs: prep
+    foreach: [{a: LONG_A, b: LONG_B, c: LONG_C}]
+    run: x
+  - name: select
+    needs: [train, score, shard]
+    run: x
+finally:
+  - name: notify
+    needs: select
+    run: x
+""".replace("LONG_", "x" * 39)  # shard's one name: over 100 characters, so a digest
+
+
+def _sweep() -> Any:
+    from engine.core.parse import load_text
+
+    return load_text(SWEEP, "sweep.yaml")
+
+
+def test_a_fanned_out_step_is_one_node_with_its_count() -> None:
+    from engine.app.pipelines import graph as draw
+
+    text = draw(_sweep(), "text")
+    assert text == (
+        "level 0:\n"
+        "  prep\n"
+        "level 1:\n"
+        "  train \u00d73  (needs prep)\n"
+        "  score \u00d72 (foreach params.regions)  (needs prep)\n"
+        "  shard \u00d71  (needs prep)\n"
+        "level 2:\n"
+        "  select  (needs train, score, shard)\n"
+        "finally:\n"
+        "  notify  (needs select)\n"
+    )
+
+
+def test_expand_lists_every_instance_beneath_its_step() -> None:
+    from engine.app.pipelines import graph as draw
+
+    lines = draw(_sweep(), "text", expand_steps=True).splitlines()
+    at = lines.index("  train \u00d73  (needs prep)")
+    assert lines[at + 1 : at + 4] == [
+        "    train[lr=0.1,depth=3]",
+        "    train[lr=0.1,depth=5]",
+        "    train[lr=0.01,depth=3]",
+    ]
+    at = lines.index("  score \u00d72 (foreach params.regions)  (needs prep)")
+    assert lines[at + 1] == "    score[eu]"
+    assert re.fullmatch(r"    score\[~[0-9a-f]{8}\]", lines[at + 2])  # "north america"
+    assert re.fullmatch(r"    shard\[#[0-9a-f]{12}\]", lines[at + 4])  # a long value
+    assert lines[-3:] == [
+        "  select  (needs train, score, shard)",
+        "finally:",
+        "  notify  (needs select)",
+    ]
+
+
+def test_mermaid_ids_never_hold_an_instance_name() -> None:
+    from engine.app.pipelines import graph as draw
+
+    text = draw(_sweep(), "mermaid", expand_steps=True)
+    ids = re.findall(r"^\s+(\S+)\[\"", text, re.M) + re.findall(r"subgraph (\S+)\[", text)
+    assert len(ids) == len(set(ids)) == 3 + 3 + 6  # 3 steps, 3 subgraphs, 6 instances
+    assert all(re.fullmatch(r"s_[A-Za-z0-9_]+", i) for i in ids), ids
+    assert '["train[lr=0.1,depth=3]"]' in text
+    assert re.search(r'\["shard\[#35;[0-9a-f]{12}\]"\]', text)  # '#' as mermaid's entity
+    assert "  s_prep --> s_train\n" in text and "  s_train --> s_select\n" in text
+    assert "  s_select --> s_notify\n" in text
+
+
+def test_mermaid_draws_both_forms_with_the_real_renderer(tmp_path: Path) -> None:
+    mermaid_render = pytest.importorskip("mermaid_render")
+    from engine.app.pipelines import graph as draw
+
+    loaded = _sweep()
+    markdown = "".join(
+        f"```mermaid\n{draw(loaded, 'mermaid', expand_steps=e).rstrip()}\n```\n\n"
+        for e in (False, True)
+    )
+    one, expanded = mermaid_render.render_markdown(markdown, tmp_path / "render")
+    assert "train \u00d73" in one and "score \u00d72 (foreach params.regions)" in one
+    assert "train[lr=0.1,depth=3]" not in one
+    for name in ("train[lr=0.1,depth=3]", "train[lr=0.01,depth=3]", "score[eu]"):
+        assert name in expanded
+    assert re.search(r"shard\[#[0-9a-f]{12}\]", expanded)  # the entity drawn as '#'
+    assert re.search(r"score\[~[0-9a-f]{8}\]", expanded)
+
+
+def test_dot_draws_a_cluster_per_fanned_out_step() -> None:
+    from engine.app.pipelines import graph as draw
+
+    one = draw(_sweep(), "dot")
+    assert '  "train" [label="train \u00d73"];\n' in one and "cluster" not in one
+    boxed = draw(_sweep(), "dot", expand_steps=True)
+    assert "  compound=true;\n" in boxed
+    assert '  subgraph "cluster_train" {\n    label="train \u00d73";\n' in boxed
+    assert '    "train[lr=0.01,depth=3]";\n' in boxed
+    assert '  "prep" -> "train[lr=0.1,depth=3]" [lhead="cluster_train"];\n' in boxed
+    assert '  "train[lr=0.1,depth=3]" -> "select" [ltail="cluster_train"];\n' in boxed
+
+
+def test_json_names_each_steps_instances_and_expand_lays_out_the_run() -> None:
+    from engine.app.pipelines import graph as draw
+
+    one = json.loads(draw(_sweep(), "json"))
+    assert one["levels"][:2] == [["prep"], ["train", "score", "shard"]]
+    assert one["instances"]["train"] == [
+        "train[lr=0.1,depth=3]",
+        "train[lr=0.1,depth=5]",
+        "train[lr=0.01,depth=3]",
+    ]
+    assert set(one["instances"]) == {"train", "score", "shard"}
+    run = json.loads(draw(_sweep(), "json", expand_steps=True))
+    assert run["instances"] == one["instances"]
+    assert run["levels"][2] == ["train", "score", "shard"]
+    assert "train[lr=0.1,depth=3]" in run["levels"][1]
+    assert ["prep", "train[lr=0.1,depth=5]"] in run["edges"]
+    assert ["train[lr=0.1,depth=5]", "train"] in run["edges"]
+    assert ["train", "select"] in run["edges"]
+    plain = json.loads(render(build(DIAMOND), "json"))
+    assert "instances" not in plain
+
+
+def test_collapse_folds_a_runs_instances_back_into_their_step() -> None:
+    from engine.core.expand import expand
+
+    loaded = _sweep()
+    run = expand(loaded, loaded.pipeline.params)
+    groups = {s.name: s.instances for s in run.steps if s.is_group}
+    folded = graph.collapse(run.dag, groups)
+    assert folded.levels == loaded.dag.levels
+    assert folded.needs == loaded.dag.needs
+    assert folded.finally_steps == ("notify",)
+    assert graph.collapse(loaded.dag, groups) is loaded.dag  # nothing to fold
+    fans = {name: graph.Fan(names) for name, names in groups.items()}
+    assert graph.expanded(loaded.dag, fans).levels == run.dag.levels
+
+
+def test_statuses_of_names_not_drawn_add_no_class_line() -> None:
+    dag = build({"a": [], "t": ["a"]})
+    fans = {"t": graph.Fan(("t[1]", "t[2]"))}
+    statuses = {"a": "succeeded", "t": "failed", "t[1]": "failed", "t[2]": "succeeded"}
+    one = graph_render.render_mermaid(dag, statuses, fans=fans)
+    assert "  class s_t failed" in one and "t[1]" not in one.split("classDef")[-1]
+    boxed = graph_render.render_mermaid(dag, statuses, fans=fans, expand=True)
+    assert f"  class {graph_render._node_id('t[1]')} failed" in boxed
+    assert "  class s_t failed" not in boxed  # a subgraph takes no class
+
+
+def test_graph_expand_through_the_cli(tmp_path: Path) -> None:
+    from conftest import make_repo, sluice
+
+    repo = make_repo(tmp_path, {"sweep.yaml": SWEEP})
+    done = sluice("graph", "sweep", "--expand", repo=repo, env={"NO_COLOR": "1"})
+    assert done.returncode == 0, done.stderr
+    assert "  train \u00d73  (needs prep)\n    train[lr=0.1,depth=3]\n" in done.stdout
+    assert "\x1b" not in done.stdout
+    shut = sluice("graph", "sweep", repo=repo)
+    assert "  train \u00d73  (needs prep)\n  score" in shut.stdout
+    assert "train[" not in shut.stdout

@@ -15,7 +15,8 @@ from typing import IO, Any
 
 from engine.adapters.github_ci import manifest_url, run_url
 from engine.core import cache
-from engine.core.graph import Dag, render_mermaid
+from engine.core.graph import Dag
+from engine.core.graph_render import render_mermaid
 from engine.core.manifest import RunManifest, StepRecord
 from engine.core.printable import printable
 from engine.errors import (

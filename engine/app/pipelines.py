@@ -6,9 +6,12 @@ from pathlib import Path
 from typing import Any
 
 from engine.adapters.pipeline_files import display_path, find_pipeline_files, load_many
-from engine.core.graph import render
+from engine.core.expand import expand
+from engine.core.fanout import param_name
+from engine.core.graph import Fan
+from engine.core.graph_render import render
 from engine.core.parse import LoadedPipeline
-from engine.core.spec import Pipeline
+from engine.core.spec import FanOut, Pipeline
 from engine.errors import PipelineInvalid, Problem
 
 
@@ -32,9 +35,35 @@ def validate(repo: Path, targets: list[Path]) -> tuple[list[LoadedPipeline], lis
     return loaded, sorted(set(problems))
 
 
-def graph(loaded: LoadedPipeline, fmt: str) -> str:
+def graph(loaded: LoadedPipeline, fmt: str, *, expand_steps: bool = False) -> str:
+    """The DAG as the file reads it; a fanned-out step with its instance count for the
+    pipeline's default params, or, `expand_steps`, with each of its instances."""
     where = {step.name: (step.runs_on, step.environment) for step in loaded.steps}
-    return render(loaded.dag, fmt, where)
+    return render(loaded.dag, fmt, where, fans=fans(loaded), expand=expand_steps)
+
+
+def fans(loaded: LoadedPipeline) -> dict[str, Fan]:
+    """Each fanned-out step: its instances for the default params, and the list params
+    that set how many there are. Raises FanOutError (exit 2) for a default that makes an
+    empty or too big fan-out."""
+    templates = {step.name: step.fanout for step in loaded.steps if step.fanout is not None}
+    if not templates:
+        return {}
+    run = expand(loaded, dict(loaded.pipeline.params))
+    return {
+        step.name: Fan(step.instances, _over(templates[step.name]))
+        for step in run.steps
+        if step.is_group and step.name in templates
+    }
+
+
+def _over(spec: FanOut) -> str:
+    """`foreach params.regions`, `matrix lr: params.rates`: what a list param sets, or ''."""
+    if isinstance(spec.foreach, str):
+        return f"foreach params.{param_name(spec.foreach)}"
+    axes = spec.matrix.axes if spec.matrix is not None else {}
+    named = [f"{key}: params.{param_name(v)}" for key, v in axes.items() if isinstance(v, str)]
+    return f"matrix {', '.join(named)}" if named else ""
 
 
 def schema() -> dict[str, Any]:

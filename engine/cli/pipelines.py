@@ -49,22 +49,32 @@ def validate(state: State, paths: tuple[str, ...], as_json: bool) -> None:
     default="text",
     show_default=True,
 )
+@click.option(
+    "--expand",
+    "expand_steps",
+    is_flag=True,
+    help="Draw each instance of a fanned-out step (matrix/foreach), for the default params.",
+)
 @click.pass_obj
-def graph(state: State, pipeline: str, fmt: str) -> None:
+def graph(state: State, pipeline: str, fmt: str, expand_steps: bool) -> None:
     """Print a pipeline's DAG by level.
 
     \b
     PIPELINE is a pipeline name or the path of its file.
+    A fanned-out step is one node with its instance count (for the pipeline's
+    default params); --expand draws its instances, in a box of their own.
 
     \b
     Examples:
       sluice graph churn-retrain
       sluice graph pipelines/churn.yaml --format mermaid
       sluice graph churn-retrain --format dot | dot -Tsvg > dag.svg
+      sluice graph churn-retrain --expand
     """
     from engine.app import pipelines  # lazy: `sluice --help` does not load pydantic
 
-    click.echo(pipelines.graph(state.pipeline(pipeline), fmt), nl=False)
+    drawn = pipelines.graph(state.pipeline(pipeline), fmt, expand_steps=expand_steps)
+    click.echo(drawn, nl=False)
 
 
 @click.command(context_settings=CONTEXT)

@@ -1,8 +1,11 @@
-"""The step DAG: levels, topological order, cycles named, and text/mermaid/dot/json renderings."""
+"""The step DAG: levels, topological order, cycles named (drawn by engine.core.graph_render).
+
+A fanned-out step (engine.core.fanout) is one node of the DAG as its file reads; a run's DAG
+holds its instances too (`expanded`); `collapse` folds them back in.
+"""
 
 from __future__ import annotations
 
-import json
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -140,150 +143,73 @@ def with_finally(main: Dag, final_needs: Mapping[str, Sequence[str]]) -> Dag:
     )
 
 
-def _all_edges(dag: Dag) -> list[tuple[str, str]]:
-    """Main edges, then the needs of `finally` steps (which `Dag.edges` leaves out)."""
-    final = [(dep, step) for step in dag.finally_steps for dep in dag.needs.get(step, ())]
-    return [*dag.edges, *final]
+TIMES = "\N{MULTIPLICATION SIGN}"  # `train` and 4 instances: drawn as one node, "train" TIMES "4"
 
 
-def _needs_text(dag: Dag, name: str) -> str:
-    needs = dag.needs.get(name, ())
-    return f"  (needs {', '.join(needs)})" if needs else ""
+@dataclass(frozen=True)
+class Fan:
+    """A fanned-out step as drawn: its instances, in order, and what sets how many there
+    are when a list param does (`foreach params.regions`), else ''."""
+
+    instances: tuple[str, ...]
+    over: str = ""
+
+    def label(self, name: str) -> str:
+        """The name, a multiplication sign and the count: `train` + TIMES + `4`; and what
+        sets the count, `(foreach params.regions)`, when a list param does."""
+        return f"{name} {TIMES}{len(self.instances)}" + (f" ({self.over})" if self.over else "")
 
 
-Placement = Mapping[str, tuple[Sequence[str], str | None]]  # step -> (runs_on, environment)
+Fans = Mapping[str, Fan]
 
 
-def placement_text(placed: tuple[Sequence[str], str | None]) -> str:
-    """Where a step runs in jobs mode, in words ('' for the defaults).
+def collapse(dag: Dag, groups: Mapping[str, Sequence[str]]) -> Dag:
+    """A run's DAG drawn as its pipeline file reads: each group's instances folded into the
+    group, which needs what they need. A DAG without those instances comes back as it is.
 
-    >>> placement_text((["self-hosted", "gpu"], "production"))
-    'runs on self-hosted, gpu; environment production'
+    >>> dag = build({"prep": [], "t[1]": ["prep"], "t[2]": ["prep"], "t": ["t[1]", "t[2]"]})
+    >>> collapse(dag, {"t": ["t[1]", "t[2]"]}).levels
+    (('prep',), ('t',))
     """
-    labels, environment = placed
-    parts = [f"runs on {', '.join(labels)}"] if labels else []
-    parts += [f"environment {environment}"] if environment else []
-    return "; ".join(parts)
-
-
-def render_text(
-    dag: Dag, statuses: Mapping[str, str] | None = None, where: Placement | None = None
-) -> str:
-    def line(name: str) -> str:
-        placed = placement_text(where[name]) if where and name in where else ""
-        status = f"  [{statuses[name]}]" if statuses and name in statuses else ""
-        return f"  {name}{_needs_text(dag, name)}{'  ' + placed if placed else ''}{status}"
-
-    lines = []
-    for index, level in enumerate(dag.levels):
-        lines.append(f"level {index}:")
-        lines.extend(line(name) for name in level)
-    if dag.finally_steps:
-        lines.append("finally:")
-        lines.extend(line(name) for name in dag.finally_steps)
-    return "\n".join(lines) + "\n"
-
-
-_MERMAID_STYLE = {
-    "succeeded": "fill:#d4edda,stroke:#28a745",
-    "cached": "fill:#d1ecf1,stroke:#17a2b8",
-    "failed": "fill:#f8d7da,stroke:#dc3545",
-    "upstream_failed": "fill:#f8d7da,stroke:#dc3545,stroke-dasharray:4",
-    "skipped": "fill:#eeeeee,stroke:#999999",
-    "waiting_approval": "fill:#fff3cd,stroke:#ffc107",
-    "cancelled": "fill:#eeeeee,stroke:#6c757d,stroke-dasharray:4",
-    "running": "fill:#fff3cd,stroke:#ffc107",
-}
-
-
-def _node_id(name: str) -> str:
-    return "s_" + name.replace("-", "_")
-
-
-def render_mermaid(
-    dag: Dag, statuses: Mapping[str, str] | None = None, where: Placement | None = None
-) -> str:
-    lines = ["flowchart LR"]
-    for name in [*dag.order, *dag.finally_steps]:
-        placed = placement_text(where[name]) if where and name in where else ""
-        label = f"{name}<br/><small>{placed}</small>" if placed else name
-        lines.append(f'  {_node_id(name)}["{label}"]')
-    for dep, step in _all_edges(dag):
-        lines.append(f"  {_node_id(dep)} --> {_node_id(step)}")
-    # Dotted: "after every main step", drawn from the last ones to each finally step that
-    # needs no other finally step (those come after it anyway), where no need is drawn.
-    last = [n for n in dag.order if n not in {d for d, _ in dag.edges}]
+    owner = {name: group for group, names in groups.items() for name in names}
+    if not any(name in dag.needs for name in owner):
+        return dag
     final = set(dag.finally_steps)
-    for fin in dag.finally_steps:
-        needs = dag.needs.get(fin, ())
-        if any(d in final for d in needs):
+    main: dict[str, list[str]] = {}
+    for name, deps in dag.needs.items():
+        if name in owner or name in final:
             continue
-        for name in last:
-            if name not in needs:
-                lines.append(f"  {_node_id(name)} -.-> {_node_id(fin)}")
-    for status, style in _MERMAID_STYLE.items():
-        lines.append(f"  classDef {status} {style}")
-    for name, status in (statuses or {}).items():
-        if status in _MERMAID_STYLE:
-            lines.append(f"  class {_node_id(name)} {status}")
-    return "\n".join(lines) + "\n"
+        found = [d for i in groups.get(name, ()) for d in dag.needs.get(i, ())]
+        main[name] = [owner.get(d, d) for d in [*found, *deps] if owner.get(d, d) != name]
+    fin = {n: [owner.get(d, d) for d in dag.needs.get(n, ())] for n in dag.finally_steps}
+    return with_finally(build(main), fin)
 
 
-def render_dot(dag: Dag, where: Placement | None = None) -> str:
-    lines = ["digraph pipeline {", "  rankdir=LR;"]
+def expanded(dag: Dag, fans: Fans) -> Dag:
+    """The DAG a run executes: each fanned-out step's instances needing what it needs, and
+    the step (its group) needing every instance. An expanded DAG comes back as it is."""
+    if not fans or any(i in dag.needs for fan in fans.values() for i in fan.instances):
+        return dag
     final = set(dag.finally_steps)
-    for name in [*dag.order, *dag.finally_steps]:
-        placed = placement_text(where[name]) if where and name in where else ""
-        attrs = [f'label="{name}\\n{placed}"'] if placed else []
-        attrs += ["style=dashed"] if name in final else []
-        lines.append(f'  "{name}"' + (f" [{', '.join(attrs)}]" if attrs else "") + ";")
-    for dep, step in _all_edges(dag):
-        lines.append(f'  "{dep}" -> "{step}";')
-    lines.append("}")
-    return "\n".join(lines) + "\n"
-
-
-def render_json(dag: Dag, where: Placement | None = None) -> str:
-    """`{"levels": [...], "edges": [...]}`; `finally` steps make the last levels, since
-    they run after every main step. With `runners` when some step has a `runs_on` or an
-    `environment` (jobs mode): step -> {runs_on, environment}."""
-    names = set(dag.finally_steps)
-    final = build({n: [d for d in dag.needs.get(n, ()) if d in names] for n in dag.finally_steps})
-    runners = {
-        name: {"runs_on": list(labels), "environment": environment}
-        for name, (labels, environment) in (where or {}).items()
-        if labels or environment
-    }
-    document: dict[str, object] = {
-        "levels": [list(level) for level in (*dag.levels, *final.levels)],
-        "edges": [list(edge) for edge in _all_edges(dag)],
-    }
-    if runners:
-        document["runners"] = runners
-    return json.dumps(document, indent=2)
-
-
-def render(dag: Dag, fmt: str, where: Placement | None = None) -> str:
-    """Render in one of: text, mermaid, dot, json; `where`: each step's runner labels and
-    GitHub environment (jobs mode), shown beside it."""
-    if fmt == "text":
-        return render_text(dag, where=where)
-    if fmt == "mermaid":
-        return render_mermaid(dag, where=where)
-    if fmt == "dot":
-        return render_dot(dag, where)
-    if fmt == "json":
-        return render_json(dag, where) + "\n"
-    raise ValueError(f"unknown graph format {fmt!r}")
+    main: dict[str, list[str]] = {}
+    for name, deps in dag.needs.items():
+        if name in final:
+            continue
+        fan = fans.get(name)
+        for instance in fan.instances if fan else ():
+            main[instance] = list(deps)
+        main[name] = list(fan.instances) if fan else list(deps)
+    return with_finally(build(main), {n: list(dag.needs.get(n, ())) for n in dag.finally_steps})
 
 
 __all__ = [
     "CycleError",
     "Dag",
+    "Fan",
+    "Fans",
     "build",
+    "collapse",
+    "expanded",
     "find_cycle",
-    "render",
-    "render_mermaid",
-    "render_text",
     "with_finally",
 ]

@@ -14,7 +14,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from engine.core.charts import Point, fenced, mermaid_xychart
-from engine.core.graph import Dag, render_mermaid
+from engine.core.graph import Dag
+from engine.core.graph_render import render_mermaid
 from engine.core.manifest import RunManifest, StepStatus
 from engine.core.metric_goals import Direction, main_metric
 from engine.core.preview import WOULD_DEPLOY, verdict_of
