@@ -457,7 +457,7 @@ def test_check_reports_in_order_without_duplicates() -> None:
         (
             "foo",
             "unknown name 'foo' at column 1: references start with params., steps., "
-            "baseline, trigger. or metrics.",
+            "baseline, trigger., metrics. or matrix.",
         ),
         ("1 + param.x", "unknown name 'param' at column 5"),
         ("(1 + 2", "expected ')', found the end at column 7: the '(' at column 1 is not closed"),
@@ -564,6 +564,12 @@ ATOMS = st.sampled_from(
         "baseline.steps.train.metrics.acc",
         "trigger.kind",
         "metrics.m",
+        "matrix.lr",
+        "max(steps.train.instances.*.metrics.acc)",
+        "min(steps.train.instances.*.matrix.lr)",
+        "count(steps.train.instances)",
+        "all(steps.train.instances.*.status)",
+        "any(baseline.steps.train.instances.*.metrics.acc)",
     ]
 )
 BINARY = st.sampled_from(["+", "-", "*", "/", "%", "==", "!=", "<", "<=", ">", ">=", "and", "or"])
@@ -587,13 +593,21 @@ SCALARS = st.one_of(
     st.text(max_size=5),
 )
 VALUES = st.one_of(SCALARS, st.lists(SCALARS, max_size=2), st.dictionaries(st.text(), SCALARS))
+INSTANCES = st.one_of(
+    VALUES,
+    st.fixed_dictionaries(
+        {"status": VALUES, "matrix": st.dictionaries(st.just("lr"), VALUES)},
+        optional={"metrics": st.dictionaries(st.just("acc"), VALUES)},
+    ),
+)
 CONTEXTS = st.fixed_dictionaries(
     {
         "params": st.dictionaries(st.sampled_from(["x", "y"]), VALUES),
         "steps": st.dictionaries(
             st.just("train"),
             st.fixed_dictionaries(
-                {"status": VALUES, "metrics": st.dictionaries(st.just("acc"), VALUES)}
+                {"status": VALUES, "metrics": st.dictionaries(st.just("acc"), VALUES)},
+                optional={"instances": st.one_of(VALUES, st.lists(INSTANCES, max_size=3))},
             ),
         ),
         "baseline": st.one_of(
@@ -605,9 +619,10 @@ CONTEXTS = st.fixed_dictionaries(
         ),
         "trigger": st.dictionaries(st.just("kind"), VALUES),
         "metrics": st.dictionaries(st.just("m"), VALUES),
+        "matrix": st.dictionaries(st.just("lr"), VALUES),
     }
 )
-TOKENISH = st.text(alphabet="()+-*/%<>=!. '\"\\0123456789eEntrufalsdobpmy_", max_size=40)
+TOKENISH = st.text(alphabet="()+-*/%<>=!.,' \"\\0123456789eEntrufalsdobpmy_icx", max_size=40)
 
 
 @settings(max_examples=300, deadline=None)
@@ -618,6 +633,7 @@ def test_parse_raises_only_expression_error(text: str) -> None:
     except ExpressionError:
         return
     check(expr, steps=("train",), params=("x",))
+    check(expr, steps=("train",), params=("x",), fanned=("train",), matrix=("lr",))
     expr.references()
 
 

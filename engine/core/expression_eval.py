@@ -1,6 +1,12 @@
 """The `when:` language's meaning: static checks of references, and evaluation over a context.
 
-The semantics are summed up in engine.core.expressions, which parses the text.
+The semantics are summed up in engine.core.expressions, which parses the text; the
+aggregates are evaluated in engine.core.expression_aggregates.
+
+The context is plain dicts: {"params": {...}, "steps": {<step>: {"status", "metrics": {...}}},
+"baseline": None or {"steps": ...}, "trigger": {...}} for a step's `when`, plus "matrix":
+{<key>: value} for an instance of a fanned-out step; a fanned-out step's entry in "steps"
+also has "instances": [{"name", "matrix": {...}, "status", "metrics": {...}}, ...].
 """
 
 from __future__ import annotations
@@ -8,11 +14,17 @@ from __future__ import annotations
 import json
 import operator
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass, field
-from typing import Any, TypeGuard
+from dataclasses import dataclass, field, replace
+from typing import Any
 
+from engine.core.expression_aggregates import aggregate, kind, lookup
+from engine.core.expression_aggregates import is_number as _is_number
+from engine.core.expression_aggregates import truthy as _truthy
+from engine.core.expression_aggregates import type_name as _type_name
 from engine.core.expressions import (
+    WILDCARD,
     Arithmetic,
+    Call,
     Comparison,
     Constant,
     Expression,
@@ -29,6 +41,7 @@ _VERBS = {"+": "add", "-": "subtract", "*": "multiply", "/": "divide", "%": "tak
 _ARITH = {"+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv}
 _ARITH["%"] = operator.mod
 _ORDER = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
+_INSTANCE_FIELDS = ("name", "status", "metrics", "matrix")
 
 
 def _unknown(kind: str, name: str, known: Collection[str], dotted: str) -> str:
@@ -39,43 +52,107 @@ def _unknown(kind: str, name: str, known: Collection[str], dotted: str) -> str:
     return message + suggest(name, known)
 
 
-def _check_step(path: tuple[str, ...], dotted: str, prefix: str, steps: Collection[str]) -> str:
+@dataclass(frozen=True)
+class _Scope:
+    """What check() knows, and where a reference stands (`function`: the aggregate it is
+    the argument of, or "")."""
+
+    steps: Collection[str]
+    params: Collection[str]
+    roots: tuple[str, ...]
+    fanned: Mapping[str, Collection[str] | None]  # a fanned-out step's matrix keys, if known
+    matrix: Collection[str] | None
+    function: str = ""
+
+
+def _check_step(path: tuple[str, ...], dotted: str, prefix: str, scope: _Scope) -> str:
     if not path:
         return f"incomplete reference {dotted}: write {prefix}.<step>.status or .metrics.<key>"
     name, fields = path[0], path[1:]
-    if name not in steps:
-        return _unknown("step", name, steps, dotted)
+    if name not in scope.steps:
+        return _unknown("step", name, scope.steps, dotted)
     shape = f"{prefix}.{name}.status or {prefix}.{name}.metrics.<key>"
     if not fields:
         return f"incomplete reference {dotted}: write {shape}"
+    if scope.function and fields != ("instances",) and WILDCARD not in fields:
+        return f"{scope.function}() needs a list, and {dotted} is a single value"
+    if fields[0] == "instances":
+        return _check_instances(name, fields[1:], dotted, f"{prefix}.{name}.instances", scope)
     if fields[0] == "status":
         return "" if len(fields) == 1 else f"malformed reference {dotted}: write {shape}"
+    if fields[0] == "metrics" and len(fields) > 1 and name in scope.fanned:
+        each = f"{prefix}.{name}.instances.*.metrics.{fields[1]}"
+        return f"{name} fans out, so {dotted} is always null: read its instances', e.g. max({each})"
     if fields[0] == "metrics":
         return "" if len(fields) > 1 else f"incomplete reference {dotted}: write {dotted}.<key>"
-    suggestion = suggest(fields[0], ("status", "metrics"))
-    return f"unknown field '{fields[0]}' in {dotted}{suggestion}: write {shape}"
+    known = ("status", "metrics", "instances") if name in scope.fanned else ("status", "metrics")
+    return f"unknown field '{fields[0]}' in {dotted}{suggest(fields[0], known)}: write {shape}"
 
 
-def _check_path(
-    path: tuple[str, ...], steps: Collection[str], params: Collection[str], roots: Collection[str]
+def _check_instances(
+    name: str, rest: tuple[str, ...], dotted: str, instances: str, scope: _Scope
 ) -> str:
+    """`rest`: what follows `<prefix>.<name>.instances` (written `instances`) in `dotted`."""
+    if name not in scope.fanned:
+        return f"{name} does not fan out (it has no matrix or foreach), so {dotted} does not exist"
+    shape = f"{instances}.*.<field> (name, status, metrics.<key> or matrix.<key>)"
+    if not rest:
+        if scope.function == "count":
+            return ""
+        return (
+            f"{dotted} is a list: count({dotted}) gives the number of instances, "
+            f"and e.g. max({instances}.*.metrics.<key>) reads their values"
+        )
+    if rest[0] != WILDCARD:
+        return f"malformed reference {dotted}: write {shape}"
+    field, more = rest[1], rest[2:]  # the parser saw a field after the '*'
+    if field in ("name", "status"):
+        if more:
+            return f"malformed reference {dotted}: write {instances}.*.{field}"
+        if scope.function in ("max", "min"):
+            return f"{scope.function}() takes numbers, and {dotted} is text"
+        return ""
+    if field == "metrics":
+        return "" if more else f"incomplete reference {dotted}: write {dotted}.<key>"
+    if field == "matrix":
+        if len(more) != 1:
+            return f"malformed reference {dotted}: write {instances}.*.matrix.<key>"
+        keys = scope.fanned[name]
+        if keys is None or more[0] in keys:
+            return ""
+        return _unknown("matrix key", more[0], keys, dotted)
+    suggestion = suggest(field, _INSTANCE_FIELDS)
+    return f"unknown field '{field}' in {dotted}{suggestion}: write {shape}"
+
+
+def _check_path(path: tuple[str, ...], scope: _Scope) -> str:
     dotted, root, rest = ".".join(path), path[0], path[1:]
-    if root not in roots:
-        starts = [r if r == "baseline" else f"{r}." for r in roots] or ["nothing"]
+    if root == "matrix":
+        if scope.matrix is None:
+            return (
+                f"{dotted} cannot be used here: matrix. is only for a step with matrix or foreach"
+            )
+        if len(rest) != 1:
+            return f"malformed reference {dotted}: write matrix.<key>"
+        if rest[0] in scope.matrix:
+            return ""
+        return _unknown("matrix key", rest[0], scope.matrix, dotted)
+    if root not in scope.roots:
+        starts = [r if r == "baseline" else f"{r}." for r in scope.roots] or ["nothing"]
         allowed = " or ".join(filter(None, (", ".join(starts[:-1]), starts[-1])))
         return f"'{root}' cannot be used here ({dotted}): references here start with {allowed}"
     if root == "params":
         if len(rest) != 1:
             return f"malformed reference {dotted}: write params.<name>"
-        return "" if rest[0] in params else _unknown("param", rest[0], params, dotted)
+        return "" if rest[0] in scope.params else _unknown("param", rest[0], scope.params, dotted)
     if root == "steps":
-        return _check_step(rest, dotted, "steps", steps)
+        return _check_step(rest, dotted, "steps", scope)
     if root == "baseline":
         if not rest:
             return ""
         if rest[0] != "steps":
             return f"malformed reference {dotted}: write baseline or baseline.steps.<step>..."
-        return _check_step(rest[1:], dotted, "baseline.steps", steps)
+        return _check_step(rest[1:], dotted, "baseline.steps", scope)
     return "" if rest else f"incomplete reference {dotted}: write {root}.<name>"
 
 
@@ -85,49 +162,42 @@ def check(
     steps: Collection[str],
     params: Collection[str],
     roots: Collection[str] = ("params", "steps", "baseline", "trigger"),
+    fanned: Collection[str] | Mapping[str, Collection[str]] = (),
+    matrix: Collection[str] | None = None,
 ) -> list[str]:
-    """Messages, in source order, for references to unknown roots, steps or params or of a
-    malformed shape; an empty list means every reference is fine."""
+    """Messages, in source order, for references to unknown roots, steps, params or matrix
+    keys, or of a malformed shape; an empty list means every reference is fine.
+
+    `fanned`: the steps that fan out (only theirs have `instances`); a mapping gives each
+    one's matrix keys, which `steps.<step>.instances.*.matrix.<key>` is then checked against.
+    `matrix`: the keys of the step's own matrix, when it fans out; None: `matrix.` is not
+    allowed.
+    """
+    keys = {name: (fanned[name] if isinstance(fanned, Mapping) else None) for name in fanned}
+    scope = _Scope(steps, params, tuple(roots), keys, matrix)
+    in_call = {id(n.argument): n.function for n, _ in walk(expr.root) if isinstance(n, Call)}
     refs = sorted(
         (n for n, _ in walk(expr.root) if isinstance(n, Reference)), key=lambda r: r.column
     )
     messages: list[str] = []
     for ref in refs:
-        message = _check_path(ref.path, steps, params, tuple(roots))
+        function = in_call.get(id(ref), "")
+        message = _check_path(ref.path, replace(scope, function=function))
         if message and message not in messages:
             messages.append(message)
     return messages
 
 
-def _type_name(value: Value) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    return "string" if isinstance(value, str) else "number"
-
-
-def _is_number(value: Value) -> TypeGuard[int | float]:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def _truthy(value: Value) -> bool:
-    return value is not None and value is not False and value != 0 and value != ""
-
-
 def _resolve(node: Reference, context: Mapping[str, Any]) -> Value:
     if node.path == ("baseline",):
         return context.get("baseline") is not None
-    value: Any = context
-    for segment in node.path:
-        if not isinstance(value, Mapping):
-            return None
-        value = value.get(segment)
+    value = lookup(context, node.path)
     if value is None or isinstance(value, str | int | float):
         return value
-    kind = "a mapping" if isinstance(value, Mapping) else f"a {type(value).__name__}"
-    dotted = ".".join(node.path)
-    raise ExpressionError(f"{dotted} is {kind}, not a single value", node.column)
+    dotted, hint = ".".join(node.path), ""
+    if isinstance(value, list) and node.path[-1] == "instances":
+        hint = f"count({dotted}) gives the number of instances"
+    raise ExpressionError(f"{dotted} is {kind(value)}, not a single value", node.column, hint)
 
 
 def _arith(op: str, left: Value, right: Value, column: int) -> Value:
@@ -163,11 +233,14 @@ def _compare(op: str, left: Value, right: Value, column: int) -> bool:
 
 @dataclass
 class Trace:
-    """What one evaluation looked at, in order: each reference read with its value, and
-    each comparison made (its operands, operator and outcome), for messages."""
+    """What one evaluation looked at, in order, for messages: each reference read with its
+    value (a wildcard reference's: the list of values it gave), each aggregate taken (by
+    its text, `max(steps.train.instances.*.metrics.auc)`) with its value, and each
+    comparison made (its operands, operator and outcome)."""
 
-    reads: dict[tuple[str, ...], Value] = field(default_factory=dict)
+    reads: dict[tuple[str, ...], Value | list[Value]] = field(default_factory=dict)
     comparisons: list[tuple[Value, str, Value, bool]] = field(default_factory=list)
+    aggregates: dict[str, Value] = field(default_factory=dict)
 
 
 def _value(node: Node, context: Mapping[str, Any], trace: Trace | None = None) -> Value:
@@ -177,6 +250,13 @@ def _value(node: Node, context: Mapping[str, Any], trace: Trace | None = None) -
         value = _resolve(node, context)
         if trace is not None:
             trace.reads.setdefault(node.path, value)
+        return value
+    if isinstance(node, Call):
+        value, values = aggregate(node, context)
+        if trace is not None:
+            if values is not None:
+                trace.reads.setdefault(node.argument.path, values)
+            trace.aggregates.setdefault(node.text, value)
         return value
     if isinstance(node, Unary):
         value = _value(node.operand, context, trace)
@@ -236,7 +316,7 @@ def literal(value: Value, limit: int = 40) -> str:
 
 def explain(trace: Trace) -> str:
     """The values behind an outcome, each as a true statement: `0.858 < 0.9`, or for a
-    reference read on its own, `params.go = false`.
+    reference or aggregate read on its own, `params.go = false`, `max(...) = 0.91`.
 
     Comparisons come first, as made; ordering with null is always false, and says so.
     """
@@ -249,5 +329,10 @@ def explain(trace: Trace) -> str:
         if fact not in facts:
             facts.append(fact)
     if not facts:
-        facts = [f"{'.'.join(path)} = {literal(value)}" for path, value in trace.reads.items()]
+        facts = [f"{text} = {literal(value)}" for text, value in trace.aggregates.items()]
+        facts += [
+            f"{'.'.join(path)} = {literal(value)}"
+            for path, value in trace.reads.items()
+            if not isinstance(value, list)
+        ]
     return ", ".join(facts)

@@ -4,40 +4,81 @@ Nothing is ever handed to Python's eval/exec/compile; the text is tokenized and 
 frozen dataclasses and evaluated by walking them. Semantics, briefly:
 
 - Values are null, booleans, numbers (int or float) and strings. A reference is a dotted
-  path from a root (params, steps, baseline, trigger, metrics) walked through the context's
-  nested mappings; a missing key anywhere on the path (no such metric, no baseline, a step
-  that did not run) gives null. `baseline` alone is true iff context["baseline"] is not None.
-  A path that ends at a mapping or list is an error: only single values can be compared.
+  path from a root (params, steps, baseline, trigger, metrics, matrix) walked through the
+  context's nested mappings; a missing key anywhere on the path (no such metric, no baseline,
+  a step that did not run) gives null. `baseline` alone is true iff context["baseline"] is
+  not None. A path that ends at a mapping or list is an error: only single values compare.
+- `matrix.<key>` is a fanned-out step's own value (context["matrix"]).
 - A segment after the root may contain hyphens (`steps.validate-data.status`), so subtracting
   from a reference needs spaces: `params.a - 1`, not `params.a-1`.
+- A `*` segment, right after `instances`, maps the rest of the path over each item of that
+  list (`steps.train.instances.*.metrics.auc`: one value per instance; a missing list is
+  empty). Such a list of values, or `steps.<step>.instances` itself in count(), may appear
+  only as the one argument of an aggregate, and an aggregate's argument is only that:
+  max(x)/min(x) of the non-null values (numbers only; null if none), count(x) the non-null
+  values (of a bare list, its items), all(x)/any(x) their truthiness (all of none is true,
+  any of none false). These five words are functions only right before `(`.
 - Arithmetic: null in, null out; division or remainder by zero gives null; `+` also joins two
   strings; any other non-number operand (booleans included) is an error.
 - `==`/`!=` never fail (null == null is true; true == 1 is false). Ordering (< <= > >=) with
   null is false; numbers order with numbers, strings with strings, anything else is an error.
 - Truthiness: null, false, 0 and "" are false. `and`/`or` short-circuit; they and `not` give
   booleans. Precedence, lowest first: or; and; not; comparisons (not chainable); + -; * / %;
-  unary -; parentheses.
+  unary -; parentheses and calls.
 - Every failure, in parsing or evaluating, is an ExpressionError carrying a 1-based column.
 
-engine.core.expression_eval checks an expression's references and evaluates it.
+engine.core.expression_eval checks an expression's references and evaluates it
+(engine.core.expression_aggregates: the aggregates).
 """
 
 from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, TypeAlias
 
+from engine.core.expression_tree import (
+    FUNCTIONS,
+    WILDCARD,
+    Arithmetic,
+    Call,
+    Comparison,
+    Constant,
+    Expression,
+    ExpressionError,
+    Logical,
+    Node,
+    Reference,
+    Unary,
+    Value,
+    walk,
+)
 from engine.core.suggest import suggest
-from engine.errors import InvalidInput
+
+__all__ = [  # the syntax tree lives in engine.core.expression_tree; callers import it here
+    "FUNCTIONS",
+    "MAX_DEPTH",
+    "MAX_LENGTH",
+    "ROOTS",
+    "WILDCARD",
+    "Arithmetic",
+    "Call",
+    "Comparison",
+    "Constant",
+    "Expression",
+    "ExpressionError",
+    "Logical",
+    "Node",
+    "Reference",
+    "Unary",
+    "Value",
+    "parse",
+    "walk",
+]
 
 MAX_LENGTH = 4096
 MAX_DEPTH = 64  # nesting levels; keeps parser and evaluator far below Python's recursion limit
-ROOTS = ("params", "steps", "baseline", "trigger", "metrics")
-
-Value: TypeAlias = bool | int | float | str | None
+ROOTS = ("params", "steps", "baseline", "trigger", "metrics", "matrix")
 
 _CONSTANTS: dict[str, Value] = {"true": True, "false": False, "null": None}
 _WORDS = ("and", "or", "not")
@@ -46,7 +87,7 @@ _NUMBER = re.compile(r"[0-9]+(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _SEGMENT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]*")
 _WORD_CHAR = re.compile(r"[A-Za-z0-9_.]")
-_OPERATORS = ("==", "!=", "<=", ">=", "<", ">", "+", "-", "*", "/", "%", "(", ")")
+_OPERATORS = ("==", "!=", "<=", ">=", "<", ">", "+", "-", "*", "/", "%", "(", ")", ",")
 _MISTAKES = {"=": "use '==' to compare", "!": "use 'not'", "&": "use 'and'", "|": "use 'or'"}
 _COMPARISONS = frozenset({"==", "!=", "<", "<=", ">", ">="})
 _INFIX = {"or": 1, "and": 2, "+": 5, "-": 5, "*": 6, "/": 6, "%": 6}
@@ -55,118 +96,9 @@ _NOT_BP = 3
 _NEG_BP = 7
 
 
-class ExpressionError(InvalidInput, ValueError):
-    """A `when` expression that does not parse or cannot be evaluated, located by column."""
-
-    def __init__(self, message: str, column: int, hint: str = "") -> None:
-        located = f"{message} at column {column}"
-        super().__init__(f"{located}: {hint}" if hint else located)
-        self.message = message  # without the column and hint, which str() includes
-        self.column = column
-        self.hint = hint
-
-    def __str__(self) -> str:
-        return str(self.args[0])
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        # The default would re-call __init__ with the formatted string only.
-        return (type(self), (self.message, self.column, self.hint))
-
-
-@dataclass(frozen=True)
-class Constant:
-    """A literal: null, true, false, a number or a string."""
-
-    value: Value
-    column: int
-
-
-@dataclass(frozen=True)
-class Reference:
-    """A dotted path into the context, e.g. ("steps", "train", "status")."""
-
-    path: tuple[str, ...]
-    column: int
-
-
-@dataclass(frozen=True)
-class Unary:
-    """`not x` or `-x`."""
-
-    op: str
-    operand: Node
-    column: int
-
-
-@dataclass(frozen=True)
-class Arithmetic:
-    """A left-to-right run of operators of one precedence: first (op operand)*."""
-
-    first: Node
-    rest: tuple[tuple[str, int, Node], ...]  # (operator, its column, right operand)
-
-
-@dataclass(frozen=True)
-class Comparison:
-    """`left op right` for one of == != < <= > >=."""
-
-    op: str
-    left: Node
-    right: Node
-    column: int
-
-
-@dataclass(frozen=True)
-class Logical:
-    """`a and b and ...` or `a or b or ...`."""
-
-    op: str
-    operands: tuple[Node, ...]
-    column: int
-
-
-Node: TypeAlias = Constant | Reference | Unary | Arithmetic | Comparison | Logical
-
-
-def _children(node: Node) -> tuple[Node, ...]:
-    if isinstance(node, Unary):
-        return (node.operand,)
-    if isinstance(node, Arithmetic):
-        return (node.first, *(operand for _, _, operand in node.rest))
-    if isinstance(node, Comparison):
-        return (node.left, node.right)
-    if isinstance(node, Logical):
-        return node.operands
-    return ()
-
-
-def walk(root: Node) -> Iterator[tuple[Node, int]]:
-    """Every node under `root` with its depth (the root is 1), in source order.
-
-    Iterative, so no input can exhaust the stack.
-    """
-    stack = [(root, 1)]
-    while stack:
-        node, depth = stack.pop()
-        yield node, depth
-        stack.extend((child, depth + 1) for child in reversed(_children(node)))
-
-
-@dataclass(frozen=True)
-class Expression:
-    """A parsed expression: its source text and the root of its syntax tree."""
-
-    text: str
-    root: Node
-
-    def references(self) -> frozenset[tuple[str, ...]]:
-        """Every path referenced, e.g. ("params", "x") or ("baseline",)."""
-        return frozenset(n.path for n, _ in walk(self.root) if isinstance(n, Reference))
-
-
 @dataclass(frozen=True)
 class _Token:
-    kind: str  # "op" (operators, parentheses, and/or/not), "const", "ref" or "end"
+    kind: str  # "op" (operators, parentheses, and/or/not), "const", "ref", "func" or "end"
     text: str
     column: int
     value: Value = None
@@ -199,11 +131,23 @@ def _read_name(text: str, start: int) -> tuple[_Token, int]:
     if word in _CONSTANTS:
         return _Token("const", word, start + 1, _CONSTANTS[word]), i
     if word not in ROOTS:
-        hint = "references start with params., steps., baseline, trigger. or metrics."
+        space = _SPACE.match(text, i)
+        if text.startswith("(", space.end() if space else i):
+            if word in FUNCTIONS:
+                return _Token("func", word, start + 1), i
+            hint = "the functions are " + ", ".join(FUNCTIONS) + suggest(word.lower(), FUNCTIONS)
+            raise ExpressionError(f"unknown function '{word}'", start + 1, hint)
+        if word in FUNCTIONS:
+            hint = f"{word} is a function: write {word}(steps.<step>.instances.*.<field>)"
+            raise ExpressionError(f"'{word}' needs '(' after it", start + 1, hint)
+        hint = "references start with params., steps., baseline, trigger., metrics. or matrix."
         suggestion = suggest(word.lower(), (*ROOTS, *_CONSTANTS, *_WORDS))
         raise ExpressionError(f"unknown name '{word}'", start + 1, hint + suggestion)
     path = [word]
     while i < len(text) and text[i] == ".":
+        if text.startswith(WILDCARD, i + 1):
+            i = _wildcard(text, i + 1, path)
+            continue
         segment = _SEGMENT.match(text, i + 1)
         if segment is None:
             raise ExpressionError("expected a name after '.'", i + 2)
@@ -213,6 +157,20 @@ def _read_name(text: str, start: int) -> tuple[_Token, int]:
         path.append(segment.group())
         i = segment.end()
     return _Token("ref", text[start:i], start + 1, path=tuple(path)), i
+
+
+def _wildcard(text: str, at: int, path: list[str]) -> int:
+    """Append the `*` at text[at] to `path`; where the reference goes on."""
+    example = "e.g. steps.train.instances.*.metrics.auc"
+    if path[-1] != "instances" or len(path) < 2:
+        raise ExpressionError("'*' can only follow 'instances'", at + 1, example)
+    if WILDCARD in path:
+        raise ExpressionError("a reference can have only one '*'", at + 1)
+    if not text.startswith(".", at + 1):
+        hint = "write *.status, *.name, *.metrics.<key> or *.matrix.<key>"
+        raise ExpressionError("expected '.' and a field after '*'", at + 2, hint)
+    path.append(WILDCARD)
+    return at + 1
 
 
 def _tokenize(text: str) -> list[_Token]:
@@ -321,6 +279,8 @@ class _Parser:
             return Constant(token.value, token.column)
         if token.kind == "ref":
             return Reference(token.path, token.column)
+        if token.kind == "func":
+            return self.call(token)
         if token.text == "not" and token.kind == "op":
             if min_bp > _NOT_BP:
                 raise ExpressionError("'not' needs parentheses here", token.column, "e.g. (not a)")
@@ -337,6 +297,36 @@ class _Parser:
                 )
             return inner
         raise _unexpected(token)
+
+    def call(self, function: _Token) -> Call:
+        name, example = function.text, "steps.train.instances.*.metrics.auc"
+        opening = self.take()  # the tokenizer saw the '('
+        if self.peek_op() == ")":
+            column = self.tokens[self.pos].column
+            raise ExpressionError(f"{name}() needs one argument", column, f"e.g. {name}({example})")
+        first = self.tokens[self.pos]
+        argument = self.expr(0)
+        close = self.take()
+        if close.text == "," and close.kind == "op":
+            raise ExpressionError(f"{name}() takes one argument", close.column)
+        if close.text != ")" or close.kind != "op":
+            hint = f"the '(' at column {opening.column} is not closed"
+            raise ExpressionError(
+                f"expected ')', found {close.text or 'the end'}", close.column, hint
+            )
+        if not isinstance(argument, Reference):
+            hint = f"e.g. {name}({example})"
+            raise ExpressionError(
+                f"the argument of {name}() must be a reference", first.column, hint
+            )
+        path = argument.path
+        if WILDCARD not in path and not (name == "count" and path[-1] == "instances"):
+            hint = f"e.g. {name}({example})" + (
+                " or count(steps.train.instances)" if name == "count" else ""
+            )
+            message = f"{name}() needs a list, and {'.'.join(path)} is a single value"
+            raise ExpressionError(message, argument.column, hint)
+        return Call(name, argument, function.column)
 
 
 def parse(text: str) -> Expression:
@@ -360,10 +350,17 @@ def _parse(text: str) -> Expression:
     if len(tokens) == 1:
         raise ExpressionError("empty expression", 1)
     root = _Parser(tokens).parse()
+    arguments: set[int] = set()  # the ids of aggregates' arguments: where lists may be
     for node, depth in walk(root):
         if depth > MAX_DEPTH:
             column = node.rest[0][1] if isinstance(node, Arithmetic) else node.column
             raise ExpressionError(
                 "expression nests too deeply", column, f"the limit is {MAX_DEPTH} levels"
             )
+        if isinstance(node, Call):
+            arguments.add(id(node.argument))
+        elif isinstance(node, Reference) and WILDCARD in node.path and id(node) not in arguments:
+            dotted = ".".join(node.path)
+            hint = f"use it inside {', '.join(FUNCTIONS[:-1])} or {FUNCTIONS[-1]}: max({dotted})"
+            raise ExpressionError(f"{dotted} is a list (a value per item)", node.column, hint)
     return Expression(text, root)
