@@ -13,6 +13,7 @@ SluiceError                 exit 1 unless a subclass says otherwise
 │   ├── ActionError         the Action's inputs cannot make a command
 │   ├── CycleError          [core.graph] `needs` form a cycle, listed in `cycle`
 │   ├── ExpressionError     [core.expressions] a `when` that does not parse or evaluate
+│   ├── FanOutError         [core.fanout] a matrix or list that makes no or too many instances
 │   └── DataError           [adapters.drift_tables] a data file drift cannot compare
 ├── EngineUnavailable       exit 3: the engine could not run (Docker, git, the artifact store)
 │   ├── RuntimeUnavailable  [ports] the Docker daemon does not answer

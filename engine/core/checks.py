@@ -176,13 +176,18 @@ def _check_when(
     steps: Collection[str],
     params: Collection[str],
     roots: tuple[str, ...] = ("params", "steps", "baseline", "trigger"),
+    fanned: Mapping[str, Collection[str]] | None = None,
+    matrix: Collection[str] | None = None,
 ) -> expressions.Expression | None:
     try:
         expr = expressions.parse(text)
     except expressions.ExpressionError as exc:
         result.add(path, _when_mistake(text) or f"when: {exc}")
         return None
-    for message in expression_eval.check(expr, steps=steps, params=params, roots=roots):
+    found = expression_eval.check(
+        expr, steps=steps, params=params, roots=roots, fanned=fanned or {}, matrix=matrix
+    )
+    for message in found:
         result.add(path, f"when: {message}")
     return expr
 
@@ -342,15 +347,29 @@ def _check_steps(
     has_baseline = isinstance(data.get("baseline"), dict)
     level_of = {n: i for i, level in enumerate(dag.levels) for n in level} if dag else {}
     reads = _WhenReads(dag, names, has_baseline, level_of) if dag else None
-    for section, index, item in _step_items(data):
+    items = list(_step_items(data))
+    # each fanned-out step's matrix keys: its own templates and `when`, and other steps'
+    # `steps.<it>.instances.*.matrix.<key>`, are checked against them
+    keys = {
+        (section, index): fanout_checks.check_item(section, index, item, params, result.add)
+        for section, index, item in items
+    }
+    fanned = {
+        item["name"]: found
+        for (section, index, item) in items
+        if (found := keys[section, index]) is not None and isinstance(item.get("name"), str)
+    }
+    for section, index, item in items:
         name = item.get("name")
-        keys = fanout_checks.check_item(section, index, item, params, result.add)
-        _check_templates(item, (section, index), params, result, keys)
+        mine = keys[section, index]
+        _check_templates(item, (section, index), params, result, mine)
         when = item.get("when")
         if isinstance(when, str) and isinstance(name, str):
             # names and params are dicts: membership stays O(1) in big pipelines
             where = (section, index, "when")
-            expr = _check_when(when, where, result, steps=names, params=params)
+            expr = _check_when(
+                when, where, result, steps=names, params=params, fanned=fanned, matrix=mine
+            )
             if expr is not None and reads is not None and name in reads.dag.needs:
                 reads.check(expr, name, section, where, result)
         workspace = item.get("workspace")
