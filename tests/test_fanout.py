@@ -117,7 +117,7 @@ def test_names_show_plain_text_and_digest_anything_else() -> None:
 
 
 def test_two_values_with_the_same_text_are_refused_at_load() -> None:
-    with pytest.raises(PipelineInvalid, match="p.yaml:5: step 't': two instances would both"):
+    with pytest.raises(PipelineInvalid, match=r"p\.yaml:5: step 't': two instances would both"):
         load("  - name: t\n    foreach: [1, '1']\n    run: 'true'\n")
 
 
