@@ -281,3 +281,21 @@ def test_the_json_schema_takes_a_sweep_and_refuses_nested_values() -> None:
     assert list(validator.iter_errors(good)) == []
     for bad in ({"matrix": {"lr": [[1]]}}, {"allow_failures": 2.5}, {"max_parallel": 0}):
         assert list(validator.iter_errors({"name": "p", "steps": [{**step, **bad}]})), bad
+
+
+def test_a_preview_says_what_an_aggregate_over_a_sweep_came_to() -> None:
+    from engine.core import expressions, preview
+
+    expr = expressions.parse("max(steps.train.instances.*.metrics.auc) >= 0.95")
+    instances = [
+        {"name": f"train[{v}]", "status": "succeeded", "metrics": {"auc": v}} for v in (0.9, 0.91)
+    ]
+    context = {"steps": {"train": {"status": "succeeded", "metrics": {}, "instances": instances}}}
+    assert preview.held_because(expr, context) == (
+        "max(steps.train.instances.*.metrics.auc) 0.91 < 0.95"
+    )
+
+
+def test_a_when_cannot_compare_a_list_param() -> None:
+    with pytest.raises(PipelineInvalid, match="params.regions is a list param"):
+        load("  - name: a\n    when: params.regions == 'eu'\n    run: 'true'\n", "{regions: [eu]}")

@@ -58,7 +58,7 @@ def _finish(manifests: list[RunManifest], as_json: bool) -> int:
     "pairs",
     multiple=True,
     metavar="KEY=VALUE",
-    help="Override a param (repeatable).",
+    help="Override a param (repeatable); a list param takes comma-separated items or a JSON array.",
 )
 @click.option("--params-json", metavar="JSON", help="Override params from a JSON object.")
 @click.option("--no-cache", is_flag=True, help="Run every step even when a cached result exists.")

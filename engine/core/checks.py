@@ -187,6 +187,13 @@ def _check_when(
     found = expression_eval.check(
         expr, steps=steps, params=params, roots=roots, fanned=fanned or {}, matrix=matrix
     )
+    if isinstance(params, Mapping):  # a list param is no single value to compare
+        for ref in sorted(expr.references()):
+            if ref[:1] == ("params",) and len(ref) == 2 and isinstance(params.get(ref[1]), list):
+                found.append(
+                    f"params.{ref[1]} is a list param, and when compares single values: "
+                    f"fan a step out over it (foreach: '${{{{ params.{ref[1]} }}}}')"
+                )
     for message in found:
         result.add(path, f"when: {message}")
     return expr

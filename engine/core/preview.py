@@ -18,6 +18,7 @@ from typing import Any
 from engine.core import expression_eval
 from engine.core.expressions import (
     Arithmetic,
+    Call,
     Comparison,
     Constant,
     Expression,
@@ -143,4 +144,7 @@ def _side(node: Node, context: Mapping[str, Any]) -> str:
         return f"not {inner}" if node.op == "not" else f"\u2212{inner}"
     if isinstance(node, Logical | Comparison):
         return "(…)"
+    if isinstance(node, Call):  # an aggregate over a sweep's instances
+        value = expression_eval.evaluate(Expression(node.text, node), context)
+        return f"{node.text} {_number(value)}"
     return "?"
