@@ -297,5 +297,5 @@ def test_a_preview_says_what_an_aggregate_over_a_sweep_came_to() -> None:
 
 
 def test_a_when_cannot_compare_a_list_param() -> None:
-    with pytest.raises(PipelineInvalid, match="params.regions is a list param"):
+    with pytest.raises(PipelineInvalid, match=r"params\.regions is a list param"):
         load("  - name: a\n    when: params.regions == 'eu'\n    run: 'true'\n", "{regions: [eu]}")
