@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from engine.adapters import github_api, github_ci
@@ -28,8 +28,11 @@ from engine.app.runs import (
     refuse_without_outputs,
 )
 from engine.app.tick import Ticker, due, parse_window
+from engine.core import gh_fanout
+from engine.core.expand import expand
 from engine.core.manifest import DONE_OK, TERMINAL, RunManifest, RunStatus, Trigger
 from engine.core.parse import LoadedPipeline
+from engine.core.spec import ResolvedStep
 from engine.core.triggers.cron import slot_iso
 from engine.core.triggers.github import PlannedRun, RunTick
 from engine.errors import UsageError
@@ -44,10 +47,12 @@ RUN = "run"  # a plan's decision for a step whose job must start
 @dataclass(frozen=True)
 class Planned:
     """What `plan` decided: the run (None when the event calls for nothing) and, per step,
-    "run" (start its job) or the status it already has (cached, skipped...)."""
+    "run" (start its job) or the status it already has (cached, skipped...); per fan-out,
+    the instances whose matrix jobs start (a group is "run" when it has any)."""
 
     manifest: RunManifest | None
     steps: dict[str, str]
+    fanout: dict[str, list[str]] = field(default_factory=dict)
 
 
 def job_info(env: Mapping[str, str]) -> dict[str, str] | None:
@@ -86,17 +91,34 @@ def plan(
         run_options = _options(place, loaded, mine[0]) if mine else None
     if run_options is None:
         return Planned(None, {})
+    # the run's own sweep (params from the event) within GitHub's jobs, before any record
+    gh_fanout.check_run(expand(loaded, run_options.params).steps)
     run_options.role = JobRole("plan", job=job_info(os.environ))
     manifest = execution.execute(
         place.repo, loaded, run_options, reporter=make_reporter(), on_executor=runs.started
     )
     runs.finished()
-    decisions = {
-        name: record.status.value if record.status in TERMINAL else RUN
-        for name, record in manifest.steps.items()
-        if not record.is_finally
-    }
-    return Planned(manifest, decisions)
+    return Planned(manifest, *decisions(manifest))
+
+
+def decisions(manifest: RunManifest) -> tuple[dict[str, str], dict[str, list[str]]]:
+    """Each main step's decision (instances under their group), and each group's instances
+    still to run: those the plan could not settle (not cached, not certainly skipped)."""
+    steps: dict[str, str] = {}
+    fanned: dict[str, list[str]] = {}
+    records = manifest.steps
+    for name, record in records.items():
+        if record.is_finally or record.instance_of is not None:
+            continue
+        if record.instances:
+            todo = [
+                i for i in record.instances if i in records and records[i].status not in TERMINAL
+            ]
+            fanned[name] = todo
+            steps[name] = RUN if todo else record.status.value
+        else:
+            steps[name] = record.status.value if record.status in TERMINAL else RUN
+    return steps, fanned
 
 
 def _options(place: Place, loaded: LoadedPipeline, run: PlannedRun) -> RunOptions | None:
@@ -142,7 +164,13 @@ def step(
     recorded = _read(place, run_id)
     record = recorded.steps.get(name)
     if record is None:
-        raise UsageError(f"run {run_id} has no step {name!r}; steps: {', '.join(recorded.steps)}")
+        raise UsageError(f"run {run_id} has no step {name!r}; {_listed(recorded, name)}")
+    if record.instances:
+        raise UsageError(
+            f"{name!r} is a fan-out of {len(record.instances)} instances, and a step job runs "
+            f"one of them: pass an instance's name, e.g. {record.instances[0]!r} "
+            f"(`sluice show {run_id}` lists them)"
+        )
     if record.is_finally:
         raise UsageError(f"{name!r} is a finally step: `sluice finish {run_id}` runs it")
     if recorded.status is not RunStatus.running or record.status in TERMINAL:
@@ -152,9 +180,8 @@ def step(
         )
         return recorded
     loaded = _current(place, recorded)
-    resolved = next(s for s in loaded.steps if s.name == name)
-    needs = [d for d in resolved.needs if recorded.steps[d].status in DONE_OK]
-    refuse_without_outputs(place, recorded, "run the step of", needs)
+    resolved = _resolved(expand(loaded, recorded.params).steps, name, run_id)
+    refuse_without_outputs(place, recorded, "run the step of", _fed(recorded, resolved.needs))
     if decide_approval(resolved, recorded.params).approval and resolved.environment:
         _approved_in_environment(recorded, name, resolved.environment, approver)
     run_options = options(place, loaded, params=dict(recorded.params), trigger=recorded.trigger)
@@ -169,6 +196,37 @@ def step(
     )
     runs.finished()
     return manifest
+
+
+def _listed(manifest: RunManifest, name: str) -> str:
+    """The steps of a run, for a name it does not have (an instance: its group's)."""
+    group = manifest.steps.get(name.split("[", 1)[0])
+    if group is not None and group.instances:
+        shown = ", ".join(group.instances[:10])
+        more = f" and {len(group.instances) - 10} more" if len(group.instances) > 10 else ""
+        return f"instances of {name.split('[', 1)[0]}: {shown}{more}"
+    plain = [n for n, r in manifest.steps.items() if r.instance_of is None]
+    return f"steps: {', '.join(plain)}"
+
+
+def _resolved(steps: tuple[ResolvedStep, ...], name: str, run_id: str) -> ResolvedStep:
+    found = next((s for s in steps if s.name == name), None)
+    if found is None:  # the file changed since the plan: its sweep no longer has it
+        raise UsageError(
+            f"step {name!r} of run {run_id} is no longer in the pipeline file (its fan-out "
+            "changed since the run was planned): plan a new run"
+        )
+    return found
+
+
+def _fed(manifest: RunManifest, needs: Collection[str]) -> list[str]:
+    """The steps whose outputs `needs` give: each that succeeded (or was cached), and each
+    instance of a group among them that did (a group settles in the part that needs it)."""
+    records = manifest.steps
+    fed = [d for d in needs if records[d].status in DONE_OK]
+    for need in needs:
+        fed += [i for i in records[need].instances if records[i].status in DONE_OK]
+    return fed
 
 
 def _approved_in_environment(
@@ -258,7 +316,7 @@ def finish(
     loaded = _current(place, recorded)
     finals = [n for n, r in recorded.steps.items() if r.is_finally and r.status not in TERMINAL]
     needs = {d for n in finals for d in recorded.steps[n].needs}
-    done = sorted(d for d in needs if recorded.steps[d].status in DONE_OK)
+    done = sorted(_fed(recorded, needs))
     if not cancelled:
         refuse_without_outputs(place, recorded, "finish", done)
     run_options = options(place, loaded, params=dict(recorded.params), trigger=recorded.trigger)

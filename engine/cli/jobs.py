@@ -86,8 +86,9 @@ def plan(
     `sluice trigger` does (a schedule claims the oldest due cron slot, exactly once),
     records the run with every step pending, and settles what needs no container:
     cache hits, and steps certainly skipped. Outputs (GITHUB_OUTPUT): run-id ('' when
-    the event calls for nothing) and steps, a JSON object of each step's decision:
-    "run" (its job starts) or the status it already has (cached, skipped, ...).
+    the event calls for nothing); steps, a JSON object of each step's decision:
+    "run" (its job starts) or the status it already has (cached, skipped, ...); and
+    fanout, a JSON object of each fan-out step's instances still to run (its matrix).
     Exits 0, also when there is nothing to run; 2 on invalid input; 3 when the
     engine could not record the run.
 
@@ -107,6 +108,7 @@ def plan(
         {
             "run-id": manifest.run_id if manifest else "",
             "steps": json.dumps(planned.steps, separators=(",", ":")),
+            "fanout": json.dumps(planned.fanout, separators=(",", ":")),
         }
     )
     if manifest is None:
@@ -115,7 +117,11 @@ def plan(
             echo_json(None)
         return
     for name, decision in planned.steps.items():
-        say(f"sluice: {name}: {'its job runs it' if decision == jobs.RUN else decision}")
+        todo = planned.fanout.get(name)
+        if decision == jobs.RUN and todo is not None:
+            say(f"sluice: {name}: its matrix job runs {len(todo)} instance(s): {', '.join(todo)}")
+        else:
+            say(f"sluice: {name}: {'its job runs it' if decision == jobs.RUN else decision}")
     if as_json:
         echo_json(manifest.to_dict())
     _unrecorded(manifest)
@@ -142,12 +148,16 @@ def step(
     its retries, timeout, secrets and checkpoints, uploads its outputs, and records the
     step on the results branch (jobs running at once never lose each other's records).
     A step with `environment:` and an approval was approved by the job's GitHub
-    environment. Output: status. Exits 0 unless the step failed (1); 2 on invalid
-    input; 3 when the engine could not run it or record it; 130 when interrupted.
+    environment. Of a fan-out step, STEP is one instance (its matrix job runs each);
+    the step as a whole settles in the job that needs it, or in `finish`. Output:
+    status. Exits 0 unless the step failed (1); 2 on invalid input (a fan-out's name
+    instead of an instance's); 3 when the engine could not run it or record it; 130
+    when interrupted.
 
     \b
-    Example:
+    Examples:
       sluice step 20261124T100000Z-a1b2c3 train
+      sluice step 20261124T100000Z-a1b2c3 'sweep[lr=0.1,depth=4]'
     """
     from engine.app import jobs  # lazy: `sluice --help` does not load pydantic
 

@@ -4,13 +4,15 @@
 that pipeline, and the jobs (docs/github-action.md, "Jobs mode"):
 
 - `plan`: the engine with `command: plan`; outputs `run-id` ('' when the event calls for
-  nothing) and `steps`, a JSON object of step name -> decision (`run` starts the job);
+  nothing) and `steps`, a JSON object of step name -> decision (`run` starts the job), and
+  for a pipeline with fan-out steps `fanout` (group -> the instances to run);
 - `step-<name>` for each main step: `needs` mirror the DAG, `runs-on` its `runs_on`, its
   `environment`, a `timeout-minutes` from its timeout, retries and backoff; the engine with
-  `command: step`, given only that step's secrets;
+  `command: step`, given only that step's secrets. A fanned-out step's job has a
+  `strategy.matrix` of its instances, one job each (engine.core.gh_fanout);
 - `finish`: always, once a run was planned; runs the `finally` steps and settles the run.
 
-Limits checked here: at most MAX_JOBS jobs, outputs far under GitHub's 1 MB a job, and a
+Limits checked here: at most MAX_JOBS jobs (an instance is a job), outputs far under GitHub's 1 MB a job, and a
 step's timeout within its runner's job limit.
 """
 
@@ -22,6 +24,8 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+from engine.core import gh_fanout
+from engine.core.gh_fanout import MAX_JOBS, job_id
 from engine.core.gh_workflow import (
     Commented,
     Wants,
@@ -39,7 +43,6 @@ from engine.core.policy import backoff
 from engine.core.spec import ResolvedStep
 from engine.errors import PipelineInvalid, Problem
 
-MAX_JOBS = 256  # GitHub: jobs a workflow run may have
 OUTPUTS_LIMIT = 1024 * 1024  # GitHub: a job's outputs, in bytes
 OUTPUTS_BUDGET = OUTPUTS_LIMIT // 16  # what the generated outputs may take at most
 DEFAULT_RUNNER = "ubuntu-latest"
@@ -71,9 +74,10 @@ def document(loaded: LoadedPipeline, options: WorkflowOptions) -> dict[str, Any]
     final = [step for step in loaded.steps if step.is_finally]
     _check_limits(loaded, main)
     default = list(loaded.pipeline.defaults.runs_on or [])
-    jobs: dict[str, Any] = {"plan": _plan(loaded.name, default, options)}
+    fanned = gh_fanout.groups(main)
+    jobs: dict[str, Any] = {"plan": _plan(loaded.name, default, options, bool(fanned))}
     for step in main:
-        jobs[job_id(step.name)] = _step_job(loaded, step, options)
+        jobs[job_id(step.name)] = _step_job(loaded, step, options, fanned)
     jobs["finish"] = _finish(loaded, final, [job_id(s.name) for s in main], default, options)
     return {
         "name": f"Sluice: {loaded.name}",
@@ -82,11 +86,6 @@ def document(loaded: LoadedPipeline, options: WorkflowOptions) -> dict[str, Any]
         "permissions": {},
         "jobs": jobs,
     }
-
-
-def job_id(step: str) -> str:
-    """A step's job id: step names match ^[a-z0-9][a-z0-9-]{0,62}$, so it is always valid."""
-    return f"step-{step}"
 
 
 def _runs_on(labels: Sequence[str]) -> str | list[str]:
@@ -107,40 +106,44 @@ def _engine(
     }
 
 
-def _plan(pipeline: str, labels: list[str], options: WorkflowOptions) -> dict[str, Any]:
+def _plan(
+    pipeline: str, labels: list[str], options: WorkflowOptions, fanned: bool
+) -> dict[str, Any]:
     engine = _engine(
         "Plan the run: what the event calls for, cache hits, certain skips",
         {"command": "plan", "pipeline": pipeline},
         engine_env(set(), options),
         options,
     )
+    outputs = {
+        "run-id": "${{ steps.plan.outputs.run-id }}",
+        "steps": "${{ steps.plan.outputs.steps }}",
+    }
+    if fanned:
+        outputs[gh_fanout.OUTPUT] = f"${{{{ steps.plan.outputs.{gh_fanout.OUTPUT} }}}}"
     return {
         "name": "plan",
         "runs-on": _runs_on(labels),
         "timeout-minutes": MARGIN_MINUTES,
         "permissions": permissions(options),
-        "outputs": {
-            "run-id": "${{ steps.plan.outputs.run-id }}",
-            "steps": "${{ steps.plan.outputs.steps }}",
-        },
+        "outputs": outputs,
         "steps": [*setup_steps(options), engine],
     }
 
 
 def _step_job(
-    loaded: LoadedPipeline, step: ResolvedStep, options: WorkflowOptions
+    loaded: LoadedPipeline, step: ResolvedStep, options: WorkflowOptions, fanned: set[str]
 ) -> dict[str, Any]:
-    condition = (
-        "${{ !cancelled() && needs.plan.outputs.run-id != '' && "
-        f"fromJSON(needs.plan.outputs.steps)['{step.name}'] == 'run' && "
-        "!contains(needs.*.result, 'failure') }}"
-    )
+    # a fanned-out step: one job per instance, each named and run as its instance
+    name = gh_fanout.INSTANCE if step.fanout is not None else step.name
     job: dict[str, Any] = {
-        "name": step.name,
+        "name": name,
         "needs": ["plan", *(job_id(need) for need in step.needs)],
-        "if": condition,
+        "if": gh_fanout.condition(step, fanned),
         "runs-on": _runs_on(step.runs_on),
     }
+    if step.fanout is not None:
+        job["strategy"] = gh_fanout.strategy(step)
     if step.environment:
         job["environment"] = step.environment
     job["timeout-minutes"] = timeout_minutes(loaded, [step], step.runs_on)
@@ -149,8 +152,8 @@ def _step_job(
         # the run's approvals (GitHub's REST API): who let the job start, for the record
         job["permissions"]["actions"] = Commented("read", "who approved the environment")
     engine = _engine(
-        f"Run step {step.name}",
-        {"command": "step", "run-id": RUN_ID, "step": step.name},
+        f"Run step {name}",
+        {"command": "step", "run-id": RUN_ID, "step": name},
         engine_env(set(step.secrets), options),
         options,
     )
@@ -252,7 +255,17 @@ def _too_long(loaded: LoadedPipeline, step: ResolvedStep, limit: int, hosted: bo
 
 
 def _check_limits(loaded: LoadedPipeline, main: list[ResolvedStep]) -> None:
-    jobs = len(main) + 2
+    params = loaded.pipeline.params
+    sizes = {step.name: gh_fanout.size(step, params) for step in main}
+    jobs = sum(size.jobs for size in sizes.values()) + 2
+    counted = [(s.name, sizes[s.name].jobs) for s in main if s.fanout is not None]
+    if jobs > MAX_JOBS and counted:
+        biggest = max(counted, key=lambda pair: pair[1])[0]
+        index = [s.name for s in loaded.pipeline.steps].index(biggest)
+        field = "matrix" if loaded.pipeline.steps[index].matrix is not None else "foreach"
+        line = loaded.lines.key_line(("steps", index, field))
+        problem = f"steps.{biggest}.{field}: {gh_fanout.too_many_jobs(jobs, counted)}"
+        raise PipelineInvalid([Problem(loaded.file, line, problem)])
     if jobs > MAX_JOBS:
         line = loaded.lines.key_line(("steps",))
         raise PipelineInvalid(
@@ -269,7 +282,9 @@ def _check_limits(loaded: LoadedPipeline, main: list[ResolvedStep]) -> None:
         )
     # plan's `steps` output: {"<name>": "<decision>", ...}; finish's `jobs` input holds it
     # again inside toJSON(needs), with every job's result.
+    # The fanout output ({"<group>": ["<instance>", ...]}) is in both too.
     steps_output = sum(len(json.dumps(s.name)) + 1 + _DECISION_BYTES for s in main) + 2
+    steps_output += gh_fanout.output_bytes(main, params)
     needs_json = 2 * steps_output + sum(len(job_id(s.name)) + 64 for s in main) + 256
     if max(steps_output, needs_json) > OUTPUTS_BUDGET:
         raise PipelineInvalid(

@@ -21,7 +21,11 @@ def taken(role: JobRole | None, decision: Decision, step: ResolvedStep) -> Decis
     - `step` runs its own step; of the others it settles, in memory only, what needs no
       container (a failed need makes its dependents `upstream_failed`, and so on).
     - `finish` runs the `finally` steps; a main step still due to run had a job that ended
-      without recording it, and fails saying how that job ended.
+      without recording it, and fails saying how that job ended (an instance of a fan-out:
+      its group's matrix job, which has one result for all its instances).
+    - Every part settles a fan-out's group once all its instances have finished
+      (`Action.settle`): `plan` when the cache had them all, a step job that needs the
+      group (in memory: only `finish` records it), and `finish`.
     """
     if role is None or role.runs(decision.step, step.is_finally):
         return decision
@@ -29,7 +33,7 @@ def taken(role: JobRole | None, decision: Decision, step: ResolvedStep) -> Decis
         if role.part == "plan":
             return CACHE_ONLY
         if role.part == "finish":
-            return Decision(decision.step, Action.fail, _no_record(role, decision.step))
+            return Decision(decision.step, Action.fail, _no_record(role, decision.step, step))
         return None
     if decision.action is Action.wait_approval:
         if role.part == "finish" and step.environment:
@@ -44,5 +48,11 @@ def _job(role: JobRole, step: str) -> str:
     return f"its job {result}" if result else "its job did not run"
 
 
-def _no_record(role: JobRole, step: str) -> str:
-    return f"{_job(role, step)} without recording a result"
+def _no_record(role: JobRole, name: str, step: ResolvedStep) -> str:
+    if step.instance_of is None:
+        return f"{_job(role, name)} without recording a result"
+    result = role.results.get(step.instance_of)
+    job = f"step-{step.instance_of}"
+    if not result:
+        return f"its matrix job ({job}) did not run"
+    return f"its matrix job ({job}) ended {result}; this instance recorded no result"
