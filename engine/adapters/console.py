@@ -13,10 +13,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TextIO
 
-from engine.core.cache import MISSED
-from engine.core.manifest import RunManifest, StepRecord, StepStatus
+from engine.core import step_rows
+from engine.core.manifest import TERMINAL, RunManifest, StepRecord, StepStatus
 from engine.core.printable import inert, printable
-from engine.core.suggest import counted
+from engine.core.run_text import (
+    Sweeps,
+    approval_lines,
+    duration,
+    says_why,
+    summary_lines,
+)
 from engine.errors import UsageError
 from engine.local.logs import DEFAULT_LOG_CAP
 from engine.ports import Reporter
@@ -28,57 +34,6 @@ if TYPE_CHECKING:
 
     from engine.core.graph import Dag
     from engine.core.manifest import Attempt
-
-
-def _duration(record: StepRecord) -> str:
-    total = sum(a.duration_s or 0.0 for a in record.attempts)
-    return f"{total:.1f}s" if record.attempts else ""
-
-
-def _says_why(record: StepRecord) -> bool:
-    """A reason worth a line: why a step did not succeed, or why a succeeded one missed the
-    cache (`not cached: workspace files changed ...`); never an approval's stale `waits for`."""
-    if not record.reason:
-        return False
-    return record.status is not StepStatus.succeeded or record.reason.startswith(MISSED)
-
-
-def summary_lines(manifest: RunManifest) -> list[str]:
-    """A plain table of steps, for the end of a run (names and reasons made printable)."""
-    names = {name: printable(name) for name in manifest.steps}
-    width = max((len(n) for n in names.values()), default=4)
-    run = f"{printable(manifest.run_id)} ({printable(manifest.pipeline)})"
-    lines = [f"run {run}: {manifest.status.value}"]
-    for name, rec in manifest.steps.items():
-        tries = (
-            f"{len(rec.attempts)} attempt{'s' if len(rec.attempts) != 1 else ''}"
-            if rec.attempts
-            else ""
-        )
-        note = f"  {printable(rec.reason or '')}" if _says_why(rec) else ""
-        lines.append(
-            f"  {names[name]:<{width}}  {rec.status.value:<16} {tries:<11} {_duration(rec):>7}{note}"
-        )
-    for name, rec in manifest.steps.items():
-        lines.extend(f"  warning: {names[name]}: {printable(text)}" for text in rec.warnings)
-    if manifest.error:
-        lines.append(f"  error: {printable(manifest.error)}")
-    return lines + approval_lines(manifest)
-
-
-def approval_lines(manifest: RunManifest) -> list[str]:
-    """For a paused run: which steps wait, and the two commands that decide, to copy."""
-    if manifest.status.value != "waiting_approval":
-        return []
-    waiting = [
-        printable(n) for n, r in manifest.steps.items() if r.status is StepStatus.waiting_approval
-    ]
-    run_id = printable(manifest.run_id)
-    return [
-        f"  {', '.join(waiting) or 'a step'} waits for approval; to decide, run one of:",
-        f"    sluice approve {run_id}",
-        f"    sluice reject {run_id}",
-    ]
 
 
 # --- step output on its way to the screen ------------------------------------------------
@@ -200,6 +155,7 @@ class PlainReporter:
         self._relay = Relay(relay_cap)
         self._token: str | None = None  # set while step output is being relayed
         self._lock = threading.Lock()
+        self._sweeps = Sweeps()
 
     def _write(self, lines: list[str], *, output: bool = False) -> None:
         """Write `lines` (the lock held): step `output`, or the engine's own lines."""
@@ -223,18 +179,20 @@ class PlainReporter:
             self._write([inert(line) for line in lines] if self.github else lines)
 
     def run_started(self, manifest: RunManifest, dag: Dag) -> None:
-        count = len(manifest.steps)
+        self._sweeps = Sweeps(manifest.steps)
         self._say(
             f"sluice: run {manifest.run_id} of {manifest.pipeline} started "
-            f"({counted(count, 'step')})"
+            f"({self._sweeps.counted(len(manifest.steps))})"
         )
 
     def step_changed(self, name: str, record: StepRecord) -> None:
         if record.status is StepStatus.running:
             return  # attempt_started says it, with the attempt number
-        why = f": {printable(record.reason or '')}" if _says_why(record) else ""
-        took = f" in {_duration(record)}" if record.attempts else ""
-        self._say(f"sluice: {name}: {record.status.value}{took}{why}", ended=name)
+        why = record.reason if says_why(record) or record.instances else ""
+        took = f" in {duration(record)}" if record.attempts else ""
+        progress = self._sweeps.changed(name, record)
+        why = f": {printable(why or '')}" if why else ""
+        self._say(f"sluice: {name}: {record.status.value}{took}{why}{progress}", ended=name)
 
     def attempt_started(self, name: str, number: int) -> None:
         self._say(f"sluice: {name}: running (attempt {number})", ended=name)
@@ -280,6 +238,9 @@ _RUN_STYLE = {
 }
 
 
+_FAILED_SHOWN = 5  # a sweep's failed instances listed in the live table; the rest counted
+
+
 class LiveReporter:
     """A live-updating table of steps on a terminal (rich); logs scroll above it."""
 
@@ -300,21 +261,41 @@ class LiveReporter:
         self._since: dict[str, float] = {}
         self._live: Live | None = None
         self._title = ""
+        self._sweeps = Sweeps()
 
     def _table(self) -> Table:
+        """Steps; a fanned-out step as one row counting its finished instances, beneath it
+        only its running instances and its first failed ones (a 64-instance sweep stays a
+        few lines)."""
+        from rich.markup import escape
         from rich.table import Table
 
         table = Table(title=self._title, title_justify="left", box=None, pad_edge=False)
         for column in ("step", "status", "attempts", "time"):
             table.add_column(column)
-        for name, rec in self._records.items():
-            elapsed = _duration(rec)
+        failed: dict[str | None, int] = {}
+        for row in step_rows.rows(self._records, limit=None):
+            rec = row.record
+            if rec is None:
+                continue
+            if row.depth and rec.status is StepStatus.failed:
+                failed[rec.instance_of] = failed.get(rec.instance_of, 0) + 1
+                if failed[rec.instance_of] > _FAILED_SHOWN:
+                    continue
+            elif row.depth and rec.status is not StepStatus.running:
+                continue
+            name, status, tries = row.name, rec.status, str(len(rec.attempts) or "")
+            elapsed = duration(rec)
             if rec.status is StepStatus.running and name in self._since:
                 elapsed = f"{time.monotonic() - self._since[name]:.1f}s"
-            style = _STYLE.get(rec.status, "")
-            table.add_row(
-                name, f"[{style}]{rec.status.value}[/]", str(len(rec.attempts) or ""), elapsed
-            )
+            if row.is_group:
+                tries = self._sweeps.progress(name)
+                mine = [self._records[i].status for i in rec.instances if i in self._records]
+                if rec.status not in TERMINAL and any(s is not StepStatus.pending for s in mine):
+                    status = StepStatus.running
+            style = _STYLE.get(status, "")
+            shown = escape(("  " * row.depth) + printable(row.shown))
+            table.add_row(shown, f"[{style}]{status.value}[/]", escape(tries), elapsed)
         return table
 
     def run_started(self, manifest: RunManifest, dag: Dag) -> None:
@@ -322,6 +303,7 @@ class LiveReporter:
 
         self._title = f"{manifest.pipeline} · {manifest.run_id}"
         self._records = {name: rec.model_copy() for name, rec in manifest.steps.items()}
+        self._sweeps = Sweeps(manifest.steps)
         self._live = Live(
             get_renderable=self._table, console=self.console, refresh_per_second=4, transient=False
         )
@@ -337,6 +319,7 @@ class LiveReporter:
 
     def step_changed(self, name: str, record: StepRecord) -> None:
         self._records[name] = record.model_copy()
+        self._sweeps.changed(name, record)
         if record.status is not StepStatus.running:
             self._ended(name)
 
@@ -363,6 +346,7 @@ class LiveReporter:
         with self._lock:
             self._show(self._relay.end_all())
         self._records = {name: rec.model_copy() for name, rec in manifest.steps.items()}
+        self._sweeps = Sweeps(manifest.steps)
         if self._live is not None:
             self._live.stop()
         colour = _RUN_STYLE.get(manifest.status.value, "red")
@@ -403,3 +387,6 @@ def _isatty(stream: TextIO) -> bool:
         return stream.isatty()
     except (AttributeError, ValueError):  # replaced or closed streams
         return False
+
+
+__all__ = ["LiveReporter", "PlainReporter", "Relay", "make_reporter", "summary_lines"]

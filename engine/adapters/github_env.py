@@ -14,9 +14,8 @@ from pathlib import Path
 from typing import IO, Any
 
 from engine.adapters.github_ci import manifest_url, run_url
-from engine.core import cache
+from engine.core import cache, step_rows
 from engine.core.graph import Dag
-from engine.core.graph_render import render_mermaid
 from engine.core.manifest import RunManifest, StepRecord
 from engine.core.printable import printable
 from engine.errors import (
@@ -210,9 +209,27 @@ def _took(record: StepRecord) -> str:
     return f"{sum(a.duration_s or 0.0 for a in record.attempts):.1f}s"
 
 
+def _step_rows(manifest: RunManifest) -> list[str]:
+    """A row per step; a fanned-out step's instances beneath it, by their values (a large
+    sweep: those that did not end well, and a row counting the rest)."""
+    found = []
+    for row in step_rows.rows(manifest.steps):
+        record, indent = row.record, "&emsp;↳ " if row.depth else ""
+        if record is None:
+            found.append(f"| &emsp;{_cell(step_rows.rest_text(row))} | | | | |")
+            continue
+        note = _cell(record.reason) if row.is_group and record.reason else _note(record)
+        found.append(
+            f"| {indent}{_cell(row.shown)} | {_status(record.status.value)} "
+            f"| {len(record.attempts)} | {_took(record)} | {note} |"
+        )
+    return found
+
+
 def _metric_rows(manifest: RunManifest, baseline: RunManifest | None) -> list[str]:
     rows = []
-    for name, record in manifest.steps.items():
+    for name in step_rows.shown_names(manifest.steps):
+        record = manifest.steps[name]
         before = baseline.steps[name].metrics if baseline and name in baseline.steps else {}
         for key in [*record.metrics, *(k for k in before if k not in record.metrics)]:
             now = record.metrics.get(key, "")
@@ -266,18 +283,13 @@ def run_summary(
         "| Step | Status | Attempts | Duration | Note |",
         "| --- | --- | ---: | ---: | --- |",
     ]
-    for name, record in manifest.steps.items():
-        lines.append(
-            f"| {_cell(name)} | {_status(record.status.value)} | {len(record.attempts)} "
-            f"| {_took(record)} | {_note(record)} |"
-        )
+    lines += _step_rows(manifest)
     warned = [(name, text) for name, record in manifest.steps.items() for text in record.warnings]
     if warned:
         lines += ["", "**Warnings**", ""]
         lines += [f"- ⚠️ {_cell(name)}: {_cell(text)}" for name, text in warned]
     if dag is not None:
-        statuses = {name: record.status.value for name, record in manifest.steps.items()}
-        lines += ["", "```mermaid", render_mermaid(dag, statuses).rstrip("\n"), "```"]
+        lines += ["", "```mermaid", step_rows.mermaid(manifest.steps, dag), "```"]
     rows = _metric_rows(manifest, baseline)
     if rows:
         header = "| Step | Metric | Value |"

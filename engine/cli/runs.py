@@ -83,10 +83,10 @@ def show(state: State, run_id: str, fetch: bool, as_json: bool) -> None:
     Example:
       sluice show 20261124T100000Z-a1b2c3
     """
-    from engine.adapters.console import summary_lines  # lazy: `sluice --help` stays light
     from engine.adapters.github_ci import run_url  # lazy: as above
     from engine.app.orphans import engine_gone  # lazy: as above
     from engine.app.reading import find_run, production_of  # lazy: as above
+    from engine.core.run_text import summary_lines  # lazy: `sluice --help` stays light
 
     with state.reading_store(fetch) as store:
         manifest = find_run(store, run_id)
@@ -111,8 +111,11 @@ def show(state: State, run_id: str, fetch: bool, as_json: bool) -> None:
         lines.insert(
             2, f"  production of {manifest.pipeline} ({production.action} at {production.at})"
         )
-    for name, rec in manifest.steps.items():
-        if rec.metrics:
+    from engine.core.step_rows import shown_names  # lazy: as above
+
+    for name in shown_names(manifest.steps):  # a large sweep's other instances: in --json
+        rec = manifest.steps[name]
+        if rec.metrics and rec.instance_of is None:  # an instance's: on its row
             lines.append(f"  {name} metrics: {_pairs(rec.metrics)}")
         for path, pointer in rec.outputs.items():
             lines.append(
@@ -160,9 +163,14 @@ def logs(
       sluice logs 20261124T100000Z-a1b2c3 train --full > train.log
     """
     from engine.app.step_logs import full_log, step_log  # lazy: `sluice --help` stays light
+    from engine.errors import NotFound  # lazy: as above
 
     with state.reading_store(fetch) as store:
-        found = step_log(store, run_id, step, attempt, state.repo)
+        try:
+            found = step_log(store, run_id, step, attempt, state.repo)
+        except NotFound:
+            _fanned_out(store, run_id, step, state)
+            raise
     text = full_log(state.config, state.repo, found) if full else found.text
     _print_log(text)
     if found.local is not None:
@@ -181,6 +189,26 @@ def logs(
             else found.warning or "the run stored no whole copy of it"
         )
         say(f"sluice: the results branch keeps the end of this log ({whole} in all); {how}")
+
+
+def _fanned_out(store: Any, run_id: str, step: str, state: State) -> None:
+    """NotFound (exit 2) naming the instances, when `step` is a fanned-out step: it runs
+    no container of its own, each instance has its log (names quoted for the shell)."""
+    import shlex  # lazy: only for this message
+
+    from engine.app.reading import find_run  # lazy: as above
+    from engine.errors import NotFound  # lazy: as above
+
+    record = find_run(store, run_id, state.repo).steps.get(step)
+    if record is None or not record.instances:
+        return
+    names = [shlex.quote(printable(n)) for n in record.instances]
+    more = f" (and {len(names) - 10} more: `sluice show {run_id}`)" if len(names) > 10 else ""
+    raise NotFound(
+        f"step {step!r} of run {run_id} is fanned out: it runs no container itself; each of "
+        f"its {len(names)} instances has its own log, e.g. `sluice logs {run_id} {names[0]}`. "
+        f"Instances: {' '.join(names[:10])}{more}"
+    )
 
 
 def _print_log(text: bytes) -> None:

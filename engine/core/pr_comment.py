@@ -13,9 +13,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from engine.core import step_rows
 from engine.core.charts import Point, fenced, mermaid_xychart
 from engine.core.graph import Dag
-from engine.core.graph_render import render_mermaid
 from engine.core.manifest import RunManifest, StepStatus
 from engine.core.metric_goals import Direction, main_metric
 from engine.core.preview import WOULD_DEPLOY, verdict_of
@@ -116,8 +116,7 @@ def _sections(p: Preview) -> list[str]:
         sections.append(params)
     sections.append(_steps(run))
     if p.dag is not None:
-        statuses = {name: record.status.value for name, record in run.steps.items()}
-        sections.append(fenced(render_mermaid(p.dag, statuses).rstrip("\n")))
+        sections.append(fenced(step_rows.mermaid(run.steps, p.dag)))
     chart = _chart(p)
     if chart:
         sections.append(chart)
@@ -195,15 +194,22 @@ def _params(p: Preview) -> str:
 
 
 def _steps(run: RunManifest) -> str:
+    """A row per step; a fanned-out step's instances beneath it (engine.core.step_rows)."""
     rows = []
-    for name, record in run.steps.items():
+    for row in step_rows.rows(run.steps):
+        record = row.record
+        if record is None:
+            rows.append(f"| &emsp;{md_cell(step_rows.rest_text(row))} | | |")
+            continue
         status = record.status.value
         source = step_source(status, record.cached_from)
         note = record.reason or ""
         if record.status is StepStatus.cached and record.cached_from:
             note = ""
-        mark = _STATUS.get(status, "")
-        rows.append(f"| `{md_cell(name)}` | {mark} {md_cell(source)} | {md_cell(note)} |")
+        mark, indent = _STATUS.get(status, ""), "&emsp;↳ " if row.depth else ""
+        rows.append(
+            f"| {indent}`{md_cell(row.shown)}` | {mark} {md_cell(source)} | {md_cell(note)} |"
+        )
     return "**Steps**\n\n" + "\n".join(["| step | status | note |", "| --- | --- | --- |", *rows])
 
 
