@@ -20,13 +20,16 @@ def components(
     secret_names: list[str],
     inputs: Mapping[str, Mapping[str, str]],
     workspace: Mapping[str, str],
+    matrix: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """What a step's result depends on, each part digested.
 
     Secrets count by name only: rotating a token must not leak through, or bust, the key.
     `inputs` maps upstream step -> {output path: sha256}; `workspace` path -> sha256.
+    `matrix`: a fan-out instance's values (a part only when there are some, so that the
+    keys of other steps stay as they were).
     """
-    return {
+    parts = {
         "version": CACHE_VERSION,
         "image": image_id,
         "command": digest(argv),
@@ -35,6 +38,9 @@ def components(
         "inputs": digest({k: dict(v) for k, v in inputs.items()}),
         "workspace": digest(dict(workspace)),
     }
+    if matrix:
+        parts["matrix"] = digest(dict(matrix))
+    return parts
 
 
 def key(parts: Mapping[str, Any]) -> str:
@@ -49,6 +55,7 @@ _WORDS = {
     "env": "the env or secrets changed",
     "inputs": "its inputs changed",
     "workspace": "workspace files changed",
+    "matrix": "its matrix values changed",
 }
 
 

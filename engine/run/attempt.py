@@ -380,6 +380,7 @@ class AttemptRunner:
             "SLUICE_CONFIG": "/sluice/config.json",
             "SLUICE_INPUTS": "/sluice/inputs",
             "SLUICE_OUTPUTS": "/sluice/outputs",
+            **({"SLUICE_INSTANCE": step.name} if step.instance_of else {}),
             **prepared.env,
             **{name: self.secrets[name] for name in step.secrets},
         }

@@ -12,7 +12,6 @@ from typing import Any
 
 from engine.core import cache, layout, planner, policy
 from engine.core.manifest import (
-    DONE_OK,
     TERMINAL,
     ArtifactPointer,
     Attempt,
@@ -28,12 +27,12 @@ from engine.errors import EngineUnavailable, SluiceError
 from engine.local.logs import Masker
 from engine.local.workspace import WorkspaceSnapshot, ensure_engine_dir, selection, snapshot
 from engine.ports import ArtifactStore, ContainerRuntime, NullReporter, Reporter
-from engine.run import reuse, roles, staging
+from engine.run import fanin, reuse, roles, staging
 from engine.run.attempt import AttemptReport, AttemptRunner, read_metrics
 from engine.run.options import RunOptions
 from engine.run.prepare import Prepared, Preparer, decide_approval, expression_context
 from engine.run.recorder import Recorder, new_manifest, new_run_id, resumed
-from engine.run.schedule import Job, run_loop
+from engine.run.schedule import Job, Verdict, run_loop
 from engine.run.staging import Stager
 
 NOT_STARTED = "not started: the engine could not run"
@@ -66,7 +65,9 @@ class Executor:
     ) -> None:
         if options.artifacts is None:
             raise TypeError("RunOptions.artifacts is required: app/compose.py builds the store")
-        self.loaded, self.runtime, self.repo, self.options = loaded, runtime, repo, options
+        self.runtime, self.repo, self.options = runtime, repo, options
+        # fan-out steps as their instances and groups (FanOutError: exit 2, nothing ran)
+        self.loaded = loaded = fanin.expanded(loaded, options)
         self.reporter: Reporter = reporter or NullReporter()
         self.clock = clock
         self.steps = {step.name: decide_approval(step, options.params) for step in loaded.steps}
@@ -86,6 +87,7 @@ class Executor:
             decision, by = options.decision, options.decided_by
             ci_run = (options.ci or {}).get("run_url")
             self.manifest = resumed(options.resume, decision, by, clock(), ci_run)
+            fanin.line_up(self.manifest, loaded.steps)
         else:
             self.manifest = new_manifest(
                 loaded,
@@ -145,6 +147,9 @@ class Executor:
         runs: set[str] = set()
         for name in [*self.loaded.dag.order, *self.loaded.dag.finally_steps]:
             step = self.steps[name]
+            if step.is_group:  # cached when all its instances are
+                verdicts.append(fanin.explain_group(step, runs, self.manifest.steps))
+                continue
             upstream = next((d for d in step.needs if d in runs), None)
             why = reuse.never_cached(step, self.options.use_cache, self.history)
             if why is None and upstream is not None:
@@ -229,6 +234,21 @@ class Executor:
                 self._stager.drop(name)  # made ahead for nothing: it will not run
         self.recorder.save(self.manifest, record=status in TERMINAL)
         self.reporter.step_changed(name, record)
+        if status is StepStatus.failed and self.steps[name].instance_of:
+            cancelled, why = fanin.to_cancel(name, self.steps, self.manifest.steps)
+            for other in cancelled:  # fail_fast; those running end on their own
+                self._set(other, StepStatus.cancelled, why)
+
+    def _settle(self, decision: planner.Decision) -> None:
+        """A group's instances have all ended: its fan-in index is stored (its one output,
+        index.json) and it takes the status they make (never a container of its own)."""
+        name, record = decision.step, self.manifest.steps[decision.step]
+        assert decision.status is not None
+        work = self.run_dir / layout.LOCAL_STEPS
+        record.outputs = {
+            fanin.INDEX: fanin.store_index(self.steps[name], self.manifest.steps, self.store, work)
+        }
+        self._set(name, decision.status, decision.reason)
 
     # ---- the plan the scheduling loop drives (run.schedule.Plan) ----------------------------
 
@@ -263,6 +283,10 @@ class Executor:
                 assert isinstance(decision, planner.Decision)
                 if decision.warning:
                     self._warn(name, decision.warning)
+                if decision.action is planner.Action.settle:
+                    self._settle(decision)
+                    changed = True
+                    continue
                 if decision.action is planner.Action.run:
                     if name not in busy and name not in ready:
                         if self._reuse(name):
@@ -280,6 +304,11 @@ class Executor:
                 self._set(name, status, decision.reason)
             if not changed:
                 return ready
+
+    def may_start(self, name: str, running: set[str]) -> Verdict:
+        if self.manifest.steps[name].status in TERMINAL:
+            return "drop"  # decided while it waited (fail_fast cancelled it)
+        return "start" if fanin.may_start(name, running, self.steps) else "wait"
 
     def lookahead(self, queued: list[str], running: set[str]) -> None:
         """Make the containers of the steps that start next while others run (at most
@@ -310,19 +339,14 @@ class Executor:
     # ---- preparing, and results taken over --------------------------------------------
 
     def _inputs(self, step: ResolvedStep) -> dict[str, dict[str, ArtifactPointer]]:
-        return {
-            dep: dict(self.manifest.steps[dep].outputs)
-            for dep in step.needs
-            if self.manifest.steps[dep].status in DONE_OK
-        }
+        """Folder under /sluice/inputs -> outputs (a group's: `<group>/<instance>` too)."""
+        return fanin.inputs(step, self.steps, self.manifest.steps)
 
     def _prepare(self, name: str) -> Prepared:
         """The step made concrete, with its cache key (once: retries reuse it)."""
         assert self._preparer is not None
         step = self.steps[name]
-        digests = {
-            d: {p: o.sha256 for p, o in outs.items()} for d, outs in self._inputs(step).items()
-        }
+        digests = fanin.digests(step, self._inputs(step), self.steps, self.manifest.steps)
         prepared = self._preparer.prepare(
             step, self.manifest.params, self._context()["trigger"], digests
         )
@@ -439,7 +463,7 @@ class Executor:
             self.recorder.save(self.manifest, record=True, final=True)
             self._tidy()
             return
-        status = run_status(self._statuses().values(), cancelled=self._cancel.is_set())
+        status = run_status(fanin.judged(self.manifest.steps), cancelled=self._cancel.is_set())
         if status is not RunStatus.cancelled and self._stopped is not None:
             status = RunStatus.failed  # the engine could not go on
         elif status is None:

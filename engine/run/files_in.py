@@ -41,6 +41,8 @@ def ahead_tars(
         sluice_dirs(tar, step)
         tar.add_bytes("sluice/config.json", json.dumps(prepared.config, indent=2).encode())
         tar.add_bytes("sluice/params.json", json.dumps(params, indent=2).encode())
+        if step.instance_of:  # a fan-out instance's own values
+            tar.add_bytes("sluice/matrix.json", json.dumps(step.matrix, indent=2).encode())
         if baseline_json is not None:
             tar.add_bytes("sluice/baseline.json", baseline_json)
     if step.workspace is True and workspace.tar is not None:
@@ -58,16 +60,22 @@ def late_tar(
     out: Path,
 ) -> Path | None:
     """Inputs (each needed step's outputs, `materialize`d locally) and the checkpoints kept
-    from an earlier attempt; None when there are neither."""
+    from an earlier attempt; None when there are neither.
+
+    `inputs`: folder under /sluice/inputs -> outputs; a need's name, or `<group>/<instance>`
+    for the instances of a fan-out group (their outputs are materialized by instance name).
+    """
     has_checkpoints = checkpoints.is_dir() and any(checkpoints.iterdir())
-    given = [dep for dep in step.needs if inputs.get(dep)]
+    given = [key for key in inputs if inputs[key]]
     if not given and not has_checkpoints:
         return None
     with archives.TarBuilder(out) as tar:
         sluice_dirs(tar, step)
-        for dep in given:
-            local = materialize(dep, inputs[dep])
-            tar.add_tree(local, f"sluice/inputs/{dep}", paths=list(inputs[dep]))
+        for key in inputs:  # an instance without outputs still has its folder
+            tar.add_dir(f"sluice/inputs/{key}")
+        for key in given:
+            local = materialize(key.rsplit("/", 1)[-1], inputs[key])
+            tar.add_tree(local, f"sluice/inputs/{key}", paths=list(inputs[key]))
         if has_checkpoints:
             tar.add_tree(checkpoints, "sluice/checkpoints")
     return out

@@ -29,10 +29,23 @@ class Prepared:
 
 
 def _step_view(manifest: RunManifest) -> dict[str, Any]:
-    return {
-        name: {"status": rec.status.value, "metrics": dict(rec.metrics)}
-        for name, rec in manifest.steps.items()
-    }
+    """Each step's status and metrics; a fan-out group's also lists its instances (the
+    entries of its fan-in index, engine.core.fanout.index), for `when` and aggregates."""
+    view: dict[str, Any] = {}
+    for name, rec in manifest.steps.items():
+        view[name] = {"status": rec.status.value, "metrics": dict(rec.metrics)}
+        if rec.instances:
+            view[name]["instances"] = [
+                {
+                    "name": instance,
+                    "matrix": dict(manifest.steps[instance].matrix or {}),
+                    "status": manifest.steps[instance].status.value,
+                    "metrics": dict(manifest.steps[instance].metrics),
+                }
+                for instance in rec.instances
+                if instance in manifest.steps
+            ]
+    return view
 
 
 def expression_context(manifest: RunManifest, baseline: RunManifest | None) -> dict[str, Any]:
@@ -119,6 +132,7 @@ class Preparer:
                 secret_names=step.secrets,
                 inputs=inputs,
                 workspace=self.workspace.files_for(step.workspace),
+                matrix=step.matrix if step.instance_of else None,
             )
             key = cache.key(parts)
         prepared = Prepared(step, image_id, argv, config, env, parts, key, error)

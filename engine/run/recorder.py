@@ -56,6 +56,10 @@ def new_manifest(
                 image=step.image if isinstance(step.image, str) else "build",
                 needs=list(step.needs),
                 is_finally=step.is_finally,
+                # fan-out: an instance's group and values, a group's instances
+                instance_of=step.instance_of,
+                matrix=dict(step.matrix) if step.instance_of else None,
+                instances=list(step.instances),
             )
             for step in loaded.steps
         },

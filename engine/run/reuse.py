@@ -109,6 +109,8 @@ def never_cached(
 ) -> str | None:
     """Why `step` is not looked up in the cache at all; None when it is. On `sluice retry`
     (`retry`), a `finally` step runs again too: its cache key would find the original's."""
+    if step.is_group:
+        return "a fan-out step settles from its instances"
     if retry and step.is_finally:
         return "finally steps run again on `sluice retry`"
     if not step.cache:

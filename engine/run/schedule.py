@@ -6,7 +6,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from typing import Protocol
+from typing import Literal, Protocol
 
 from engine.errors import EngineUnavailable
 from engine.run.attempt import AttemptReport
@@ -14,6 +14,7 @@ from engine.run.attempt import AttemptReport
 LOOP_TICK_S = 0.25  # how often the loop looks at the stop flags while it waits
 
 Job = Callable[[], AttemptReport]  # one attempt, run on a worker thread; never raises
+Verdict = Literal["start", "wait", "drop"]  # Plan.may_start
 
 
 class Plan(Protocol):
@@ -29,6 +30,12 @@ class Plan(Protocol):
 
     def ready(self, busy: set[str]) -> list[str]:
         """Steps to run now, besides `busy` (settling every step decided without running)."""
+        ...
+
+    def may_start(self, name: str, running: set[str]) -> Verdict:
+        """Whether a step waiting for a slot starts now besides `running`: `wait` (a limit of
+        its own, e.g. its fan-out group's max_parallel), or `drop` (it was decided meanwhile,
+        e.g. cancelled by fail_fast: it never starts)."""
         ...
 
     def start(self, name: str, number: int) -> Job:
@@ -71,11 +78,7 @@ def run_loop(plan: Plan, attempts: dict[str, int], max_parallel: int) -> None:
                 for name in [n for n, at in retry_at.items() if at <= now]:
                     del retry_at[name]
                     ready.append(name)
-                while ready and len(running) < max_parallel:
-                    name = ready.pop(0)
-                    _spawn(plan.start(name, attempts[name] + 1), name, attempts[name] + 1, reports)
-                    attempts[name] += 1
-                    running.add(name)
+                ready[:] = _start(plan, ready, running, attempts, max_parallel, reports)
                 plan.lookahead(ready, running)
             except EngineUnavailable as exc:
                 plan.engine_failed(exc, None)
@@ -93,6 +96,30 @@ def run_loop(plan: Plan, attempts: dict[str, int], max_parallel: int) -> None:
         delay = plan.apply(report, stopping)
         if delay is not None:
             retry_at[report.step] = time.monotonic() + delay
+
+
+def _start(
+    plan: Plan,
+    ready: list[str],
+    running: set[str],
+    attempts: dict[str, int],
+    max_parallel: int,
+    reports: queue.Queue[AttemptReport],
+) -> list[str]:
+    """Start what fits, in order; the steps still waiting for a slot."""
+    waiting: list[str] = []
+    for name in ready:
+        if len(running) >= max_parallel:
+            waiting.append(name)
+            continue
+        verdict = plan.may_start(name, running)
+        if verdict == "wait":
+            waiting.append(name)
+        elif verdict == "start":
+            _spawn(plan.start(name, attempts[name] + 1), name, attempts[name] + 1, reports)
+            attempts[name] += 1
+            running.add(name)
+    return waiting
 
 
 def _spawn(job: Job, name: str, number: int, reports: queue.Queue[AttemptReport]) -> None:

@@ -39,6 +39,7 @@ def next_up(
         for name in [*queued, *after]
         if name not in running
         and not steps[name].is_finally
+        and not steps[name].is_group
         and steps[name].when is None
         and steps[name].approval is not True
         and not isinstance(steps[name].image, ImageBuild)

@@ -1,0 +1,316 @@
+"""Fan-out steps run by the single-runner executor, on the fake runtime and the in-memory
+results branch: instances, the group's settling, fan-in inputs and index, failure policy,
+max_parallel, retry and the cache (test_fanout_run_docker.py: the same on real Docker)."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import make_repo
+
+from engine.adapters.artifacts import DEFAULT_URL, ArtifactStore
+from engine.adapters.fake_runtime import FakeOutcome, FakeRuntime, Script
+from engine.adapters.memory_results import MemoryResultsBranch
+from engine.core.fanout import FanOutError
+from engine.core.manifest import RunManifest, RunStatus, StepStatus, Trigger
+from engine.core.parse import load_text
+from engine.ports import ContainerSpec
+from engine.run.executor import Executor, RunOptions
+from engine.run.records import History
+
+
+class Bench:
+    """One repository, artifact store and in-memory results branch, for several runs."""
+
+    def __init__(self, tmp_path: Path, text: str, runtime: FakeRuntime) -> None:
+        self.repo = make_repo(tmp_path, files={"data.txt": "data\n"})
+        self.loaded = load_text(textwrap.dedent(text), "pipelines/p.yaml")
+        self.runtime = runtime
+        self.history = History(MemoryResultsBranch())
+        self.store = ArtifactStore(DEFAULT_URL, self.repo)
+
+    def executor(self, **given: Any) -> Executor:
+        params = {**self.loaded.pipeline.params, **given.pop("params", {})}
+        options = RunOptions(
+            params=params,
+            trigger=Trigger(kind="manual"),
+            max_parallel=given.pop("max_parallel", 4),
+            artifacts=self.store,
+            history=self.history,
+            **given,
+        )
+        return Executor(self.loaded, self.runtime, repo=self.repo, options=options)
+
+    def run(self, **given: Any) -> RunManifest:
+        return self.executor(**given).run()
+
+    def started(self) -> list[str]:
+        """The steps whose containers ran since the last call, in order."""
+        names = [spec.labels["sluice.step"] for spec in self.runtime.calls]
+        self.runtime.calls.clear()
+        return names
+
+
+class Scripted(FakeRuntime):
+    """A fake runtime whose scripts are chosen by the step's group (`train` for every
+    `train[...]` instance), else by name; everything else gets `default`."""
+
+    def __init__(self, scripts: dict[str, Script], default: Script | None = None) -> None:
+        super().__init__()
+        self.scripts, self.fallback = scripts, default or writes
+        self.files_seen: dict[str, dict[str, bytes]] = {}  # step -> the files put in
+        self.specs: dict[str, ContainerSpec] = {}  # step -> its (last) container
+
+    def _outcome(
+        self, step: str, spec: ContainerSpec, attempt: int, files: dict[str, bytes]
+    ) -> FakeOutcome:
+        self.files_seen[step], self.specs[step] = files, spec
+        script = self.scripts.get(step) or self.scripts.get(step.split("[")[0]) or self.fallback
+        return script(spec, attempt, files)
+
+
+def writes(spec: ContainerSpec, attempt: int, files: dict[str, bytes]) -> FakeOutcome:
+    """Writes `model.txt` (its name: different bytes per step) and metrics from its env."""
+    name = spec.labels["sluice.step"]
+    metrics = {"auc": float(spec.env["AUC"])} if "AUC" in spec.env else {}
+    return FakeOutcome(
+        files={"model.txt": name.encode(), "metrics.json": json.dumps(metrics).encode()}
+    )
+
+
+def fails(spec: ContainerSpec, attempt: int, files: dict[str, bytes]) -> FakeOutcome:
+    return FakeOutcome(exit_code=1)
+
+
+def fails_where(**values: Any) -> Script:
+    """Fails the instances whose /sluice/matrix.json holds all of `values`."""
+
+    def script(spec: ContainerSpec, attempt: int, files: dict[str, bytes]) -> FakeOutcome:
+        matrix = json.loads(files["/sluice/matrix.json"])
+        if all(matrix.get(k) == v for k, v in values.items()):
+            return FakeOutcome(exit_code=1)
+        return writes(spec, attempt, files)
+
+    return script
+
+
+def stored_index(bench: Bench, manifest: RunManifest, group: str) -> bytes:
+    """The fan-in index a group recorded, read back from the artifact store."""
+    dest = bench.repo.parent / f"{manifest.run_id}-{group}-index.json"
+    bench.store.get_file(manifest.steps[group].outputs["index.json"], dest)
+    return dest.read_bytes()
+
+
+GRID = """
+name: sweep
+defaults: {image: img}
+steps:
+  - name: prepare
+    run: prepare
+  - name: train
+    needs: [prepare]
+    matrix:
+      n_estimators: [50, 100]
+      max_depth: [3, 5, 8]
+    env: {AUC: "0.${{ matrix.max_depth }}${{ matrix.n_estimators }}"}
+    config: {n: "${{ matrix.n_estimators }}", depth: "${{ matrix.max_depth }}"}
+    run: train --depth ${{ matrix.max_depth }}
+  - name: select
+    needs: [train]
+    run: select
+"""
+
+
+def test_a_grid_runs_each_instance_settles_the_group_and_fans_in(tmp_path: Path) -> None:
+    runtime = Scripted({})
+    bench = Bench(tmp_path, GRID, runtime)
+    manifest = bench.run()
+    assert manifest.status is RunStatus.succeeded
+    started = bench.started()
+    instances = [n for n in started if n.startswith("train[")]
+    assert sorted(instances) == sorted(
+        f"train[n_estimators={n},max_depth={d}]" for n in (50, 100) for d in (3, 5, 8)
+    )
+    assert started[0] == "prepare" and started[-1] == "select" and "train" not in started
+
+    one = "train[n_estimators=100,max_depth=5]"
+    record = manifest.steps[one]
+    assert (record.instance_of, record.matrix) == ("train", {"n_estimators": 100, "max_depth": 5})
+    seen = runtime.files_seen[one]
+    assert json.loads(seen["/sluice/matrix.json"]) == {"n_estimators": 100, "max_depth": 5}
+    assert json.loads(seen["/sluice/config.json"]) == {"n": 100, "depth": 5}
+    assert "/sluice/inputs/prepare/model.txt" in seen  # an instance gets the template's needs
+    spec = runtime.specs[one]
+    assert spec.env["SLUICE_INSTANCE"] == one
+    assert spec.command is not None and "train --depth 5" in spec.command[-1]
+
+    group = manifest.steps["train"]
+    assert group.status is StepStatus.succeeded
+    assert group.instances == [
+        f"train[n_estimators={n},max_depth={d}]" for n in (50, 100) for d in (3, 5, 8)
+    ]
+    assert group.reason == "6 instances: 6 succeeded"
+    assert list(group.outputs) == ["index.json"] and not group.attempts
+
+    select = runtime.files_seen["select"]
+    index = json.loads(select["/sluice/inputs/train/index.json"])
+    assert [entry["name"] for entry in index] == group.instances
+    assert index[4] == {
+        "name": one,
+        "matrix": {"n_estimators": 100, "max_depth": 5},
+        "status": "succeeded",
+        "metrics": {"auc": 0.5100},
+    }
+    for name in group.instances:
+        assert select[f"/sluice/inputs/train/{name}/model.txt"] == name.encode()
+    assert "/sluice/matrix.json" not in select and "/sluice/inputs/prepare/model.txt" not in select
+    assert "SLUICE_INSTANCE" not in runtime.specs["select"].env
+    # the index the group recorded is the one the step after it got
+    assert stored_index(bench, manifest, "train") == select["/sluice/inputs/train/index.json"]
+
+
+def test_include_and_exclude_shape_the_instances(tmp_path: Path) -> None:
+    text = GRID.replace(
+        "      max_depth: [3, 5, 8]\n",
+        "      max_depth: [3, 5, 8]\n"
+        "      exclude: [{n_estimators: 50, max_depth: 8}]\n"
+        "      include: [{n_estimators: 200, max_depth: 12}, {max_depth: 3, tag: small}]\n",
+    )
+    runtime = Scripted({})
+    bench = Bench(tmp_path, text, runtime)
+    manifest = bench.run()
+    assert manifest.status is RunStatus.succeeded
+    assert manifest.steps["train"].instances == [
+        "train[n_estimators=50,max_depth=3,tag=small]",
+        "train[n_estimators=50,max_depth=5]",
+        "train[n_estimators=100,max_depth=3,tag=small]",
+        "train[n_estimators=100,max_depth=5]",
+        "train[n_estimators=100,max_depth=8]",
+        "train[n_estimators=200,max_depth=12]",
+    ]
+    assert sorted(n for n in bench.started() if n.startswith("train[")) == sorted(
+        manifest.steps["train"].instances
+    )
+    seen = runtime.files_seen["train[n_estimators=100,max_depth=3,tag=small]"]
+    assert json.loads(seen["/sluice/matrix.json"]) == {
+        "n_estimators": 100,
+        "max_depth": 3,
+        "tag": "small",
+    }
+
+
+FOREACH = """
+name: regions
+params: {regions: [eu, us-east, "a b"]}
+defaults: {image: img}
+steps:
+  - name: score
+    foreach: "${{ params.regions }}"
+    env: {REGION: "${{ matrix.item }}"}
+    run: score
+  - name: report
+    needs: score
+    run: report
+"""
+
+
+def test_foreach_over_a_list_param_names_odd_values_safely(tmp_path: Path) -> None:
+    runtime = Scripted({})
+    bench = Bench(tmp_path, FOREACH, runtime)
+    manifest = bench.run()
+    assert manifest.status is RunStatus.succeeded
+    names = manifest.steps["score"].instances
+    assert names[:2] == ["score[eu]", "score[us-east]"] and names[2].startswith("score[~")
+    report = runtime.files_seen["report"]
+    for name in names:
+        assert report[f"/sluice/inputs/score/{name}/model.txt"] == name.encode()
+    index = json.loads(report["/sluice/inputs/score/index.json"])
+    assert [e["matrix"] for e in index] == [{"item": "eu"}, {"item": "us-east"}, {"item": "a b"}]
+
+    again = Bench(tmp_path / "2", FOREACH, Scripted({}))
+    manifest = again.run(params={"regions": ["eu"]})
+    assert manifest.steps["score"].instances == ["score[eu]"]
+
+
+def test_an_empty_sweep_is_refused_before_anything_runs(tmp_path: Path) -> None:
+    runtime = Scripted({})
+    bench = Bench(tmp_path, FOREACH, runtime)
+    with pytest.raises(FanOutError, match="fans out over nothing") as caught:
+        bench.executor(params={"regions": []})
+    assert caught.value.exit_code == 2
+    assert runtime.calls == []
+    assert not (bench.repo / ".sluice" / "runs").exists() or not any(
+        (bench.repo / ".sluice" / "runs").iterdir()
+    )
+
+
+def test_a_failed_instance_fails_the_group_and_its_dependents(tmp_path: Path) -> None:
+    runtime = Scripted({"train": fails_where(n_estimators=100, max_depth=8)})
+    bench = Bench(tmp_path, GRID, runtime)
+    manifest = bench.run()
+    assert manifest.status is RunStatus.failed
+    assert manifest.steps["train[n_estimators=100,max_depth=8]"].status is StepStatus.failed
+    group = manifest.steps["train"]
+    assert group.status is StepStatus.failed
+    assert group.reason == "6 instances: 5 succeeded, 1 failed (allowed failures: 0)"
+    assert manifest.steps["select"].status is StepStatus.upstream_failed
+    assert manifest.steps["select"].reason == "needs 'train', which failed"
+    assert "select" not in bench.started()
+
+
+@pytest.mark.parametrize(
+    ("allow", "failing", "settled"),
+    [
+        ("1", 1, StepStatus.succeeded),
+        ("1", 2, StepStatus.failed),
+        ("0.34", 2, StepStatus.succeeded),  # floor(0.34 * 6) = 2
+        ("0.3", 2, StepStatus.failed),  # floor(0.3 * 6) = 1
+    ],
+)
+def test_allow_failures_as_a_count_or_a_fraction(
+    tmp_path: Path, allow: str, failing: int, settled: StepStatus
+) -> None:
+    text = GRID.replace(
+        "    needs: [prepare]\n", f"    needs: [prepare]\n    allow_failures: {allow}\n"
+    )
+    depths = [3, 5][:failing]
+
+    def script(spec: ContainerSpec, attempt: int, files: dict[str, bytes]) -> FakeOutcome:
+        matrix = json.loads(files["/sluice/matrix.json"])
+        bad = matrix["n_estimators"] == 50 and matrix["max_depth"] in depths
+        return FakeOutcome(exit_code=1) if bad else writes(spec, attempt, files)
+
+    runtime = Scripted({"train": script})
+    bench = Bench(tmp_path, text, runtime)
+    manifest = bench.run()
+    assert manifest.steps["train"].status is settled
+    select = manifest.steps["select"]
+    if settled is StepStatus.succeeded:
+        assert select.status is StepStatus.succeeded
+        assert manifest.status is RunStatus.succeeded  # the failures it allows
+        seen = runtime.files_seen["select"]
+        index = json.loads(seen["/sluice/inputs/train/index.json"])
+        assert [e["status"] for e in index].count("failed") == failing
+        for entry in index:  # only what succeeded is handed over
+            inside = f"/sluice/inputs/train/{entry['name']}/model.txt" in seen
+            assert inside == (entry["status"] == "succeeded")
+    else:
+        assert select.status is StepStatus.upstream_failed
+
+
+def test_an_instances_when_reads_its_matrix_values(tmp_path: Path) -> None:
+    text = GRID.replace(
+        "    run: train --depth", "    when: matrix.max_depth < 8\n    run: train --depth"
+    )
+    bench = Bench(tmp_path, text, Scripted({}))
+    manifest = bench.run()
+    skipped = [n for n, r in manifest.steps.items() if r.status is StepStatus.skipped]
+    assert skipped == ["train[n_estimators=50,max_depth=8]", "train[n_estimators=100,max_depth=8]"]
+    assert manifest.steps["train"].status is StepStatus.succeeded
+    assert manifest.steps["select"].status is StepStatus.succeeded
+    index = json.loads(stored_index(bench, manifest, "train"))
+    assert [e["status"] for e in index].count("skipped") == 2
