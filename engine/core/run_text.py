@@ -51,7 +51,7 @@ def summary_lines(manifest: RunManifest) -> list[str]:
         )
         why = rec.reason if says_why(rec) or (row.is_group and rec.reason) else ""
         got = metrics_text(rec.metrics) if row.depth else ""
-        note = "".join(f"  {printable(text)}" for text in (why, got) if text)
+        note = "".join(f"  {printable(text)}" for text in (got, why) if text)
         lines.append(
             f"  {name:<{width}}  {rec.status.value:<16} {tries:<11} {duration(rec):>7}{note}"
         )
