@@ -469,3 +469,28 @@ def test_graph_expand_through_the_cli(tmp_path: Path) -> None:
     shut = sluice("graph", "sweep", repo=repo)
     assert "  train \u00d73  (needs prep)\n  score" in shut.stdout
     assert "train[" not in shut.stdout
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(st.lists(st.integers(min_value=0, max_value=20), max_size=3), min_size=1, max_size=12),
+    st.dictionaries(st.integers(min_value=0, max_value=11), st.integers(1, 4), max_size=4),
+)
+def test_expanding_then_collapsing_gives_the_file_dag_back(
+    raw: list[list[int]], fanned: dict[int, int]
+) -> None:
+    needs = {f"s{i}": [f"s{j % i}" for j in deps] if i else [] for i, deps in enumerate(raw)}
+    dag = graph.with_finally(build(needs), {"fin": [f"s{len(raw) - 1}"]})
+    fans = {
+        f"s{i}": graph.Fan(tuple(f"s{i}[{k}]" for k in range(count)))
+        for i, count in fanned.items()
+        if i < len(raw)
+    }
+    run = graph.expanded(dag, fans)
+    for name, fan in fans.items():
+        assert run.needs[name] == fan.instances
+        assert all(run.needs[i] == dag.needs[name] for i in fan.instances)
+    folded = graph.collapse(run, {name: fan.instances for name, fan in fans.items()})
+    assert folded.needs == dag.needs
+    assert folded.levels == dag.levels
+    assert folded.finally_steps == dag.finally_steps

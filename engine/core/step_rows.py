@@ -51,8 +51,8 @@ def short(name: str, group: str) -> str:
 
 
 def rows(steps: Mapping[str, StepRecord], limit: int | None = LIMIT) -> list[Row]:
-    """The steps in manifest order, each group's instances under it (the group's row where
-    the group stands: after them, as a run lays them out, its dependents after it).
+    """The steps in manifest order, each group's instances listed right after its row (a run
+    lays out the instances before their group; the group's row stays where it stands).
     `limit`: past that many instances, only those that did not end well are listed (at most
     `limit` of them) and one row counts the rest; None lists them all."""
     owner = {i: name for name, rec in steps.items() for i in rec.instances if i in steps}
