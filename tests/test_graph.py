@@ -494,3 +494,18 @@ def test_expanding_then_collapsing_gives_the_file_dag_back(
     assert folded.needs == dag.needs
     assert folded.levels == dag.levels
     assert folded.finally_steps == dag.finally_steps
+
+
+def test_a_matrix_over_list_params_names_them_beside_its_count() -> None:
+    from engine.app.pipelines import graph as draw
+    from engine.core.parse import load_text
+
+    loaded = load_text(
+        "name: grid\nparams: {rates: [0.1, 0.01], depths: [2, 4, 8]}\ndefaults: {image: img}\n"
+        "steps:\n  - name: fit\n    matrix: {lr: '${{ params.rates }}', depth: "
+        "'${{ params.depths }}', seed: [1]}\n    run: x\n",
+        "grid.yaml",
+    )
+    assert draw(loaded, "text") == (
+        "level 0:\n  fit \u00d76 (matrix params.rates, params.depths)\n"
+    )

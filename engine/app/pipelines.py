@@ -58,11 +58,12 @@ def fans(loaded: LoadedPipeline) -> dict[str, Fan]:
 
 
 def _over(spec: FanOut) -> str:
-    """`foreach params.regions`, `matrix lr: params.rates`: what a list param sets, or ''."""
+    """`foreach params.regions`, `matrix params.rates, params.depths`: the list params that
+    set how many instances there are, or ''."""
     if isinstance(spec.foreach, str):
         return f"foreach params.{param_name(spec.foreach)}"
     axes = spec.matrix.axes if spec.matrix is not None else {}
-    named = [f"{key}: params.{param_name(v)}" for key, v in axes.items() if isinstance(v, str)]
+    named = [f"params.{param_name(value)}" for value in axes.values() if isinstance(value, str)]
     return f"matrix {', '.join(named)}" if named else ""
 
 
