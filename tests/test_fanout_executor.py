@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import json
 import textwrap
+import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import make_repo
+from conftest import make_repo, poll
 
 from engine.adapters.artifacts import DEFAULT_URL, ArtifactStore
 from engine.adapters.fake_runtime import FakeOutcome, FakeRuntime, Script
@@ -21,6 +22,7 @@ from engine.core.parse import load_text
 from engine.ports import ContainerSpec
 from engine.run.executor import Executor, RunOptions
 from engine.run.records import History
+from engine.run.schedule import Job
 
 
 class Bench:
@@ -314,3 +316,270 @@ def test_an_instances_when_reads_its_matrix_values(tmp_path: Path) -> None:
     assert manifest.steps["select"].status is StepStatus.succeeded
     index = json.loads(stored_index(bench, manifest, "train"))
     assert [e["status"] for e in index].count("skipped") == 2
+
+
+def test_fail_fast_cancels_the_instances_not_started(tmp_path: Path) -> None:
+    text = GRID.replace("    needs: [prepare]\n", "    needs: [prepare]\n    fail_fast: true\n")
+    runtime = Scripted({"train": fails_where(n_estimators=50, max_depth=3)})
+    bench = Bench(tmp_path, text, runtime)
+    manifest = bench.run(max_parallel=1)  # one at a time: the first instance fails first
+    first = "train[n_estimators=50,max_depth=3]"
+    assert [n for n in bench.started() if n.startswith("train[")] == [first]
+    assert manifest.steps[first].status is StepStatus.failed
+    others = [n for n in manifest.steps["train"].instances if n != first]
+    for name in others:
+        record = manifest.steps[name]
+        assert record.status is StepStatus.cancelled and not record.attempts
+        assert record.reason == f"fail_fast: {first} failed"
+    assert manifest.steps["train"].status is StepStatus.failed
+    assert manifest.steps["select"].status is StepStatus.upstream_failed
+    assert manifest.status is RunStatus.failed
+
+
+def test_fail_fast_lets_a_running_instance_finish(tmp_path: Path) -> None:
+    text = GRID.replace("    needs: [prepare]\n", "    needs: [prepare]\n    fail_fast: true\n")
+    failed = threading.Event()
+    release = threading.Event()
+
+    def script(spec: ContainerSpec, attempt: int, files: dict[str, bytes]) -> FakeOutcome:
+        matrix = json.loads(files["/sluice/matrix.json"])
+        if matrix == {"n_estimators": 50, "max_depth": 3}:
+            failed.wait(30)  # the other one runs by then
+            return FakeOutcome(exit_code=1)
+        failed.set()
+        assert release.wait(30), "never released"
+        return writes(spec, attempt, files)
+
+    bench = Bench(tmp_path, text, Scripted({"train": script}))
+    executor = bench.executor(max_parallel=2)
+    thread = threading.Thread(target=executor.run)
+    thread.start()
+    first, second = "train[n_estimators=50,max_depth=3]", "train[n_estimators=50,max_depth=5]"
+    poll(
+        lambda: executor.manifest.steps[first].status is StepStatus.failed,
+        30,
+        "the first instance to fail",
+    )
+    assert executor.manifest.steps[second].status is StepStatus.running
+    release.set()
+    thread.join(30)
+    manifest = executor.manifest
+    assert manifest.steps[second].status is StepStatus.succeeded  # finished on its own
+    cancelled = [n for n, r in manifest.steps.items() if r.status is StepStatus.cancelled]
+    assert len(cancelled) == 4
+    assert manifest.steps["train"].status is StepStatus.failed
+
+
+class Counting(Executor):
+    """Counts, as the scheduling loop sees them, the instances of each group in flight."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.in_flight: dict[str, int] = {}
+        self.peak: dict[str, int] = {}
+
+    def start(self, name: str, number: int) -> Job:
+        group = self.steps[name].instance_of or name
+        self.in_flight[group] = self.in_flight.get(group, 0) + 1
+        self.peak[group] = max(self.peak.get(group, 0), self.in_flight[group])
+        return super().start(name, number)
+
+    def apply(self, report: Any, stopping: bool) -> float | None:
+        group = self.steps[report.step].instance_of or report.step
+        self.in_flight[group] -= 1
+        return super().apply(report, stopping)
+
+
+MANY = """
+name: many
+defaults: {image: img, retries: {limit: 1, backoff: 0.01s}}
+steps:
+  - name: train
+    foreach: [1, 2, 3, 4, 5, 6, 7]
+    max_parallel: 2
+    run: train
+  - name: other
+    foreach: [a, b, c]
+    run: other
+"""
+
+
+def test_max_parallel_is_never_exceeded_even_by_a_retry(tmp_path: Path) -> None:
+    lock = threading.Condition()
+    state = {"now": 0, "peak": 0, "entered": 0}
+
+    def script(spec: ContainerSpec, attempt: int, files: dict[str, bytes]) -> FakeOutcome:
+        with lock:  # held until two run at once (or no other one can come)
+            state["now"] += 1
+            state["entered"] += 1
+            state["peak"] = max(state["peak"], state["now"])
+            lock.notify_all()
+            lock.wait_for(lambda: state["now"] >= 2 or state["entered"] >= 8, timeout=30)
+            state["now"] -= 1
+        if spec.labels["sluice.step"] == "train[3]" and attempt == 1:
+            return FakeOutcome(exit_code=1)  # tried again: 8 attempts in all
+        return writes(spec, attempt, files)
+
+    bench = Bench(tmp_path, MANY, Scripted({"train": script}))
+    loaded = bench.loaded
+    options = bench.executor(max_parallel=5).options
+    executor = Counting(loaded, bench.runtime, repo=bench.repo, options=options)
+    manifest = executor.run()
+    assert manifest.status is RunStatus.succeeded
+    assert executor.peak["train"] == 2  # the loop's view: reached, never passed
+    assert state["peak"] == 2  # the runtime's
+    assert len(manifest.steps["train[3]"].attempts) == 2
+    assert executor.peak["other"] == 3  # no limit of its own: the global one (5) applies
+
+
+def test_retry_runs_only_the_failed_instances_again(tmp_path: Path) -> None:
+    broken = {"on": True}
+
+    def script(spec: ContainerSpec, attempt: int, files: dict[str, bytes]) -> FakeOutcome:
+        matrix = json.loads(files["/sluice/matrix.json"])
+        if broken["on"] and matrix["max_depth"] == 8:
+            return FakeOutcome(exit_code=1)
+        return writes(spec, attempt, files)
+
+    runtime = Scripted({"train": script})
+    bench = Bench(tmp_path, GRID, runtime)
+    failed = bench.run(use_cache=False)
+    assert failed.status is RunStatus.failed
+    assert failed.steps["train"].status is StepStatus.failed
+    bench.started()
+    broken["on"] = False
+    again = bench.run(use_cache=False, reuse=failed)
+    assert bench.started() == [
+        "train[n_estimators=50,max_depth=8]",
+        "train[n_estimators=100,max_depth=8]",
+        "select",
+    ]
+    for name in failed.steps["train"].instances:
+        record = again.steps[name]
+        if name.endswith("max_depth=8]"):
+            assert record.status is StepStatus.succeeded
+        else:
+            assert (record.status, record.reason) == (
+                StepStatus.cached,
+                f"reused from {failed.run_id}",
+            )
+            assert record.outputs == failed.steps[name].outputs
+    assert again.steps["train"].status is StepStatus.succeeded
+    assert again.status is RunStatus.succeeded
+    index = json.loads(runtime.files_seen["select"]["/sluice/inputs/train/index.json"])
+    assert [e["status"] for e in index] == ["cached", "cached", "succeeded"] * 2
+
+
+SWEEP = """
+name: sweep
+params: {depths: [3, 5]}
+defaults: {image: img}
+steps:
+  - name: train
+    matrix: {depth: "${{ params.depths }}"}
+    run: train
+  - name: select
+    needs: [train]
+    run: select
+"""
+
+
+def test_a_cached_rerun_with_one_value_more_runs_only_the_new_instance(tmp_path: Path) -> None:
+    bench = Bench(tmp_path, SWEEP, Scripted({}))
+    first = bench.run()
+    assert bench.started() == ["train[depth=3]", "train[depth=5]", "select"]
+    keys = {n: first.steps[n].cache_key for n in first.steps["train"].instances}
+    assert len(set(keys.values())) == 2  # same command, config, env: the matrix tells apart
+
+    same = bench.run()  # all of it from the cache, the step after the sweep too
+    assert bench.started() == []
+    assert same.steps["train"].status is StepStatus.cached
+    assert same.steps["select"].status is StepStatus.cached
+
+    more = bench.run(params={"depths": [3, 5, 8]})
+    assert bench.started() == ["train[depth=8]", "select"]
+    assert [more.steps[n].status for n in more.steps["train"].instances] == [
+        StepStatus.cached,
+        StepStatus.cached,
+        StepStatus.succeeded,
+    ]
+    assert more.steps["train[depth=3]"].cache_key == keys["train[depth=3]"]
+    assert more.steps["train"].status is StepStatus.succeeded
+    assert (
+        more.steps["select"].reason is not None and "inputs changed" in more.steps["select"].reason
+    )
+
+
+@pytest.mark.parametrize(
+    ("bar", "runs"), [("0.8", True), ("0.9", False)]
+)  # the best AUC is 0.8100 (max_depth 8, 100 estimators)
+def test_a_step_after_a_group_reads_its_instances_in_when(
+    tmp_path: Path, bar: str, runs: bool
+) -> None:
+    when = (
+        f"max(steps.train.instances.*.metrics.auc) > {bar} and "
+        "count(steps.train.instances.*.metrics.auc) == 6"
+    )
+    text = GRID.replace("  - name: select\n", f"  - name: select\n    when: {when}\n")
+    bench = Bench(tmp_path, text, Scripted({}))
+    executor = bench.executor()
+    manifest = executor.run()
+    select = manifest.steps["select"]
+    assert select.status is (StepStatus.succeeded if runs else StepStatus.skipped), select.reason
+    view = executor._context()["steps"]["train"]
+    assert view["status"] == "succeeded" and view["metrics"] == {}
+    assert view["instances"][4] == {
+        "name": "train[n_estimators=100,max_depth=5]",
+        "matrix": {"n_estimators": 100, "max_depth": 5},
+        "status": "succeeded",
+        "metrics": {"auc": 0.51},
+    }
+
+
+def test_dry_run_explains_instances_and_groups(tmp_path: Path) -> None:
+    bench = Bench(tmp_path, SWEEP, Scripted({}))
+    bench.run()
+    bench.started()
+    (tmp_path / "scratch").mkdir()
+    (tmp_path / "scratch2").mkdir()
+    verdicts = bench.executor().explain(tmp_path / "scratch")
+    assert [(name, cached) for name, cached, _ in verdicts] == [
+        ("train[depth=3]", True),
+        ("train[depth=5]", True),
+        ("train", True),
+        ("select", True),
+    ]
+    verdicts = bench.executor(params={"depths": [3, 8]}).explain(tmp_path / "scratch2")
+    assert verdicts[:2] == [
+        ("train[depth=3]", True, verdicts[0][2]),
+        ("train[depth=8]", False, "it has not run before"),
+    ]
+    assert verdicts[2] == ("train", False, "1 of its 2 instances run")
+    assert verdicts[3] == ("select", False, "needs 'train', which runs")
+    assert bench.started() == []
+
+
+APPROVED = (
+    SWEEP
+    + """
+  - name: ship
+    type: deployment
+    needs: [select]
+    approval: true
+    run: ship
+"""
+)
+
+
+def test_an_approval_after_a_sweep_resumes_with_the_same_instances(tmp_path: Path) -> None:
+    bench = Bench(tmp_path, APPROVED, Scripted({}))
+    paused = bench.run(params={"depths": [3, 5, 8]})
+    assert paused.status is RunStatus.waiting_approval
+    assert paused.steps["train"].instances == ["train[depth=3]", "train[depth=5]", "train[depth=8]"]
+    bench.started()
+    # the file's own default is [3, 5]: the paused run's params decide its instances
+    done = bench.run(resume=paused, decision="approve", decided_by="me")
+    assert bench.started() == ["ship"]
+    assert done.status is RunStatus.succeeded
+    assert list(done.steps) == list(paused.steps)
+    assert done.steps["train"].status is StepStatus.succeeded
