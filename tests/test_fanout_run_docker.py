@@ -1,0 +1,101 @@
+"""Fan-out on real Docker, where the executor's own choices show: fail_fast stops a sweep
+(instances not started are cancelled, their containers made ahead removed), and an
+expansion the params make empty exits 2 before any container. The user-level suite is
+tests/test_fanout_docker.py."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import docker
+import pytest
+from conftest import RUN_LABEL, make_repo, sluice
+
+from engine.adapters.artifacts import DEFAULT_URL, ArtifactStore
+from engine.adapters.docker_runtime import DockerRuntime
+from engine.adapters.pipeline_files import load_file
+from engine.core.manifest import RunStatus, StepStatus
+from engine.run.executor import Executor, RunOptions
+
+pytestmark = pytest.mark.docker
+
+
+def test_fail_fast_cancels_the_rest_of_a_sweep_and_removes_containers_made_ahead(
+    tmp_path: Path, busybox_image: str, docker_client: docker.DockerClient
+) -> None:
+    repo = make_repo(
+        tmp_path,
+        {
+            "p.yaml": f"""
+        name: fast
+        defaults: {{image: {busybox_image}, workspace: false}}
+        steps:
+          - name: shard
+            foreach: [a, b, c, d]
+            fail_fast: true
+            run: |
+              cat /sluice/matrix.json
+              [ "$SLUICE_INSTANCE" != "shard[a]" ]
+          - name: merge
+            needs: shard
+            run: ls -R /sluice/inputs
+        """
+        },
+    )
+    loaded = load_file(repo / "pipelines" / "p.yaml", repo)
+    options = RunOptions(
+        params=dict(loaded.pipeline.params),
+        max_parallel=1,  # one at a time: shard[a] fails while the others wait (made ahead)
+        grace_s=2.0,
+        artifacts=ArtifactStore(DEFAULT_URL, repo),
+    )
+    manifest = Executor(loaded, DockerRuntime(), repo=repo, options=options).run()
+    assert manifest.status is RunStatus.failed
+    first = manifest.steps["shard[a]"]
+    assert first.status is StepStatus.failed and first.attempts[0].exit_code == 1
+    log = (repo / ".sluice" / "runs" / manifest.run_id / "logs" / "shard[a].1.log").read_text()
+    assert '"item": "a"' in log
+    for name in ("shard[b]", "shard[c]", "shard[d]"):
+        record = manifest.steps[name]
+        assert (record.status, record.reason) == (
+            StepStatus.cancelled,
+            "fail_fast: shard[a] failed",
+        )
+        assert not record.attempts
+    assert manifest.steps["shard"].status is StepStatus.failed
+    assert manifest.steps["merge"].status is StepStatus.upstream_failed
+    left = docker_client.containers.list(
+        all=True, filters={"label": f"{RUN_LABEL}={manifest.run_id}"}
+    )
+    assert left == []  # nothing made ahead for a cancelled instance outlives the run
+
+
+def test_a_sweep_the_params_make_empty_exits_2_before_any_container(
+    tmp_path: Path, busybox_image: str, docker_client: docker.DockerClient
+) -> None:
+    repo = make_repo(
+        tmp_path,
+        {
+            "p.yaml": f"""
+        name: empty
+        params: {{regions: [eu]}}
+        defaults: {{image: {busybox_image}, workspace: false}}
+        steps:
+          - name: score
+            foreach: "${{{{ params.regions }}}}"
+            run: echo "$SLUICE_INSTANCE"
+        """
+        },
+        commit="pipelines",
+    )
+    result = sluice("run", "empty", "-p", "regions=[]", repo=repo)
+    assert result.returncode == 2, result.stderr
+    assert "step 'score' fans out over nothing" in result.stderr
+    assert "Traceback" not in result.stderr
+    runs = repo / ".sluice" / "runs"
+    assert not runs.exists() or not any(runs.iterdir())
+    made = docker_client.containers.list(all=True, filters={"label": "sluice.pipeline=empty"})
+    assert made == []
+
+    result = sluice("run", "empty", "-p", "regions=eu,us", repo=repo)
+    assert result.returncode == 0, result.stderr
