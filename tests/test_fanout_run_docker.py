@@ -5,6 +5,7 @@ tests/test_fanout_docker.py."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import docker
@@ -99,3 +100,37 @@ def test_a_sweep_the_params_make_empty_exits_2_before_any_container(
 
     result = sluice("run", "empty", "-p", "regions=eu,us", repo=repo)
     assert result.returncode == 0, result.stderr
+
+
+def test_approve_refuses_when_an_instances_outputs_left_the_store(
+    tmp_path: Path, busybox_image: str
+) -> None:
+    repo = make_repo(
+        tmp_path,
+        {
+            "p.yaml": f"""
+        name: gate
+        defaults: {{image: {busybox_image}, workspace: false}}
+        steps:
+          - name: shard
+            foreach: [a, b]
+            run: echo "$SLUICE_INSTANCE" > /sluice/outputs/part.txt
+          - name: merge
+            needs: shard
+            approval: true
+            run: cat "/sluice/inputs/shard/shard[a]/part.txt" "/sluice/inputs/shard/shard[b]/part.txt"
+        """
+        },
+        commit="pipelines",
+    )
+    result = sluice("run", "gate", "--json", repo=repo)
+    assert result.returncode == 0, result.stderr
+    paused = json.loads(result.stdout)
+    run_id = paused["run_id"]
+    assert paused["status"] == "waiting_approval"
+    part = paused["steps"]["shard[a]"]["outputs"]["part.txt"]["sha256"]
+    (repo / ".sluice" / "artifacts" / "sha256" / part[:2] / part[2:]).unlink()
+
+    refused = sluice("approve", run_id, repo=repo)
+    assert refused.returncode == 2, refused.stderr
+    assert "shard[a]/part.txt" in refused.stderr

@@ -320,6 +320,12 @@ def decide(
             for need in rec.needs
             if need in paused.steps and paused.steps[need].status in DONE_OK
         }
+        needed |= {  # a fan-out group hands over its instances' outputs too
+            instance
+            for need in list(needed)
+            for instance in paused.steps[need].instances
+            if instance in paused.steps and paused.steps[instance].status in DONE_OK
+        }
         refuse_without_outputs(place, paused, "approve", sorted(needed))
     loaded = _current(place, paused)
     run_options = options(place, loaded, params=dict(paused.params), trigger=paused.trigger)
