@@ -10,19 +10,22 @@ matrix by GitHub's own expression evaluator (tests/ghemu); the parts run through
 from __future__ import annotations
 
 import json
+import subprocess
 import textwrap
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from conftest import make_repo, sluice
+from conftest import git, make_repo, sluice
 from ghemu import Evaluator, Status
+from test_jobs_cli import outputs, shape
 from workflow_validators import validate_workflow
 
-from engine.core import gh_fanout
+from engine.core import gh_fanout, gh_jobs
 from engine.core.expand import expand
-from engine.core.fanout import MAX_INSTANCES
+from engine.core.fanout import MAX_INSTANCES, MAX_NAME
 from engine.core.parse import load_text
 from engine.core.planner import Action, Decision
 from engine.core.spec import ResolvedStep
@@ -246,6 +249,21 @@ def test_the_plan_checks_the_runs_own_sweep_against_the_limit(tmp_path: Path) ->
         gh_fanout.check_run(expand(loaded, {"regions": [*regions, "x", "y"]}).steps)
 
 
+def test_the_fanout_output_at_githubs_most_jobs_fits_the_outputs_budget() -> None:
+    """254 instances (256 jobs less plan and finish) of the longest names (MAX_NAME): the
+    plan's output, and finish's toJSON(needs) holding it again, escaped."""
+    loaded = load_text(textwrap.dedent(RETRAIN), "pipelines/retrain.yaml")
+    main = [s for s in loaded.steps if not s.is_finally]
+    bound = gh_fanout.output_bytes(main, loaded.pipeline.params)
+    room = gh_fanout.MAX_JOBS - 2 - 5  # five plain steps
+    longest = {"train": [], "score": ["s" * MAX_NAME] * room}
+    written = json.dumps(longest, separators=(",", ":"))
+    assert len(written) <= bound
+    needs = json.dumps({"plan": {"outputs": {"fanout": written}}}, indent=2)
+    assert 2 * bound < gh_jobs.OUTPUTS_BUDGET and len(needs) < gh_jobs.OUTPUTS_BUDGET
+    assert gh_jobs.OUTPUTS_BUDGET < 128 * 1024  # an action input is one environment string
+
+
 # --- which part takes which decision ----------------------------------------------------------
 
 
@@ -277,3 +295,251 @@ def test_every_part_settles_a_group_and_finish_fails_an_instance_its_matrix_job_
     )
     taken = roles.taken(JobRole("finish"), run, steps[name])
     assert isinstance(taken, Decision) and taken.reason == "its matrix job (step-train) did not run"
+
+
+# --- the parts through the CLI, with real Docker (as tests/test_jobs_cli.py) ------------------
+
+SWEEP = """
+name: sweep
+params:
+  regions: [eu, us]
+defaults: {image: "sluice-test/busybox:1"}
+steps:
+  - name: prep
+    run: echo data > /sluice/outputs/data.txt
+  - name: train
+    needs: [prep]
+    matrix:
+      lr: [1, 2]
+      depth: [3, 4]
+    allow_failures: 1
+    run: |
+      test ${{ matrix.lr }}x${{ matrix.depth }} != BROKEN || exit 3
+      cat /sluice/inputs/prep/data.txt > /sluice/outputs/model.txt
+      echo '{"score": '$(( ${{ matrix.lr }} * ${{ matrix.depth }} ))'}' > /sluice/outputs/metrics.json
+  - name: select
+    needs: [train]
+    run: |
+      cp /sluice/inputs/train/index.json /sluice/outputs/index.json
+      ls /sluice/inputs/train > /sluice/outputs/folders.txt
+  - name: score
+    needs: [prep]
+    foreach: "${{ params.regions }}"
+    run: echo ${{ matrix.item }} > /sluice/outputs/region.txt
+finally:
+  - name: report
+    needs: [select, score]
+    cache: false
+    run: echo reported
+"""
+TRAIN = [f"train[lr={lr},depth={depth}]" for lr in (1, 2) for depth in (3, 4)]
+
+
+class Sweep:
+    """A bare origin, a lasting store, and a fresh clone for every part (as GitHub runners)."""
+
+    def __init__(self, root: Path, broken: str = "none") -> None:
+        self.root = root
+        store = root / "store"
+        store.mkdir(parents=True)
+        settings = {"sluice.yaml": f"artifacts: file://{store}\n"}
+        text = SWEEP.replace("BROKEN", broken)
+        self.repo = make_repo(root, {"sweep.yaml": text}, settings, origin=True)
+        self.origin = root / "origin.git"
+        self.count = 0
+
+    def clone(self) -> Path:
+        self.count += 1
+        where = self.root / f"job{self.count}"
+        git(self.root, "clone", "-q", str(self.origin), str(where))
+        return where
+
+    def part(
+        self, *args: str, env: dict[str, str] | None = None
+    ) -> tuple[int, dict[str, str], str]:
+        """One part in its own clone: exit code, its GITHUB_OUTPUT values, its stderr."""
+        where = self.clone()
+        out = where.parent / f"{where.name}.out"
+        out.touch()
+        done = sluice(
+            *args, repo=where, process=True, env={"GITHUB_OUTPUT": str(out), **(env or {})}
+        )
+        return done.returncode, outputs(out.read_text()), done.stderr
+
+    def plan(self, params: dict[str, Any] | None = None) -> tuple[str, dict[str, Any], Any]:
+        event = self.root / "event.json"
+        inputs = {"params": json.dumps(params or {})}
+        event.write_text(json.dumps({"inputs": inputs, "ref": "refs/heads/main"}))
+        argv = ["plan", "sweep", "--event-name", "workflow_dispatch", "--event-path", str(event)]
+        code, out, err = self.part(*argv)
+        assert code == 0, err
+        return out["run-id"], json.loads(out["steps"]), json.loads(out["fanout"])
+
+    def steps(
+        self, run_id: str, names: list[str], env: dict[str, str] | None = None
+    ) -> dict[str, int]:
+        """Step jobs at once, each in its own clone (a matrix's instances, or parallel jobs)."""
+        with ThreadPoolExecutor(len(names)) as pool:
+            done = list(pool.map(lambda n: self.part("step", run_id, n, env=env), names))
+        for code, _, err in done:
+            assert code in (0, 1), err
+        return {name: code for name, (code, _, _) in zip(names, done, strict=True)}
+
+    def finish(self, run_id: str, results: dict[str, str]) -> tuple[int, dict[str, str]]:
+        needs = {"plan": {"result": "success"}}
+        needs |= {f"step-{job}": {"result": result} for job, result in results.items()}
+        code, out, err = self.part("finish", run_id, "--jobs", json.dumps(needs))
+        assert code in (0, 1), err
+        return code, out
+
+    def manifest(self, run_id: str) -> dict[str, Any]:
+        done = sluice("show", run_id, "--json", "--fetch", repo=self.clone(), process=True)
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)  # type: ignore[no-any-return]
+
+    def branch_files(self, run_id: str) -> list[str]:
+        listed = subprocess.run(
+            ["git", "ls-tree", "-r", "--name-only", "sluice-results", f"runs/sweep/{run_id}/"],
+            cwd=self.origin,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return [line.rsplit("/", 1)[-1] for line in listed.stdout.splitlines()]
+
+    def single_runner(self) -> dict[str, Any]:
+        done = sluice("run", "sweep", "--json", repo=self.clone(), process=True)
+        assert done.returncode in (0, 1), done.stderr
+        return json.loads(done.stdout)  # type: ignore[no-any-return]
+
+
+ALL_OK = {"prep": "success", "train": "success", "select": "success", "score": "success"}
+
+
+@pytest.mark.docker
+def test_a_sweep_runs_one_job_per_instance_and_makes_the_single_runner_record(
+    tmp_path: Path, busybox_image: str
+) -> None:
+    jobs = Sweep(tmp_path / "jobs")
+    run_id, steps, fanout = jobs.plan()
+    assert steps == {"prep": "run", "train": "run", "select": "run", "score": "run"}
+    assert fanout == {"train": TRAIN, "score": ["score[eu]", "score[us]"]}
+
+    code, _, err = jobs.part("step", run_id, "train")  # the group itself: not a job's to run
+    assert code == 2, err
+    assert "'train' is a fan-out of 4 instances" in err
+    assert "pass an instance's name, e.g. 'train[lr=1,depth=3]'" in err
+
+    assert jobs.steps(run_id, ["prep"]) == {"prep": 0}
+    sweep = fanout["train"] + fanout["score"]
+    assert jobs.steps(run_id, sweep) == dict.fromkeys(sweep, 0)
+    # one record file per instance on the branch, named as the instance
+    on_branch = jobs.branch_files(run_id)
+    assert {f"{name}.json" for name in sweep} <= set(on_branch), on_branch
+
+    assert jobs.steps(run_id, ["select"]) == {"select": 0}  # settles train, then fans in
+    code, out = jobs.finish(run_id, ALL_OK)
+    assert code == 0 and out["status"] == "succeeded"
+    recorded = jobs.manifest(run_id)
+    train = recorded["steps"]["train"]
+    assert train["status"] == "succeeded" and train["instances"] == TRAIN
+    assert recorded["steps"][TRAIN[3]]["matrix"] == {"lr": 2, "depth": 4}
+    assert recorded["steps"][TRAIN[3]]["metrics"] == {"score": 8}
+    assert shape(recorded) == shape(Sweep(tmp_path / "single").single_runner())
+
+
+@pytest.mark.docker
+def test_an_allowed_failure_fails_the_matrix_job_and_the_fan_in_still_runs(
+    tmp_path: Path, busybox_image: str
+) -> None:
+    jobs = Sweep(tmp_path / "jobs", broken="2x4")
+    run_id, _, fanout = jobs.plan()
+    jobs.steps(run_id, ["prep"])
+    codes = jobs.steps(run_id, fanout["train"])
+    assert codes == {**dict.fromkeys(TRAIN, 0), TRAIN[3]: 1}  # GitHub: the matrix job failed
+    jobs.steps(run_id, fanout["score"])
+    # select's job starts although step-train failed (its `if:` does not look): the engine
+    # settles train from the branch, within allow_failures, and runs select
+    assert jobs.steps(run_id, ["select"]) == {"select": 0}
+    code, out = jobs.finish(run_id, {**ALL_OK, "train": "failure"})
+    recorded = jobs.manifest(run_id)
+    assert recorded["steps"]["train"]["status"] == "succeeded"
+    assert recorded["steps"][TRAIN[3]]["status"] == "failed"
+    assert recorded["steps"]["select"]["status"] == "succeeded"
+    single = Sweep(tmp_path / "single", broken="2x4").single_runner()
+    assert shape(recorded) == shape(single)
+    assert (code, out["status"]) == (
+        (0, "succeeded") if single["status"] == "succeeded" else (1, single["status"])
+    )
+
+
+@pytest.mark.docker
+def test_an_instance_its_matrix_job_left_unrecorded_fails_and_the_group_settles(
+    tmp_path: Path, busybox_image: str
+) -> None:
+    jobs = Sweep(tmp_path / "jobs")
+    run_id, _, fanout = jobs.plan()
+    jobs.steps(run_id, ["prep"])
+    jobs.steps(run_id, fanout["train"][:3] + fanout["score"])  # the 4th one's runner was lost
+    # in GitHub, select starts only once every instance job ended: the lost one failed
+    actions = {"GITHUB_ACTIONS": "true"}
+    assert jobs.steps(run_id, ["select"], env=actions) == {"select": 0}
+    jobs.finish(run_id, {**ALL_OK, "train": "failure"})
+    recorded = jobs.manifest(run_id)
+    lost = recorded["steps"][TRAIN[3]]
+    assert lost["status"] == "failed"
+    assert (
+        lost["reason"]
+        == "its matrix job (step-train) ended failure; this instance recorded no result"
+    )
+    assert recorded["steps"]["train"]["status"] == "succeeded"  # 1 failure allowed
+    assert recorded["steps"]["select"]["status"] == "succeeded"
+
+
+@pytest.mark.docker
+def test_a_re_plan_lists_only_the_instances_the_cache_does_not_have(
+    tmp_path: Path, busybox_image: str
+) -> None:
+    jobs = Sweep(tmp_path / "jobs")
+    first = jobs.clone()
+    done = sluice("run", "sweep", repo=first, process=True)
+    assert done.returncode == 0, done.stderr
+    git(first, "push", "-q", "origin", "sluice-results")
+    run_id, steps, fanout = jobs.plan({"regions": ["eu", "us", "asia"]})
+    assert fanout == {"train": [], "score": ["score[asia]"]}
+    assert steps == {"prep": "cached", "train": "cached", "select": "cached", "score": "run"}
+    assert jobs.steps(run_id, ["score[asia]"]) == {"score[asia]": 0}
+    code, out = jobs.finish(run_id, {"score": "success"})
+    assert code == 0 and out["status"] == "succeeded"
+    score = jobs.manifest(run_id)["steps"]["score"]
+    assert score["status"] == "succeeded" and score["instances"] == [
+        "score[eu]",
+        "score[us]",
+        "score[asia]",
+    ]
+
+
+@pytest.mark.docker
+def test_githubs_fail_fast_cancelling_a_sweep_fails_it_and_does_not_cancel_the_run(
+    tmp_path: Path, busybox_image: str
+) -> None:
+    jobs = Sweep(tmp_path / "jobs", broken="1x4")
+    run_id, _, fanout = jobs.plan()
+    jobs.steps(run_id, ["prep"])
+    # one instance succeeded, one failed; GitHub cancelled the two others before they recorded
+    assert jobs.steps(run_id, [TRAIN[0], TRAIN[1]]) == {TRAIN[0]: 0, TRAIN[1]: 1}
+    jobs.steps(run_id, fanout["score"])
+    code, out = jobs.finish(
+        run_id, {"prep": "success", "train": "cancelled", "select": "success", "score": "success"}
+    )
+    assert code == 1 and out["status"] == "failed"  # not cancelled: the sweep failed
+    recorded = jobs.manifest(run_id)
+    assert recorded["status"] == "failed"
+    for name in TRAIN[2:]:
+        assert recorded["steps"][name]["status"] == "failed"
+        assert recorded["steps"][name]["reason"] == (
+            "its matrix job (step-train) ended cancelled; this instance recorded no result"
+        )
+    assert recorded["steps"]["train"]["status"] == "failed"  # 3 failed, 1 allowed
+    assert recorded["steps"]["select"]["status"] == "upstream_failed"
+    assert recorded["steps"]["report"]["status"] == "succeeded"  # finally: whatever happened

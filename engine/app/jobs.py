@@ -30,7 +30,14 @@ from engine.app.runs import (
 from engine.app.tick import Ticker, due, parse_window
 from engine.core import gh_fanout
 from engine.core.expand import expand
-from engine.core.manifest import DONE_OK, TERMINAL, RunManifest, RunStatus, Trigger
+from engine.core.manifest import (
+    DONE_OK,
+    TERMINAL,
+    RunManifest,
+    RunStatus,
+    StepStatus,
+    Trigger,
+)
 from engine.core.parse import LoadedPipeline
 from engine.core.spec import ResolvedStep
 from engine.core.triggers.cron import slot_iso
@@ -181,6 +188,8 @@ def step(
         return recorded
     loaded = _current(place, recorded)
     resolved = _resolved(expand(loaded, recorded.params).steps, name, run_id)
+    if os.environ.get("GITHUB_ACTIONS") == "true":
+        _left_by_matrix_jobs(recorded, resolved)
     refuse_without_outputs(place, recorded, "run the step of", _fed(recorded, resolved.needs))
     if decide_approval(resolved, recorded.params).approval and resolved.environment:
         _approved_in_environment(recorded, name, resolved.environment, approver)
@@ -217,6 +226,21 @@ def _resolved(steps: tuple[ResolvedStep, ...], name: str, run_id: str) -> Resolv
             "changed since the run was planned): plan a new run"
         )
     return found
+
+
+def _left_by_matrix_jobs(manifest: RunManifest, step: ResolvedStep) -> None:
+    """GitHub starts a job once the jobs it needs have ended: an instance of a fan-out this
+    step needs that has no result on the branch was left by its matrix job (a lost runner).
+    It fails here, in memory (`finish` records it so), and the group settles with it."""
+    for need in step.needs:
+        for name in manifest.steps[need].instances:
+            record = manifest.steps[name]
+            if record.status not in TERMINAL:
+                record.status = StepStatus.failed
+                record.reason = (
+                    f"its matrix job ({gh_fanout.job_id(need)}) ended; this instance recorded "
+                    "no result"
+                )
 
 
 def _fed(manifest: RunManifest, needs: Collection[str]) -> list[str]:
@@ -298,6 +322,20 @@ def job_results(text: str | None) -> dict[str, str]:
     return results
 
 
+def _cancelled(manifest: RunManifest, results: Mapping[str, str]) -> bool:
+    """Whether the workflow was cancelled: a job of it was. Not a fan-out's matrix job
+    whose instances GitHub's fail-fast cancelled after one failed (the sweep failed)."""
+    for step, result in results.items():
+        if result != "cancelled":
+            continue
+        record = manifest.steps.get(step)
+        instances = record.instances if record is not None else []
+        if any(manifest.steps[i].status is StepStatus.failed for i in instances):
+            continue
+        return True
+    return False
+
+
 def finish(
     place: Place,
     run_id: str,
@@ -312,7 +350,7 @@ def finish(
     if recorded.status is not RunStatus.running:
         place.log(f"sluice: run {run_id} is already {recorded.status.value}: nothing to finish")
         return [recorded]
-    cancelled = "cancelled" in results.values()
+    cancelled = _cancelled(recorded, results)
     loaded = _current(place, recorded)
     finals = [n for n, r in recorded.steps.items() if r.is_finally and r.status not in TERMINAL]
     needs = {d for n in finals for d in recorded.steps[n].needs}
