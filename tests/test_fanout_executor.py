@@ -583,3 +583,19 @@ def test_an_approval_after_a_sweep_resumes_with_the_same_instances(tmp_path: Pat
     assert done.status is RunStatus.succeeded
     assert list(done.steps) == list(paused.steps)
     assert done.steps["train"].status is StepStatus.succeeded
+
+
+def test_a_resumed_run_lines_its_records_up_with_the_file_as_it_is_now(tmp_path: Path) -> None:
+    bench = Bench(tmp_path, APPROVED, Scripted({}))
+    paused = bench.run()
+    assert paused.status is RunStatus.waiting_approval
+    bench.started()
+    # meanwhile the file gained a step after the one waiting for approval
+    bench.loaded = load_text(
+        textwrap.dedent(APPROVED + "  - name: tell\n    needs: [ship]\n    run: tell\n"),
+        "pipelines/p.yaml",
+    )
+    done = bench.run(resume=paused, decision="approve", decided_by="me")
+    assert bench.started() == ["ship", "tell"]
+    assert done.steps["tell"].status is StepStatus.succeeded
+    assert done.status is RunStatus.succeeded
