@@ -83,13 +83,13 @@ FOUR_REASON = "4 instances: 3 succeeded, 1 failed (allowed failures: 0)"
 def test_the_end_of_run_table_groups_instances_under_their_step() -> None:
     assert summary_lines(_sweep(FOUR, FOUR_REASON, FAILED)) == [
         f"run {RUN} (sweep): failed",
-        "  prep                              succeeded        1 attempt      0.5s",
-        f"  train                             failed                                {FOUR_REASON}",
-        "    [n_estimators=50,max_depth=3]   succeeded        1 attempt      1.0s  roc_auc=0.8",
-        "    [n_estimators=100,max_depth=3]  succeeded        1 attempt      1.0s  roc_auc=0.801",
-        "    [n_estimators=150,max_depth=3]  failed           2 attempts     2.0s  exit code 1",
-        "    [n_estimators=200,max_depth=3]  succeeded        1 attempt      1.0s  roc_auc=0.803",
-        "  select                            upstream_failed                       train failed",
+        "  prep                                   succeeded        1 attempt      0.5s",
+        f"  train                                  failed                                {FOUR_REASON}",
+        "    train[n_estimators=50,max_depth=3]   succeeded        1 attempt      1.0s  roc_auc=0.8",
+        "    train[n_estimators=100,max_depth=3]  succeeded        1 attempt      1.0s  roc_auc=0.801",
+        "    train[n_estimators=150,max_depth=3]  failed           2 attempts     2.0s  exit code 1",
+        "    train[n_estimators=200,max_depth=3]  succeeded        1 attempt      1.0s  roc_auc=0.803",
+        "  select                                 upstream_failed                       train failed",
     ]
 
 
@@ -98,7 +98,7 @@ def test_a_succeeded_sweep_still_shows_its_tally() -> None:
     lines = summary_lines(_sweep([OK, OK], reason, OK))
     assert (
         lines[2]
-        == f"  train                             succeeded                             {reason}"
+        == f"  train                                  succeeded                             {reason}"
     )
 
 
@@ -112,8 +112,8 @@ def test_a_large_sweep_lists_the_failed_instances_and_counts_the_rest() -> None:
     manifest = _big({7, 40})
     lines = summary_lines(manifest)
     assert len(lines) == 1 + 1 + 1 + 2 + 1 + 1  # run, prep, train, 2 failed, the rest, select
-    assert re.match(r"    \[n_estimators=400,max_depth=3\] +failed +2 attempts", lines[3])
-    assert re.match(r"    \[n_estimators=2050,max_depth=3\] +failed +2 attempts", lines[4])
+    assert re.match(r"    train\[n_estimators=400,max_depth=3\] +failed +2 attempts", lines[3])
+    assert re.match(r"    train\[n_estimators=2050,max_depth=3\] +failed +2 attempts", lines[4])
     assert lines[5] == "    ... and 62 more instances (62 succeeded)"
     assert len(manifest.steps) == 67  # the manifest keeps them all
 
@@ -146,10 +146,10 @@ def test_the_job_summary_groups_instances_and_draws_the_step_once() -> None:
     rows = [line for line in text.splitlines() if line.startswith("| ")][2:]
     assert rows[1].startswith("| train | ❌ failed | 0 |  | 4 instances: 3 succeeded, 1 failed")
     assert rows[2].startswith(
-        "| &emsp;↳ \\[n\\_estimators=50,max\\_depth=3\\] | ✅ succeeded | 1 | 1.0s"
+        "| &emsp;↳ train\\[n\\_estimators=50,max\\_depth=3\\] | ✅ succeeded | 1 | 1.0s"
     )
     assert rows[4].startswith(
-        "| &emsp;↳ \\[n\\_estimators=150,max\\_depth=3\\] | ❌ failed | 2 | 2.0s"
+        "| &emsp;↳ train\\[n\\_estimators=150,max\\_depth=3\\] | ❌ failed | 2 | 2.0s"
     )
     chart = text.split("```mermaid\n")[1].split("```")[0]
     assert 's_train["train \u00d74"]' in chart
@@ -181,7 +181,7 @@ def test_the_pull_request_comment_lists_instances_under_their_step() -> None:
     assert "| train | ❌ failed |" not in table  # the step's name in a code span
     lines = table.splitlines()
     at = next(i for i, line in enumerate(lines) if line.startswith("| `train`"))
-    assert lines[at + 1].startswith("| &emsp;↳ `[n_estimators=300,max_depth=3]` | ❌ failed")
+    assert lines[at + 1].startswith("| &emsp;↳ `train[n_estimators=300,max_depth=3]` | ❌ failed")
     assert lines[at + 2] == "| &emsp;... and 29 more instances (29 succeeded) | | |"
 
 
@@ -233,7 +233,7 @@ def test_the_live_table_shows_a_64_instance_sweep_in_a_few_rows() -> None:
     (train,) = [line for line in lines if line.startswith("train ")]
     assert re.fullmatch(r"train\s+running\s+10/64 done", train)
     shown = [line.split()[0] for line in lines if line.startswith("  ")]
-    assert shown == [n.removeprefix("train") for n in names[10:14]]  # markup kept as text
+    assert shown == names[10:14]  # markup kept as text
 
 
 # sluice show, sluice logs, --json ----------------------------------------------------------------
@@ -255,9 +255,9 @@ def test_show_groups_instances_and_json_keeps_every_record(tmp_path: Path) -> No
     assert "\x1b" not in done.stdout
     at = next(i for i, line in enumerate(lines) if line.startswith("  train "))
     assert lines[at].endswith(FOUR_REASON)
-    assert lines[at + 1].startswith("    [n_estimators=50,max_depth=3]   succeeded ")
+    assert lines[at + 1].startswith("    train[n_estimators=50,max_depth=3]   succeeded ")
     assert lines[at + 1].endswith("roc_auc=0.8")
-    assert not any(line.startswith("  train[") for line in lines)  # metrics on the rows
+    assert not any(" metrics: " in line for line in lines[at:])  # on the instances' rows
     document = json.loads(sluice("show", RUN, "--json", repo=repo).stdout)
     assert list(document["steps"]) == list(manifest.steps)
     assert document["steps"]["train"]["instances"] == list(manifest.steps["train"].instances)
@@ -323,5 +323,5 @@ def test_the_live_tables_last_state_shows_a_few_failed_instances_and_the_tally()
     table = out.getvalue().split("step ", 1)[1].splitlines()
     (train,) = [line for line in table if line.startswith("train ")]
     assert re.fullmatch(r"train\s+failed\s+64/64 done, 8 failed", train.rstrip())
-    listed = [line.split()[0] for line in table if line.startswith("  [")]
-    assert listed == [f"[n_estimators={50 * (i + 1)},max_depth=3]" for i in range(0, 40, 8)]
+    listed = [line.split()[0] for line in table if line.startswith("  train[")]
+    assert listed == [f"train[n_estimators={50 * (i + 1)},max_depth=3]" for i in range(0, 40, 8)]

@@ -2,8 +2,8 @@
 
 The manifest keeps every instance as a step record of its own (`instance_of`, `matrix`) and
 the step itself as a group record (`instances`, its settled status, a tally as `reason`).
-Summaries show the group's row and, indented, its instances by their values
-(`[lr=0.1,depth=4]`); a large sweep shows the instances that did not end well and one row
+Summaries show the group's row and, indented, its instances by their whole names
+(`train[lr=0.1,depth=4]`, as `sluice logs` takes them); a large sweep shows the instances that did not end well and one row
 counting the rest (the manifest, `sluice show --json`, keeps them all).
 """
 
@@ -25,8 +25,8 @@ class Row:
     """One line of a summary: a step (depth 0) or an instance under its step (depth 1);
     or (`record` None) the count of a group's instances not shown, `rest` by status."""
 
-    name: str  # the manifest's name for it (an instance's full name)
-    shown: str  # as shown: a step's name, an instance's values (`[lr=0.1]`)
+    name: str  # the manifest's name for it
+    shown: str  # as shown: its name, whole (what `sluice logs` takes); '' for a count
     record: StepRecord | None
     depth: int = 0
     rest: tuple[tuple[str, int], ...] = ()
@@ -39,15 +39,6 @@ class Row:
     def count(self) -> int:
         """How many instances a `rest` row stands for."""
         return sum(n for _, n in self.rest)
-
-
-def short(name: str, group: str) -> str:
-    """An instance's name without its step's: `train[lr=0.1]` -> `[lr=0.1]`.
-
-    >>> short("train[lr=0.1]", "train"), short("other", "train")
-    ('[lr=0.1]', 'other')
-    """
-    return name[len(group) :] if name.startswith(group + "[") else name
 
 
 def rows(steps: Mapping[str, StepRecord], limit: int | None = LIMIT) -> list[Row]:
@@ -72,7 +63,7 @@ def _instances(
     listed = names
     if limit is not None and len(names) > limit:
         listed = [n for n in names if steps[n].status not in _WELL][:limit]
-    out = [Row(n, short(n, group), steps[n], 1) for n in listed]
+    out = [Row(n, n, steps[n], 1) for n in listed]
     hidden = [n for n in names if n not in set(listed)]
     if hidden:
         counts: dict[str, int] = {}
