@@ -20,6 +20,7 @@ from engine.core.parse import LoadedPipeline
 from engine.errors import SluiceError
 from engine.local import liveness
 from engine.ports import ArtifactStore
+from engine.run import fanin
 from engine.run.branch_logs import branch_logs
 from engine.run.options import JobRole
 from engine.run.records import History
@@ -56,10 +57,7 @@ def new_manifest(
                 image=step.image if isinstance(step.image, str) else "build",
                 needs=list(step.needs),
                 is_finally=step.is_finally,
-                # fan-out: an instance's group and values, a group's instances
-                instance_of=step.instance_of,
-                matrix=dict(step.matrix) if step.instance_of else None,
-                instances=list(step.instances),
+                **fanin.record_fields(step),  # an instance's group and values, a group's instances
             )
             for step in loaded.steps
         },
