@@ -219,9 +219,10 @@ def _step_rows(manifest: RunManifest) -> list[str]:
             found.append(f"| &emsp;{_cell(step_rows.rest_text(row))} | | | | |")
             continue
         note = _cell(record.reason) if row.is_group and record.reason else _note(record)
+        tries = "" if row.is_group else str(len(record.attempts))  # a group runs nothing
         found.append(
             f"| {indent}{_cell(row.shown)} | {_status(record.status.value)} "
-            f"| {len(record.attempts)} | {_took(record)} | {note} |"
+            f"| {tries} | {_took(record)} | {note} |"
         )
     return found
 
