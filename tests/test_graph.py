@@ -509,3 +509,16 @@ def test_a_matrix_over_list_params_names_them_beside_its_count() -> None:
     assert draw(loaded, "text") == (
         "level 0:\n  fit \u00d76 (matrix params.rates, params.depths)\n"
     )
+
+
+def test_graph_counts_instances_for_params_given_with_p(tmp_path: Path) -> None:
+    from conftest import make_repo, sluice
+
+    repo = make_repo(tmp_path, {"sweep.yaml": SWEEP})
+    done = sluice("graph", "sweep", "--expand", "-p", "regions=eu,us,ap", repo=repo)
+    assert done.returncode == 0, done.stderr
+    assert "  score \u00d73 (foreach params.regions)  (needs prep)\n" in done.stdout
+    assert "    score[ap]\n" in done.stdout
+    empty = sluice("graph", "sweep", "-p", "regions=[]", repo=repo)
+    assert empty.returncode == 2
+    assert "step 'score' fans out over nothing" in empty.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -35,21 +36,28 @@ def validate(repo: Path, targets: list[Path]) -> tuple[list[LoadedPipeline], lis
     return loaded, sorted(set(problems))
 
 
-def graph(loaded: LoadedPipeline, fmt: str, *, expand_steps: bool = False) -> str:
-    """The DAG as the file reads it; a fanned-out step with its instance count for the
-    pipeline's default params, or, `expand_steps`, with each of its instances."""
+def graph(
+    loaded: LoadedPipeline,
+    fmt: str,
+    *,
+    expand_steps: bool = False,
+    params: Mapping[str, Any] | None = None,
+) -> str:
+    """The DAG as the file reads it; a fanned-out step with its instance count for
+    `params` (default: the pipeline's), or, `expand_steps`, with each of its instances."""
     where = {step.name: (step.runs_on, step.environment) for step in loaded.steps}
-    return render(loaded.dag, fmt, where, fans=fans(loaded), expand=expand_steps)
+    return render(loaded.dag, fmt, where, fans=fans(loaded, params), expand=expand_steps)
 
 
-def fans(loaded: LoadedPipeline) -> dict[str, Fan]:
-    """Each fanned-out step: its instances for the default params, and the list params
-    that set how many there are. Raises FanOutError (exit 2) for a default that makes an
-    empty or too big fan-out."""
+def fans(loaded: LoadedPipeline, params: Mapping[str, Any] | None = None) -> dict[str, Fan]:
+    """Each fanned-out step: its instances for `params` (default: the pipeline's), and the
+    list params that set how many there are. Raises FanOutError (exit 2) for params that
+    make an empty or too big fan-out."""
     templates = {step.name: step.fanout for step in loaded.steps if step.fanout is not None}
     if not templates:
         return {}
-    run = expand(loaded, dict(loaded.pipeline.params))
+    given = dict(loaded.pipeline.params) if params is None else dict(params)
+    run = expand(loaded, given)
     return {
         step.name: Fan(step.instances, _over(templates[step.name]))
         for step in run.steps

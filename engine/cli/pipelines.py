@@ -53,27 +53,42 @@ def validate(state: State, paths: tuple[str, ...], as_json: bool) -> None:
     "--expand",
     "expand_steps",
     is_flag=True,
-    help="Draw each instance of a fanned-out step (matrix/foreach), for the default params.",
+    help="Draw each instance of a fanned-out step (matrix/foreach).",
+)
+@click.option(
+    "-p",
+    "--param",
+    "pairs",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Count instances for this param value instead of its default (repeatable); a list "
+    "param takes comma-separated items or a JSON array.",
 )
 @click.pass_obj
-def graph(state: State, pipeline: str, fmt: str, expand_steps: bool) -> None:
+def graph(
+    state: State, pipeline: str, fmt: str, expand_steps: bool, pairs: tuple[str, ...]
+) -> None:
     """Print a pipeline's DAG by level.
 
     \b
     PIPELINE is a pipeline name or the path of its file.
     A fanned-out step is one node with its instance count (for the pipeline's
-    default params); --expand draws its instances, in a box of their own.
+    default params, or those given with -p); --expand draws its instances, in a
+    box of their own.
 
     \b
     Examples:
       sluice graph churn-retrain
       sluice graph pipelines/churn.yaml --format mermaid
       sluice graph churn-retrain --format dot | dot -Tsvg > dag.svg
-      sluice graph churn-retrain --expand
+      sluice graph churn-retrain --expand -p regions=eu,us,ap
     """
     from engine.app import pipelines  # lazy: `sluice --help` does not load pydantic
+    from engine.app.runs import params  # lazy: as above
 
-    drawn = pipelines.graph(state.pipeline(pipeline), fmt, expand_steps=expand_steps)
+    loaded = state.pipeline(pipeline)
+    given = params(loaded, pairs, None) if pairs else None
+    drawn = pipelines.graph(loaded, fmt, expand_steps=expand_steps, params=given)
     click.echo(drawn, nl=False)
 
 
