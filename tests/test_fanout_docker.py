@@ -39,11 +39,19 @@ steps:
     config: {lr: "${{ matrix.lr }}", depth: "${{ matrix.depth }}", label: "d=${{ matrix.depth }}"}
     run: |
       echo "run lr=${{ matrix.lr }} depth=${{ matrix.depth }} env lr=$LR depth=$DEPTH"
-      echo "config $(cat /sluice/config.json)"
-      echo "matrix $(cat /sluice/matrix.json 2>/dev/null || echo missing)"
+      echo "config $(tr -d '\\n' < /sluice/config.json)"
+      echo "matrix $(tr -d '\\n' < /sluice/matrix.json 2>/dev/null || echo missing)"
       case "${{ matrix.lr }}" in 0.1) B=1 ;; 0.2) B=2 ;; *) B=0 ;; esac
       echo "lr=$LR depth=$DEPTH" > /sluice/outputs/seen.txt
       echo "{\\"score\\": $(( B * 10 - (DEPTH - 3) * (DEPTH - 3) ))}" > /sluice/outputs/metrics.json
+  - name: report
+    needs: [train]
+    when: max(steps.train.instances.*.metrics.score) >= 20 and count(steps.train.instances.*.metrics.score) == 6
+    run: echo reporting
+  - name: hold
+    needs: [train]
+    when: min(steps.train.instances.*.metrics.score) > 9
+    run: echo never
   - name: select
     needs: [train]
     image: PYTHON
@@ -71,8 +79,10 @@ steps:
 def run_json(
     repo: Path, *args: str, code: int = 0, env: dict[str, str | None] | None = None
 ) -> Any:
-    """`sluice ARGS --json -q` in process: its JSON, after checking the exit code."""
-    done = sluice(*args, "--json", "-q", repo=repo, env=env)
+    """`sluice ARGS --json` in process (`-q` for commands that run steps): its JSON, after
+    checking the exit code."""
+    quiet = ["-q"] if args[0] in ("run", "retry", "trigger") else []
+    done = sluice(*args, "--json", *quiet, repo=repo, env=env)
     assert done.returncode == code, f"exit {done.returncode}:\n{done.stderr}\n{done.stdout}"
     return json.loads(done.stdout)
 
@@ -182,6 +192,14 @@ def test_show_json_has_every_instance_record(grid: tuple[Path, Manifest]) -> Non
         assert name in text.stdout
 
 
+def test_when_reads_aggregates_over_the_instances(grid: tuple[Path, Manifest]) -> None:
+    _, manifest = grid
+    steps = manifest["steps"]
+    assert steps["report"]["status"] == "succeeded", steps["report"].get("reason")  # max 20
+    assert steps["hold"]["status"] == "skipped", steps["hold"].get("reason")  # min is 9
+    assert steps["hold"]["attempts"] == []
+
+
 def test_a_fan_in_step_picks_the_best_instance_from_index_json(
     grid: tuple[Path, Manifest],
 ) -> None:
@@ -190,8 +208,10 @@ def test_a_fan_in_step_picks_the_best_instance_from_index_json(
     assert select["status"] == "succeeded", select.get("reason")
     assert select["metrics"] == {"best_score": 20, "best_lr": 0.2, "best_depth": 3, "seen": 6}
     assert "best train[lr=0.2,depth=3]\n" in log(repo, manifest["run_id"], "select")
-    best = repo / ".sluice" / "runs" / manifest["run_id"] / "steps" / "select" / "outputs"
-    chosen = json.loads((best / "best.json").read_text())
+    to = repo.parent / "best"
+    copied = sluice("outputs", manifest["run_id"], "select", "--to", str(to), repo=repo)
+    assert copied.returncode == 0, copied.stderr
+    chosen = json.loads((to / "best.json").read_text())
     assert chosen["name"] == "train[lr=0.2,depth=3]"
     assert chosen["matrix"] == {"lr": 0.2, "depth": 3}
     assert chosen["status"] == "succeeded"
