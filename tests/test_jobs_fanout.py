@@ -429,6 +429,8 @@ def test_a_sweep_runs_one_job_per_instance_and_makes_the_single_runner_record(
     assert code == 2, err
     assert "'train' is a fan-out of 4 instances" in err
     assert "pass an instance's name, e.g. 'train[lr=1,depth=3]'" in err
+    code, _, err = jobs.part("step", run_id, "train[lr=9,depth=9]")  # no such instance
+    assert code == 2 and f"instances of train: {', '.join(TRAIN)}" in err, err
 
     assert jobs.steps(run_id, ["prep"]) == {"prep": 0}
     sweep = fanout["train"] + fanout["score"]
