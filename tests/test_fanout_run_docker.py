@@ -134,3 +134,15 @@ def test_approve_refuses_when_an_instances_outputs_left_the_store(
     refused = sluice("approve", run_id, repo=repo)
     assert refused.returncode == 2, refused.stderr
     assert "shard[a]/part.txt" in refused.stderr
+
+    # run again: shard[b] comes from the cache; shard[a]'s cached output is gone, so it runs
+    again = json.loads(sluice("run", "gate", "--json", repo=repo).stdout)
+    assert again["status"] == "waiting_approval"
+    assert again["steps"]["shard[a]"]["status"] == "succeeded"
+    assert again["steps"]["shard[b]"]["status"] == "cached"
+    done = sluice("approve", again["run_id"], "--json", repo=repo)
+    assert done.returncode == 0, done.stderr
+    merged = json.loads(done.stdout)
+    assert merged["status"] == "succeeded"
+    log = (repo / ".sluice" / "runs" / again["run_id"] / "logs" / "merge.1.log").read_text()
+    assert log.splitlines() == ["shard[a]", "shard[b]"]
