@@ -2,7 +2,8 @@
 
 The scenario script checks each stage as it goes; this test then reads the results branch
 of its scratch repository through the CLI (`sluice runs --json`, `sluice show`) and asserts
-every outcome again: statuses, cached steps, the gate's decisions, the drift-started run,
+every outcome again: statuses, the sweep (`train` fanned out over n_estimators x max_depth)
+and the instance `select` kept, cached steps, the gate's decisions, the drift-started run,
 the suppressed second signal, and the rollback/promote pair.
 """
 
@@ -12,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,7 +25,14 @@ from pr_api import pr_event
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "retraining"
-RETRAIN_STEPS = ["ingest", "validate-data", "train", "evaluate", "deploy", "notify"]
+RETRAIN_STEPS = ["ingest", "validate-data", "train", "select", "evaluate", "deploy", "notify"]
+# the sweep of pipelines/retrain.yaml's defaults: n_estimators_grid x max_depth_grid
+SWEEP = [
+    "train[n_estimators=50,max_depth=2]",
+    "train[n_estimators=50,max_depth=8]",
+    "train[n_estimators=100,max_depth=2]",
+    "train[n_estimators=100,max_depth=8]",
+]
 
 
 def cli(repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -36,10 +45,11 @@ def test_the_example_validates_and_its_workflow_is_up_to_date() -> None:
     check = cli(EXAMPLE, "workflow", "check")
     assert check.returncode == 0, check.stdout + check.stderr
     graph = json.loads(cli(EXAMPLE, "graph", "retrain", "--format", "json").stdout)
-    assert graph["levels"][:5] == [
+    assert graph["levels"][:6] == [
         ["ingest"],
         ["validate-data"],
-        ["train"],
+        ["train"],  # one node for the sweep (`sluice graph --expand` draws its instances)
+        ["select"],
         ["evaluate"],
         ["deploy"],
     ]
@@ -95,7 +105,55 @@ def show(repo: Path, run_id: str) -> dict[str, Any]:
 
 
 def statuses(manifest: dict[str, Any]) -> dict[str, str]:
-    return {name: step["status"] for name, step in manifest["steps"].items()}
+    """The status of each step of the pipeline file (a fanned-out step: its group's)."""
+    return {
+        name: step["status"]
+        for name, step in manifest["steps"].items()
+        if not step.get("instance_of")
+    }
+
+
+def sweep(manifest: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The records of `train`'s instances, by name, in the group's order."""
+    group = manifest["steps"]["train"]
+    assert not group.get("instance_of") and group["attempts"] == []  # a group runs nothing
+    return {name: manifest["steps"][name] for name in group["instances"]}
+
+
+def fan_in_index(repo: Path, manifest: dict[str, Any]) -> list[dict[str, Any]]:
+    """train/index.json, what `select` read: the group's output, fetched from the store by
+    `sluice outputs` (which checks it against the sha256 the manifest holds)."""
+    assert set(manifest["steps"]["train"]["outputs"]) == {"index.json"}
+    with tempfile.TemporaryDirectory() as into:
+        got = cli(repo, "outputs", manifest["run_id"], "train", "--to", into)
+        assert got.returncode == 0, got.stderr
+        index: list[dict[str, Any]] = json.loads((Path(into) / "index.json").read_text())
+    return index
+
+
+def assert_select_kept_the_best(repo: Path, manifest: dict[str, Any]) -> str:
+    """`select` chose the succeeded instance with the highest cv_roc_auc in index.json (the
+    first of them on a tie), and passed its model on; returns its name."""
+    index = fan_in_index(repo, manifest)
+    instances = sweep(manifest)
+    assert [entry["name"] for entry in index] == list(instances)
+    for entry in index:  # the index is the instances' record
+        record = instances[entry["name"]]
+        assert (entry["status"], entry["matrix"]) == (record["status"], record["matrix"])
+        assert entry["metrics"] == record["metrics"]
+    done = [e for e in index if e["status"] in ("succeeded", "cached")]
+    top = max(e["metrics"]["cv_roc_auc"] for e in done)
+    best = next(e for e in done if e["metrics"]["cv_roc_auc"] == top)
+    chosen = manifest["steps"]["select"]["metrics"]
+    assert (chosen["n_estimators"], chosen["max_depth"]) == (
+        best["matrix"]["n_estimators"],
+        best["matrix"]["max_depth"],
+    )
+    assert chosen["cv_roc_auc"] == top and chosen["model_id"] == best["metrics"]["model_id"]
+    assert chosen["compared"] == len(done) and chosen["instances"] == len(index)
+    kept = manifest["steps"]["select"]["outputs"]["model.pkl"]["sha256"]
+    assert kept == instances[best["name"]]["outputs"]["model.pkl"]["sha256"]
+    return str(best["name"])
 
 
 @pytest.mark.docker
@@ -106,12 +164,34 @@ def test_first_run_trains_and_releases(scenario: dict[str, Any]) -> None:
     assert statuses(first) == dict.fromkeys(RETRAIN_STEPS, "succeeded")
     assert first["baseline_run"] is None  # nothing in production before it
     # The step image is built from image/ and the manifest names the tag it was built as.
-    assert first["steps"]["train"]["image"].startswith("sluice-build/image:")
+    assert first["steps"]["select"]["image"].startswith("sluice-build/image:")
     assert first["steps"]["evaluate"]["metrics"]["roc_auc"] >= 0.95
+
+    # The sweep: four instances of train, one per pair, each with its values in its config
+    # and the record; the group settled once all four had succeeded.
+    instances = sweep(first)
+    assert list(instances) == SWEEP
+    for name, record in instances.items():
+        assert record["instance_of"] == "train", name
+        assert record["status"] == "succeeded" and len(record["attempts"]) == 1, name
+        assert record["image"].startswith("sluice-build/image:"), name
+        assert {"model.pkl", "model.json"} <= set(record["outputs"]), name
+        assert 0.9 < record["metrics"]["cv_roc_auc"] <= 1.0, name
+    assert [r["matrix"] for r in instances.values()] == [
+        {"n_estimators": n, "max_depth": d} for n in (50, 100) for d in (2, 8)
+    ]
+    assert len({r["metrics"]["cv_roc_auc"] for r in instances.values()}) == 4  # a real choice
+    assert first["steps"]["train"]["status"] == "succeeded"
+    assert first["steps"]["select"]["needs"] == ["train"]
+    chosen = assert_select_kept_the_best(scenario["repo"], first)
+    assert f"select chose {chosen}, the sweep's best" in scenario["stdout"]
+
     released = first["steps"]["deploy"]["outputs"]
     assert {"model.pkl", "model_card.md", "deployment.json"} <= set(released)
     assert (
-        released["model.pkl"]["sha256"] == first["steps"]["train"]["outputs"]["model.pkl"]["sha256"]
+        released["model.pkl"]["sha256"]
+        == first["steps"]["select"]["outputs"]["model.pkl"]["sha256"]
+        == instances[chosen]["outputs"]["model.pkl"]["sha256"]
     )
 
 
@@ -120,10 +200,11 @@ def test_first_run_trains_and_releases(scenario: dict[str, Any]) -> None:
 def test_a_rerun_comes_from_the_cache_and_releases_nothing(scenario: dict[str, Any]) -> None:
     rerun = show(scenario["repo"], scenario["rerun"])
     assert rerun["status"] == "succeeded"
-    for step in ["ingest", "validate-data", "train", "evaluate"]:
+    for step in ["ingest", "validate-data", *SWEEP, "select", "evaluate"]:
         assert rerun["steps"][step]["status"] == "cached", step
         assert rerun["steps"][step]["cached_from"] == scenario["first"], step
         assert rerun["steps"][step]["attempts"] == [], step
+    assert rerun["steps"]["train"]["status"] == "cached"  # every instance was
     # deploy is never cached; its gate sees production's own model and stays shut
     assert rerun["steps"]["deploy"]["status"] == "skipped"
     assert rerun["steps"]["notify"]["status"] == "succeeded"  # cache: false
@@ -136,16 +217,22 @@ def test_a_worse_model_is_held_back_by_the_gate(scenario: dict[str, Any]) -> Non
     first = show(scenario["repo"], scenario["first"])
     worse = show(scenario["repo"], scenario["worse"])
     assert worse["trigger"]["kind"] == "workflow_dispatch"
-    assert worse["params"]["n_estimators"] == 1 and worse["params"]["max_depth"] == 1
+    # the sweep's lists came from the run form's inputs of their own
+    assert worse["params"]["n_estimators_grid"] == [1] and worse["params"]["max_depth_grid"] == [1]
     assert worse["status"] == "succeeded"  # a shut gate is not a failure
     assert statuses(worse) == {
         "ingest": "cached",
         "validate-data": "cached",
         "train": "succeeded",
+        "select": "succeeded",
         "evaluate": "succeeded",
         "deploy": "skipped",
         "notify": "succeeded",
     }
+    assert list(sweep(worse)) == ["train[n_estimators=1,max_depth=1]"]
+    assert (
+        assert_select_kept_the_best(scenario["repo"], worse) == "train[n_estimators=1,max_depth=1]"
+    )
     auc, production_auc = (m["steps"]["evaluate"]["metrics"]["roc_auc"] for m in (worse, first))
     max_regression = worse["params"]["max_regression"]
     assert auc < production_auc - max_regression
@@ -183,6 +270,9 @@ def test_drift_starts_one_retrain_and_the_cooldown_suppresses_the_next(
     assert run["status"] == "succeeded"
     # the new batch changed ingest's workspace file, so everything after it ran again
     assert statuses(run) == dict.fromkeys(RETRAIN_STEPS, "succeeded")
+    assert list(sweep(run)) == SWEEP
+    assert {r["status"] for r in sweep(run).values()} == {"succeeded"}
+    assert_select_kept_the_best(repo, run)
     assert run["steps"]["ingest"]["metrics"]["shifted_features"] == 3
     assert (
         "drift drift-monitor -> retrain: suppressed"
@@ -202,6 +292,12 @@ def test_drift_starts_one_retrain_and_the_cooldown_suppresses_the_next(
 def test_a_release_with_require_approval_waits_for_a_review(scenario: dict[str, Any]) -> None:
     reviewed = show(scenario["repo"], scenario["reviewed"])
     assert reviewed["params"]["require_approval"] is True
+    assert reviewed["params"]["n_estimators_grid"] == [400]
+    assert list(sweep(reviewed)) == [
+        "train[n_estimators=400,max_depth=2]",
+        "train[n_estimators=400,max_depth=8]",
+    ]
+    assert_select_kept_the_best(scenario["repo"], reviewed)
     assert reviewed["baseline_run"] == scenario["drift_retrain"]
     assert reviewed["status"] == "succeeded"
     assert statuses(reviewed)["deploy"] == "succeeded"
@@ -279,16 +375,19 @@ def test_a_pull_request_that_makes_the_model_worse_is_previewed_and_held(
     )
     assert (payload["base_ref"], payload["fork"]) == ("main", False)
     assert payload["files"] == ["pipelines/retrain.yaml"]
-    assert preview["params"]["n_estimators"] == 1 and preview["params"]["max_depth"] == 1
+    assert preview["params"]["n_estimators_grid"] == [1]
+    assert preview["params"]["max_depth_grid"] == [1]
     assert preview["status"] == "succeeded"
     assert statuses(preview) == {
         "ingest": "cached",
         "validate-data": "cached",
         "train": "succeeded",
+        "select": "succeeded",
         "evaluate": "succeeded",
         "deploy": "skipped",
         "notify": "succeeded",
     }
+    assert list(sweep(preview)) == ["train[n_estimators=1,max_depth=1]"]
     # the cache is main's: the data did not change, so the drift-started run's steps serve
     for step in ["ingest", "validate-data"]:
         assert preview["steps"][step]["cached_from"] == scenario["drift_retrain"], step

@@ -7,10 +7,11 @@
 # kept afterwards), with a bare repository beside it as `origin` so that results are
 # pushed as on GitHub, and plays six stages; every outcome is checked, and the script
 # exits 1 at the first one that is not what README.md says:
-#   1. first run: everything runs; no production model yet, so deploy releases it
+#   1. first run: everything runs, a sweep of four forests among them (`train`, fanned
+#      out); `select` keeps the best; no production model yet, so deploy releases it
 #   2. re-run: every step comes from the cache; the gate releases nothing (same model)
 #   3. a worse model (a one-tree forest, from a workflow_dispatch as the Actions tab
-#      sends it): the gate keeps production where it is
+#      sends it, the sweep's lists typed into its form): the gate keeps production
 #   4. drifted data arrives: the hourly monitor detects it and starts a retrain, which
 #      releases a model trained on the new data; a second signal within the cooldown
 #      starts nothing
@@ -74,14 +75,20 @@ for path in sys.argv[2:]:
 PY
 }
 
-# `table MANIFEST`: the run and one line per step: its status, and where it came from.
+# `table MANIFEST`: the run and one line per step: its status, and where it came from; a
+# fanned-out step's instances under it.
 table() {
   python3 - "$1" <<'PY'
 import json, sys
 m = json.load(open(sys.argv[1]))
 took = m.get("duration_s") or 0
 print(f"run {m['run_id']} ({m['pipeline']}, trigger {m['trigger']['kind']}): {m['status']} in {took:.1f}s")
-for name, step in m["steps"].items():
+
+shown = [(n, 2) for n, st in m["steps"].items() if not st.get("instance_of")]
+shown += [(n, 4) for st in m["steps"].values() for n in st.get("instances") or []]
+width = max([indent + len(name) for name, indent in shown] + [16])
+
+def line(name, step, indent):
     note = ""
     if step.get("cached_from"):
         note = f"cached from {step['cached_from']}"
@@ -89,9 +96,43 @@ for name, step in m["steps"].items():
         note = step["reason"]  # a pull request's preview: the gate's verdict
     elif step["status"] == "skipped":
         note = "its `when` is false"
+    elif step.get("instances"):
+        n = len(step["instances"])
+        note = f"{n} instance{'s' * (n != 1)}"
     elif step.get("attempts"):
         note = f"{step['attempts'][-1].get('duration_s') or 0:.1f}s"
-    print(f"  {name:<14} {step['status']:<16} {note}".rstrip())
+    print(f"{' ' * indent + name:<{width}} {step['status']:<16} {note}".rstrip())
+
+for name, step in m["steps"].items():
+    if step.get("instance_of"):
+        continue  # shown under its group
+    line(name, step, 2)
+    for instance in step.get("instances") or []:
+        line(instance, m["steps"][instance], 4)
+PY
+}
+
+# `sweep MANIFEST FIELD`: FIELD of each instance of the fanned-out `train`, one a line.
+sweep() {
+  local name
+  json "$1" steps/train/instances | python3 -c 'import json, sys; print(*json.load(sys.stdin), sep="\n")' \
+    | while IFS= read -r name; do json "$1" "steps/$name/$2"; done
+}
+
+# `picked MANIFEST`: the instance `select` chose, and whether it has the sweep's highest
+# cv_roc_auc (the first of them on a tie), from the run's record.
+picked() {
+  python3 - "$1" <<'PY'
+import json, sys
+m = json.load(open(sys.argv[1]))
+group, chosen = m["steps"]["train"], m["steps"]["select"]["metrics"]
+done = [m["steps"][i] | {"name": i} for i in group["instances"]]
+done = [s for s in done if s["status"] in ("succeeded", "cached")]
+best = max(done, key=lambda s: s["metrics"]["cv_roc_auc"])
+values = best.get("matrix") or {}
+ok = (chosen["n_estimators"], chosen["max_depth"], chosen["cv_roc_auc"]) == (
+    values.get("n_estimators"), values.get("max_depth"), best["metrics"]["cv_roc_auc"])
+print(f"{best['name']} {best['metrics']['cv_roc_auc']} {'best' if ok else 'NOT-THE-BEST'}")
 PY
 }
 
@@ -174,9 +215,14 @@ stage "1. First run: nothing in production yet, so the gate lets the first model
 sluice_to run1.json run retrain --json
 table "$workdir/run1.json" | sed 's/^/   /'
 run1=$(json "$workdir/run1.json" run_id)
-expect "sluice run exits 0; the run and all six steps succeeded" \
-  "$rc $(json "$workdir/run1.json" status steps/{ingest,validate-data,train,evaluate,deploy,notify}/status | paste -sd' ')" \
-  "0 succeeded succeeded succeeded succeeded succeeded succeeded succeeded"
+expect "sluice run exits 0; the run and all seven steps succeeded" \
+  "$rc $(json "$workdir/run1.json" status steps/{ingest,validate-data,train,select,evaluate,deploy,notify}/status | paste -sd' ')" \
+  "0 succeeded succeeded succeeded succeeded succeeded succeeded succeeded succeeded"
+expect "train fanned out: four forests, one per pair of n_estimators_grid x max_depth_grid, all succeeded" \
+  "$(sweep "$workdir/run1.json" status | wc -l) $(sweep "$workdir/run1.json" status | sort -u)" \
+  "4 succeeded"
+read -r chosen1 cv1 verdict1 <<<"$(picked "$workdir/run1.json")"
+expect "select chose $chosen1, the sweep's best cross-validated ROC AUC ($cv1)" "$verdict1" best
 auc1=$(json "$workdir/run1.json" steps/evaluate/metrics/roc_auc)
 say "ROC AUC $auc1 on the holdout; the released model.pkl has sha256" \
   "$(json "$workdir/run1.json" steps/deploy/outputs/model.pkl/sha256 | cut -c1-12)"
@@ -189,8 +235,9 @@ sluice_to run2.json run retrain --json
 table "$workdir/run2.json" | sed 's/^/   /'
 run2=$(json "$workdir/run2.json" run_id)
 expect "the run succeeded" "$(json "$workdir/run2.json" status)" succeeded
-expect "ingest, validate-data, train and evaluate are cached from run 1" \
-  "$(json "$workdir/run2.json" steps/{ingest,validate-data,train,evaluate}/cached_from | sort -u)" \
+expect "ingest, validate-data, the four train instances, select and evaluate are cached from run 1" \
+  "$( (json "$workdir/run2.json" steps/{ingest,validate-data,select,evaluate}/cached_from
+       sweep "$workdir/run2.json" cached_from) | sort -u)" \
   "$run1"
 expect "deploy is skipped: the gate sees the model production already has" \
   "$(json "$workdir/run2.json" steps/deploy/status)" skipped
@@ -201,9 +248,10 @@ production_is "$run1" "unchanged"
 # ---- 3. a worse model ------------------------------------------------------------------
 
 stage "3. A worse model: a one-tree forest, started from the Actions tab (workflow_dispatch)"
+# The run form has an input per list param (the sweep's grids): GitHub sends every input.
 cat >"$workdir/events/workflow_dispatch.json" <<'JSON'
 {
-  "inputs": {"pipeline": "retrain", "params": "{\"n_estimators\": 1, \"max_depth\": 1}"},
+  "inputs": {"pipeline": "retrain", "params": "{}", "n_estimators_grid": "1", "max_depth_grid": "1"},
   "ref": "refs/heads/main",
   "repository": {"full_name": "your-org/retraining", "default_branch": "main"},
   "sender": {"login": "a-teammate"}
@@ -223,9 +271,11 @@ expect "the run was started by workflow_dispatch" \
 expect "ingest and validate-data are cached (same data)" \
   "$(json "$workdir/run3.json" steps/ingest/status steps/validate-data/status | paste -sd' ')" \
   "cached cached"
-expect "train and evaluate ran (new params)" \
-  "$(json "$workdir/run3.json" steps/train/status steps/evaluate/status | paste -sd' ')" \
-  "succeeded succeeded"
+expect "the sweep was one forest, train[n_estimators=1,max_depth=1]; it, select and evaluate ran (new params)" \
+  "$(json "$workdir/run3.json" steps/train/instances/0 steps/train/instances/1 \
+    steps/{train,select,evaluate}/status "steps/train[n_estimators=1,max_depth=1]/status" \
+    | paste -sd' ')" \
+  "train[n_estimators=1,max_depth=1]  succeeded succeeded succeeded succeeded"
 expect "the new model is worse: ROC AUC $auc3 < $auc1 - max_regression 0.02" \
   "$(python3 -c "print($auc3 < $auc1 - 0.02)")" True
 expect "deploy is skipped: the gate kept production" \
@@ -283,9 +333,11 @@ expect "by this monitor run" "$(json "$workdir/run4.json" trigger/payload/monito
 expect "the retrain succeeded" "$(json "$workdir/run4.json" status)" succeeded
 expect "ingest ran again: data/world.json changed, so its cache key did" \
   "$(json "$workdir/run4.json" steps/ingest/status)" succeeded
-expect "train and evaluate ran on the new batch" \
-  "$(json "$workdir/run4.json" steps/train/status steps/evaluate/status | paste -sd' ')" \
-  "succeeded succeeded"
+expect "the sweep, select and evaluate ran on the new batch" \
+  "$(json "$workdir/run4.json" steps/{train,select,evaluate}/status | paste -sd' ')" \
+  "succeeded succeeded succeeded"
+read -r chosen4 cv4 verdict4 <<<"$(picked "$workdir/run4.json")"
+expect "select chose $chosen4, the best of the four ($cv4)" "$verdict4" best
 expect "deploy released the retrained model" "$(json "$workdir/run4.json" steps/deploy/status)" \
   succeeded
 say "ROC AUC $(json "$workdir/run4.json" steps/evaluate/metrics/roc_auc) on the new batch's holdout"
@@ -304,8 +356,8 @@ expect "sluice drift signals: the results branch has both, one fired and one sup
 
 # ---- 5. a release with a review ----------------------------------------------------------
 
-stage "5. A release with a review: a bigger forest, run with require_approval=true"
-sluice_to run5.json run retrain -p n_estimators=400 -p require_approval=true --json
+stage "5. A release with a review: bigger forests, run with require_approval=true"
+sluice_to run5.json run retrain -p n_estimators_grid=400 -p require_approval=true --json
 table "$workdir/run5.json" | sed 's/^/   /'
 run5=$(json "$workdir/run5.json" run_id)
 expect "sluice run exits 0: a run waiting for approval is not a failure" "$rc" 0
@@ -345,15 +397,16 @@ expect "and pushed to origin" "$(git rev-parse sluice-results)" \
 # ---- 6. a pull request ---------------------------------------------------------------------
 
 stage "6. A pull request that makes the model worse: previewed and commented on, never released"
-say "A teammate opens pull request #7 on a branch: 'faster nightly training', a one-tree"
-say "forest of depth 1 (pipelines/retrain.yaml). GitHub sends a pull_request event, and the"
-say "workflow runs sluice trigger on the pull request's merge commit (refs/pull/7/merge)."
+say "A teammate opens pull request #7 on a branch: 'faster nightly training', a sweep of"
+say "one forest, one tree of depth 1 (pipelines/retrain.yaml). GitHub sends a pull_request"
+say "event, and the workflow runs sluice trigger on the pull request's merge commit"
+say "(refs/pull/7/merge)."
 production_blob=$(git rev-parse sluice-results:production/retrain.json)
 base=$(git rev-parse main)
 git checkout -q -b faster-training
-sed -i -e 's/^\(  n_estimators:\) 200$/\1 1/' -e 's/^\(  max_depth:\) 8 /\1 1 /' \
-  pipelines/retrain.yaml
-[ "$(grep -c -E '^  (n_estimators|max_depth): 1( |$)' pipelines/retrain.yaml)" = 2 ] \
+sed -i -e 's/^\(  n_estimators_grid:\) \[50, 100\]/\1 [1]     /' \
+  -e 's/^\(  max_depth_grid:\) \[2, 8\]/\1 [1]   /' pipelines/retrain.yaml
+[ "$(grep -c -E '^  (n_estimators|max_depth)_grid: \[1\] ' pipelines/retrain.yaml)" = 2 ] \
   || die "could not edit the params in pipelines/retrain.yaml"
 git "${as_user[@]}" commit -q -am "Faster nightly training: one shallow tree"
 head=$(git rev-parse HEAD)
@@ -417,9 +470,10 @@ expect "a preview of pull request #7 at its head commit" \
   "pull_request 7 $head"
 expect "ingest and validate-data are cached from main's drift-started run (same data)" \
   "$(json "$workdir/run6.json" steps/{ingest,validate-data}/cached_from | sort -u)" "$run4"
-expect "train and evaluate ran (the pull request's params)" \
-  "$(json "$workdir/run6.json" steps/train/status steps/evaluate/status | paste -sd' ')" \
-  "succeeded succeeded"
+expect "the one-forest sweep, select and evaluate ran (the pull request's params)" \
+  "$(json "$workdir/run6.json" steps/train/instances/0 steps/{train,select,evaluate}/status \
+    | paste -sd' ')" \
+  "train[n_estimators=1,max_depth=1] succeeded succeeded succeeded"
 reason=$(json "$workdir/run6.json" steps/deploy/reason)
 expect "deploy did not run: skipped, with the gate's verdict" \
   "$(json "$workdir/run6.json" steps/deploy/status) ${reason%%:*}" "skipped preview"
@@ -460,6 +514,7 @@ printf '   Where to look next, in %s:\n' "$repo"
 next_step() { printf '     %-50s %s\n' "$1" "$2"; }
 next_step "sluice runs" "every run, newest first"
 next_step "sluice show $run5" "the production run: steps, metrics, outputs"
+next_step "sluice logs $run1 select" "the sweep's four forests, ranked"
 next_step "sluice logs $run3 evaluate" "the worse model's scores"
 next_step "sluice logs $monitor check" "the drift report, feature by feature"
 next_step "sluice diff $run5 $run6" "production against the pull request's preview"

@@ -35,11 +35,12 @@ def main() -> None:
     run_id = os.environ.get("SLUICE_RUN_ID", "local")
     pipeline = os.environ.get("SLUICE_PIPELINE", "local")
     scores = read_json(input_file("evaluate", "metrics.json"))
-    model = read_json(input_file("train", "model.json"))
+    model = read_json(input_file("select", "model.json"))
+    selection = read_json(input_file("select", "selection.json"))
     dataset = read_json(input_file("ingest", "dataset.json"))
 
     released = output_file("model.pkl")
-    shutil.copyfile(input_file("train", "model.pkl"), released)
+    shutil.copyfile(input_file("select", "model.pkl"), released)
     digest = sha256_file(released)
     production = baseline()
     before = (production or {}).get("steps", {}).get("evaluate", {}).get("metrics", {})
@@ -59,6 +60,7 @@ def main() -> None:
         "released_at": at,
         "data_version": dataset["version"],
         "settings": model["settings"],
+        "chosen": selection["chosen"],
         "metrics": scores,
         "replaces_run": previous,
         "max_regression": cfg.get("max_regression"),
@@ -70,6 +72,11 @@ def main() -> None:
     version, origin = dataset["version"], dataset["source"]
     holdout_rows = scores.get("holdout_rows")
     replaces = f"run `{previous}`" if previous else "nothing (first release)"
+    metric = selection["metric"]
+    chosen = (
+        f"`{selection['chosen']}`, the best of {len(selection['ranked'])} by {metric} "
+        f"{selection['ranked'][0]['metrics'][metric]:.4f}"
+    )
     gate = (
         f"ROC AUC at most {cfg.get('max_regression')} below production's; "
         f"review before release: {'yes' if cfg.get('require_approval') else 'no'}"
@@ -80,6 +87,7 @@ def main() -> None:
 - Released {at} by pipeline `{pipeline}`, run `{run_id}`
 - Model: `model.pkl` (random forest), sha256 `{digest}`
 - Data: version `{version}`, {origin}
+- Chosen: {chosen}
 - Replaces: {replaces}
 - Gate: {gate}
 

@@ -1,4 +1,7 @@
-"""Evaluate: score the trained model on the batch's holdout set.
+"""Evaluate: score the model `select` chose on the batch's holdout set.
+
+The holdout is scored here only, once, for the chosen model: the sweep compared its
+models by cross-validation on train.csv, so this score is not flattered by the choice.
 
 config: label.
 outputs: metrics.json (accuracy, f1, roc_auc, holdout_rows: what the deploy gate reads),
@@ -21,7 +24,7 @@ def main() -> None:
     import pandas as pd
     from sklearn import metrics
 
-    with input_file("train", "model.pkl").open("rb") as handle:
+    with input_file("select", "model.pkl").open("rb") as handle:
         model = pickle.load(handle)
     holdout = pd.read_csv(input_file("ingest", "holdout.csv"))
     X, y = holdout.drop(columns=[label]).to_numpy(), holdout[label].to_numpy()
