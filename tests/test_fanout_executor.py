@@ -601,3 +601,35 @@ def test_a_resumed_run_lines_its_records_up_with_the_file_as_it_is_now(tmp_path:
     assert bench.started() == ["ship", "tell"]
     assert done.steps["tell"].status is StepStatus.succeeded
     assert done.status is RunStatus.succeeded
+
+
+BASELINED = """
+name: gated
+params: {depths: [3, 5]}
+baseline: {step: ship}
+defaults: {image: img}
+steps:
+  - name: train
+    matrix: {depth: "${{ params.depths }}"}
+    env: {AUC: "0.${{ matrix.depth }}"}
+    cache: false
+    run: train
+  - name: ship
+    type: deployment
+    needs: [train]
+    when: >-
+      not baseline or
+      max(steps.train.instances.*.metrics.auc) > max(baseline.steps.train.instances.*.metrics.auc)
+    run: ship
+"""
+
+
+def test_when_compares_a_sweep_with_the_baseline_runs_sweep(tmp_path: Path) -> None:
+    bench = Bench(tmp_path, BASELINED, Scripted({}))
+    first = bench.run()
+    assert first.steps["ship"].status is StepStatus.succeeded  # no baseline yet
+    worse = bench.run(params={"depths": [3, 4]})  # best 0.4 < 0.5
+    assert worse.baseline_run == first.run_id
+    assert worse.steps["ship"].status is StepStatus.skipped
+    better = bench.run(params={"depths": [3, 7]})  # best 0.7 > 0.5
+    assert better.steps["ship"].status is StepStatus.succeeded
