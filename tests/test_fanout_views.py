@@ -325,3 +325,56 @@ def test_the_live_tables_last_state_shows_a_few_failed_instances_and_the_tally()
     assert re.fullmatch(r"train\s+failed\s+64/64 done, 8 failed", train.rstrip())
     listed = [line.split()[0] for line in table if line.startswith("  train[")]
     assert listed == [f"train[n_estimators={50 * (i + 1)},max_depth=3]" for i in range(0, 40, 8)]
+
+
+# A real run (Docker) -----------------------------------------------------------------------------
+
+
+@pytest.mark.docker
+def test_a_real_sweep_is_grouped_in_the_run_table_and_in_show(
+    tmp_path: Path, busybox_image: str
+) -> None:
+    text = f"""
+    name: real
+    defaults: {{image: {busybox_image}}}
+    steps:
+      - name: train
+        matrix: {{n: [1, 2], d: [3, 5]}}
+        allow_failures: 1
+        run: >-
+          test "${{{{ matrix.n }}}}${{{{ matrix.d }}}}" != 25 &&
+          echo '{{"auc": 0.${{{{ matrix.n }}}}${{{{ matrix.d }}}}}}' > /sluice/outputs/metrics.json
+      - name: pick
+        needs: train
+        run: "true"
+    """
+    repo = make_repo(tmp_path, {"real.yaml": text}, commit="real")
+    done = sluice("run", "real", "--no-push", repo=repo, env={"NO_COLOR": "1"})
+    assert done.returncode == 0, done.stderr
+    assert "\x1b" not in done.stderr
+    said = done.stderr.splitlines()
+    finished = [line for line in said if line.startswith("sluice: train[") and "(train: " in line]
+    assert len(finished) == 4
+    assert finished[-1].endswith("(train: 4/4 done, 1 failed)")
+    table = said[said.index(next(line for line in said if line.startswith("run "))) :]
+    at = next(i for i, line in enumerate(table) if line.startswith("  train "))
+    assert table[at].endswith("4 instances: 3 succeeded, 1 failed (allowed failures: 1)")
+    rows = table[at + 1 : at + 5]
+    assert [row.split()[0] for row in rows] == [
+        "train[n=1,d=3]",
+        "train[n=1,d=5]",
+        "train[n=2,d=3]",
+        "train[n=2,d=5]",
+    ]
+    assert rows[0].split()[1:4] == ["succeeded", "1", "attempt"]
+    assert "auc=0.13" in rows[0]
+    assert rows[3].split()[1] == "failed"
+    assert table[at + 5].startswith("  pick ")
+    run_id = table[0].split()[1]
+    shown = sluice("show", run_id, repo=repo).stdout.splitlines()
+    assert [line.split()[0] for line in shown if line.startswith("    train[")] == [
+        row.split()[0] for row in rows
+    ]
+    logs = sluice("logs", run_id, "train", repo=repo)
+    assert logs.returncode == 2
+    assert "'train[n=2,d=5]'" in logs.stderr
