@@ -31,6 +31,7 @@ def next_up(
             name
             for name in order
             if records[name].status is StepStatus.pending
+            and not steps[name].is_group  # (its needs are all its instances)
             and any(dep in running for dep in steps[name].needs)
             and all(dep in running or records[dep].status in DONE_OK for dep in steps[name].needs)
         ]
