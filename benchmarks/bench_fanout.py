@@ -2,11 +2,13 @@
 
     python benchmarks/bench_fanout.py [--rounds 5] [--steps 64] [--parallel 4] [--json]
 
-Two pipelines of the same no-op busybox step (`run: 'true'`, `workspace: false`):
+Two pipelines of the same no-op busybox step (`run: 'true'`, `workspace: false`) that gets
+one value in its env (`ITEM`), so that every step has a cache key of its own in both (a run
+records one cache entry per distinct key):
 
-- sweep: one step `s` with `foreach: [0, 1, ..., 63]`, i.e. 64 instances `s[0]`..`s[63]` and
-  the group `s` (which runs no container);
-- plain: 64 independent steps `s0`..`s63`.
+- sweep: one step `s` with `foreach: [0, 1, ..., 63]` and `env: {ITEM: "${{ matrix.item }}"}`,
+  i.e. 64 instances `s[0]`..`s[63]` and the group `s` (which runs no container);
+- plain: 64 independent steps `s0`..`s63`, step `si` with `env: {ITEM: "i"}`.
 
 Each is run as `sluice run --no-cache -q --json --max-parallel 4` in a child process (process
 start to exit, as a user waits), with bytecode as an installed engine has it, and then in this
@@ -39,12 +41,15 @@ def sweep(n: int) -> str:
     items = ", ".join(str(i) for i in range(n))
     return (
         f"name: p\ndefaults: {{image: {IMAGE}, workspace: false}}\nsteps:\n"
-        f"  - name: s\n    foreach: [{items}]\n    run: 'true'\n"
+        f'  - name: s\n    foreach: [{items}]\n    env: {{ITEM: "${{{{ matrix.item }}}}"}}\n'
+        "    run: 'true'\n"
     )
 
 
 def plain(n: int) -> str:
-    steps = "\n".join(f"  - name: s{i}\n    run: 'true'" for i in range(n))
+    steps = "\n".join(
+        f"  - name: s{i}\n    env: {{ITEM: \"{i}\"}}\n    run: 'true'" for i in range(n)
+    )
     return f"name: p\ndefaults: {{image: {IMAGE}, workspace: false}}\nsteps:\n{steps}\n"
 
 
