@@ -13,8 +13,20 @@ Fixtures (tests/ghemu/fixtures.py; registered by tests/conftest.py):
 `gh_evaluator`, `image_registry`, `published_engine_image`, `gh_api` (the approvals API the
 engine asks who approved an environment; pass it as `Options(api=...)`).
 
-Faithful where the engine can tell, simplified elsewhere: no matrix, reusable workflows,
-services or job containers; `uses: OWNER/REPO@REF` only when mapped to a local image
+A job with `strategy.matrix` runs as GitHub runs it (tests/ghemu/matrix.py): after its `if:`
+(which cannot read `matrix`) the matrix is evaluated with `needs` etc. (a vector may be an
+expression such as `fromJSON(needs.plan.outputs.x)`), expanded with include/exclude, and
+each combination is a job of its own (its runner and fresh clone, its `matrix` and
+`strategy` contexts, its name: `name:` evaluated, or `<name> (<values>)`), in order, at
+most `max-parallel` at once; `fail-fast` (default true) cancels the others at the first
+failure; an empty vector fails the job ("Error when evaluating 'strategy' ..."). The job's
+record holds one record per combination (`JobRecord.instances`); its result for `needs`
+is failure if a combination failed, else cancelled if one was, else success; its outputs:
+the last combination to finish wins.
+
+Faithful where the engine can tell, simplified elsewhere: no reusable workflows,
+services or job containers, no `continue-on-error`; a matrix job's environment is reviewed
+once per combination; `uses: OWNER/REPO@REF` only when mapped to a local image
 (`Options.actions`, e.g. `MappedAction.from_action_yml(action.yml, image)`); `run:` steps run
 as this process's user unless `Options.runner_uid`; a job over its timeout-minutes fails.
 """

@@ -1,6 +1,7 @@
 """A workflow run as GitHub runs it: jobs as soon as their needs are done, each `if:` by
 GitHub's rules, each job on a free runner of its `runs-on` pool, in its own fresh clone of
-the bare origin; environments gated by a reviewer; cancellation; timeout-minutes."""
+the bare origin; a matrix job as one job per combination (ghemu.matrix: fail-fast,
+max-parallel); environments gated by a reviewer; cancellation; timeout-minutes."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import matrix
 from .expressions import Evaluator, ExpressionError, Status
 from .jobs import JobRunner
 from .workflow import Job, Workflow
@@ -106,6 +108,10 @@ class StepRecord:
 
 @dataclass
 class JobRecord:
+    """A job; for a matrix job, the job as its dependents see it (its result, its outputs:
+    the last combination's to finish win, no runner of its own) with one record per
+    combination in `instances` (each with its `name`, `matrix` and runner)."""
+
     id: str
     result: str = "pending"
     outputs: dict[str, str] = field(default_factory=dict)
@@ -121,6 +127,9 @@ class JobRecord:
     timed_out: bool = False
     error: str = ""
     log: Path | None = None
+    name: str = ""  # the display name (a combination's: GitHub's `<name> (<values>)`)
+    matrix: dict[str, Any] | None = None  # a combination's values
+    instances: list[JobRecord] = field(default_factory=list)  # a matrix job's combinations
 
     def text(self) -> str:
         return self.log.read_text(errors="replace") if self.log and self.log.exists() else ""
@@ -142,11 +151,18 @@ class RunRecord:
     def results(self) -> dict[str, str]:
         return {name: job.result for name, job in self.jobs.items()}
 
+    def every(self) -> list[JobRecord]:
+        """Every job that could take a runner: plain jobs and matrix combinations."""
+        return [i for job in self.jobs.values() for i in (job.instances or [job])]
+
     def describe(self) -> str:
         lines = [f"run {self.result}"]
         for job in self.jobs.values():
             lines.append(f"-- {job.id}: {job.result} on {job.runner} {job.error}")
             lines.append(job.text()[-3000:])
+            for one in job.instances:
+                lines.append(f"-- {one.name}: {one.result} on {one.runner} {one.error}")
+                lines.append(one.text()[-3000:])
         return "\n".join(lines)
 
 
@@ -334,7 +350,8 @@ class WorkflowRun:
         }
 
     def _wanted(self, job: Job) -> bool:
-        return self.evaluator.condition(job.if_, self._job_contexts(job), self._status(job))
+        contexts = self._job_contexts(job)
+        return self.evaluator.condition(job.if_, contexts, self._status(job), matrix.JOB_LEVEL)
 
     def _job(self, job: Job) -> None:
         record = self.record.jobs[job.id]
@@ -357,6 +374,21 @@ class WorkflowRun:
         if not self._wanted(job):
             return "cancelled" if self._cancelled.is_set() else "skipped"
         record.queued = time.time()
+        if job.strategy is not None:
+            return self._matrix(job, record)
+        return self._on_runner(job, record, job.id, self.folder / job.id)
+
+    def _on_runner(
+        self,
+        job: Job,
+        record: JobRecord,
+        key: str,
+        folder: Path,
+        contexts: dict[str, Any] | None = None,
+        halted: Callable[[], bool] = lambda: False,
+    ) -> str:
+        """The job (or one combination of a matrix job: its `contexts` hold its `matrix`
+        and `strategy`; `halted`: fail-fast cancelled the rest) reviewed, then on a runner."""
         if job.environment is not None:
             decision = self._review(job)
             if decision is None:
@@ -370,30 +402,108 @@ class WorkflowRun:
         memo: list[bool] = []
 
         def give_up() -> bool:  # cancelled while queued: still wanted only by always()
+            if halted():
+                return True
             if not self._cancelled.is_set():
                 return False
             if not memo:
                 memo.append(not self._wanted(job))
             return memo[0]
 
-        pool = self.runners.pool(job.pool)
+        pool = self.runners.pool(record.pool)
         name = pool.acquire(give_up)
         if name is None:
             return "cancelled"
-        runner = JobRunner(self, job, record, name, self.folder / job.id)
+        runner = JobRunner(self, job, record, name, folder, contexts)
         try:
             with self._cond:
                 record.runner, record.started, record.result = name, time.time(), "running"
-                self._active[job.id] = runner
+                self._active[key] = runner
                 self._cond.notify_all()
-            if self._cancelled.is_set() and give_up():
+            if halted() or (self._cancelled.is_set() and give_up()):
                 return "cancelled"
-            return runner.run(cancelled=self._cancelled.is_set)
+            return runner.run(cancelled=lambda: self._cancelled.is_set() or halted())
         finally:
             with self._cond:
-                self._active.pop(job.id, None)
+                self._active.pop(key, None)
                 record.ended = time.time()
             pool.release(name)
+
+    # --- a matrix job --------------------------------------------------------------------
+
+    def _matrix(self, job: Job, record: JobRecord) -> str:
+        """One job per combination, in order, at most max-parallel at once; fail-fast: the
+        first failure cancels the combinations running (stopped) and those not started."""
+        assert job.strategy is not None
+        contexts = self._job_contexts(job)
+        try:
+            strategy = matrix.expand(self.evaluator, job.id, job.strategy, contexts)
+        except matrix.MatrixError as exc:
+            record.error = str(exc)
+            return "failure"
+        halt = threading.Event()
+        slots = threading.Semaphore(strategy.max_parallel)
+        children: list[tuple[JobRecord, dict[str, Any]]] = []
+        for index, values in enumerate(strategy.combinations):
+            own = {**contexts, "matrix": values, "strategy": strategy.context(index)}
+            child = JobRecord(
+                job.id, name=matrix.display_name(self.evaluator, job.id, job.name, own)
+            )
+            child.matrix, child.environment, child.queued = values, job.environment, time.time()
+            child.pool = self._labels(job, own)
+            children.append((child, own))
+        with self._cond:
+            record.instances = [child for child, _ in children]
+            record.result = "running"
+            self._cond.notify_all()
+
+        def one(index: int, child: JobRecord, own: dict[str, Any]) -> None:
+            result = "failure"
+            try:
+                folder = self.folder / f"{job.id}.{index + 1}"
+                result = self._on_runner(job, child, f"{job.id}#{index}", folder, own, halt.is_set)
+            except Exception as exc:  # the harness's own failure: shown in the record
+                child.error = f"jobs.{job.id} {child.name}: {type(exc).__name__}: {exc}"
+            finally:
+                with self._cond:
+                    child.result = result
+                    record.outputs.update({k: v for k, v in child.outputs.items() if v})
+                    self._cond.notify_all()
+                slots.release()
+                if result == "failure" and strategy.fail_fast and not halt.is_set():
+                    self._fail_fast(job, halt)
+
+        threads = []
+        for index, (child, own) in enumerate(children):
+            while not slots.acquire(timeout=0.05):  # poll: a free slot, or fail-fast
+                if halt.is_set():
+                    break
+            if halt.is_set():
+                with self._cond:
+                    child.result = "cancelled"  # never started: fail-fast cancelled it
+                    self._cond.notify_all()
+                continue
+            thread = threading.Thread(
+                target=one, args=(index, child, own), name=f"ghemu-{job.id}-{index + 1}"
+            )
+            thread.daemon = True
+            thread.start()
+            threads.append(thread)
+        for thread in threads:
+            thread.join()
+        return matrix.result([child.result for child, _ in children])
+
+    def _fail_fast(self, job: Job, halt: threading.Event) -> None:
+        with self._cond:
+            halt.set()
+            running = [r for key, r in self._active.items() if key.startswith(f"{job.id}#")]
+        for runner in running:
+            runner.stop(self.options.grace)
+
+    def _labels(self, job: Job, contexts: dict[str, Any]) -> tuple[str, ...]:
+        """A combination's runner labels (`runs-on` may read `matrix`)."""
+        labels = [self.evaluator.template(label, contexts) for label in job.runs_on]
+        return tuple(sorted(labels))
 
     def _review(self, job: Job) -> Decision | None:
         """Ask the reviewer (in its own thread: a cancel must not wait for it)."""

@@ -3,7 +3,8 @@
 //   {"id": 1, "expr": "needs.plan.outputs.run-id != ''", "contexts": {...plain JSON...},
 //    "status": {"success": true, "failure": false, "cancelled": false}, "condition": false}
 // ("condition": true: an `if:`, evaluated as `success() && (expr)` unless it names a
-// status function)
+// status function; optional "named": the contexts the expression may read where it is
+// written, e.g. a job's `if:` and `strategy:` cannot read `matrix`, as on GitHub)
 // one answer a line on stdout:
 //   {"id": 1, "ok": true, "value": <plain JSON>, "string": "...", "truthy": true,
 //    "status_functions": ["success"]}   or   {"id": 1, "ok": false, "error": "..."}
@@ -41,16 +42,18 @@ function statusFunctions(expr) {
   return [...found].sort();
 }
 
-function parse(text) {
+function parse(text, named) {
   const infos = STATUS.map((name) => ({ name, minArgs: 0, maxArgs: 0 }));
-  return new Parser(new Lexer(text).lex().tokens, CONTEXTS, infos).parse();
+  return new Parser(new Lexer(text).lex().tokens, named || CONTEXTS, infos).parse();
 }
 
 function evaluate(request) {
-  let expr = parse(request.expr);
+  let expr = parse(request.expr, request.named);
   const used = statusFunctions(expr);
   // an `if:` with no status function is `success() && (if)`, as GitHub evaluates it
-  if (request.condition && used.length === 0) expr = parse(`success() && (${request.expr})`);
+  if (request.condition && used.length === 0) {
+    expr = parse(`success() && (${request.expr})`, request.named);
+  }
   const status = { always: true, ...(request.status || {}) };
   const functions = new Map(STATUS.map((name) => [name, {
     name, minArgs: 0, maxArgs: 0, call: () => new data.BooleanData(Boolean(status[name])),

@@ -95,9 +95,11 @@ class Evaluator:
         status: Status | None = None,
         *,
         condition: bool = False,
+        named: tuple[str, ...] | None = None,
     ) -> Value:
         """`expr` (no `${{ }}`) evaluated with `contexts` (plain JSON) and `status`;
-        `condition`: as an `if:` (`success() && (expr)` unless it names a status function)."""
+        `condition`: as an `if:` (`success() && (expr)` unless it names a status function);
+        `named`: the only contexts it may name (GitHub's per-key lists), else all of them."""
         with self._lock:
             self._next += 1
             request = {
@@ -107,6 +109,8 @@ class Evaluator:
                 "status": (status or Status()).as_json(),
                 "condition": condition,
             }
+            if named is not None:
+                request["named"] = list(named)
             assert self.process.stdin is not None and self.process.stdout is not None
             self.process.stdin.write(json.dumps(request) + "\n")
             self.process.stdin.flush()
@@ -121,7 +125,11 @@ class Evaluator:
         )
 
     def condition(
-        self, text: str | bool | None, contexts: Mapping[str, Any], status: Status
+        self,
+        text: str | bool | None,
+        contexts: Mapping[str, Any],
+        status: Status,
+        named: tuple[str, ...] | None = None,
     ) -> bool:
         """An `if:` as GitHub decides it: `${{ }}` optional; without a status function the
         condition is `success() && (cond)`; none at all is `success()`."""
@@ -132,7 +140,7 @@ class Evaluator:
         expr = str(text).strip()
         if expr.startswith("${{") and expr.endswith("}}") and expr.count("${{") == 1:
             expr = expr[3:-2].strip()
-        return self.evaluate(expr, contexts, status, condition=True).truthy
+        return self.evaluate(expr, contexts, status, condition=True, named=named).truthy
 
     def template(self, text: Any, contexts: Mapping[str, Any], status: Status | None = None) -> str:
         """A value with `${{ }}` parts replaced by their strings, as GitHub fills `with:`,

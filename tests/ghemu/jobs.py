@@ -33,9 +33,19 @@ CHECKOUT = "actions/checkout@"
 
 class JobRunner:
     def __init__(
-        self, run: WorkflowRun, job: Job, record: JobRecord, runner: str, root: Path
+        self,
+        run: WorkflowRun,
+        job: Job,
+        record: JobRecord,
+        runner: str,
+        root: Path,
+        combination: dict[str, Any] | None = None,
     ) -> None:
         self.run_ = run
+        # a matrix combination's `matrix` and `strategy` contexts (else both empty)
+        combination = combination or {}
+        self.matrix: dict[str, Any] = dict(combination.get("matrix") or {})
+        self.strategy: dict[str, Any] = dict(combination.get("strategy") or {})
         self.job = job
         self.record = record
         self.runner = runner
@@ -85,8 +95,8 @@ class JobRunner:
                 "tool_cache": str(self.folder.root / "_tool"),
                 "environment": "self-hosted",
             },
-            "strategy": {},
-            "matrix": {},
+            "strategy": dict(self.strategy),
+            "matrix": dict(self.matrix),
         }
 
     def run(self, cancelled: Callable[[], bool]) -> str:

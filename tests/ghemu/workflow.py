@@ -1,5 +1,5 @@
-"""A GitHub workflow file read the way the emulator needs it: jobs, needs, if, outputs,
-runs-on, environment, timeout-minutes, env, steps (uses/run/with/env/id/if)."""
+"""A GitHub workflow file read the way the emulator needs it: jobs, needs, if, name,
+strategy, outputs, runs-on, environment, timeout-minutes, env, steps (uses/run/with/env/id/if)."""
 
 from __future__ import annotations
 
@@ -46,6 +46,8 @@ class Job:
     env: Mapping[str, Any]
     steps: tuple[Step, ...]
     permissions: Any = None
+    name: Any = None  # may read `matrix` (a matrix job's name is evaluated per combination)
+    strategy: Mapping[str, Any] | None = None  # as written; ghemu.matrix evaluates it
 
     @property
     def pool(self) -> tuple[str, ...]:
@@ -108,6 +110,20 @@ def _step(index: int, raw: Any, where: str) -> Step:
     )
 
 
+def _strategy(value: Any, where: str) -> Mapping[str, Any] | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict) or "matrix" not in value:
+        raise WorkflowError(f"{where}: a strategy is a mapping with matrix:")
+    unknown = set(value) - {"matrix", "fail-fast", "max-parallel"}
+    if unknown:
+        raise WorkflowError(f"{where}: unexpected {', '.join(sorted(map(str, unknown)))}")
+    matrix = value["matrix"]
+    if not isinstance(matrix, dict | str):
+        raise WorkflowError(f"{where}.matrix: a mapping of vectors or an expression")
+    return dict(value)
+
+
 def _job(job_id: str, raw: Any) -> Job:
     where = f"jobs.{job_id}"
     if not isinstance(raw, dict):
@@ -132,6 +148,8 @@ def _job(job_id: str, raw: Any) -> Job:
         env=dict(raw.get("env") or {}),
         steps=tuple(_step(i, s, f"{where}.steps[{i}]") for i, s in enumerate(steps)),
         permissions=raw.get("permissions"),
+        name=raw.get("name"),
+        strategy=_strategy(raw.get("strategy"), f"{where}.strategy"),
     )
 
 
