@@ -367,12 +367,14 @@ steps:
   - name: train
     foreach: [a, b, c]
     run: |
-      echo "item ${{ matrix.item }}"
+      echo "${{ matrix.item }}" > /sluice/outputs/out.txt
       [ "${{ matrix.item }}" != b ] || [ -f fixed.txt ]
   - name: after
     needs: [train]
     workspace: false
-    run: cat /sluice/inputs/train/index.json
+    run: |
+      echo "outputs $(cat /sluice/inputs/train/*/out.txt | tr '\\n' ' ')"
+      cat /sluice/inputs/train/index.json
 """
 
 
@@ -398,7 +400,10 @@ def test_retry_of_a_partly_failed_sweep_reruns_only_the_failed_instance(
     assert steps["train[b]"]["cached_from"] is None
     assert steps["train"]["status"] == "succeeded"
     assert steps["after"]["status"] == "succeeded"
-    index = json.loads(log(repo, retried["run_id"], "after"))
+    # the fan-in sees the reused instances' outputs beside the rerun one's
+    outputs, index_text = log(repo, retried["run_id"], "after").split("\n", 1)
+    assert outputs == "outputs a b c "
+    index = json.loads(index_text)
     assert [e["name"] for e in index] == ITEMS
     assert [e["status"] for e in index] == ["cached", "succeeded", "cached"]
 
@@ -413,7 +418,12 @@ steps:
     matrix:
       lr: [0.1, 0.2]
       seed: [7]
-    run: 'echo "lr ${{ matrix.lr }} seed ${{ matrix.seed }}"'
+    run: |
+      echo "lr ${{ matrix.lr }} seed ${{ matrix.seed }}"
+      echo "${{ matrix.lr }}" > /sluice/outputs/lr.txt
+  - name: pick
+    needs: [train]
+    run: cat /sluice/inputs/train/*/lr.txt
 """
 
 
@@ -442,6 +452,10 @@ def test_a_rerun_with_one_value_changed_runs_only_the_new_instances(
     assert len(new["attempts"]) == 1
     assert "lr 0.3 seed 7" in log(repo, second["run_id"], "train[lr=0.3,seed=7]")
     assert steps["train"]["status"] == "succeeded"
+    # the step after the sweep runs again (its inputs changed) and sees both instances'
+    # outputs, the cached one's included
+    assert steps["pick"]["status"] == "succeeded"
+    assert log(repo, second["run_id"], "pick").split() == ["0.1", "0.3"]
 
 
 # --- max_parallel -----------------------------------------------------------------------------
