@@ -141,13 +141,19 @@ class ContainerRuntime(Protocol):
         With `staged` (from `stage(spec, ...)`, the same spec), that container is used: only
         `transfer.put` is added, and none of it is copied when that list is empty.
         `on_log` gets each line of output as it comes. When `cancel` is set (and `kill_run`
-        is called) it returns promptly, cancelled. The container is always removed before
-        this returns.
+        or `kill_step` is called) it returns promptly, cancelled. The container is always
+        removed before this returns.
         """
         ...
 
     def kill_run(self, run_id: str) -> int:
         """Kill and remove every container labelled with this run id; return how many."""
+        ...
+
+    def kill_step(self, run_id: str, step: str) -> int:
+        """Kill and remove the containers of one step of a run (labelled with both), the
+        rest of the run untouched; return how many. As with `kill_run`, the caller sets the
+        `cancel` its attempt's `run` was given first: that `run` then returns cancelled."""
         ...
 
     def gc(self, *, everything: bool = False) -> list[str]:

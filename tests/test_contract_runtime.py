@@ -2,7 +2,7 @@
 
 Each case describes what a step does once (a `Behaviour`); the fake plays it from a script,
 Docker runs it as a shell script in the busybox test image. Both must answer alike: image ids,
-exit codes and logs, files in and out, timeouts, kill_run, labels, gc.
+exit codes and logs, files in and out, timeouts, kill_run, kill_step, labels, gc.
 """
 
 from __future__ import annotations
@@ -296,6 +296,29 @@ def test_kill_run_ends_that_run_only(harness: Harness, rid: str) -> None:
     assert harness.present(rid) == harness.present(other) == 0
 
 
+def test_kill_step_ends_that_step_of_the_run_only(harness: Harness, rid: str) -> None:
+    mine_spec = harness.spec(Behaviour(logs=("up",), block=True), rid)
+    mine = Background(harness, mine_spec)
+    sibling_spec = harness.spec(Behaviour(logs=("up",), block=True), rid)
+    sibling = Background(harness, sibling_spec)
+    mine.started()
+    sibling.started()
+    mine.cancel.set()  # the executor's order (fail_fast): the step's cancel, then the kill
+    assert harness.runtime.kill_step(rid, mine_spec.labels[LABEL_STEP]) == 1
+    ended = mine.result()
+    assert ended.cancelled and ended.exit_code is None and ended.error is None
+    assert sibling.thread.is_alive() and sibling.results == []
+    assert harness.present(rid) == 1
+    assert harness.runtime.kill_step(rid, mine_spec.labels[LABEL_STEP]) == 0  # gone already
+    other_run = f"{rid}-other"
+    assert harness.runtime.kill_step(other_run, sibling_spec.labels[LABEL_STEP]) == 0
+    assert sibling.thread.is_alive()
+    sibling.cancel.set()
+    assert harness.runtime.kill_run(rid) == 1
+    assert sibling.result().cancelled
+    assert harness.present(rid) == 0
+
+
 def test_a_cancel_before_the_start_runs_nothing(harness: Harness, rid: str) -> None:
     cancel = threading.Event()
     cancel.set()
@@ -372,3 +395,15 @@ def test_staged_containers_go_with_discard_and_kill_run(harness: Harness, rid: s
     assert harness.runtime.kill_run(rid) == 1
     assert harness.present(rid) == 0
     harness.runtime.discard(second)  # gone already: nothing to say
+
+
+def test_kill_step_removes_that_steps_staged_container_only(harness: Harness, rid: str) -> None:
+    spec = harness.spec(Behaviour(), rid)
+    mine = harness.runtime.stage(spec, [])
+    theirs = harness.runtime.stage(harness.spec(Behaviour(), rid), [])
+    assert mine is not None and theirs is not None
+    assert harness.runtime.kill_step(rid, spec.labels[LABEL_STEP]) == 1
+    assert harness.present(rid) == 1
+    harness.runtime.discard(mine)  # gone already: nothing to say
+    harness.runtime.discard(theirs)
+    assert harness.present(rid) == 0

@@ -16,10 +16,13 @@ from conftest import make_repo, poll
 from engine.adapters.artifacts import DEFAULT_URL, ArtifactStore
 from engine.adapters.fake_runtime import FakeOutcome, FakeRuntime, Script
 from engine.adapters.memory_results import MemoryResultsBranch
+from engine.core.expand import expand
 from engine.core.fanout import FanOutError
-from engine.core.manifest import RunManifest, RunStatus, StepStatus, Trigger
+from engine.core.manifest import Attempt, RunManifest, RunStatus, StepRecord, StepStatus, Trigger
 from engine.core.parse import load_text
+from engine.core.spec import Outcome
 from engine.ports import ContainerSpec
+from engine.run import fanin
 from engine.run.executor import Executor, RunOptions
 from engine.run.records import History
 from engine.run.schedule import Job
@@ -336,38 +339,138 @@ def test_fail_fast_cancels_the_instances_not_started(tmp_path: Path) -> None:
     assert manifest.status is RunStatus.failed
 
 
-def test_fail_fast_lets_a_running_instance_finish(tmp_path: Path) -> None:
-    text = GRID.replace("    needs: [prepare]\n", "    needs: [prepare]\n    fail_fast: true\n")
+FAST = GRID.replace(
+    "    needs: [prepare]\n", "    needs: [prepare]\n    fail_fast: true\n    timeout: 20s\n"
+)
+FIRST, SECOND = "train[n_estimators=50,max_depth=3]", "train[n_estimators=50,max_depth=5]"
+
+
+def test_fail_fast_stops_a_running_instance_and_records_it_cancelled(tmp_path: Path) -> None:
+    second_up = threading.Event()
+
+    def script(spec: ContainerSpec, attempt: int, files: dict[str, bytes]) -> FakeOutcome:
+        if spec.labels["sluice.step"] == FIRST:
+            assert second_up.wait(30), "the second instance never started"
+            return FakeOutcome(exit_code=1)
+        second_up.set()
+        return FakeOutcome(logs="up\n", block=True)  # until killed (or its 20 s timeout)
+
+    runtime = Scripted({"train": script})
+    bench = Bench(tmp_path, FAST, runtime)
+    manifest = bench.run(max_parallel=2)  # the first two instances start side by side
+    assert sorted(n for n in bench.started() if n.startswith("train[")) == [FIRST, SECOND]
+    assert runtime.killed_steps == [(manifest.run_id, SECOND)]  # that step only
+    assert runtime.killed_runs == []
+    assert manifest.steps[FIRST].status is StepStatus.failed
+    stopped = manifest.steps[SECOND]
+    why = f"fail_fast: {FIRST} failed"
+    assert (stopped.status, stopped.reason) == (StepStatus.cancelled, why)
+    [attempt] = stopped.attempts  # a cancelled attempt is never tried again
+    assert (attempt.outcome, attempt.error, attempt.exit_code) == (Outcome.cancelled, why, None)
+    for name in manifest.steps["train"].instances[2:]:  # never started
+        record = manifest.steps[name]
+        assert (record.status, record.reason, record.attempts) == (StepStatus.cancelled, why, [])
+    group = manifest.steps["train"]
+    assert group.status is StepStatus.failed  # its failure wins over the cancelled ones
+    assert group.reason == "6 instances: 1 failed, 5 cancelled (allowed failures: 0)"
+    assert manifest.steps["select"].status is StepStatus.upstream_failed
+    assert manifest.status is RunStatus.failed
+    assert runtime._running.get(manifest.run_id, []) == [] and runtime.staged == {}
+
+
+class StopsFirst(Scripted):
+    """Holds the attempts of `held` until a kill_step came for them (so that the stop
+    reaches them before their container is made)."""
+
+    def __init__(self, scripts: dict[str, Script], held: str) -> None:
+        super().__init__(scripts)
+        self.held, self.gate = held, threading.Event()
+
+    def kill_step(self, run_id: str, step: str) -> int:
+        killed = super().kill_step(run_id, step)
+        if step == self.held:
+            self.gate.set()
+        return killed
+
+
+def test_fail_fast_stops_an_instance_started_before_its_container_runs(tmp_path: Path) -> None:
+    runtime = StopsFirst({"train": fails_where(n_estimators=50, max_depth=3)}, held=SECOND)
+
+    class Held(Executor):
+        def start(self, name: str, number: int) -> Job:
+            job = super().start(name, number)
+            if name != SECOND:
+                return job
+            return lambda: (runtime.gate.wait(30), job())[1]
+
+    bench = Bench(tmp_path, FAST, runtime)
+    options = bench.executor(max_parallel=2).options
+    manifest = Held(bench.loaded, runtime, repo=bench.repo, options=options).run()
+    assert runtime.gate.is_set()
+    assert [n for n in bench.started() if n.startswith("train[")] == [FIRST]  # no container
+    stopped = manifest.steps[SECOND]
+    assert (stopped.status, stopped.reason) == (StepStatus.cancelled, f"fail_fast: {FIRST} failed")
+    assert [a.outcome for a in stopped.attempts] == [Outcome.cancelled]
+    assert manifest.steps["train"].status is StepStatus.failed
+    assert manifest.status is RunStatus.failed
+    assert runtime.staged == {}  # what was made ahead for it is gone too
+
+
+def test_fail_fast_lets_instances_run_while_failures_are_allowed(tmp_path: Path) -> None:
+    text = FAST.replace("    fail_fast: true\n", "    fail_fast: true\n    allow_failures: 1\n")
     failed = threading.Event()
     release = threading.Event()
 
     def script(spec: ContainerSpec, attempt: int, files: dict[str, bytes]) -> FakeOutcome:
-        matrix = json.loads(files["/sluice/matrix.json"])
-        if matrix == {"n_estimators": 50, "max_depth": 3}:
+        if spec.labels["sluice.step"] == FIRST:
             failed.wait(30)  # the other one runs by then
             return FakeOutcome(exit_code=1)
         failed.set()
         assert release.wait(30), "never released"
         return writes(spec, attempt, files)
 
-    bench = Bench(tmp_path, text, Scripted({"train": script}))
+    runtime = Scripted({"train": script})
+    bench = Bench(tmp_path, text, runtime)
     executor = bench.executor(max_parallel=2)
     thread = threading.Thread(target=executor.run)
     thread.start()
-    first, second = "train[n_estimators=50,max_depth=3]", "train[n_estimators=50,max_depth=5]"
     poll(
-        lambda: executor.manifest.steps[first].status is StepStatus.failed,
+        lambda: executor.manifest.steps[FIRST].status is StepStatus.failed,
         30,
         "the first instance to fail",
     )
-    assert executor.manifest.steps[second].status is StepStatus.running
+    assert executor.manifest.steps[SECOND].status is StepStatus.running
     release.set()
     thread.join(30)
     manifest = executor.manifest
-    assert manifest.steps[second].status is StepStatus.succeeded  # finished on its own
-    cancelled = [n for n, r in manifest.steps.items() if r.status is StepStatus.cancelled]
-    assert len(cancelled) == 4
-    assert manifest.steps["train"].status is StepStatus.failed
+    assert runtime.killed_steps == []  # one failure is allowed: nothing is stopped
+    assert manifest.steps[SECOND].status is StepStatus.succeeded
+    assert [r.status for r in manifest.steps.values()].count(StepStatus.cancelled) == 0
+    assert manifest.steps["train"].status is StepStatus.succeeded
+
+
+def test_fail_fast_splits_a_groups_instances_into_waiting_and_running() -> None:
+    now = "2026-12-04T05:00:00Z"
+    loaded = load_text(textwrap.dedent(FAST), "pipelines/p.yaml")
+    steps = {s.name: s for s in expand(loaded, dict(loaded.pipeline.params)).steps}
+    names = list(steps["train"].instances)
+    records = {
+        name: StepRecord(type="container", image="img", needs=[], instance_of="train")
+        for name in names
+    }
+    assert fanin.to_cancel(names[0], steps, records) == ([], [], "")  # nothing failed yet
+    assert not fanin.halted(names[0], steps, records)
+    records[names[0]].status = StepStatus.failed
+    records[names[1]].status = StepStatus.running  # its attempt runs
+    records[names[1]].attempts = [Attempt(number=1, started_at=now)]
+    records[names[2]].status = StepStatus.running  # its attempt ended: waiting for a retry
+    records[names[2]].attempts = [Attempt(number=1, started_at=now, outcome=Outcome.failed)]
+    records[names[3]].status = StepStatus.succeeded
+    waiting, running, why = fanin.to_cancel(names[0], steps, records)
+    assert (waiting, running) == ([names[2], names[4], names[5]], [names[1]])
+    assert why == f"fail_fast: {names[0]} failed"
+    assert fanin.halted(names[1], steps, records)  # none of them is tried again
+    assert not fanin.halted("prepare", steps, records)
 
 
 class Counting(Executor):

@@ -1,22 +1,26 @@
 """Fan-out on real Docker, where the executor's own choices show: fail_fast stops a sweep
-(instances not started are cancelled, their containers made ahead removed), and an
-expansion the params make empty exits 2 before any container. The user-level suite is
-tests/test_fanout_docker.py."""
+(instances not started are cancelled, their containers made ahead removed; a running one is
+stopped and recorded cancelled), and an expansion the params make empty exits 2 before any
+container. The user-level suite is tests/test_fanout_docker.py."""
 
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 
 import docker
 import pytest
-from conftest import RUN_LABEL, make_repo, sluice
+from conftest import RUN_LABEL, make_repo, poll, sluice
 
 from engine.adapters.artifacts import DEFAULT_URL, ArtifactStore
 from engine.adapters.docker_runtime import DockerRuntime
 from engine.adapters.pipeline_files import load_file
-from engine.core.manifest import RunStatus, StepStatus
+from engine.core.manifest import RunManifest, RunStatus, StepStatus
+from engine.core.spec import Outcome
+from engine.run.attempt import AttemptReport
 from engine.run.executor import Executor, RunOptions
+from engine.run.schedule import Job
 
 pytestmark = pytest.mark.docker
 
@@ -69,6 +73,79 @@ def test_fail_fast_cancels_the_rest_of_a_sweep_and_removes_containers_made_ahead
         all=True, filters={"label": f"{RUN_LABEL}={manifest.run_id}"}
     )
     assert left == []  # nothing made ahead for a cancelled instance outlives the run
+
+
+def test_fail_fast_stops_a_running_instance_and_the_run_ends_at_once(
+    tmp_path: Path, busybox_image: str, docker_client: docker.DockerClient
+) -> None:
+    repo = make_repo(
+        tmp_path,
+        {
+            "p.yaml": f"""
+        name: stops
+        defaults: {{image: {busybox_image}, workspace: false}}
+        steps:
+          - name: shard
+            foreach: [a, b]
+            fail_fast: true
+            run: |
+              echo "up $SLUICE_INSTANCE"
+              if [ "$SLUICE_INSTANCE" = "shard[a]" ]; then exit 1; fi
+              sleep 60
+          - name: merge
+            needs: shard
+            run: ls -R /sluice/inputs
+        """
+        },
+    )
+    loaded = load_file(repo / "pipelines" / "p.yaml", repo)
+    options = RunOptions(
+        params=dict(loaded.pipeline.params),
+        max_parallel=2,  # side by side; shard[a] starts once shard[b]'s container runs
+        grace_s=2.0,
+        artifacts=ArtifactStore(DEFAULT_URL, repo),
+    )
+
+    def running(run_id: str, step: str) -> bool:
+        listed = docker_client.containers.list(filters={"label": f"{RUN_LABEL}={run_id}"})
+        return any(c.labels.get("sluice.step") == step for c in listed)
+
+    class BFirst(Executor):
+        def start(self, name: str, number: int) -> Job:
+            job = super().start(name, number)
+            if name != "shard[a]":
+                return job
+            run_id = self.run_id
+
+            def after_b() -> AttemptReport:
+                poll(lambda: running(run_id, "shard[b]"), 30, "shard[b]'s container")
+                return job()
+
+            return after_b
+
+    executor = BFirst(loaded, DockerRuntime(), repo=repo, options=options)
+    ended: list[RunManifest] = []
+    thread = threading.Thread(target=lambda: ended.append(executor.run()), daemon=True)
+    thread.start()
+    # shard[b] sleeps 60 s: a run that ends well before that stopped it
+    poll(lambda: ended, 40, "the run to end once shard[a] failed")
+    manifest = ended[0]
+    assert manifest.status is RunStatus.failed
+    assert manifest.steps["shard[a]"].status is StepStatus.failed
+    stopped = manifest.steps["shard[b]"]
+    why = "fail_fast: shard[a] failed"
+    assert (stopped.status, stopped.reason) == (StepStatus.cancelled, why)
+    assert [(a.outcome, a.error) for a in stopped.attempts] == [(Outcome.cancelled, why)]
+    log = (repo / ".sluice" / "runs" / manifest.run_id / "logs" / "shard[b].1.log").read_text()
+    assert log.splitlines() == ["up shard[b]", f"sluice: {why}"]
+    assert manifest.steps["shard"].status is StepStatus.failed
+    assert manifest.steps["merge"].status is StepStatus.upstream_failed
+    recorded = (repo / ".sluice" / "runs" / manifest.run_id / "manifest.json").read_text()
+    assert RunManifest.from_json(recorded) == manifest
+    left = docker_client.containers.list(
+        all=True, filters={"label": f"{RUN_LABEL}={manifest.run_id}"}
+    )
+    assert left == []
 
 
 def test_a_sweep_the_params_make_empty_exits_2_before_any_container(

@@ -21,6 +21,7 @@ from engine.adapters import docker_socket
 from engine.ports import (
     LABEL_ENGINE,
     LABEL_RUN,
+    LABEL_STEP,
     BuildRequest,
     ContainerResult,
     ContainerSpec,
@@ -297,6 +298,19 @@ class DockerRuntime:
         with _daemon_errors():
             for container in self._sluice_containers(run_id):
                 removed += docker_attempt.remove(self.client.api, str(container.id))
+        return removed
+
+    def kill_step(self, run_id: str, step: str) -> int:
+        """Kill and remove the containers of one step of the run; return how many."""
+        from engine.adapters import docker_attempt  # lazy: imports the docker SDK
+
+        removed = 0
+        with _daemon_errors():
+            for container in self._sluice_containers(run_id):
+                # compared here rather than in a label filter: instance names hold `=` `,` `[`
+                labels = container.attrs.get("Labels") or {}
+                if labels.get(LABEL_STEP) == step:
+                    removed += docker_attempt.remove(self.client.api, str(container.id))
         return removed
 
     def gc(self, *, everything: bool = False) -> list[str]:

@@ -32,7 +32,7 @@ class FakeOutcome:
     """What one scripted attempt does.
 
     `files`: container path -> content the step writes; a relative path is taken
-    under /sluice/outputs. `block`: run until `kill_run` (or the timeout) ends it.
+    under /sluice/outputs. `block`: run until `kill_run`/`kill_step` (or the timeout) ends it.
     """
 
     exit_code: int = 0
@@ -69,8 +69,9 @@ class FakeRuntime:
         self.calls: list[ContainerSpec] = []
         self.builds: list[str] = []
         self.killed_runs: list[str] = []
+        self.killed_steps: list[tuple[str, str]] = []  # (run id, step), as kill_step was called
         self._lock = threading.Lock()
-        self._running: dict[str, list[threading.Event]] = {}
+        self._running: dict[str, list[tuple[str, threading.Event]]] = {}  # run -> (step, kill)
         self.staged: dict[str, tuple[ContainerSpec, list[Path]]] = {}  # not yet run or discarded
         self.staged_runs = 0  # runs that used a staged container
         self.discarded: list[str] = []
@@ -158,13 +159,13 @@ class FakeRuntime:
         killed = threading.Event()
         run_id = spec.labels.get(LABEL_RUN, "")
         with self._lock:  # running from here on, so the logs below mean "started"
-            self._running.setdefault(run_id, []).append(killed)
+            self._running.setdefault(run_id, []).append((step, killed))
         for line in outcome.logs.splitlines(keepends=True):
             on_log(line)
-        # kill_run may have come before the attempt was registered: cancel says so
+        # kill_run/kill_step may have come before the attempt was registered: cancel says so
         ended = not outcome.block or cancel.is_set() or killed.wait(spec.timeout)
         with self._lock:
-            self._running[run_id].remove(killed)
+            self._running[run_id].remove((step, killed))
         timed_out = not ended
         if cancel.is_set():
             return ContainerResult(exit_code=None, cancelled=True)
@@ -186,10 +187,21 @@ class FakeRuntime:
 
     def kill_run(self, run_id: str) -> int:
         self.killed_runs.append(run_id)
+        return self._kill(run_id, None)
+
+    def kill_step(self, run_id: str, step: str) -> int:
+        self.killed_steps.append((run_id, step))
+        return self._kill(run_id, step)
+
+    def _kill(self, run_id: str, step: str | None) -> int:
+        """End the run's running attempts and remove its staged containers (of `step` only)."""
         with self._lock:
-            running = list(self._running.get(run_id, []))
+            running = [k for s, k in self._running.get(run_id, []) if step in (None, s)]
             staged = [
-                h for h, (spec, _) in self.staged.items() if spec.labels.get(LABEL_RUN) == run_id
+                h
+                for h, (spec, _) in self.staged.items()
+                if spec.labels.get(LABEL_RUN) == run_id
+                and step in (None, spec.labels.get(LABEL_STEP))
             ]
             for handle in staged:  # docker removes them too
                 self.discard_locked(handle)

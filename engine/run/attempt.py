@@ -72,6 +72,20 @@ class _Ending:
     engine_error: EngineUnavailable | None = None
 
 
+class StepStop(threading.Event):
+    """The `cancel` the attempts of one step give the runtime: set for that step alone by
+    `AttemptRunner.stop` (fail_fast), and set too once the whole run is cancelled.
+
+    Runtimes only ask `is_set()` of it (which sees both); `wait()` sees only its own flag."""
+
+    def __init__(self, run: threading.Event) -> None:
+        super().__init__()
+        self._run = run
+
+    def is_set(self) -> bool:
+        return super().is_set() or self._run.is_set()
+
+
 @dataclass(frozen=True)
 class Staged:
     """An attempt's container made ahead (AttemptRunner.stage), not started."""
@@ -160,6 +174,27 @@ class AttemptRunner:
     baseline_json: bytes | None = None
     _locks: dict[str, threading.Lock] = field(default_factory=dict)
     _guard: threading.Lock = field(default_factory=threading.Lock)
+    _stops: dict[str, StepStop] = field(default_factory=dict)  # step -> its attempts' cancel
+    _why: dict[str, str] = field(default_factory=dict)  # step -> why `stop` stopped it
+
+    def stop(self, steps: list[str], why: str) -> None:
+        """Stop these steps of the run, running or about to start, the rest going on: their
+        attempts end `cancelled` with `why` as their error, and none starts after this.
+
+        Each flag is set before its kill, as for a whole-run cancel: the runtime then reads
+        the killed container as cancelled, and an attempt not started yet never starts."""
+        for name in steps:
+            with self._guard:
+                self._why.setdefault(name, why)
+            self._stop_of(name).set()
+            try:
+                self.runtime.kill_step(self.run_id, name)
+            except SluiceError as exc:  # the daemon: the attempt reports what it meets
+                self.reporter.note(self.mask(f"warning: could not stop step {name}: {exc}"))
+
+    def _stop_of(self, name: str) -> StepStop:
+        with self._guard:
+            return self._stops.setdefault(name, StepStop(self.cancel))
 
     def step_dir(self, name: str) -> Path:
         return self.run_dir / "steps" / name
@@ -239,14 +274,20 @@ class AttemptRunner:
         log = CappedLog(self.run_dir / log_rel, self.log_cap)
         started, mono = self.clock(), time.monotonic()
         pending = [staged] if staged is not None else []  # emptied when the runtime takes it
+        stop = self._stop_of(name)
         try:
-            end = self._attempt(prepared, number, inputs, work, log, pending)
+            end = self._attempt(prepared, number, inputs, work, log, pending, stop)
         except EngineUnavailable as exc:
             why = f"the engine could not run: {exc.message}"
             end = _Ending(Outcome.error, error=why, engine_error=exc)
         finally:
             for left in pending:
                 self.discard(left)
+        with self._guard:
+            stopped = self._why.get(name)
+        if stopped is not None and end.outcome is not Outcome.succeeded and not end.engine_error:
+            # stopped (fail_fast): whatever the kill made of it (exit 137, a container gone)
+            end = dataclasses.replace(end, outcome=Outcome.cancelled, error=stopped)
         if end.error:
             log.write(f"sluice: {self.mask(end.error)}")
         log.close()
@@ -282,6 +323,7 @@ class AttemptRunner:
         work: Path,
         log: CappedLog,
         pending: list[Staged],
+        stop: StepStop,
     ) -> _Ending:
         step = prepared.step
         staged = pending[0] if pending and self._fits(pending[0], prepared, number) else None
@@ -291,7 +333,7 @@ class AttemptRunner:
         if missing:
             why = f"secret {missing[0]} is not set in the engine's environment"
             return _Ending(Outcome.error, error=why)
-        if self.cancel.is_set():
+        if stop.is_set():
             return _Ending(Outcome.cancelled)
 
         offline: list[str] = []  # output lines that say the network was missed
@@ -327,7 +369,7 @@ class AttemptRunner:
                 fetch_on_failure={"/sluice/checkpoints": work / "checkpoints.tar"},
             ),
             on_log=on_log,
-            cancel=self.cancel,
+            cancel=stop,
             staged=staged.handle if staged is not None else None,
         )
         on_log.close()

@@ -155,9 +155,8 @@ class Executor:
             if why is None and upstream is not None:
                 why = f"needs {upstream!r}, which runs"
             if why is None and self._reuse(name):
-                verdicts.append(
-                    (name, True, f"cached from {self.manifest.steps[name].cached_from}")
-                )
+                cached_from = self.manifest.steps[name].cached_from
+                verdicts.append((name, True, f"cached from {cached_from}"))
                 continue
             if why is None:
                 assert self.history is not None and self._workspace is not None
@@ -212,9 +211,6 @@ class Executor:
         self.recorder.save(self.manifest, record=self.options.role is None)
         self.reporter.run_started(self.manifest, self.loaded.dag)
 
-    def _approved(self) -> set[str]:
-        return {a["step"] for a in self.manifest.approvals if a.get("decision") == "approve"}
-
     # ---- scheduling -----------------------------------------------------------------------
 
     def _statuses(self) -> dict[str, StepStatus]:
@@ -235,9 +231,11 @@ class Executor:
         self.recorder.save(self.manifest, record=status in TERMINAL)
         self.reporter.step_changed(name, record)
         if status is StepStatus.failed and self.steps[name].instance_of:
-            cancelled, why = fanin.to_cancel(name, self.steps, self.manifest.steps)
-            for other in cancelled:  # fail_fast; those running end on their own
+            waiting, running, why = fanin.to_cancel(name, self.steps, self.manifest.steps)
+            for other in waiting:  # fail_fast (those running: stopped, they end cancelled)
                 self._set(other, StepStatus.cancelled, why)
+            if running and self._runner is not None and self.options.role is None:
+                self._runner.stop(running, why)  # (in jobs mode, GitHub's fail-fast does)
 
     def _settle(self, decision: planner.Decision) -> None:
         """A group's instances have all ended: its fan-in index is stored (its one output,
@@ -266,7 +264,7 @@ class Executor:
 
     def ready(self, busy: set[str]) -> list[str]:
         """Apply planner decisions until none is left that changes a status without running."""
-        approved = self._approved()
+        approved = {a["step"] for a in self.manifest.approvals if a.get("decision") == "approve"}
         ready: list[str] = []
         while True:
             decisions = self.planner.next(self._statuses(), self._context(), approved)
@@ -421,12 +419,13 @@ class Executor:
             self.engine_failed(report.engine_error, name)
             stopping = True
         outcome = attempt.outcome or Outcome.error
-        step = self.steps[name]
+        retries = self.steps[name].retries
+        stopping = stopping or fanin.halted(name, self.steps, self.manifest.steps)  # fail_fast
         if outcome is Outcome.succeeded:
             record.outputs, record.metrics = report.outputs, report.metrics
             self._set(name, StepStatus.succeeded)
-        elif not stopping and policy.should_retry(step.retries, attempt.number, outcome):
-            delay = policy.backoff(step.retries, attempt.number)
+        elif not stopping and policy.should_retry(retries, attempt.number, outcome):
+            delay = policy.backoff(retries, attempt.number)
             self.recorder.save(self.manifest)
             self.reporter.retrying(name, attempt, delay)
             return delay

@@ -145,30 +145,37 @@ def may_start(name: str, running: set[str], steps: Mapping[str, ResolvedStep]) -
     return busy < spec.max_parallel
 
 
-def to_cancel(
-    name: str, steps: Mapping[str, ResolvedStep], records: Mapping[str, StepRecord]
-) -> tuple[list[str], str]:
-    """`fail_fast`: once instance `name` failed and its group's failures exceed what it
-    allows, the group's instances that are not running (pending, or waiting to be tried
-    again) and why they are cancelled."""
+def halted(name: str, steps: Mapping[str, ResolvedStep], records: Mapping[str, StepRecord]) -> bool:
+    """Whether `name` is an instance of a group that `fail_fast` stopped: its failures
+    exceed what it allows, so no instance of it is tried again."""
     group = steps[name].instance_of
     if group is None:
-        return [], ""
+        return False
     spec = steps[group]
-    statuses = {i: records[i].status for i in spec.instances}
-    if not fanout.should_stop(spec, statuses):
-        return [], ""
-    waiting = [
-        i
-        for i in spec.instances
-        if records[i].status is StepStatus.pending
-        or (
-            records[i].status is StepStatus.running
-            and bool(records[i].attempts)
-            and records[i].attempts[-1].outcome is not None
-        )
-    ]
-    return waiting, f"fail_fast: {name} failed"
+    return fanout.should_stop(spec, {i: records[i].status for i in spec.instances})
+
+
+def to_cancel(
+    name: str, steps: Mapping[str, ResolvedStep], records: Mapping[str, StepRecord]
+) -> tuple[list[str], list[str], str]:
+    """`fail_fast`: once instance `name` failed and its group's failures exceed what it
+    allows, (the group's instances not running: pending, or waiting to be tried again,
+    which are cancelled now; those running, which are stopped and end cancelled; why)."""
+    if not halted(name, steps, records):
+        return [], [], ""
+    group = steps[name].instance_of
+    assert group is not None
+    waiting: list[str] = []
+    running: list[str] = []
+    for other in steps[group].instances:
+        record = records[other]
+        if record.status is StepStatus.pending:
+            waiting.append(other)
+        elif record.status is StepStatus.running and record.attempts:
+            # an attempt that ended, not yet tried again, is waiting; else it runs
+            ended = record.attempts[-1].outcome is not None
+            (waiting if ended else running).append(other)
+    return waiting, running, f"fail_fast: {name} failed"
 
 
 def explain_group(
