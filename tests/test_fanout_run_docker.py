@@ -148,6 +148,43 @@ def test_fail_fast_stops_a_running_instance_and_the_run_ends_at_once(
     assert left == []
 
 
+def test_sluice_run_exits_1_when_fail_fast_stops_a_sweep(
+    tmp_path: Path, busybox_image: str, docker_client: docker.DockerClient
+) -> None:
+    repo = make_repo(
+        tmp_path,
+        {
+            "p.yaml": f"""
+        name: stops
+        defaults: {{image: {busybox_image}, workspace: false}}
+        steps:
+          - name: shard
+            foreach: [slow, bad]
+            fail_fast: true
+            run: |
+              if [ "$SLUICE_INSTANCE" = "shard[bad]" ]; then exit 1; fi
+              sleep 60
+        """
+        },
+        commit="pipelines",
+    )
+    # shard[slow] is stopped running, or cancelled before it starts: either way well
+    # within the deadline (a sleep of 60 s left alone would pass it)
+    result = sluice("run", "stops", "--json", repo=repo, process=True, timeout=45)
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    manifest = json.loads(result.stdout)
+    assert manifest["status"] == "failed"
+    slow = manifest["steps"]["shard[slow]"]
+    assert (slow["status"], slow["reason"]) == ("cancelled", "fail_fast: shard[bad] failed")
+    assert [a["outcome"] for a in slow["attempts"]] in ([], ["cancelled"])
+    assert manifest["steps"]["shard"]["status"] == "failed"
+    recorded = repo / ".sluice" / "runs" / manifest["run_id"] / "manifest.json"
+    assert json.loads(recorded.read_text())["status"] == "failed"
+    run_label = f"{RUN_LABEL}={manifest['run_id']}"
+    assert docker_client.containers.list(all=True, filters={"label": run_label}) == []
+
+
 def test_a_sweep_the_params_make_empty_exits_2_before_any_container(
     tmp_path: Path, busybox_image: str, docker_client: docker.DockerClient
 ) -> None:
