@@ -70,12 +70,13 @@ class Project:
     def workflow_file(self) -> Path:
         return self.repo / ".github" / "workflows" / f"sluice-{self.name}.yml"
 
-    def workflow_run(self, **options: Any) -> WorkflowRun:
+    def workflow_run(self, inputs: dict[str, str] | None = None, **options: Any) -> WorkflowRun:
+        """A run of the workflow for a workflow_dispatch event (`inputs`: besides params)."""
         opts = Options(
             origin=self.origin,
             work=self.root / "runners",
             event_name="workflow_dispatch",
-            event={"inputs": {"params": "{}"}, "ref": "refs/heads/main"},
+            event={"inputs": {"params": "{}", **(inputs or {})}, "ref": "refs/heads/main"},
             secrets={
                 "AWS_ACCESS_KEY_ID": self.s3.env["AWS_ACCESS_KEY_ID"],
                 "AWS_SECRET_ACCESS_KEY": self.s3.env["AWS_SECRET_ACCESS_KEY"],
@@ -123,13 +124,20 @@ def single_repo(root: Path, pipeline: str, s3: S3Server) -> tuple[Path, str]:
 
 
 def single_runner(
-    root: Path, pipeline: str, s3: S3Server, *more: list[str], runs: int = 1
+    root: Path,
+    pipeline: str,
+    s3: S3Server,
+    *more: list[str],
+    runs: int = 1,
+    params: tuple[str, ...] = (),
 ) -> dict[str, Any]:
-    """A single-runner `sluice run` of the same pipeline (`runs` times: the last counts);
-    `more`: commands after it (e.g. approve), each given the run id; the last manifest."""
+    """A single-runner `sluice run` of the same pipeline (`runs` times: the last counts;
+    `params`: its `-p NAME=VALUE`s); `more`: commands after it (e.g. approve), each given the
+    run id; the last manifest."""
     repo, name = single_repo(root, pipeline, s3)
+    given = [arg for param in params for arg in ("-p", param)]
     for _ in range(runs):
-        done = sluice("run", name, "--json", repo=repo, process=True, env=s3.env)
+        done = sluice("run", name, "--json", *given, repo=repo, process=True, env=s3.env)
         assert done.returncode in (0, 1), done.stderr
     manifest: dict[str, Any] = json.loads(done.stdout)
     for command in more:
@@ -477,3 +485,97 @@ def test_the_action_route_runs_the_same_jobs_with_the_action_s_image(
     manifest = jobs.manifest(sluice_run_id(record))
     assert shape(manifest) == shape(single.result())
     assert_jobs_named(manifest, record)
+
+
+# --- 7. a sweep: a fan-out over a grid whose one axis a dispatch input gives, and a fan-in ----
+
+SWEEP = """\
+name: sweep-e2e
+params:
+  regions: [eu]
+defaults: {{image: "{image}"}}
+steps:
+  - name: prep
+    run: echo prepared > /sluice/outputs/data.txt
+  - name: train
+    needs: [prep]
+    matrix:
+      depth: [3, 5]
+      region: "${{{{ params.regions }}}}"
+    max_parallel: 2
+    allow_failures: 0
+    run: |
+      test -f /sluice/inputs/prep/data.txt
+      case ${{{{ matrix.region }}}} in us) bonus=1;; *) bonus=0;; esac
+      score=$(( ${{{{ matrix.depth }}}} * 10 + bonus ))
+      echo "$score ${{{{ matrix.depth }}}}-${{{{ matrix.region }}}}" > /sluice/outputs/score.txt
+      echo "{{\\"score\\": $score}}" > /sluice/outputs/metrics.json
+      # break
+  - name: select
+    needs: [train]
+    run: |
+      test "$(grep -o '"name"' /sluice/inputs/train/index.json | wc -l)" = 4
+      cat /sluice/inputs/train/*/score.txt | sort -n | tail -1 > /sluice/outputs/best.txt
+      best=$(cut -d' ' -f1 /sluice/outputs/best.txt)
+      seen=$(cat /sluice/inputs/train/*/score.txt | wc -l)
+      echo "{{\\"best\\": $best, \\"seen\\": $seen}}" > /sluice/outputs/metrics.json
+"""
+GRID = [f"train[depth={d},region={r}]" for d in (3, 5) for r in ("eu", "us")]
+# the instance depth=5, region=us fails; one failure allowed
+BROKEN_SWEEP = SWEEP.replace("allow_failures: 0", "allow_failures: 1").replace(
+    "# break", 'test "${{{{ matrix.depth }}}}-${{{{ matrix.region }}}}" != 5-us'
+)
+
+
+def test_a_sweep_runs_each_instance_as_a_matrix_job_and_the_fan_in_picks_as_one_runner_does(
+    make: Any, alongside: Any, tmp_path: Path, s3_server: S3Server
+) -> None:
+    jobs = make(SWEEP)
+    single = alongside(tmp_path / "single", SWEEP, s3_server, params=("regions=eu,us",))
+    run = jobs.workflow_run({"regions": "eu,us"}, pools={"ubuntu-latest": 3})
+    record = run.run(timeout=300)
+    assert record.results() == {
+        "plan": "success",
+        "step-prep": "success",
+        "step-train": "success",
+        "step-select": "success",
+        "finish": "success",
+    }, record.describe()
+    train = record.jobs["step-train"]
+    assert [one.name for one in train.instances] == GRID  # a job per instance, named by it
+    assert [one.matrix for one in train.instances] == [{"instance": name} for name in GRID]
+    assert max_overlap(train.instances) <= 2  # the step's max_parallel
+    manifest = jobs.manifest(sluice_run_id(record))
+    assert manifest["status"] == "succeeded"
+    assert manifest["steps"]["train"]["instances"] == GRID
+    for one in train.instances:  # each recorded on the branch by its own job and runner
+        step = manifest["steps"][one.name]
+        assert step["instance_of"] == "train" and step["status"] == "succeeded"
+        assert step["job"] == {**step["job"], "job": "step-train", "runner": one.runner}
+    assert manifest["steps"]["select"]["metrics"] == {"best": 51, "seen": 4}  # depth=5, us
+    assert jobs.step_files(sluice_run_id(record)) == ""  # finish folded the records in
+    assert shape(manifest) == shape(single.result())
+
+
+def test_a_failed_instance_fails_its_matrix_job_and_the_fan_in_still_runs_within_allow_failures(
+    make: Any, alongside: Any, tmp_path: Path, s3_server: S3Server
+) -> None:
+    jobs = make(BROKEN_SWEEP)
+    single = alongside(tmp_path / "single", BROKEN_SWEEP, s3_server, params=("regions=eu,us",))
+    record = jobs.workflow_run({"regions": "eu,us"}, pools={"ubuntu-latest": 3}).run(timeout=300)
+    results = [one.result for one in record.jobs["step-train"].instances]
+    assert results == ["success", "success", "success", "failure"], record.describe()
+    assert record.results() == {
+        "plan": "success",
+        "step-prep": "success",
+        "step-train": "failure",  # GitHub's view of the matrix: an instance failed
+        "step-select": "success",  # it starts anyway; the engine settled the group
+        "finish": "success",
+    }, record.describe()
+    assert record.result == "failure"  # GitHub's: a job failed (the sluice run did not)
+    manifest = jobs.manifest(sluice_run_id(record))
+    assert manifest["status"] == "succeeded"
+    assert manifest["steps"][GRID[3]]["status"] == "failed"
+    assert manifest["steps"]["train"]["status"] == "succeeded"  # one failure allowed
+    assert manifest["steps"]["select"]["metrics"] == {"best": 50, "seen": 3}
+    assert shape(manifest) == shape(single.result())

@@ -410,6 +410,8 @@ class WorkflowRun:
                 memo.append(not self._wanted(job))
             return memo[0]
 
+        if give_up():  # cancelled before it was queued for a runner
+            return "cancelled"
         pool = self.runners.pool(record.pool)
         name = pool.acquire(give_up)
         if name is None:

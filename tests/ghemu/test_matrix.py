@@ -120,7 +120,7 @@ jobs:
           test "${{ needs.train.result }}" = success && test -n "${{ needs.train.outputs.last }}"
   plain:
     needs: plan
-    runs-on: ubuntu-latest
+    runs-on: ${{ matrix.os }}
     strategy:
       matrix: {os: [linux, mac], v: [1]}
     steps:
@@ -153,7 +153,8 @@ def test_each_combination_is_a_job_of_its_own_with_its_matrix_at_most_max_parall
     assert train.outputs["last"] in ("t-a", "t-b", "t-c")  # the last to finish wins
     plain = record.jobs["plain"]
     assert [one.name for one in plain.instances] == ["plain (linux, 1)", "plain (mac, 1)"]
-    assert len(record.every()) == 3 + 3 + 1  # plan, after; 3 + 2 combinations
+    assert [one.runner for one in plain.instances] == ["linux-1", "mac-1"]  # runs-on: matrix.os
+    assert len(record.every()) == 2 + 3 + 2  # plan, after; 3 + 2 combinations
 
 
 FAILING = """\
@@ -255,3 +256,23 @@ def test_a_job_s_if_cannot_read_matrix(gh_evaluator: Evaluator, origin: Path) ->
     assert record.results()["m"] == "failure"
     assert "Unrecognized named-value: 'matrix'" in record.jobs["m"].error
     assert json.dumps(record.results())  # still a plain record
+
+
+def test_a_run_cancelled_during_a_matrix_cancels_its_running_and_queued_combinations(
+    gh_evaluator: Evaluator, origin: Path
+) -> None:
+    workflow = FAILING.format(fail_fast="", sleep=120).replace("max-parallel: 2", "max-parallel: 1")
+    workflow = workflow.replace("exit 7", "sleep 120").replace("= failure", "= cancelled")
+    run = _run(workflow, gh_evaluator, origin, pools={"ubuntu-latest": 2}).start()
+    try:
+        run.wait_for(
+            lambda r: bool(r.jobs["m"].instances) and r.jobs["m"].instances[0].started is not None,
+            60,
+        )
+    finally:
+        run.cancel()
+    record = run.wait(120)
+    assert [one.result for one in record.jobs["m"].instances] == ["cancelled"] * 4
+    assert [one.runner is None for one in record.jobs["m"].instances] == [False] + [True] * 3
+    assert record.results() == {"m": "cancelled", "dependent": "cancelled", "report": "success"}
+    assert record.result == "cancelled"
