@@ -4,7 +4,8 @@ GitHub's own evaluator, every job on its `runs-on` pool in its own fresh clone o
 origin, the engine as `docker://` the image published to a loopback registry (pulled by
 digest), the artifacts in S3 (moto on loopback). Each scenario's record is compared with a
 single-runner `sluice run` of the same pipeline: the same statuses and output digests, and
-in jobs mode each step also names its job and runner."""
+in jobs mode each step also names its job and runner. A fan-out step is a `strategy.matrix`
+job: the emulator runs each instance as a job of its own (tests/ghemu/matrix.py)."""
 
 from __future__ import annotations
 
@@ -578,4 +579,37 @@ def test_a_failed_instance_fails_its_matrix_job_and_the_fan_in_still_runs_within
     assert manifest["steps"][GRID[3]]["status"] == "failed"
     assert manifest["steps"]["train"]["status"] == "succeeded"  # one failure allowed
     assert manifest["steps"]["select"]["metrics"] == {"best": 50, "seen": 3}
+    assert shape(manifest) == shape(single.result())
+
+
+# the first instance fails; fail_fast (GitHub's fail-fast too) cancels the others unstarted
+FAIL_FAST_SWEEP = (
+    SWEEP.replace("max_parallel: 2", "max_parallel: 1")
+    .replace("allow_failures: 0", "fail_fast: true")
+    .replace("# break", 'test "${{{{ matrix.depth }}}}-${{{{ matrix.region }}}}" != 3-eu')
+)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="finish records the instances GitHub's fail-fast never started as failed "
+    "(engine/run/roles.py: 'its matrix job ... recorded no result'); a single runner "
+    "records them cancelled ('fail_fast: train[...] failed'): /work/ctx/REQUESTS.md, H8",
+)
+def test_fail_fast_cancels_the_instances_not_started_as_a_single_runner_does(
+    make: Any, alongside: Any, tmp_path: Path, s3_server: S3Server
+) -> None:
+    jobs = make(FAIL_FAST_SWEEP)
+    assert "fail-fast: true" in jobs.workflow_file.read_text()
+    single = alongside(tmp_path / "single", FAIL_FAST_SWEEP, s3_server, params=("regions=eu,us",))
+    record = jobs.workflow_run({"regions": "eu,us"}, pools={"ubuntu-latest": 2}).run(timeout=300)
+    results = [one.result for one in record.jobs["step-train"].instances]
+    assert results == ["failure", "cancelled", "cancelled", "cancelled"], record.describe()
+    assert [one.runner is None for one in record.jobs["step-train"].instances[1:]] == [True] * 3
+    assert record.results()["step-select"] == "success"  # started; the engine decided
+    manifest = jobs.manifest(sluice_run_id(record))
+    assert manifest["status"] == "failed"
+    assert manifest["steps"]["train"]["status"] == "failed"
+    assert manifest["steps"]["select"]["status"] == "upstream_failed"
+    assert [manifest["steps"][name]["status"] for name in GRID] == ["failed"] + ["cancelled"] * 3
     assert shape(manifest) == shape(single.result())
