@@ -103,15 +103,15 @@ def combinations(spec: FanOut, params: Mapping[str, Any], step: str = "") -> lis
                     added = True
             if not added:
                 combos.append(dict(entry))
-    unique: list[Values] = []
+    unique: dict[str, Values] = {}  # canonical text (types kept: 1, 1.0, true, "1") -> values
     for combo in combos:
-        if not any(_same_values(combo, seen) for seen in unique):
-            unique.append(combo)
+        canonical = json.dumps([[k, type(v).__name__, v] for k, v in combo.items()])
+        unique.setdefault(canonical, combo)
     if not unique:
         raise FanOutError(f"step {step!r} fans out over nothing: its matrix or list is empty")
     if len(unique) > MAX_INSTANCES:
         raise _too_many(step, len(unique))
-    return unique
+    return list(unique.values())
 
 
 def _too_many(step: str, count: int) -> FanOutError:
@@ -123,10 +123,6 @@ def _too_many(step: str, count: int) -> FanOutError:
 
 def _matches(combo: Mapping[str, Any], entry: Mapping[str, Any]) -> bool:
     return all(k in combo and _same(combo[k], v) for k, v in entry.items())
-
-
-def _same_values(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
-    return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
 
 
 def shown(value: Any) -> str:
@@ -310,7 +306,8 @@ def _tally(statuses: Sequence[StepStatus]) -> str:
     for status in statuses:
         counts[status.value.replace("_", " ")] = counts.get(status.value.replace("_", " "), 0) + 1
     parts = ", ".join(f"{n} {word}" for word, n in counts.items())
-    return f"{len(statuses)} instances: {parts}"
+    noun = "instance" if len(statuses) == 1 else "instances"
+    return f"{len(statuses)} {noun}: {parts}"
 
 
 def should_stop(group: ResolvedStep, statuses: Mapping[str, StepStatus]) -> bool:
